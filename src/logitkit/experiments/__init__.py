@@ -1,0 +1,24 @@
+"""Experiments that reproduce each capability's published claim (``logitkit reproduce``).
+
+An experiment is a module in this package whose name does not start with ``_`` and that defines
+
+    TITLE: str                      # one line, shown in the report
+    def run(ctx: Context) -> Result
+
+``ctx.size`` is "smoke" (seconds, used by the tests), "quick" (a few minutes, ``make demo``) or
+"full". ``ctx.data_dir`` is the real data folder (``../shared/data`` layout) or None, in which case
+the experiment uses data the package builds offline and says so in ``Result.data``. Plots go in
+``ctx.out_dir`` and are listed by file name in ``Result.plots``. ``Result.numbers`` must be the same
+on a rerun with the same seed: wall-clock figures go in ``Result.timings`` instead.
+"""
+
+from logitkit.experiments._framework import (
+    VERDICTS,
+    Claim,
+    Context,
+    Result,
+    available,
+    run_experiments,
+)
+
+__all__ = ["VERDICTS", "Claim", "Context", "Result", "available", "run_experiments"]

@@ -1,0 +1,35 @@
+"""``logitkit reproduce [NAME ...|all] [--quick|--smoke] [--out DIR] [--data DIR] [--force]``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from logitkit.experiments._framework import Context, available, run_experiments
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "names", nargs="*", default=["all"], help=f"experiments ({', '.join(available())}) or all"
+    )
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", dest="size", action="store_const", const="quick",
+                      help="minutes on a laptop CPU (what `make demo` runs)")
+    size.add_argument("--smoke", dest="size", action="store_const", const="smoke",
+                      help="seconds; checks that everything runs, numbers mean little")
+    parser.set_defaults(size="full", handler=run)
+    parser.add_argument("--out", type=Path, default=Path("reproduce-out"), help="output folder")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="real data folder (layout of ../shared/data); default: embedded data")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--force", action="store_true", help="rerun experiments already done")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.data is not None and not args.data.is_dir():
+        raise FileNotFoundError(f"--data {args.data} is not a folder")
+    names = available() if args.names == ["all"] else args.names
+    ctx = Context(size=args.size, out_dir=args.out, data_dir=args.data, seed=args.seed)
+    results = run_experiments(names, ctx, force=args.force)
+    print(f"wrote {args.out / 'report.md'} and report.json ({len(results)} experiment(s))")
+    return 0
