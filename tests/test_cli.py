@@ -40,3 +40,21 @@ def test_unknown_verb_is_a_usage_error(capsys):
 def test_bench_rejects_unknown_names(capsys, tmp_path):
     assert main(["bench", "no_such_benchmark", "--out", str(tmp_path)]) == 2
     assert "unknown benchmark" in capsys.readouterr().err
+
+
+def test_bench_runs_scripts_and_saves_their_json(tmp_path, capsys):
+    import json
+
+    scripts = tmp_path / "benchmarks"
+    scripts.mkdir()
+    (scripts / "harness.py").write_text("raise SystemExit('the harness is not a benchmark')\n")
+    (scripts / "tiny.py").write_text(
+        "import json, sys\nprint('noise')\n"
+        "print(json.dumps({'benchmark': 'tiny', 'quick': '--quick' in sys.argv}))\n"
+    )
+    (scripts / "broken.py").write_text("raise SystemExit(3)\n")
+    out = tmp_path / "out"
+    assert main(["bench", "tiny", "--quick", "--dir", str(scripts), "--out", str(out)]) == 0
+    assert json.loads((out / "tiny.json").read_text()) == {"benchmark": "tiny", "quick": True}
+    assert main(["bench", "all", "--dir", str(scripts), "--out", str(out)]) == 1
+    assert "failed: ['broken']" in capsys.readouterr().err
