@@ -83,3 +83,14 @@ def test_every_experiment_runs_at_smoke_size(name, tmp_path):
     assert _finite_numbers(result["numbers"])
     for plot in result["plots"]:
         assert (tmp_path / name / plot).stat().st_size > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", available())
+def test_a_rerun_with_the_same_seed_gives_the_same_numbers(name, tmp_path):
+    runs = []
+    for attempt in ("first", "second"):
+        main(["reproduce", name, "--smoke", "--seed", "3", "--out", str(tmp_path / attempt)])
+        payload = json.loads((tmp_path / attempt / "report.json").read_text())
+        runs.append(payload["experiments"][name]["numbers"])
+    assert runs[0] == runs[1]
