@@ -1,0 +1,108 @@
+"""Decision metrics and input checks shared by the threshold and class-weight searches.
+
+Conventions: ``labels`` are integer class ids in ``[0, n)``; ``preds`` likewise.
+
+* accuracy  = (1/N) sum_i [pred_i == y_i]
+* macro-F1  = (1/n) sum_c F1_c,  F1_c = 2 TP_c / (#pred_c + #true_c)   (0 when both counts are 0)
+* binary F1 = F1 of the positive class (label 1)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+CLASS_METRICS = ("accuracy", "macro_f1")
+BINARY_METRICS = ("accuracy", "f1")
+
+
+def f1_from_counts(tp: np.ndarray, predicted: np.ndarray, actual: np.ndarray) -> np.ndarray:
+    """Elementwise F1 = 2 tp / (predicted + actual), 0 where the denominator is 0."""
+    denominator = predicted + actual
+    safe = np.where(denominator > 0, denominator, 1)
+    return np.where(denominator > 0, 2.0 * tp / safe, 0.0)
+
+
+def class_metric(labels: np.ndarray, preds: np.ndarray, n_classes: int, metric: str) -> float:
+    """``metric`` ("accuracy" or "macro_f1") of integer predictions against integer labels."""
+    if metric == "accuracy":
+        return float(np.count_nonzero(preds == labels)) / labels.size
+    tp = np.bincount(labels[preds == labels], minlength=n_classes)
+    predicted = np.bincount(preds, minlength=n_classes)
+    actual = np.bincount(labels, minlength=n_classes)
+    return float(f1_from_counts(tp, predicted, actual).sum()) / n_classes
+
+
+def check_metric(metric: str, allowed: tuple[str, ...]) -> None:
+    if metric not in allowed:
+        raise ValueError(f"metric must be one of {allowed}, got {metric!r}")
+
+
+def as_int_labels(labels: object, name: str = "labels") -> np.ndarray:
+    """1-D int64 array from integer (or integral float) values; ValueError/TypeError otherwise."""
+    array = np.asarray(labels)
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {array.shape}")
+    if array.size == 0:
+        raise ValueError(f"{name} is empty; at least one sample is needed")
+    if array.dtype == bool:
+        return array.astype(np.int64)
+    if np.issubdtype(array.dtype, np.integer):
+        return array.astype(np.int64)
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.all(np.isfinite(array)) or np.any(array != np.round(array)):
+            raise ValueError(f"{name} must hold whole numbers (class ids); found non-integers")
+        return array.astype(np.int64)
+    raise TypeError(f"{name} must be integer class ids, got dtype {array.dtype}")
+
+
+def check_probs_labels(probs: object, labels: object) -> tuple[np.ndarray, np.ndarray]:
+    """Validate a (N, n) score matrix and N labels in [0, n) with every class present.
+
+    Scores need not be normalised (rows need not sum to 1): the decision rule argmax(p * w) only
+    compares products, so any finite non-negative scores work. Negative scores are rejected
+    because a positive weight would then reverse their order.
+    """
+    p = np.asarray(probs, dtype=np.float64)
+    if p.ndim != 2:
+        raise ValueError(f"probs must be 2-D (samples, classes), got shape {p.shape}")
+    if p.shape[0] == 0:
+        raise ValueError("probs has no rows; at least one sample is needed")
+    if p.shape[1] < 2:
+        raise ValueError(f"probs needs at least 2 class columns, got {p.shape[1]}")
+    if not np.all(np.isfinite(p)):
+        raise ValueError("probs contains NaN or infinite values")
+    if np.any(p < 0):
+        raise ValueError("probs must be non-negative (probabilities or other non-negative scores)")
+    y = as_int_labels(labels)
+    if y.shape[0] != p.shape[0]:
+        raise ValueError(f"labels has {y.shape[0]} entries but probs has {p.shape[0]} rows")
+    n = p.shape[1]
+    if y.min() < 0 or y.max() >= n:
+        bad = y[(y < 0) | (y >= n)][0]
+        raise ValueError(f"labels must lie in [0, {n}) for {n} classes, found {bad}")
+    missing = np.flatnonzero(np.bincount(y, minlength=n) == 0)
+    if missing.size:
+        raise ValueError(
+            f"class(es) {missing.tolist()} have no sample in labels; every class must be present "
+            "to tune its weight"
+        )
+    return p, y
+
+
+def check_scores_binary(scores: object, labels: object) -> tuple[np.ndarray, np.ndarray]:
+    """Validate N finite scores and N labels in {0, 1} with both classes present."""
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim != 1:
+        raise ValueError(f"scores must be 1-D, got shape {s.shape}")
+    if s.size == 0:
+        raise ValueError("scores is empty; at least one sample is needed")
+    if not np.all(np.isfinite(s)):
+        raise ValueError("scores contains NaN or infinite values")
+    y = as_int_labels(labels)
+    if y.shape[0] != s.shape[0]:
+        raise ValueError(f"labels has {y.shape[0]} entries but scores has {s.shape[0]}")
+    if np.any((y != 0) & (y != 1)):
+        raise ValueError(f"binary labels must be 0 or 1, found {y[(y != 0) & (y != 1)][0]}")
+    if y.min() == y.max():
+        raise ValueError(f"labels are all {y[0]}; both classes 0 and 1 must be present")
+    return s, y
