@@ -122,10 +122,30 @@ def test_coordinate_ascent_is_optimal_along_every_coordinate(seed, metric):
             assert naive_metric(probs, labels, trial, metric) <= reached + 1e-12, (k, t)
 
 
+@pytest.mark.parametrize("metric", ["accuracy", "macro_f1"])
+@pytest.mark.parametrize("seed", range(8))
+def test_normalising_the_weights_keeps_exact_ties_and_optimality(seed, metric):
+    # rounded probabilities with exact zeros make exactly tied products p_ij w_j; dividing by a
+    # weight that is not a power of two used to break such ties and lose optimality
+    rng = np.random.default_rng(seed)
+    n, size = 5, 40
+    labels = np.concatenate([np.arange(n), rng.integers(0, n, size - n)])
+    probs = np.round(rng.dirichlet(np.ones(n), size=size), 1)
+    probs[np.random.default_rng(seed).random(probs.shape) < 0.3] = 0.0
+    weights = fit_class_weights(probs, labels, metric=metric)
+    reached = naive_metric(probs, labels, weights, metric)
+    for k in range(n):
+        for t in interval_candidates(probs, weights, k):
+            trial = weights.copy()
+            trial[k] = t
+            assert naive_metric(probs, labels, trial, metric) <= reached + 1e-12, (k, t)
+
+
 def test_weights_are_normalised_and_invariant_to_scaling_the_rows():
     probs, labels = random_problem(3, n=4, size=60)
     weights = fit_class_weights(probs, labels)
-    assert weights.max() == 1.0 and np.all(weights > 0)
+    assert 1.0 <= weights.max() < 2.0 and np.all(weights > 0)
+    assert np.log2(weights / fit_class_weights(probs, labels, max_rounds=100)).std() == 0
     row_scale = 2.0 ** np.random.default_rng(0).integers(-3, 4, size=(probs.shape[0], 1))
     scaled = fit_class_weights(probs * row_scale, labels)  # powers of 2: exact in floats
     np.testing.assert_array_equal(scaled, weights)

@@ -26,7 +26,7 @@ def class_metric(labels: np.ndarray, preds: np.ndarray, n_classes: int, metric: 
     """``metric`` ("accuracy" or "macro_f1") of integer predictions against integer labels."""
     if metric == "accuracy":
         return float(np.count_nonzero(preds == labels)) / labels.size
-    tp = np.bincount(labels[preds == labels], minlength=n_classes)
+    tp = np.bincount(labels[np.flatnonzero(preds == labels)], minlength=n_classes)
     predicted = np.bincount(preds, minlength=n_classes)
     actual = np.bincount(labels, minlength=n_classes)
     return float(f1_from_counts(tp, predicted, actual).sum()) / n_classes

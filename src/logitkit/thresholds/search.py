@@ -13,12 +13,17 @@ breakpoints ``b_i``: sort them once, sweep them in increasing order updating the
 incrementally (cumulative sums), and set ``w_k`` to the midpoint of the best open interval
 (below the smallest breakpoint: half of it; above the largest: twice it). Sweep the classes in turn
 until a full round brings no gain (or ``max_rounds``). ``m_i`` and ``r_i`` come from the two best
-weighted scores of each row, kept up to date as weights change. Each round costs O(n N log N).
+weighted scores of each row, kept up to date as weights change (a row is searched again only where
+``w_k`` went down and ``k`` was one of its two best). For accuracy only rows labelled ``k`` or
+``r_i`` change the count, so only their breakpoints are sorted (values only, no permutation); for
+macro-F1 every row with ``p_ik > 0`` moves the counts of ``k`` and ``r_i`` and is swept. Each round
+costs O(n N log N).
 Weights are kept positive (w_k = 0 is not searched). They start at 1 (plain argmax) and a change is
 kept only if the metric, recomputed with the real decision rule, rises, so the result is never
 worse than argmax on the data it was fitted on. It is a coordinate-wise optimum, not necessarily
-the global one. Multiplicative weights are scale-invariant; the result is normalised so that
-``max(w) = 1``.
+the global one. Multiplicative weights are scale-invariant; the result is divided by the power of
+two that brings ``max(w)`` into ``[1, 2)``: a power of two scales every product ``p_ij w_j``
+exactly, so exact ties between classes, and with them every decision, stay as they were fitted.
 
 Powell baseline ("powell"): the original recipe, ``scipy.optimize.minimize(method="Powell")`` of
 ``-metric(argmax(p * tanh(x)))`` over ``x``, starting from ``x = 1`` (all weights equal to
@@ -141,11 +146,10 @@ def _powell_weights(p: np.ndarray, y: np.ndarray, metric: str, maxfev: int | Non
 def _coordinate_weights(p: np.ndarray, y: np.ndarray, metric: str, max_rounds: int) -> np.ndarray:
     n = p.shape[1]
     weights = np.ones(n)
-    scores = p * weights
     columns = np.ascontiguousarray(p.T)  # columns[k] = p[:, k], contiguous
-    top = _top_two(scores)
-    preds = top[0]
-    current = class_metric(y, preds, n, metric)
+    own_rows = [np.flatnonzero((y == c) & (columns[c] > 0)) for c in range(n)]  # for accuracy
+    top = _top_two(p)  # of p * weights
+    current = class_metric(y, top[0], n, metric)
     # every class is swept at least once; then stop once n - 1 sweeps in a row brought no gain
     # (the class changed last is already at its best): a full round without gain, without
     # re-sweeping the class that was just optimised
@@ -154,21 +158,21 @@ def _coordinate_weights(p: np.ndarray, y: np.ndarray, metric: str, max_rounds: i
         k = sweeps % n
         sweeps += 1
         stale_sweeps += 1
-        first, first_score, second, second_score = top
-        rival = np.where(first == k, second, first)
-        rival_score = np.where(first == k, second_score, first_score)
-        candidate = _best_weight(columns[k], rival, rival_score, y, preds, k, n, metric)
+        rival, rival_score = _rival(top, k)
+        if metric == "accuracy":
+            candidate = _best_weight_accuracy(columns[k], rival, rival_score, y, top[0],
+                                              own_rows[k])
+        else:
+            candidate = _best_weight_macro_f1(columns[k], rival, rival_score, y, top[0], k, n)
         if candidate is None or candidate[1] <= current + _MIN_GAIN:
             continue
         column = columns[k] * candidate[0]
-        wins = (column > rival_score) | ((column == rival_score) & (k < rival))
-        new_preds = np.where(wins, k, rival)
-        value = class_metric(y, new_preds, n, metric)
+        new_top = _update_top_two(top, p, weights, column, k, candidate[0] < weights[k])
+        value = class_metric(y, new_top[0], n, metric)
         if value > current:  # checked on the real decision rule, not only on the sweep
-            weights[k], scores[:, k], preds, current = candidate[0], column, new_preds, value
-            top = _update_top_two(top, scores, k)
+            weights[k], top, current = candidate[0], new_top, value
             stale_sweeps = 0
-    return weights / weights.max()
+    return weights / 2.0 ** np.floor(np.log2(weights.max()))
 
 
 def _top_two(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -179,36 +183,104 @@ def _top_two(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
     rows = np.arange(scores.shape[0])
     first = np.argmax(scores, axis=1)
     first_score = scores[rows, first]
-    scores[rows, first] = -1.0  # scores are >= 0: the first cannot win again
-    second = np.argmax(scores, axis=1)
-    second_score = scores[rows, second]
-    scores[rows, first] = first_score
-    return first, first_score, second, second_score
+    rest = scores.copy()
+    rest[rows, first] = -1.0  # scores are >= 0: the first cannot win again
+    second = np.argmax(rest, axis=1)
+    return first, first_score, second, rest[rows, second]
 
 
 def _update_top_two(
-    top: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], scores: np.ndarray, k: int
+    top: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    p: np.ndarray,
+    weights: np.ndarray,
+    column: np.ndarray,
+    k: int,
+    decreased: bool,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``_top_two(scores)`` after column ``k`` changed, recomputing only the rows that need it."""
-    first, first_score, second, second_score = top
-    stale = (first == k) | (second == k)  # k was one of the two: the rest of the row decides
-    rows = np.flatnonzero(stale)
-    if 2 * rows.size > stale.size:
-        return _top_two(scores)
-    column = scores[:, k]
-    beats_first = (column > first_score) | ((column == first_score) & (k < first))
-    beats_second = (column > second_score) | ((column == second_score) & (k < second))
-    new_second = np.where(beats_first, first, np.where(beats_second, k, second))
-    new_second_score = np.where(beats_first, first_score,
-                                np.where(beats_second, column, second_score))
-    new_first = np.where(beats_first, k, first)
-    new_first_score = np.where(beats_first, column, first_score)
-    (new_first[rows], new_first_score[rows], new_second[rows],
-     new_second_score[rows]) = _top_two(scores[rows])
+    """``top = _top_two(p * weights)`` updated for ``w_k`` changing (``column = p[:, k] * w_k``).
+
+    The best other column ``o`` of a row is known (:func:`_rival`); where the new ``k`` beats it,
+    the top two are ``(k, o)``. Elsewhere ``o`` leads and the runner-up is ``k`` where ``k`` was in
+    the top two or beats the old second, else the old second. That is exact except where ``k`` was
+    in the top two, does not beat ``o`` and went down (the third column, not kept, may now pass
+    it): there ``o`` still leads, and only the runner-up is searched again. Rows are patched by
+    index (sparse).
+    """
+    first, _, second, second_score = top
+    other, other_score = _rival(top, k)
+    beats_other = _beats(column, other_score, other, k)
+    in_top = (first == k) | (second == k)
+    runner_up = np.flatnonzero((in_top | _beats(column, second_score, second, k)) & ~beats_other)
+    won = np.flatnonzero(beats_other)
+    new_first, new_first_score = other.copy(), other_score.copy()
+    new_second, new_second_score = second.copy(), second_score.copy()
+    new_first[won], new_first_score[won] = k, column[won]
+    new_second[won], new_second_score[won] = other[won], other_score[won]
+    new_second[runner_up], new_second_score[runner_up] = k, column[runner_up]
+    if decreased:
+        rows = np.flatnonzero(in_top & ~beats_other)
+        rest = p[rows] * weights
+        rest[:, k] = column[rows]
+        positions = np.arange(rows.size)
+        rest[positions, other[rows]] = -1.0  # scores are >= 0: o cannot be picked again
+        new_second[rows] = best_rest = np.argmax(rest, axis=1)
+        new_second_score[rows] = rest[positions, best_rest]
     return new_first, new_first_score, new_second, new_second_score
 
 
-def _best_weight(
+def _rival(
+    top: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: index ``r_i`` and value ``m_i`` of the best score among the columns other than k."""
+    first, first_score, second, second_score = top
+    rival, rival_score = first.copy(), first_score.copy()
+    rows = np.flatnonzero(first == k)
+    rival[rows], rival_score[rows] = second[rows], second_score[rows]
+    return rival, rival_score
+
+
+def _beats(column: np.ndarray, score: np.ndarray, index: np.ndarray, k: int) -> np.ndarray:
+    """Whether column ``k`` wins against column ``index`` in each row (ties: lower index wins)."""
+    wins = column > score
+    ties = np.flatnonzero(column == score)
+    wins[ties] = index[ties] > k
+    return wins
+
+
+def _best_weight_accuracy(
+    p_k: np.ndarray,
+    rival: np.ndarray,
+    rival_score: np.ndarray,
+    y: np.ndarray,
+    preds: np.ndarray,
+    gainers: np.ndarray,
+) -> tuple[float, float] | None:
+    """Best ``w_k`` for accuracy and its value (see :func:`_pick_interval`).
+
+    Raising ``w_k`` past ``b_i`` switches row ``i`` from ``r_i`` to ``k``: +1 if its label is
+    ``k`` (``gainers``: the rows of class ``k`` with ``p_ik > 0``), -1 if its label is ``r_i``, 0
+    otherwise, so only those two sets of breakpoints are sorted (values only, no permutation).
+    The first best interval starts at a breakpoint with a gain or at the lowest breakpoint (an
+    interval entered by losses alone is worse than the one below it): only those are evaluated.
+    """
+    free = p_k > 0
+    # (index arrays: fancy indexing with them is much faster than with boolean masks)
+    losers = np.flatnonzero(free & (y == rival))
+    up = np.sort(rival_score[gainers] / p_k[gainers])
+    down = np.sort(rival_score[losers] / p_k[losers])
+    if up.size + down.size == 0:
+        return None
+    start = down.size + np.count_nonzero(~free & (preds == y))
+    group_last = np.flatnonzero(np.append(up[1:] > up[:-1], up.size > 0))
+    ends, gained = up[group_last], group_last + 1
+    lowest = min(up[0] if up.size else np.inf, down[0] if down.size else np.inf)
+    if ends.size == 0 or lowest < ends[0]:
+        ends, gained = np.append(lowest, ends), np.append(0, gained)
+    values = (start + gained - np.searchsorted(down, ends, side="right")) / y.size
+    return _pick_interval(start / y.size, lowest, ends, values, (up, down))
+
+
+def _best_weight_macro_f1(
     p_k: np.ndarray,
     rival: np.ndarray,
     rival_score: np.ndarray,
@@ -216,37 +288,52 @@ def _best_weight(
     preds: np.ndarray,
     k: int,
     n: int,
-    metric: str,
 ) -> tuple[float, float] | None:
-    """Best ``w_k`` (midpoint of the best interval between breakpoints) and its metric value."""
+    """Best ``w_k`` for macro-F1 and its value (see :func:`_pick_interval`)."""
     free = p_k > 0  # rows whose prediction depends on w_k
-    base = np.where(free, rival, preds)  # w_k below every breakpoint: free rows predict rival
-    if metric == "accuracy":
-        gain = (y == k).astype(np.int64) - (y == rival)
-        rows = np.flatnonzero(free & (gain != 0))  # other rows cannot change the count
-    else:
-        rows = np.flatnonzero(free)
+    rows = np.flatnonzero(free)
     if rows.size == 0:
         return None
+    base = rival.copy()  # w_k below every breakpoint: free rows predict their rival
+    fixed = np.flatnonzero(~free)
+    base[fixed] = preds[fixed]
     breaks = rival_score[rows] / p_k[rows]
     order = np.argsort(breaks)  # ties need no order: only group ends are evaluated
     breaks, rows = breaks[order], rows[order]
-    if metric == "accuracy":
-        start = float(np.count_nonzero(base == y))
-        values = (start + np.cumsum(gain[rows])) / y.size
-        start /= y.size
-    else:
-        start, values = _macro_f1_sweep(y[rows], rival[rows], y, base, k, n)
+    start, values = _macro_f1_sweep(y[rows], rival[rows], y, base, k, n)
     # value after the last row of each group of equal breakpoints = value on the interval above
     last = np.flatnonzero(np.append(breaks[1:] > breaks[:-1], True))
-    group_values = values[last]
-    best = int(np.argmax(group_values))
-    if breaks[0] > 0 and start >= group_values[best]:  # (0, smallest breakpoint) is best
-        return float(breaks[0] / 2), float(start)
-    low = breaks[last[best]]
-    if best + 1 < last.size:
-        return float((low + breaks[last[best] + 1]) / 2), float(group_values[best])
-    return (float(2 * low) if low > 0 else 1.0), float(group_values[best])
+    return _pick_interval(start, breaks[0], breaks[last], values[last], (breaks,))
+
+
+def _pick_interval(
+    start: float,
+    lowest: float,
+    ends: np.ndarray,
+    values: np.ndarray,
+    breakpoints: tuple[np.ndarray, ...],
+) -> tuple[float, float]:
+    """Midpoint of the best interval between breakpoints, and the metric there.
+
+    ``values[g]``: the metric just above breakpoint ``ends[g]`` (ascending); ``start``: below
+    ``lowest``, the smallest breakpoint; ``breakpoints``: sorted arrays holding every breakpoint.
+    The lowest of equally good intervals wins; below the smallest breakpoint the weight is half
+    of it, above the largest twice it.
+    """
+    best = int(np.argmax(values))
+    if lowest > 0 and start >= values[best]:  # (0, smallest breakpoint) is best
+        return float(lowest / 2), float(start)
+    low = ends[best]
+    high = min(_next_above(sorted_values, low) for sorted_values in breakpoints)
+    if np.isfinite(high):
+        return float((low + high) / 2), float(values[best])
+    return (float(2 * low) if low > 0 else 1.0), float(values[best])
+
+
+def _next_above(sorted_values: np.ndarray, value: float) -> float:
+    """Smallest entry of ``sorted_values`` above ``value`` (inf if none)."""
+    index = np.searchsorted(sorted_values, value, side="right")
+    return float(sorted_values[index]) if index < sorted_values.size else np.inf
 
 
 def _macro_f1_sweep(
@@ -256,33 +343,32 @@ def _macro_f1_sweep(
 
     Switching row s moves one prediction from class ``r_s`` to ``k``: F1_k changes through the
     cumulative counts of switched rows; F1_{r_s} changes by its value after minus before, using the
-    number of rows of class ``r_s`` switched so far (a per-class running count).
+    numbers of rows of rival ``r_s`` switched so far and of those labelled ``r_s`` (running counts
+    within each rival's group, computed in rival-grouped order and scattered back).
     """
     actual = np.bincount(y, minlength=n)
-    tp0 = np.bincount(y[base == y], minlength=n)
+    tp0 = np.bincount(y[np.flatnonzero(base == y)], minlength=n)
     pred0 = np.bincount(base, minlength=n)
     f1_0 = f1_from_counts(tp0, pred0, actual)
     start = float(f1_0.sum()) / n
-    hit_r = (y_sorted == r_sorted).astype(np.int64)
+    switched = np.arange(1, y_sorted.size + 1)
     # every class has a sample, so every denominator below is >= 1
-    f1_k = 2.0 * (tp0[k] + np.cumsum(y_sorted == k)) / (
-        pred0[k] + np.arange(1, y_sorted.size + 1) + actual[k])
-    # running counts per rival class: rows of the same rival, in sweep order (a stable sort;
-    # numpy uses a radix sort for 16-bit keys)
+    f1_k = 2.0 * (tp0[k] + np.cumsum(y_sorted == k)) / (pred0[k] + actual[k] + switched)
+    # group the rows by rival, keeping sweep order inside a group (a stable sort; numpy uses a
+    # radix sort for 16-bit keys)
     key_type = np.int16 if n <= np.iinfo(np.int16).max else np.int64
     by_rival = np.argsort(r_sorted.astype(key_type), kind="stable")
     grouped_r = r_sorted[by_rival]
+    hit = (y_sorted == r_sorted)[by_rival]  # the rival loses a true positive
     group_start = np.flatnonzero(np.append(True, grouped_r[1:] != grouped_r[:-1]))
     sizes = np.diff(np.append(group_start, grouped_r.size))
-    rank = np.arange(grouped_r.size) - np.repeat(group_start, sizes)
-    hits = np.cumsum(hit_r[by_rival])
-    hits_before_group = np.repeat(np.append(0, hits[group_start[1:] - 1]), sizes)
-    moved = np.empty_like(rank)
-    moved[by_rival] = rank + 1  # rows of this rival switched so far, this one included
-    lost = np.empty_like(rank)
-    lost[by_rival] = hits - hits_before_group  # true positives of this rival lost so far
-    tp_after = tp0[r_sorted] - lost
-    denominator_after = (pred0 + actual)[r_sorted] - moved
-    change = 2.0 * (tp_after / denominator_after - (tp_after + hit_r) / (denominator_after + 1))
+    moved = switched - np.repeat(group_start, sizes)  # rows of this rival switched so far
+    hits = np.cumsum(hit)
+    lost = hits - np.repeat(np.append(0, hits[group_start[1:] - 1]), sizes)
+    tp_after = tp0[grouped_r] - lost
+    denominator_after = (pred0 + actual)[grouped_r] - moved
+    change = np.empty(y_sorted.size)
+    change[by_rival] = 2.0 * (tp_after / denominator_after
+                              - (tp_after + hit) / (denominator_after + 1))
     others = f1_0.sum() - f1_0[k] + np.cumsum(change)
     return start, (f1_k + others) / n
