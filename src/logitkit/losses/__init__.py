@@ -1,0 +1,28 @@
+"""Output-layer losses: EMO and TaiLr on logits, and fused (chunked) linear + loss versions."""
+
+from logitkit.losses.functional import emo_loss, emo_mle_loss, tailr_gamma_schedule, tailr_loss
+from logitkit.losses.fused import linear_cross_entropy, linear_emo_loss, linear_tailr_loss
+from logitkit.losses.modules import (
+    CrossEntropyLoss,
+    EMOLoss,
+    OutputLoss,
+    TaiLrLoss,
+    causal_lm_loss,
+    make_compute_loss_func,
+)
+
+__all__ = [
+    "CrossEntropyLoss",
+    "EMOLoss",
+    "OutputLoss",
+    "TaiLrLoss",
+    "causal_lm_loss",
+    "make_compute_loss_func",
+    "emo_loss",
+    "emo_mle_loss",
+    "linear_cross_entropy",
+    "linear_emo_loss",
+    "linear_tailr_loss",
+    "tailr_gamma_schedule",
+    "tailr_loss",
+]

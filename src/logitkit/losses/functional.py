@@ -1,0 +1,439 @@
+"""Per-token losses on logits: EMO, EMO + MLE mixtures and TaiLr.
+
+Conventions shared by every loss here (and by the fused versions in ``fused.py``):
+
+* ``logits`` has shape ``(..., V)`` (classes last, as language models emit them); ``target`` has
+  shape ``(...)`` with integer ids in ``[0, V)`` or ``ignore_index`` (soft targets of shape
+  ``(..., V)`` where a loss accepts them).
+* The math runs in float32 for float32/half/bf16 inputs (float64 stays float64); the loss is
+  returned in that precision and the gradient in the dtype of ``logits``.
+* ``reduction`` is ``"mean"`` (over the non-ignored tokens; 0 when every token is ignored, with a
+  zero gradient), ``"sum"`` or ``"none"`` (shape ``(...)``, 0 at ignored positions).
+* Bad input raises: a target id outside ``[0, V)``, mismatched shapes or dtypes, an empty batch,
+  and a loss that is not finite on a non-ignored token (NaN/inf logits, or a ``-inf`` logit on
+  the target) raise ``ValueError``/``TypeError``; nothing NaN is returned silently. ``-inf``
+  logits on other classes (masking) are fine. Rows that are ignored are never looked at.
+
+Every loss is a set of per-row *terms*: a function of the rows' softmax ``p`` (and of
+``log p_t``) that returns each row's term values and, when asked, each term's gradient with
+respect to the logits (closed forms, no autograd graph). A loss's *coefficients* combine its terms
+after they are summed over the batch (this is where the adaptive EMO + MLE weight comes from).
+The same terms drive the functional losses here and the chunked ``linear_*`` losses in
+``fused.py``, so the two can never disagree.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+
+import torch
+from torch import Tensor
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+@dataclass
+class Rows:
+    """What a loss's terms see for a block of M rows (all in the compute dtype).
+
+    ``p``: softmax of the logits, (M, V); a term function may overwrite it in place.
+    ``logp_t``: log-probability of the target, (M,); None for soft targets.
+    ``target``: ids (M,) with ignored rows replaced by 0, or probabilities (M, V).
+    """
+
+    p: Tensor
+    logp_t: Tensor | None
+    target: Tensor
+
+
+TermFn = Callable[[Rows, bool], tuple[Tensor, list[Tensor] | None]]
+
+
+def unit_coefficients(term_sums: Tensor) -> Tensor:
+    return torch.ones_like(term_sums)
+
+
+@dataclass(frozen=True)
+class RowLoss:
+    """A loss as terms ``(values (M, K), grads K x (M, V) or None)`` plus their coefficients.
+
+    ``coefficients(term_sums)`` maps the K terms summed over the non-ignored rows to K detached
+    weights; each row's loss is ``sum_k c_k * term_k``.
+    """
+
+    terms: TermFn
+    coefficients: Callable[[Tensor], Tensor] = field(default=unit_coefficients)
+    soft_targets: bool = False
+    num_terms: int = 1
+
+
+# ----------------------------------------------------------------------------------------------
+# Terms (the math). Each returns values (M, K) and, if need_grad, K gradients d term / d logits.
+
+
+def _subtract_one_hot_(p: Tensor, target: Tensor) -> Tensor:
+    """``p - onehot(target)``, in place."""
+    return p.scatter_add_(1, target[:, None], p.new_full((p.shape[0], 1), -1.0))
+
+
+def cross_entropy_terms(rows: Rows, need_grad: bool) -> tuple[Tensor, list[Tensor] | None]:
+    """CE ``-log p_t``; gradient ``p - onehot(t)`` (overwrites ``rows.p``)."""
+    values = -rows.logp_t
+    grads = [_subtract_one_hot_(rows.p, rows.target)] if need_grad else None
+    return values[:, None], grads
+
+
+def _log_gamma_mix(logp_t: Tensor, gamma: float) -> Tensor:
+    """``log(gamma + (1 - gamma) p_t)``, exact at gamma = 0 (log p_t) and gamma = 1 (0)."""
+    if gamma == 0.0:
+        return logp_t
+    if gamma == 1.0:
+        return torch.zeros_like(logp_t)
+    return torch.logaddexp(logp_t + math.log1p(-gamma), logp_t.new_tensor(math.log(gamma)))
+
+
+def _tailr_closed_form(logp_t: Tensor, log_mix: Tensor, gamma: float) -> Tensor:
+    """``-log(gamma + (1-gamma) p_t) / (1-gamma)`` without cancellation for any gamma in [0, 1].
+
+    With ``a = 1 - gamma`` the argument is ``1 + a (p_t - 1)``. For gamma >= 0.5 we use
+    ``-log1p(a * expm1(log p_t)) / a`` (argument of log1p in [-0.5, 0], accurate as a -> 0);
+    gamma = 1 is the limit ``1 - p_t`` (total variation to the one-hot target; ``-p_t`` up to the
+    constant 1). For gamma < 0.5 the log-space mix is well conditioned and is divided by ``a``.
+    """
+    if gamma == 1.0:
+        return -torch.expm1(logp_t)
+    if gamma >= 0.5:
+        return -torch.log1p((1.0 - gamma) * torch.expm1(logp_t)) / (1.0 - gamma)
+    return -log_mix / (1.0 - gamma)
+
+
+def tailr_terms(rows: Rows, need_grad: bool, *, gamma: float,
+                threshold: float | None) -> tuple[Tensor, list[Tensor] | None]:
+    """TaiLr. With ``w = p_t / (gamma + (1-gamma) p_t)`` (in [0, 1]):
+
+    closed form ``-log(gamma + (1-gamma) p_t) / (1-gamma)``, gradient ``w (p - onehot(t))``;
+    thresholded ``-max(b, w).detach() * log p_t``, gradient ``max(b, w) (p - onehot(t))``.
+    """
+    log_mix = _log_gamma_mix(rows.logp_t, gamma)
+    weight = (rows.logp_t - log_mix).exp()
+    if threshold is None:
+        values = _tailr_closed_form(rows.logp_t, log_mix, gamma)
+    else:
+        weight = weight.clamp(min=threshold)
+        values = -weight * rows.logp_t
+    grads = None
+    if need_grad:
+        grads = [_subtract_one_hot_(rows.p, rows.target).mul_(weight[:, None])]
+    return values[:, None], grads
+
+
+def emo_terms(rows: Rows, need_grad: bool, *,
+              unit_embedding: Tensor) -> tuple[Tensor, list[Tensor] | None]:
+    """EMO with cosine cost ``1 - <e_i, e_j>`` over unit embeddings ``E`` (V, D).
+
+    ``r = e_t`` (ids) or ``sum_j tau_j e_j`` (probabilities), ``q = sum_i p_i e_i = p @ E``;
+    value ``1 - <q, r>`` (exact EMO for one-hot targets, an upper bound for soft ones). Gradient
+    ``d/dz_i = p_i (<q, r> - <e_i, r>)``. It needs ``s = E r`` (M, V), from which the value is read
+    as ``1 - <p, s>`` (the same number), so a gradient costs one (M x D x V) product and a value
+    alone also one (``q``). No V x V matrix is ever formed.
+    """
+    target = rows.target
+    r = target @ unit_embedding if target.is_floating_point() else unit_embedding[target]
+    p = rows.p
+    if not need_grad:
+        return (1.0 - ((p @ unit_embedding) * r).sum(-1))[:, None], None
+    s = r @ unit_embedding.T
+    expected_similarity = (p[:, None, :] @ s[:, :, None]).reshape(-1)
+    grad = s.sub_(expected_similarity[:, None]).mul_(p).neg_()
+    return (1.0 - expected_similarity)[:, None], [grad]
+
+
+def emo_mle_terms(rows: Rows, need_grad: bool, *,
+                  unit_embedding: Tensor) -> tuple[Tensor, list[Tensor] | None]:
+    """Terms (CE, EMO) for the mixtures; EMO reads ``p`` before CE overwrites it."""
+    emo_values, emo_grads = emo_terms(rows, need_grad, unit_embedding=unit_embedding)
+    ce_values, ce_grads = cross_entropy_terms(rows, need_grad)
+    grads = ce_grads + emo_grads if need_grad else None
+    return torch.cat([ce_values, emo_values], dim=1), grads
+
+
+def adaptive_coefficients(term_sums: Tensor) -> Tensor:
+    """``0.5 * (ce + (ce / emo).detach() * emo)``: weights ``(0.5, 0.5 * CE / EMO)``.
+
+    CE and EMO are the batch sums (equivalently, means) over non-ignored tokens, so the EMO term is
+    rescaled to the size of the CE term; the ratio is taken as 0 when EMO sums to 0.
+    """
+    ce, emo = term_sums[0], term_sums[1]
+    ratio = torch.where(emo > 0, ce / emo.clamp(min=torch.finfo(emo.dtype).tiny), 0.0)
+    return torch.stack([torch.ones_like(ce), ratio]) * 0.5
+
+
+def fixed_coefficients(term_sums: Tensor, *, mle_weight: float) -> Tensor:
+    return torch.tensor([mle_weight, 1.0 - mle_weight], dtype=term_sums.dtype,
+                        device=term_sums.device)
+
+
+# ----------------------------------------------------------------------------------------------
+# Building losses (validated parameters) — shared with fused.py.
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for float32/half/bf16 inputs, float64 for float64."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def normalize_cost_embedding(cost_embedding: Tensor, vocab_size: int | None = None, *,
+                             like: Tensor | None = None) -> Tensor:
+    """Rows of ``cost_embedding`` (V, D) scaled to unit length, detached.
+
+    Returned in the compute dtype of ``like`` (float32, or float64 for float64) and on its device;
+    without ``like``, in the compute dtype of ``cost_embedding``.
+    """
+    if not isinstance(cost_embedding, Tensor) or cost_embedding.dim() != 2:
+        raise ValueError("cost_embedding must be a 2-D tensor (V, D), got "
+                         f"{getattr(cost_embedding, 'shape', type(cost_embedding))}")
+    if vocab_size is not None and cost_embedding.shape[0] != vocab_size:
+        raise ValueError(f"cost_embedding has {cost_embedding.shape[0]} rows but the vocabulary "
+                         f"has {vocab_size} classes")
+    embedding = cost_embedding.detach().to(compute_dtype(cost_embedding.dtype))
+    if not torch.isfinite(embedding).all():
+        raise ValueError("cost_embedding contains NaN or inf")
+    norms = torch.linalg.vector_norm(embedding, dim=1, keepdim=True)
+    zero = (norms.squeeze(1) == 0).nonzero().flatten()
+    if zero.numel():
+        raise ValueError(f"cost_embedding rows {zero[:10].tolist()} have zero norm; every token "
+                         "needs a nonzero embedding for the cosine cost")
+    unit = embedding / norms
+    return unit if like is None else unit.to(device=like.device, dtype=compute_dtype(like.dtype))
+
+
+def cross_entropy_loss_spec() -> RowLoss:
+    return RowLoss(terms=cross_entropy_terms)
+
+
+def emo_loss_spec(unit_embedding: Tensor, *, mle_weight: str | float | None = None) -> RowLoss:
+    """EMO alone (``mle_weight=None``) or mixed with CE (``"adaptive"`` or a float in [0, 1])."""
+    if mle_weight is None:
+        return RowLoss(terms=partial(emo_terms, unit_embedding=unit_embedding), soft_targets=True)
+    if mle_weight == "adaptive":
+        coefficients = adaptive_coefficients
+    elif isinstance(mle_weight, (int, float)) and not isinstance(mle_weight, bool) \
+            and 0.0 <= mle_weight <= 1.0:
+        coefficients = partial(fixed_coefficients, mle_weight=float(mle_weight))
+    else:
+        raise ValueError(f"mle_weight must be 'adaptive' or a number in [0, 1], got {mle_weight!r}")
+    return RowLoss(terms=partial(emo_mle_terms, unit_embedding=unit_embedding),
+                   coefficients=coefficients, num_terms=2)
+
+
+def tailr_loss_spec(gamma: float, threshold: float | None) -> RowLoss:
+    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0.0 <= gamma <= 1.0:
+        raise ValueError(f"gamma must be a number in [0, 1], got {gamma!r}")
+    if threshold is not None and (isinstance(threshold, bool)
+                                  or not isinstance(threshold, (int, float))
+                                  or not 0.0 <= threshold <= 1.0):
+        raise ValueError(f"threshold must be None or a number in [0, 1], got {threshold!r}")
+    threshold = None if threshold is None else float(threshold)
+    return RowLoss(terms=partial(tailr_terms, gamma=float(gamma), threshold=threshold))
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation, rows, reduction — shared with fused.py.
+
+
+def check_reduction(reduction: str) -> None:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+
+
+def flatten_target(target: Tensor, batch_shape: torch.Size, vocab_size: int, *,
+                   ignore_index: int, allow_soft: bool,
+                   dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
+    """Validated ``(target (N,) or (N, V), valid (N,) bool)`` for a batch of shape ``batch_shape``.
+
+    Ignored ids are replaced by 0 (so they can index safely); ``valid`` marks the rows that count.
+    Soft targets are returned in ``dtype``.
+    """
+    if not isinstance(target, Tensor):
+        raise TypeError(f"target must be a tensor, got {type(target).__name__}")
+    if target.is_floating_point():
+        if not allow_soft:
+            raise TypeError(f"target must hold integer class ids for this loss, got {target.dtype}")
+        if target.shape != (*batch_shape, vocab_size):
+            raise ValueError(f"soft target must have shape {(*batch_shape, vocab_size)}, "
+                             f"got {tuple(target.shape)}")
+        probs = target.reshape(-1, vocab_size).to(dtype)
+        if not torch.isfinite(probs).all() or (probs < 0).any():
+            raise ValueError("soft target must hold finite non-negative probabilities")
+        if probs.shape[0] and not torch.allclose(probs.sum(-1), probs.new_ones(()), atol=1e-3):
+            raise ValueError("soft target rows must sum to 1")
+        return probs, torch.ones(probs.shape[0], dtype=torch.bool, device=probs.device)
+    if target.dtype in (torch.bool, torch.complex64, torch.complex128):
+        raise TypeError(f"target must be integer ids or float probabilities, got {target.dtype}")
+    if target.shape != batch_shape:
+        raise ValueError(f"target shape {tuple(target.shape)} does not match the logits' leading "
+                         f"shape {tuple(batch_shape)}")
+    ids = target.reshape(-1).long()
+    valid = ids != ignore_index
+    bad = valid & ((ids < 0) | (ids >= vocab_size))
+    if bad.any():
+        raise ValueError(f"target ids must be in [0, {vocab_size}) or ignore_index={ignore_index}; "
+                         f"found {ids[bad][:5].tolist()}")
+    return ids.masked_fill(~valid, 0), valid
+
+
+def check_batch(num_rows: int, vocab_size: int) -> None:
+    if num_rows == 0:
+        raise ValueError("empty batch: there are no tokens to compute a loss on")
+    if vocab_size == 0:
+        raise ValueError("the class dimension (last) is empty")
+
+
+def loss_rows(logits: Tensor, target: Tensor, valid: Tensor, loss: RowLoss, *,
+              need_grad: bool) -> tuple[Tensor, list[Tensor] | None]:
+    """Term values (M, K) and gradients K x (M, V) of ``loss`` on ``logits`` (M, V).
+
+    Ignored rows get value 0 and gradient 0.
+    """
+    log_probs = torch.log_softmax(logits, dim=-1)
+    logp_t = None
+    if not target.is_floating_point():
+        logp_t = log_probs.gather(1, target[:, None]).squeeze(1)
+    p = log_probs.exp_()
+    values, grads = loss.terms(Rows(p=p, logp_t=logp_t, target=target), need_grad)
+    ignored = ~valid[:, None]
+    values = values.masked_fill(ignored, 0.0)
+    if grads is not None:
+        for grad in grads:
+            grad.masked_fill_(ignored, 0.0)
+    return values, grads
+
+
+def check_finite_values(finite: Tensor) -> None:
+    if not bool(finite):
+        raise ValueError("the loss is not finite on a non-ignored token: the logits contain NaN "
+                         "or inf (or the target class has logit -inf)")
+
+
+def reduction_scale(valid: Tensor, reduction: str) -> float:
+    """Factor turning the sum over rows into the reduced loss (mean: 1 / #valid, 0 if none)."""
+    if reduction != "mean":
+        return 1.0
+    count = int(valid.sum())
+    return 1.0 / count if count else 0.0
+
+
+def reduce_rows(row_loss: Tensor, scale: float, reduction: str) -> Tensor:
+    return row_loss if reduction == "none" else row_loss.sum() * scale
+
+
+# ----------------------------------------------------------------------------------------------
+# The functional losses.
+
+
+class _LogitsLoss(torch.autograd.Function):
+    """Loss on given logits; the gradient is formed in forward from the terms' closed forms."""
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, target: Tensor, valid: Tensor, loss: RowLoss,
+                reduction: str) -> Tensor:
+        need_grad = ctx.needs_input_grad[0]
+        logits_c = logits.to(compute_dtype(logits.dtype))
+        values, grads = loss_rows(logits_c, target, valid, loss, need_grad=need_grad)
+        check_finite_values(torch.isfinite(values).all())
+        coefficients = loss.coefficients(values.sum(0))
+        scale = reduction_scale(valid, reduction)
+        ctx.reduction = reduction
+        if need_grad:
+            grad = grads[0].mul_(coefficients[0])
+            for coefficient, term_grad in zip(coefficients[1:], grads[1:], strict=True):
+                grad.add_(term_grad, alpha=float(coefficient))
+            ctx.save_for_backward(grad.mul_(scale).to(logits.dtype))
+        return reduce_rows(values @ coefficients, scale, reduction)
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor) -> tuple[Tensor | None, ...]:
+        (grad,) = ctx.saved_tensors
+        scale = grad_output[:, None] if ctx.reduction == "none" else grad_output
+        return grad * scale.to(grad.dtype), None, None, None, None
+
+
+def _apply_logits_loss(logits: Tensor, target: Tensor, loss: RowLoss, ignore_index: int,
+                       reduction: str) -> Tensor:
+    if not isinstance(logits, Tensor) or not logits.is_floating_point() or logits.dim() == 0:
+        raise TypeError("logits must be a floating-point tensor of shape (..., V)")
+    check_reduction(reduction)
+    batch_shape, vocab_size = logits.shape[:-1], logits.shape[-1]
+    flat_target, valid = flatten_target(target, batch_shape, vocab_size,
+                                        ignore_index=ignore_index, allow_soft=loss.soft_targets,
+                                        dtype=compute_dtype(logits.dtype))
+    check_batch(valid.numel(), vocab_size)
+    out = _LogitsLoss.apply(logits.reshape(-1, vocab_size), flat_target, valid, loss, reduction)
+    return out.reshape(batch_shape) if reduction == "none" else out
+
+
+def emo_loss(logits: Tensor, target: Tensor, cost_embedding: Tensor, *, ignore_index: int = -100,
+             reduction: str = "mean") -> Tensor:
+    """Earth mover's distance between ``p = softmax(logits)`` and the target, cosine cost.
+
+    With unit rows ``e_i = E_i / |E_i|`` of ``cost_embedding`` (V, D), the cost of moving mass from
+    token i to j is ``1 - <e_i, e_j>``. For ids the EMD to the one-hot target is exact:
+    ``1 - <sum_i p_i e_i, e_t>``. For probabilities ``tau`` (shape ``(..., V)``) the value is the
+    upper bound ``1 - <sum_i p_i e_i, sum_j tau_j e_j>`` (no ``ignore_index`` for soft targets).
+    ``sum_i p_i e_i`` is formed first, never a V x V cost matrix; ``cost_embedding`` gets no
+    gradient (it is detached) and a zero-norm row is an error.
+    """
+    unit_embedding = normalize_cost_embedding(cost_embedding, logits.shape[-1], like=logits)
+    loss = emo_loss_spec(unit_embedding)
+    return _apply_logits_loss(logits, target, loss, ignore_index, reduction)
+
+
+def emo_mle_loss(logits: Tensor, target: Tensor, cost_embedding: Tensor, *,
+                 mle_weight: str | float = "adaptive", ignore_index: int = -100,
+                 reduction: str = "mean") -> Tensor:
+    """EMO mixed with cross-entropy (MLE), on integer targets.
+
+    ``mle_weight=w`` (a number in [0, 1]): per token ``w * ce + (1 - w) * emo``.
+    ``mle_weight="adaptive"`` (the EMO authors' mixture): ``0.5 * (ce + (CE / EMO).detach() * emo)``
+    where CE and EMO are summed over the non-ignored tokens of the batch, so the EMO gradient is
+    rescaled to the size of the CE loss. With ``reduction="mean"`` this is exactly
+    ``0.5 * (mean_ce + (mean_ce / mean_emo).detach() * mean_emo)``; ``"none"`` returns the
+    per-token ``0.5 * (ce_i + ratio * emo_i)`` with the batch ratio.
+    """
+    unit_embedding = normalize_cost_embedding(cost_embedding, logits.shape[-1], like=logits)
+    loss = emo_loss_spec(unit_embedding, mle_weight=mle_weight)
+    return _apply_logits_loss(logits, target, loss, ignore_index, reduction)
+
+
+def tailr_loss(logits: Tensor, target: Tensor, *, gamma: float, threshold: float | None = None,
+               ignore_index: int = -100, reduction: str = "mean") -> Tensor:
+    """TaiLr (total-variation-guided) loss, ``gamma`` in [0, 1].
+
+    ``threshold=None``: ``-log(gamma + (1 - gamma) p_t) / (1 - gamma)``; gamma = 0 is
+    cross-entropy, and gamma -> 1 tends to ``1 - p_t`` (the total variation distance to the
+    one-hot target, i.e. ``-p_t`` plus the constant 1), which gamma = 1 returns exactly; values
+    close to 1 are computed without cancellation. Its gradient is ``w * grad(-log p_t)`` with
+    ``w = p_t / (gamma + (1 - gamma) p_t)``.
+    ``threshold=b`` (in [0, 1]): ``-max(b, w).detach() * log p_t``, the weighted-likelihood form
+    with the weight clipped from below.
+    """
+    loss = tailr_loss_spec(gamma, threshold)
+    return _apply_logits_loss(logits, target, loss, ignore_index, reduction)
+
+
+def tailr_gamma_schedule(step: int, total_steps: int, *, start: float = 0.0,
+                         end: float = 1.0) -> float:
+    """Linear ramp of gamma from ``start`` (step 0) to ``end`` (step ``total_steps``), then held.
+
+    ``gamma_step = start + (end - start) * min(step / total_steps, 1)``.
+    """
+    if total_steps <= 0:
+        raise ValueError(f"total_steps must be positive, got {total_steps}")
+    if step < 0:
+        raise ValueError(f"step must be non-negative, got {step}")
+    if not (0.0 <= start <= 1.0 and 0.0 <= end <= 1.0):
+        raise ValueError(f"start and end must be in [0, 1], got {start}, {end}")
+    return start + (end - start) * min(step / total_steps, 1.0)

@@ -1,0 +1,210 @@
+"""Fused linear + loss: same values and gradients as the loss on full logits, in chunks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from logitkit.losses import (
+    emo_loss,
+    emo_mle_loss,
+    linear_cross_entropy,
+    linear_emo_loss,
+    linear_tailr_loss,
+    tailr_loss,
+)
+from logitkit.losses import fused as fused_module
+
+IGNORE = -100
+
+
+def naive_cross_entropy(logits, target, reduction):
+    """Explicit per-token loop: -log softmax(logits)[t]."""
+    flat_logits, flat_target = logits.reshape(-1, logits.shape[-1]), target.reshape(-1)
+    values = []
+    for row, t in zip(flat_logits, flat_target, strict=True):
+        values.append(torch.zeros((), dtype=row.dtype) if int(t) == IGNORE
+                      else -(row[t] - torch.logsumexp(row, 0)))
+    values = torch.stack(values)
+    counted = int((flat_target != IGNORE).sum())
+    if reduction == "none":
+        return values.reshape(target.shape)
+    return values.sum() if reduction == "sum" else values.sum() / max(counted, 1)
+
+
+def make_inputs(shape=(3, 7), vocab=11, width=5, seed=0, dtype=torch.float64, bias=True):
+    gen = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(*shape, width, generator=gen, dtype=dtype).requires_grad_()
+    weight = torch.randn(vocab, width, generator=gen, dtype=dtype).requires_grad_()
+    b = torch.randn(vocab, generator=gen, dtype=dtype).requires_grad_() if bias else None
+    target = torch.randint(0, vocab, shape, generator=gen)
+    target.view(-1)[1::5] = IGNORE
+    embedding = torch.randn(vocab, 6, generator=gen, dtype=torch.float64)
+    return hidden, weight, b, target, embedding
+
+
+def values_and_grads(fn, hidden, weight, bias, out_weights=None):
+    value = fn()
+    scalar = value.sum() if out_weights is None else (value * out_weights).sum()
+    params = [t for t in (hidden, weight, bias) if t is not None]
+    return value.detach(), torch.autograd.grad(scalar, params)
+
+
+def assert_same(ours, ref, **tol):
+    torch.testing.assert_close(ours[0], ref[0], **tol)
+    for a, b in zip(ours[1], ref[1], strict=True):
+        torch.testing.assert_close(a, b, **tol)
+
+
+def logits_of(hidden, weight, bias):
+    return F.linear(hidden, weight, bias)
+
+
+LOSSES = {
+    "ce": (lambda h, w, t, e, **kw: linear_cross_entropy(h, w, t, **kw),
+           lambda z, t, e, reduction: naive_cross_entropy(z, t, reduction)),
+    "emo": (lambda h, w, t, e, **kw: linear_emo_loss(h, w, t, e, **kw),
+            lambda z, t, e, reduction: emo_loss(z, t, e, reduction=reduction)),
+    "emo_mle_adaptive": (
+        lambda h, w, t, e, **kw: linear_emo_loss(h, w, t, e, mle_weight="adaptive", **kw),
+        lambda z, t, e, reduction: emo_mle_loss(z, t, e, reduction=reduction)),
+    "emo_mle_fixed": (
+        lambda h, w, t, e, **kw: linear_emo_loss(h, w, t, e, mle_weight=0.4, **kw),
+        lambda z, t, e, reduction: emo_mle_loss(z, t, e, mle_weight=0.4, reduction=reduction)),
+    "tailr": (lambda h, w, t, e, **kw: linear_tailr_loss(h, w, t, gamma=0.6, **kw),
+              lambda z, t, e, reduction: tailr_loss(z, t, gamma=0.6, reduction=reduction)),
+    "tailr_threshold": (
+        lambda h, w, t, e, **kw: linear_tailr_loss(h, w, t, gamma=0.3, threshold=0.4, **kw),
+        lambda z, t, e, reduction: tailr_loss(z, t, gamma=0.3, threshold=0.4,
+                                              reduction=reduction)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("chunk_size,with_bias", [(1, True), (4, False), (21, True), (None, True)])
+def test_fused_equals_unfused(name, reduction, chunk_size, with_bias):
+    hidden, weight, bias, target, embedding = make_inputs(bias=with_bias)
+    fused, unfused = LOSSES[name]
+    out_weights = torch.rand(target.shape, dtype=torch.float64) if reduction == "none" else None
+    ours = values_and_grads(
+        lambda: fused(hidden, weight, target, embedding, bias=bias, reduction=reduction,
+                      chunk_size=chunk_size), hidden, weight, bias, out_weights)
+    ref = values_and_grads(
+        lambda: unfused(logits_of(hidden, weight, bias), target, embedding, reduction),
+        hidden, weight, bias, out_weights)
+    assert_same(ours, ref)
+
+
+def test_chunks_bound_the_logits_that_exist(monkeypatch):
+    seen = []
+    real_linear = fused_module.F.linear
+
+    def recording_linear(x, w, b=None):
+        seen.append(x.shape[0])
+        return real_linear(x, w, b)
+
+    monkeypatch.setattr(fused_module.F, "linear", recording_linear)
+    hidden, weight, bias, target, embedding = make_inputs(shape=(50,))
+    linear_emo_loss(hidden, weight, target, embedding, bias=bias, chunk_size=8).backward()
+    assert max(seen) == 8 and sum(seen) == 50
+    seen.clear()
+    linear_cross_entropy(hidden, weight, target, reduction="none", chunk_size=16).sum().backward()
+    assert max(seen) == 16 and sum(seen) == 100  # forward + recomputation in backward
+    seen.clear()
+    monkeypatch.setitem(fused_module.CHUNK_ELEMENTS, "cpu", 11 * 6)  # 6 rows of 11 logits
+    linear_cross_entropy(hidden, weight, target)
+    assert max(seen) == fused_module.default_chunk_rows(11, hidden.device) == 6
+
+
+def test_gradcheck_in_float64():
+    hidden, weight, bias, target, embedding = make_inputs(shape=(4,), vocab=3, width=2)
+    checks = [
+        lambda h, w, b: linear_cross_entropy(h, w, target, bias=b, chunk_size=2),
+        lambda h, w, b: linear_emo_loss(h, w, target, embedding, bias=b, chunk_size=2,
+                                        reduction="none"),
+        lambda h, w, b: linear_emo_loss(h, w, target, embedding, mle_weight=0.5, bias=b,
+                                        chunk_size=3, reduction="sum"),
+        lambda h, w, b: linear_tailr_loss(h, w, target, gamma=0.8, bias=b, chunk_size=2),
+    ]
+    for fn in checks:
+        assert torch.autograd.gradcheck(fn, (hidden, weight, bias))
+
+
+def test_soft_targets_for_emo():
+    hidden, weight, bias, target, embedding = make_inputs(shape=(6,))
+    probs = torch.softmax(torch.randn(6, 11, dtype=torch.float64), -1)
+    ours = values_and_grads(lambda: linear_emo_loss(hidden, weight, probs, embedding, bias=bias,
+                                                    chunk_size=4), hidden, weight, bias)
+    ref = values_and_grads(lambda: emo_loss(logits_of(hidden, weight, bias), probs, embedding),
+                           hidden, weight, bias)
+    assert_same(ours, ref)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_all_ignored_batch_gives_zero_loss_and_zero_grads(reduction):
+    hidden, weight, bias, target, embedding = make_inputs()
+    target = torch.full_like(target, IGNORE)
+    for name in ("ce", "emo_mle_adaptive", "tailr"):
+        value, grads = values_and_grads(
+            lambda name=name: LOSSES[name][0](hidden, weight, target, embedding, bias=bias,
+                                              reduction=reduction, chunk_size=4),
+            hidden, weight, bias)
+        assert torch.equal(value, torch.zeros_like(value))
+        assert all(torch.equal(g, torch.zeros_like(g)) for g in grads)
+
+
+def test_no_grad_and_partial_grads():
+    hidden, weight, bias, target, embedding = make_inputs()
+    with torch.no_grad():
+        value = linear_emo_loss(hidden, weight, target, embedding, bias=bias, chunk_size=5)
+    expected = emo_loss(logits_of(hidden, weight, bias), target, embedding)
+    torch.testing.assert_close(value, expected.detach())
+    frozen = weight.detach()
+    (grad,) = torch.autograd.grad(linear_tailr_loss(hidden, frozen, target, gamma=0.5), hidden)
+    (ref,) = torch.autograd.grad(tailr_loss(hidden @ frozen.T, target, gamma=0.5), hidden)
+    torch.testing.assert_close(grad, ref)
+
+
+def test_bf16_inputs():
+    hidden, weight, bias, target, embedding = make_inputs(shape=(40,), vocab=300, width=16,
+                                                          dtype=torch.float32)
+    low = [t.detach().bfloat16().requires_grad_() for t in (hidden, weight, bias)]
+    value = linear_tailr_loss(*low[:2], target, gamma=0.5, bias=low[2], chunk_size=7)
+    value.backward()
+    assert value.dtype == torch.float32
+    assert all(t.grad.dtype == torch.bfloat16 for t in low)
+    ref_params = [t.detach().double().requires_grad_() for t in low]
+    ref = tailr_loss(logits_of(*ref_params), target, gamma=0.5)
+    ref.backward()
+    torch.testing.assert_close(value.double(), ref.detach(), rtol=2e-2, atol=1e-2)
+    for ours, theirs in zip(low, ref_params, strict=True):
+        torch.testing.assert_close(ours.grad.double(), theirs.grad, rtol=5e-2, atol=2e-3)
+
+
+def test_bad_inputs_raise_clear_errors():
+    hidden, weight, bias, target, embedding = make_inputs()
+    with pytest.raises(ValueError, match="weight"):
+        linear_cross_entropy(hidden, weight[:, :-1], target)
+    with pytest.raises(ValueError, match="bias"):
+        linear_cross_entropy(hidden, weight, target, bias=bias[:-1])
+    with pytest.raises(TypeError, match="share one dtype"):
+        linear_cross_entropy(hidden, weight.float(), target)
+    with pytest.raises(ValueError, match="chunk_size"):
+        linear_cross_entropy(hidden, weight, target, chunk_size=0)
+    with pytest.raises(ValueError, match="does not match"):
+        linear_tailr_loss(hidden, weight, target[:, :2], gamma=0.5)
+    bad = target.clone()
+    bad[0, 0] = 11
+    with pytest.raises(ValueError, match="target ids"):
+        linear_emo_loss(hidden, weight, bad, embedding)
+    nan_hidden = hidden.detach().clone()
+    nan_hidden[0, 0, 0] = float("nan")
+    target[0, 0] = 1
+    with pytest.raises(ValueError, match="not finite"):
+        linear_cross_entropy(nan_hidden, weight, target, chunk_size=2)
+    with pytest.raises(ValueError, match="empty batch"):
+        linear_cross_entropy(hidden[:0], weight, target[:0])
+    with pytest.raises(ValueError, match="zero norm"):
+        linear_emo_loss(hidden, weight, target, torch.zeros(11, 3))

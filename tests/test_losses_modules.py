@@ -1,0 +1,161 @@
+"""Module wrappers and the Hugging Face adapters (tiny random GPT-2, no downloads)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from logitkit.losses import (
+    CrossEntropyLoss,
+    EMOLoss,
+    TaiLrLoss,
+    causal_lm_loss,
+    emo_loss,
+    emo_mle_loss,
+    linear_tailr_loss,
+    make_compute_loss_func,
+    tailr_loss,
+)
+
+transformers = pytest.importorskip("transformers")
+
+IGNORE = -100
+
+
+def naive_shifted_emo(logits, labels, embedding):
+    """EMO on shifted positions with an explicit V x V cosine cost and a loop over tokens."""
+    unit = embedding / embedding.norm(dim=1, keepdim=True)
+    cost = 1.0 - unit @ unit.T
+    values = []
+    for b in range(labels.shape[0]):
+        for i in range(labels.shape[1] - 1):
+            t = int(labels[b, i + 1])
+            if t != IGNORE:
+                values.append((torch.softmax(logits[b, i].float(), 0) * cost[:, t]).sum())
+    return torch.stack(values).mean()
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt2():
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(
+        n_layer=1, n_embd=32, n_head=2, vocab_size=61, n_positions=16, resid_pdrop=0.0,
+        embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0)
+    return transformers.GPT2LMHeadModel(config)
+
+
+@pytest.fixture
+def batch():
+    gen = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, 61, (3, 12), generator=gen)
+    labels = ids.clone()
+    labels[0, :5] = IGNORE
+    mask = torch.ones_like(ids)
+    mask[2, -3:] = 0
+    labels[2, -3:] = IGNORE
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def grads_of(model, loss):
+    model.zero_grad()
+    loss.backward()
+    return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
+def test_cross_entropy_reproduces_the_models_own_loss_and_grads(tiny_gpt2, batch):
+    reference = tiny_gpt2(**batch).loss
+    ref_grads = grads_of(tiny_gpt2, reference)
+    ours = causal_lm_loss(tiny_gpt2, batch, chunk_size=5)
+    our_grads = grads_of(tiny_gpt2, ours)
+    torch.testing.assert_close(ours, reference)
+    assert ref_grads.keys() == our_grads.keys()
+    for name in ref_grads:
+        torch.testing.assert_close(our_grads[name], ref_grads[name], rtol=1e-4, atol=1e-6)
+
+
+def test_num_items_in_batch_divides_the_sum(tiny_gpt2, batch):
+    reference = tiny_gpt2(**batch, num_items_in_batch=torch.tensor(50)).loss
+    ours = causal_lm_loss(tiny_gpt2, batch, num_items_in_batch=torch.tensor(50))
+    torch.testing.assert_close(ours, reference)
+
+
+def test_emo_through_the_model_matches_a_naive_reference(tiny_gpt2, batch):
+    embedding = tiny_gpt2.lm_head.weight.detach().clone()
+    logits = tiny_gpt2(input_ids=batch["input_ids"],
+                       attention_mask=batch["attention_mask"]).logits
+    reference = naive_shifted_emo(logits, batch["labels"], embedding)
+    ref_grads = grads_of(tiny_gpt2, reference)
+    ours = causal_lm_loss(tiny_gpt2, batch, EMOLoss(embedding), chunk_size=7)
+    our_grads = grads_of(tiny_gpt2, ours)
+    torch.testing.assert_close(ours, reference)
+    for name in ref_grads:
+        torch.testing.assert_close(our_grads[name], ref_grads[name], rtol=1e-4, atol=1e-6)
+
+
+def test_compute_loss_func_for_trainer(tiny_gpt2, batch):
+    outputs = tiny_gpt2(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    reference = tiny_gpt2(**batch).loss
+    compute = make_compute_loss_func()
+    torch.testing.assert_close(compute(outputs, batch["labels"]), reference)
+    scaled = compute(outputs, batch["labels"], num_items_in_batch=40)
+    counted = int((batch["labels"][:, 1:] != IGNORE).sum())
+    torch.testing.assert_close(scaled, reference * counted / 40)
+    tailr = make_compute_loss_func(TaiLrLoss(0.7))
+    expected = tailr_loss(outputs.logits[:, :-1], batch["labels"][:, 1:], gamma=0.7)
+    torch.testing.assert_close(tailr(outputs, batch["labels"]), expected)
+
+
+def test_causal_lm_loss_rejects_models_it_cannot_fuse(tiny_gpt2, batch):
+    with pytest.raises(ValueError, match="causal LM"):
+        causal_lm_loss(torch.nn.Linear(3, 3), batch)
+    with pytest.raises(ValueError, match="input_ids"):
+        causal_lm_loss(tiny_gpt2, {"labels": batch["labels"]})
+    with pytest.raises(ValueError, match="labels"):
+        causal_lm_loss(tiny_gpt2, {**batch, "labels": batch["labels"][:, :-1]})
+    tiny_gpt2.config.final_logit_softcapping = 30.0
+    try:
+        with pytest.raises(ValueError, match="final_logit_softcapping"):
+            causal_lm_loss(tiny_gpt2, batch)
+    finally:
+        del tiny_gpt2.config.final_logit_softcapping
+
+
+def test_modules_match_the_functional_losses():
+    gen = torch.Generator().manual_seed(2)
+    logits = torch.randn(4, 5, 9, generator=gen)
+    target = torch.randint(0, 9, (4, 5), generator=gen)
+    target[0, 0] = IGNORE
+    embedding = torch.randn(9, 3, generator=gen)
+    ce = F.cross_entropy(logits.reshape(-1, 9), target.reshape(-1), reduction="none")
+    torch.testing.assert_close(CrossEntropyLoss(reduction="none")(logits, target),
+                               ce.reshape(4, 5))
+    torch.testing.assert_close(EMOLoss(embedding)(logits, target),
+                               emo_loss(logits, target, embedding))
+    torch.testing.assert_close(EMOLoss(embedding, mle_weight="adaptive")(logits, target),
+                               emo_mle_loss(logits, target, embedding))
+    module = TaiLrLoss(0.2, threshold=0.1, reduction="sum")
+    torch.testing.assert_close(module(logits, target),
+                               tailr_loss(logits, target, gamma=0.2, threshold=0.1,
+                                          reduction="sum"))
+    module.gamma = 0.9
+    torch.testing.assert_close(module(logits, target, reduction="mean"),
+                               tailr_loss(logits, target, gamma=0.9, threshold=0.1))
+    hidden, weight = torch.randn(4, 5, 6, generator=gen), torch.randn(9, 6, generator=gen)
+    torch.testing.assert_close(module.linear(hidden, weight, target, chunk_size=3),
+                               linear_tailr_loss(hidden, weight, target, gamma=0.9,
+                                                 threshold=0.1, reduction="sum"))
+
+
+def test_emo_module_keeps_a_unit_buffer_and_validates():
+    embedding = torch.randn(9, 3) * 5
+    module = EMOLoss(embedding)
+    assert "unit_embedding" in module.state_dict()
+    assert not any(True for _ in module.parameters())
+    torch.testing.assert_close(module.unit_embedding.norm(dim=1), torch.ones(9))
+    with pytest.raises(ValueError, match="mle_weight"):
+        EMOLoss(embedding, mle_weight=2.0)
+    with pytest.raises(ValueError, match="reduction"):
+        TaiLrLoss(0.5, reduction="avg")
+    with pytest.raises(ValueError, match="gamma"):
+        TaiLrLoss(-0.5)
