@@ -4,8 +4,10 @@ A benchmark script measures a baseline and logitkit in the same process, then pr
 (``emit``) with the configuration, each case's figures, their ratios (ours / baseline) and whether
 the target in the issue is met. Timings: median of repeated calls after warm-up. Peak memory: in a
 fresh subprocess (spawn), so earlier work cannot hide it. On CPU it is the growth of the process's
-maximum resident set (``resource.getrusage``) while the measured call runs, after its inputs exist;
-on CUDA it is ``torch.cuda.max_memory_allocated`` above what was allocated before the call.
+peak resident set while the measured call runs, after its inputs exist: on Linux the child's own
+high-water mark (``VmHWM``, reset through ``/proc/self/clear_refs`` once the inputs exist), because
+``getrusage``'s ``ru_maxrss`` survives fork and exec and would start at the parent's peak; elsewhere
+``ru_maxrss``. On CUDA it is ``torch.cuda.max_memory_allocated`` above what was allocated before.
 Nothing here asserts a speed: targets are reported, never enforced in tests.
 """
 
@@ -44,6 +46,28 @@ def time_call(fn: Callable[[], Any], *, device: str = "cpu", repeats: int = 5,
     return statistics.median(samples)
 
 
+def _resident_kib(field: str) -> int | None:
+    """``VmRSS`` or ``VmHWM`` of this process in KiB from ``/proc/self/status``; None off Linux."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak_resident() -> bool:
+    """Reset this process's ``VmHWM`` to its current RSS (Linux >= 4.0); False if impossible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+    except OSError:
+        return False
+    return True
+
+
 def _measure_in_child(setup: Callable[[], Any], run: Callable[[Any], Any], device: str,
                       queue: Any) -> None:
     state = setup()
@@ -54,6 +78,10 @@ def _measure_in_child(setup: Callable[[], Any], run: Callable[[Any], Any], devic
         run(state)
         synchronize(device)
         queue.put(torch.cuda.max_memory_allocated() - before)
+    elif _reset_peak_resident():
+        before = _resident_kib("VmRSS")
+        run(state)
+        queue.put((_resident_kib("VmHWM") - before) * 1024)
     else:
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         run(state)

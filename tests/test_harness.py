@@ -26,6 +26,14 @@ def test_peak_memory_sees_a_large_allocation_and_not_a_small_one():
     assert small < 40 * 2**20
 
 
+def test_peak_memory_is_not_hidden_by_a_large_parent():
+    # ru_maxrss survives fork and exec: a child would start at the parent's peak and see no growth
+    ballast = torch.ones(600 * 2**20 // 4)
+    big = harness.peak_memory_bytes(functools.partial(_allocate, 200), _touch)
+    assert ballast.sum().item() > 0
+    assert 180 * 2**20 <= big <= 260 * 2**20
+
+
 def test_case_reports_ratios_and_checks_targets():
     result = harness.case(
         "x", baseline={"time_s": 2.0, "peak_bytes": 100}, ours={"time_s": 1.0, "peak_bytes": 20},
