@@ -58,8 +58,8 @@ class Settings:
 SETTINGS = {
     "smoke": Settings(d_model=32, n_layer=1, context=32, batch=8, pretrain_steps=12,
                       finetune_steps=5, eval_tokens=2048, seeds=1),
-    "quick": Settings(d_model=64, n_layer=2, context=64, batch=16, pretrain_steps=300,
-                      finetune_steps=70, eval_tokens=16384, seeds=3),
+    "quick": Settings(d_model=96, n_layer=2, context=64, batch=16, pretrain_steps=800,
+                      finetune_steps=250, eval_tokens=16384, seeds=3),
     "full": Settings(d_model=128, n_layer=2, context=64, batch=32, pretrain_steps=2000,
                      finetune_steps=500, eval_tokens=65536, seeds=3),
 }
