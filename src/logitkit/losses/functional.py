@@ -292,23 +292,37 @@ def check_batch(num_rows: int, vocab_size: int) -> None:
         raise ValueError("the class dimension (last) is empty")
 
 
+def _softmax_(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor | None]:
+    """``softmax(logits)`` written over ``logits`` (M, V), and ``log p_t`` for ids ``target``.
+
+    With the row maximum ``m`` and ``S = sum_j exp(z_j - m)``: ``p = exp(z - m) / S`` and
+    ``log p_t = (z_t - m) - log S``; one exponential per logit and no M x V temporary.
+    """
+    shifted = logits.sub_(logits.amax(dim=-1, keepdim=True))
+    shifted_t = None if target.is_floating_point() else shifted.gather(1, target[:, None])
+    p = shifted.exp_()
+    total = p.sum(dim=-1, keepdim=True)
+    p.div_(total)
+    logp_t = None if shifted_t is None else (shifted_t - total.log()).squeeze(1)
+    return p, logp_t
+
+
 def loss_rows(logits: Tensor, target: Tensor, valid: Tensor, loss: RowLoss, *,
               need_grad: bool) -> tuple[Tensor, list[Tensor] | None]:
     """Term values (M, K) and gradients K x (M, V) of ``loss`` on ``logits`` (M, V).
 
-    Ignored rows get value 0 and gradient 0.
+    ``logits`` is overwritten (a gradient may be returned in its storage). Ignored rows get value
+    0 and gradient 0.
     """
-    log_probs = torch.log_softmax(logits, dim=-1)
-    logp_t = None
-    if not target.is_floating_point():
-        logp_t = log_probs.gather(1, target[:, None]).squeeze(1)
-    p = log_probs.exp_()
+    p, logp_t = _softmax_(logits, target)
     values, grads = loss.terms(Rows(p=p, logp_t=logp_t, target=target), need_grad)
     ignored = ~valid[:, None]
     values = values.masked_fill(ignored, 0.0)
     if grads is not None:
-        for grad in grads:
-            grad.masked_fill_(ignored, 0.0)
+        ignored_rows = ignored.squeeze(1).nonzero().squeeze(1)
+        if ignored_rows.numel():
+            for grad in grads:
+                grad.index_fill_(0, ignored_rows, 0.0)
     return values, grads
 
 
@@ -341,7 +355,7 @@ class _LogitsLoss(torch.autograd.Function):
     def forward(ctx, logits: Tensor, target: Tensor, valid: Tensor, loss: RowLoss,
                 reduction: str) -> Tensor:
         need_grad = ctx.needs_input_grad[0]
-        logits_c = logits.to(compute_dtype(logits.dtype))
+        logits_c = logits.to(compute_dtype(logits.dtype), copy=True)
         values, grads = loss_rows(logits_c, target, valid, loss, need_grad=need_grad)
         check_finite_values(torch.isfinite(values).all())
         coefficients = loss.coefficients(values.sum(0))

@@ -54,21 +54,21 @@ def default_chunk_rows(vocab_size: int, device: torch.device) -> int:
 
 
 def _chunked_pass(hidden: Tensor, weight: Tensor, bias: Tensor | None, target: Tensor,
-                  valid: Tensor, loss: RowLoss, chunk_rows: int, *,
+                  valid: Tensor, loss: RowLoss, chunk_rows: int, *, need_grad: bool,
                   row_weights: Tensor | None = None, separate: bool = True,
                   needs: tuple[bool, bool, bool] = (True, True, True)):
-    """Term values (N, K), their finiteness, and gradient sums over chunks.
+    """Term values (N, K), their finiteness, and (with ``need_grad``) gradient sums over chunks.
 
     ``row_weights`` (N, K): with it, row i's gradient for term k is weighted by
-    ``row_weights[i, k]``; ``separate=True`` keeps one accumulator per term (J = K), else the
-    terms are summed into one (J = 1). Returns ``values, finite, (grad_hidden (J, N, d),
-    grad_weight (J, V, d), grad_bias (J, V))`` (None where not needed); the weight and bias
-    gradients are accumulated in the compute dtype (float32, or float64 for float64 inputs).
+    ``row_weights[i, k]`` (without it, by 1; ignored rows always have zero gradient);
+    ``separate=True`` keeps one accumulator per term (J = K), else the terms are summed into one
+    (J = 1). Returns ``values, finite, (grad_hidden (J, N, d), grad_weight (J, V, d), grad_bias
+    (J, V))`` (None where not needed); the weight and bias gradients are accumulated in the
+    compute dtype (float32, or float64 for float64 inputs).
     """
     num_rows, width = hidden.shape
     dtype = compute_dtype(weight.dtype)
     vocab_size = weight.shape[0]
-    need_grad = row_weights is not None
     num_acc = loss.num_terms if separate else 1
     grad_hidden = grad_weight = grad_bias = None
     if need_grad and needs[0]:
@@ -85,19 +85,17 @@ def _chunked_pass(hidden: Tensor, weight: Tensor, bias: Tensor | None, target: T
         chunk_hidden = hidden[rows]
         logits = F.linear(chunk_hidden, weight, bias).to(dtype)
         values, grads = loss_rows(logits, target[rows], valid[rows], loss, need_grad=need_grad)
-        del logits
         finite = finite & torch.isfinite(values).all()
         chunk_values.append(values)
         if grads is None:
             continue
-        weights = row_weights[rows]
-        if separate:
+        if row_weights is not None:
+            weights = row_weights[rows]
             grads = [grad.mul_(weights[:, k, None]) for k, grad in enumerate(grads)]
-        else:
-            combined = grads[0].mul_(weights[:, 0, None])
-            for k, grad in enumerate(grads[1:], start=1):
-                combined.add_(grad.mul_(weights[:, k, None]))
-            grads = [combined]
+        if not separate:
+            for grad in grads[1:]:
+                grads[0].add_(grad)
+            grads = grads[:1]
         for j, grad in enumerate(grads):
             grad_in = grad.to(weight.dtype)
             if grad_hidden is not None:
@@ -128,11 +126,8 @@ class _FusedLinearLoss(torch.autograd.Function):
                 valid: Tensor, loss: RowLoss, reduction: str, chunk_rows: int) -> Tensor:
         needs = tuple(ctx.needs_input_grad[:3])
         eager = any(needs) and reduction != "none"
-        row_weights = None
-        if eager:
-            row_weights = valid[:, None].to(compute_dtype(weight.dtype)).expand(-1, loss.num_terms)
         values, finite, grads = _chunked_pass(hidden, weight, bias, target, valid, loss,
-                                              chunk_rows, row_weights=row_weights, needs=needs)
+                                              chunk_rows, need_grad=eager, needs=needs)
         check_finite_values(finite)
         coefficients = loss.coefficients(values.sum(0))
         scale = reduction_scale(valid, reduction)
@@ -155,7 +150,7 @@ class _FusedLinearLoss(torch.autograd.Function):
             hidden, weight, bias, target, valid, coefficients = ctx.saved_tensors
             row_weights = grad_output.to(coefficients.dtype)[:, None] * coefficients[None, :]
             _, _, (grad_hidden, grad_weight, grad_bias) = _chunked_pass(
-                hidden, weight, bias, target, valid, ctx.loss, ctx.chunk_rows,
+                hidden, weight, bias, target, valid, ctx.loss, ctx.chunk_rows, need_grad=True,
                 row_weights=row_weights, separate=False, needs=ctx.needs)
             grads = (None if grad_hidden is None else grad_hidden[0],
                      None if grad_weight is None else grad_weight[0].to(weight.dtype),
