@@ -57,7 +57,7 @@ def test_csv_probs_and_weights_and_printed_predictions(problem, tmp_path, capsys
         (lambda d: (d / "bad.csv").write_text("0.5,0.5\n0.5\n"), "different numbers of columns"),
         (lambda d: (d / "bad.csv").write_text("x,y\n0.5,oops\n"), "non-numeric"),
         (lambda d: (d / "bad.csv").write_text(""), "empty"),
-        (lambda d: np.save(d / "bad.npy", np.ones(3)), "2-D array"),
+        (lambda d: np.save(d / "bad.npy", np.ones((2, 2, 2))), "1-D or 2-D array"),
     ],
 )
 def test_bad_files_give_a_clear_error(setup, message, tmp_path, capsys):
@@ -78,3 +78,59 @@ def test_fit_reports_label_problems(problem, tmp_path, capsys):
     assert main(["thresholds", "fit", "--probs", str(tmp_path / "probs.npy"), "--labels",
                  str(tmp_path / "labels.csv"), "--out", str(tmp_path / "w.txt")]) == 2
     assert "expected a .npy or .csv file name" in capsys.readouterr().err
+
+
+@pytest.fixture
+def binary_problem(tmp_path):
+    rng = np.random.default_rng(1)
+    labels = (rng.random(400) < 0.3).astype(int)
+    scores = rng.normal(size=400) + 1.5 * labels
+    np.savetxt(tmp_path / "scores.csv", scores, header="score", comments="")
+    np.save(tmp_path / "labels.npy", labels)
+    return scores, labels
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "f1"])
+def test_binary_scores_fit_the_best_threshold_and_apply_it(binary_problem, tmp_path, capsys,
+                                                           metric):
+    scores, labels = binary_problem
+
+    def value(threshold):  # naive: the metric of score >= threshold
+        preds = scores >= threshold
+        if metric == "accuracy":
+            return np.mean(preds == labels)
+        tp = np.sum(preds & (labels == 1))
+        return 2 * tp / (preds.sum() + labels.sum())
+
+    out = tmp_path / "t.csv"
+    assert main(["thresholds", "fit", "--probs", str(tmp_path / "scores.csv"), "--labels",
+                 str(tmp_path / "labels.npy"), "--metric", metric, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    threshold = np.loadtxt(out).item()
+    best = max(value(s) for s in np.append(scores, np.inf))  # every distinct cut, and "all 0"
+    assert value(threshold) == pytest.approx(best)
+    assert float(printed.split(": ")[1].split()[0]) == pytest.approx(best, abs=1e-6)
+    assert main(["thresholds", "apply", "--probs", str(tmp_path / "scores.csv"),
+                 "--weights", str(out)]) == 0
+    printed = [int(line) for line in capsys.readouterr().out.split()]
+    assert printed == [int(s >= threshold) for s in scores]
+
+
+def test_binary_scores_reject_multi_class_options(binary_problem, tmp_path, capsys):
+    args = ["thresholds", "fit", "--probs", str(tmp_path / "scores.csv"), "--labels",
+            str(tmp_path / "labels.npy"), "--out", str(tmp_path / "t.npy")]
+    assert main([*args, "--metric", "macro_f1"]) == 2
+    assert "for binary scores" in capsys.readouterr().err
+    assert main([*args, "--method", "powell"]) == 2
+    assert "always fitted exactly" in capsys.readouterr().err
+    np.save(tmp_path / "w.npy", np.ones(2))
+    assert main(["thresholds", "apply", "--probs", str(tmp_path / "scores.csv"),
+                 "--weights", str(tmp_path / "w.npy")]) == 2
+    assert "need a single threshold" in capsys.readouterr().err
+
+
+def test_multi_class_probs_reject_binary_f1(problem, tmp_path, capsys):
+    assert main(["thresholds", "fit", "--probs", str(tmp_path / "probs.npy"), "--labels",
+                 str(tmp_path / "labels.csv"), "--metric", "f1",
+                 "--out", str(tmp_path / "w.npy")]) == 2
+    assert "is for binary scores" in capsys.readouterr().err

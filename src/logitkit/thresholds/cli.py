@@ -1,10 +1,13 @@
-"""``logitkit thresholds fit|apply``: per-class decision weights on .npy or .csv files.
+"""``logitkit thresholds fit|apply``: decision weights or a binary threshold on .npy/.csv files.
 
     logitkit thresholds fit --probs P --labels L [--metric M] [--method X] --out weights.npy
     logitkit thresholds apply --probs P --weights W [--out preds.npy|preds.csv]
 
 CSV files are numeric, comma-separated; a first line that is not numeric is taken as a header and
-skipped. Probabilities are (N, n), labels N integer class ids in [0, n), weights n numbers.
+skipped. Multi-class: probabilities are (N, n), labels N integer class ids in [0, n), weights n
+numbers, predictions ``argmax(probs * weights)``. Binary: ``--probs`` holds one score per sample
+(a 1-D array or a single column), labels are 0/1, ``fit`` writes a single threshold ``t`` (exact,
+metric "accuracy" or "f1") and ``apply`` predicts ``score >= t``.
 """
 
 from __future__ import annotations
@@ -14,22 +17,43 @@ from pathlib import Path
 
 import numpy as np
 
-from logitkit.thresholds.metrics import CLASS_METRICS, as_int_labels, class_metric
-from logitkit.thresholds.search import METHODS, apply_class_weights, fit_class_weights
+from logitkit.thresholds.metrics import (
+    BINARY_METRICS,
+    CLASS_METRICS,
+    as_int_labels,
+    binary_metric,
+    class_metric,
+)
+from logitkit.thresholds.search import (
+    METHODS,
+    apply_class_weights,
+    fit_class_weights,
+    fit_threshold,
+)
+
+_METRICS = tuple(dict.fromkeys(CLASS_METRICS + BINARY_METRICS))
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    fit = actions.add_parser("fit", help="tune weights w so that argmax(probs * w) scores best")
-    fit.add_argument("--probs", type=Path, required=True, help="(N, n) probabilities, .npy/.csv")
+    fit = actions.add_parser(
+        "fit", help="tune weights w so that argmax(probs * w) scores best (binary: a threshold)")
+    fit.add_argument("--probs", type=Path, required=True,
+                     help="(N, n) probabilities, or N binary scores; .npy/.csv")
     fit.add_argument("--labels", type=Path, required=True, help="N class ids in [0, n)")
-    fit.add_argument("--metric", choices=CLASS_METRICS, default="accuracy")
+    fit.add_argument("--metric", choices=_METRICS, default="accuracy",
+                     help="multi-class: accuracy or macro_f1; binary scores: accuracy or f1")
     fit.add_argument("--method", choices=METHODS, default="coordinate",
-                     help="coordinate: exact coordinate ascent; powell: scipy baseline")
-    fit.add_argument("--out", type=Path, required=True, help="weights file (.npy or .csv)")
-    apply = actions.add_parser("apply", help="predict argmax(probs * weights)")
-    apply.add_argument("--probs", type=Path, required=True, help="(N, n) probabilities")
-    apply.add_argument("--weights", type=Path, required=True, help="n weights from `fit`")
+                     help="multi-class only; coordinate: exact coordinate ascent; powell: scipy "
+                          "baseline")
+    fit.add_argument("--out", type=Path, required=True,
+                     help="weights (or threshold) file, .npy or .csv")
+    apply = actions.add_parser(
+        "apply", help="predict argmax(probs * weights) (binary scores: score >= threshold)")
+    apply.add_argument("--probs", type=Path, required=True,
+                       help="(N, n) probabilities, or N binary scores")
+    apply.add_argument("--weights", type=Path, required=True,
+                       help="n weights (or the threshold) from `fit`")
     apply.add_argument("--out", type=Path, default=None,
                        help="predictions file (.npy or .csv); default: print them")
     parser.set_defaults(handler=run)
@@ -43,8 +67,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _fit(args: argparse.Namespace) -> int:
     _check_out_name(args.out)
-    probs = read_array(args.probs, ndim=2)
+    probs = read_array(args.probs, ndim=(1, 2))
     labels = as_int_labels(read_array(args.labels, ndim=1), name=f"labels in {args.labels}")
+    if probs.ndim == 1:
+        return _fit_binary(args, probs, labels)
+    if args.metric not in CLASS_METRICS:
+        raise ValueError(f"--metric {args.metric} is for binary scores (a 1-D --probs file); "
+                         f"for (N, n) probabilities use one of {CLASS_METRICS}")
     weights = fit_class_weights(probs, labels, metric=args.metric, method=args.method)
     n = probs.shape[1]
     before = class_metric(labels, np.argmax(probs, axis=1), n, args.metric)
@@ -55,12 +84,27 @@ def _fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fit_binary(args: argparse.Namespace, scores: np.ndarray, labels: np.ndarray) -> int:
+    if args.metric not in BINARY_METRICS:
+        raise ValueError(f"--metric {args.metric} is for (N, n) probabilities; for binary scores "
+                         f"(a 1-D --probs file) use one of {BINARY_METRICS}")
+    if args.method != "coordinate":
+        raise ValueError("--method applies to (N, n) probabilities; a binary threshold is always "
+                         "fitted exactly")
+    threshold = fit_threshold(scores, labels, metric=args.metric)
+    value = binary_metric(labels, (scores >= threshold).astype(np.int64), args.metric)
+    write_array(args.out, np.array([threshold]))
+    print(f"{args.metric}: {value:.6f} at threshold {threshold:.9g} (score >= threshold is 1; "
+          f"{labels.size} samples); threshold written to {args.out}")
+    return 0
+
+
 def _apply(args: argparse.Namespace) -> int:
-    probs = read_array(args.probs, ndim=2)
+    probs = read_array(args.probs, ndim=(1, 2))
     weights = read_array(args.weights, ndim=1)
     if args.out is not None:
         _check_out_name(args.out)
-    preds = apply_class_weights(probs, weights)
+    preds = _predict(probs, weights)
     if args.out is None:
         print("\n".join(map(str, preds.tolist())))
     else:
@@ -69,12 +113,25 @@ def _apply(args: argparse.Namespace) -> int:
     return 0
 
 
-def read_array(path: Path, *, ndim: int) -> np.ndarray:
-    """Load a numeric .npy or .csv file as a float array with ``ndim`` dimensions.
+def _predict(probs: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``argmax(probs * weights)``, or ``score >= threshold`` for 1-D scores and one weight."""
+    if probs.ndim == 2:
+        return apply_class_weights(probs, weights)
+    if weights.size != 1:
+        raise ValueError(f"binary scores (1-D --probs) need a single threshold, got {weights.size} "
+                         "weights")
+    if not (np.all(np.isfinite(probs)) and np.isfinite(weights[0])):
+        raise ValueError("scores and threshold must be finite")
+    return (probs >= weights[0]).astype(np.int64)
+
+
+def read_array(path: Path, *, ndim: int | tuple[int, ...]) -> np.ndarray:
+    """Load a numeric .npy or .csv file as a float array with ``ndim`` dimensions (one of them).
 
     A CSV whose first line does not parse as numbers is read without it (a header). A (N, 1) or
-    (1, N) table is accepted where a 1-D array is expected.
+    (1, N) table is read as 1-D where a 1-D array is allowed.
     """
+    allowed = (ndim,) if isinstance(ndim, int) else ndim
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
     suffix = path.suffix.lower()
@@ -90,10 +147,11 @@ def read_array(path: Path, *, ndim: int) -> np.ndarray:
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
         raise ValueError(f"{path} does not hold numbers (dtype {array.dtype})")
     array = np.asarray(array, dtype=np.float64)
-    if ndim == 1 and array.ndim == 2 and 1 in array.shape:
+    if 1 in allowed and array.ndim == 2 and 1 in array.shape:
         array = array.reshape(-1)
-    if array.ndim != ndim:
-        raise ValueError(f"{path} must hold a {ndim}-D array, got shape {array.shape}")
+    if array.ndim not in allowed:
+        wanted = " or ".join(f"{d}-D" for d in allowed)
+        raise ValueError(f"{path} must hold a {wanted} array, got shape {array.shape}")
     return array
 
 

@@ -32,6 +32,14 @@ def class_metric(labels: np.ndarray, preds: np.ndarray, n_classes: int, metric: 
     return float(f1_from_counts(tp, predicted, actual).sum()) / n_classes
 
 
+def binary_metric(labels: np.ndarray, preds: np.ndarray, metric: str) -> float:
+    """``metric`` ("accuracy" or "f1" of class 1) of 0/1 predictions against 0/1 labels."""
+    if metric == "accuracy":
+        return float(np.count_nonzero(preds == labels)) / labels.size
+    tp = np.count_nonzero((preds == 1) & (labels == 1))
+    return float(f1_from_counts(tp, np.count_nonzero(preds == 1), np.count_nonzero(labels == 1)))
+
+
 def check_metric(metric: str, allowed: tuple[str, ...]) -> None:
     if metric not in allowed:
         raise ValueError(f"metric must be one of {allowed}, got {metric!r}")
