@@ -138,17 +138,19 @@ def emo_terms(rows: Rows, need_grad: bool, *,
     value ``1 - <q, r>`` (exact EMO for one-hot targets, an upper bound for soft ones). Gradient
     ``d/dz_i = p_i (<q, r> - <e_i, r>)``. It needs ``s = E r`` (M, V), from which the value is read
     as ``1 - <p, s>`` (the same number), so a gradient costs one (M x D x V) product and a value
-    alone also one (``q``). No V x V matrix is ever formed.
+    alone also one (``q``). No V x V matrix is ever formed. ``-s`` is formed directly (from
+    ``-r``, an M x D negation) so that the gradient ``p * (-s - <p, -s>)`` takes two in-place
+    passes over the M x V block.
     """
     target = rows.target
     r = target @ unit_embedding if target.is_floating_point() else unit_embedding[target]
     p = rows.p
     if not need_grad:
         return (1.0 - ((p @ unit_embedding) * r).sum(-1))[:, None], None
-    s = r @ unit_embedding.T
-    expected_similarity = (p[:, None, :] @ s[:, :, None]).reshape(-1)
-    grad = s.sub_(expected_similarity[:, None]).mul_(p).neg_()
-    return (1.0 - expected_similarity)[:, None], [grad]
+    minus_s = r.neg() @ unit_embedding.T
+    minus_expected = (p[:, None, :] @ minus_s[:, :, None]).reshape(-1)
+    grad = minus_s.sub_(minus_expected[:, None]).mul_(p)
+    return (1.0 + minus_expected)[:, None], [grad]
 
 
 def emo_mle_terms(rows: Rows, need_grad: bool, *,
