@@ -35,7 +35,7 @@ def class_metric(labels: np.ndarray, preds: np.ndarray, n_classes: int, metric: 
 def binary_metric(labels: np.ndarray, preds: np.ndarray, metric: str) -> float:
     """``metric`` ("accuracy" or "f1" of class 1) of 0/1 predictions against 0/1 labels."""
     if metric == "accuracy":
-        return float(np.count_nonzero(preds == labels)) / labels.size
+        return class_metric(labels, preds, 2, metric)
     tp = np.count_nonzero((preds == 1) & (labels == 1))
     return float(f1_from_counts(tp, np.count_nonzero(preds == 1), np.count_nonzero(labels == 1)))
 
