@@ -92,7 +92,7 @@ def _fit_binary(args: argparse.Namespace, scores: np.ndarray, labels: np.ndarray
         raise ValueError("--method applies to (N, n) probabilities; a binary threshold is always "
                          "fitted exactly")
     threshold = fit_threshold(scores, labels, metric=args.metric)
-    value = binary_metric(labels, (scores >= threshold).astype(np.int64), args.metric)
+    value = binary_metric(labels, _predict(scores, np.array([threshold])), args.metric)
     write_array(args.out, np.array([threshold]))
     print(f"{args.metric}: {value:.6f} at threshold {threshold:.9g} (score >= threshold is 1; "
           f"{labels.size} samples); threshold written to {args.out}")
