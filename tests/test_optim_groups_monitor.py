@@ -1,13 +1,14 @@
-"""param_groups / make_optimizer / MixedOptimizer, and the +-1/wd saturation detector."""
+"""param_groups / make_optimizer (AdamW embedding groups), and the +-1/wd saturation detector with
+its early-warning drift signal."""
 
 import io
+import math
 
 import pytest
 import torch
 from torch import nn
 
 from logitkit.optim import (
-    MixedOptimizer,
     SaturationMonitor,
     Tiger,
     find_saturated_rows,
@@ -81,30 +82,98 @@ def test_make_optimizer_lazy_embeddings_leave_unseen_rows_alone():
 
 
 def test_adamw_embeddings_match_a_standalone_adamw():
+    """One optimizer: Tiger on the sign groups, AdamW on the embedding group, identical to Tiger
+    plus torch.optim.AdamW stepped side by side."""
     torch.manual_seed(0)
     model = Net()
     reference = Net()
     reference.load_state_dict(model.state_dict())
     mixed = make_optimizer(model, lr=0.01, weight_decay=0.1, embeddings="adamw",
                            embedding_lr=0.003)
-    assert isinstance(mixed, MixedOptimizer)
-    others = [p for n, p in reference.named_parameters() if n != "embed.weight"]
+    assert isinstance(mixed, torch.optim.Optimizer)
+    assert [g["algorithm"] for g in mixed.param_groups] == ["sign", "sign", "adamw"]
     groups = param_groups(reference, weight_decay=0.1)
     tiger = Tiger([g for g in groups if g["name"] != "embedding"], lr=0.01, weight_decay=0.1)
-    adamw = torch.optim.AdamW([reference.embed.weight], lr=0.003, weight_decay=0.1)
-    assert len(others) == sum(len(g["params"]) for g in tiger.param_groups)
+    adamw = torch.optim.AdamW([reference.embed.weight], lr=0.003, weight_decay=0.1,
+                              foreach=False)
+
+    class Both:
+        def zero_grad(self):
+            tiger.zero_grad()
+            adamw.zero_grad()
+
+        def step(self):
+            tiger.step()
+            adamw.step()
+
     _steps(model, mixed)
-    _steps(reference, MixedOptimizer([tiger, adamw]))
+    _steps(reference, Both())
     for a, b in zip(model.parameters(), reference.parameters(), strict=True):
-        assert torch.equal(a, b)
-    with pytest.raises(ValueError, match="more than one"):
-        MixedOptimizer([tiger, Tiger(others)])
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    state = mixed.state[model.embed.weight]
+    expected = adamw.state[reference.embed.weight]["exp_avg_sq"]
+    torch.testing.assert_close(state["exp_avg_sq"], expected)
 
 
-def test_mixed_optimizer_state_dict_resumes_bit_exactly():
+def naive_adamw(init, grads, *, lr, b1, b2, eps, wd):
+    p = list(map(float, init))
+    m, v = [0.0] * len(p), [0.0] * len(p)
+    for t, grad in enumerate(grads, start=1):
+        for i, g in enumerate(grad):
+            p[i] *= 1 - lr * wd
+            m[i] = b1 * m[i] + (1 - b1) * g
+            v[i] = b2 * v[i] + (1 - b2) * g * g
+            m_hat, v_hat = m[i] / (1 - b1**t), v[i] / (1 - b2**t)
+            p[i] -= lr * m_hat / (math.sqrt(v_hat) + eps)
+    return p
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_adamw_group_matches_naive_reference_and_lazy_rows_stay(lazy):
+    init = torch.randn(4, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    generator = torch.Generator().manual_seed(3)
+    grads = [torch.randn(4, 3, generator=generator, dtype=torch.float64) for _ in range(5)]
+    for grad in grads:
+        grad[2] = 0.0
+    param = nn.Parameter(init.clone())
+    optimizer = Tiger([{"params": [param], "algorithm": "adamw", "lazy": lazy,
+                        "betas": (0.8, 0.95), "eps": 1e-6}], lr=0.01, weight_decay=0.1)
+    for grad in grads:
+        param.grad = grad.clone()
+        optimizer.step()
+    expected = naive_adamw(init.flatten().tolist(), [g.flatten().tolist() for g in grads],
+                           lr=0.01, b1=0.8, b2=0.95, eps=1e-6, wd=0.1)
+    expected = torch.tensor(expected, dtype=torch.float64).view(4, 3)
+    if lazy:
+        assert torch.equal(param.detach()[2], init[2])
+        keep = [0, 1, 3]
+        torch.testing.assert_close(param.detach()[keep], expected[keep], rtol=1e-12, atol=1e-12)
+    else:
+        torch.testing.assert_close(param.detach(), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_adamw_accumulation_steps_on_the_mean_gradient():
+    init = torch.randn(5, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    generator = torch.Generator().manual_seed(5)
+    grads = [torch.randn(5, generator=generator, dtype=torch.float64) for _ in range(6)]
+    param = nn.Parameter(init.clone())
+    optimizer = Tiger([{"params": [param], "algorithm": "adamw"}], lr=0.01, weight_decay=0.1,
+                      accumulation_steps=3)
+    for i, grad in enumerate(grads):
+        param.grad = None if i == 4 else grad.clone()  # a missing gradient counts as zero
+        optimizer.step()
+    means = [(grads[0] + grads[1] + grads[2]) / 3, (grads[3] + grads[5]) / 3]
+    expected = naive_adamw(init.tolist(), [m.tolist() for m in means], lr=0.01, b1=0.9, b2=0.999,
+                           eps=1e-8, wd=0.1)
+    torch.testing.assert_close(param.detach(), torch.tensor(expected, dtype=torch.float64),
+                               rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("embeddings", ["adamw", "lazy"])
+def test_make_optimizer_state_dict_resumes_bit_exactly(embeddings):
     torch.manual_seed(1)
     model = Net()
-    optimizer = make_optimizer(model, lr=0.01, embeddings="adamw")
+    optimizer = make_optimizer(model, lr=0.01, embeddings=embeddings, relative_lr=True)
     _steps(model, optimizer, seed=1)
     buffer = io.BytesIO()
     torch.save({"model": model.state_dict(), "optim": optimizer.state_dict()}, buffer)
@@ -113,14 +182,31 @@ def test_mixed_optimizer_state_dict_resumes_bit_exactly():
     saved = torch.load(buffer)
     resumed = Net()
     resumed.load_state_dict(saved["model"])
-    resumed_optimizer = make_optimizer(resumed, lr=0.01, embeddings="adamw")
+    resumed_optimizer = make_optimizer(resumed, lr=0.01, embeddings=embeddings, relative_lr=True)
     resumed_optimizer.load_state_dict(saved["optim"])
     _steps(resumed, resumed_optimizer, seed=2)
     for a, b in zip(model.parameters(), resumed.parameters(), strict=True):
         assert torch.equal(a, b)
-    with pytest.raises(ValueError, match="optimizer states"):
-        resumed_optimizer.load_state_dict({"optimizers": []})
-    assert len(resumed_optimizer.param_groups) == 3
+    assert len(resumed_optimizer.param_groups) == 4
+
+
+def test_state_dict_from_before_betas_and_group_options_loads():
+    """A checkpoint whose Tiger groups have ``beta`` and none of the newer keys."""
+    param = nn.Parameter(torch.randn(3, 2))
+    optimizer = Tiger([param], lr=0.01, beta=0.9)
+    param.grad = torch.randn(3, 2)
+    optimizer.step()
+    old = optimizer.state_dict()
+    for group in old["param_groups"]:
+        group["beta"] = group.pop("betas")[0]
+        for key in ("relative_lr", "nonfinite", "shrink_ratio", "lr_scale", "algorithm", "eps",
+                    "shrink_center", "micro_step"):
+            group.pop(key)
+    fresh = Tiger([param], lr=0.01, beta=0.5)
+    fresh.load_state_dict(old)
+    assert fresh.param_groups[0]["betas"] == (0.9, 0.9)
+    assert fresh.param_groups[0]["micro_step"] == 1
+    fresh.step()
 
 
 def naive_saturated_rows(weight, wd, tolerance, fraction):
@@ -132,23 +218,46 @@ def naive_saturated_rows(weight, wd, tolerance, fraction):
     return found
 
 
-def test_find_saturated_rows_matches_naive_definition():
-    generator = torch.Generator().manual_seed(3)
-    weight = torch.randn(40, 10, generator=generator) * 3
-    signs = torch.randint(0, 2, (40, 10), generator=generator) * 2.0 - 1.0
-    pile = signs * (100 + torch.randn(40, 10, generator=generator))
-    mask = torch.rand(40, 10, generator=generator) < torch.linspace(0, 1, 40)[:, None]
-    weight = torch.where(mask, pile, weight)
+def _piled_weight(rows, cols, seed, dtype=torch.float32):
+    generator = torch.Generator().manual_seed(seed)
+    weight = torch.randn(rows, cols, generator=generator) * 3
+    signs = torch.randint(0, 2, (rows, cols), generator=generator) * 2.0 - 1.0
+    pile = signs * (100 + torch.randn(rows, cols, generator=generator))
+    mask = torch.rand(rows, cols, generator=generator) < torch.linspace(0, 1, rows)[:, None]
+    return torch.where(mask, pile, weight).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_find_saturated_rows_matches_naive_definition(dtype):
+    weight = _piled_weight(40, 10, seed=3, dtype=dtype)
     for tolerance, fraction in [(0.01, 0.5), (0.02, 0.8), (0.05, 1.0), (0.0, 0.1)]:
         found = find_saturated_rows(weight, 0.01, tolerance=tolerance, fraction=fraction)
         assert found.tolist() == naive_saturated_rows(weight, 0.01, tolerance, fraction)
     assert 0 < find_saturated_rows(weight, 0.01, tolerance=0.02).numel() < 40
 
 
+def test_find_saturated_rows_in_many_blocks_and_on_views(monkeypatch):
+    """Small blocks (as for a large matrix), a 3-D weight and a non-contiguous one."""
+    import logitkit.optim.monitor as monitor
+
+    monkeypatch.setattr(monitor, "MAX_BLOCK", 50)
+    weight = _piled_weight(300, 20, seed=4)
+    expected = naive_saturated_rows(weight, 0.01, 0.03, 0.6)
+    assert find_saturated_rows(weight, 0.01, tolerance=0.03, fraction=0.6).tolist() == expected
+    assert find_saturated_rows(weight.view(300, 4, 5), 0.01, tolerance=0.03,
+                               fraction=0.6).tolist() == expected
+    transposed = weight.t().contiguous().t()
+    assert find_saturated_rows(transposed, 0.01, tolerance=0.03, fraction=0.6).tolist() == expected
+    boundary = torch.tensor([[95.0, -105.0], [94.99, 105.01]])  # tolerance 5% of 100: [95, 105]
+    assert find_saturated_rows(boundary, 0.01, fraction=1.0).tolist() == [0]
+
+
 @pytest.mark.parametrize("args, message", [
     ((torch.zeros(5), 0.01), "2 dimensions"),
     ((torch.zeros(2, 2), 0.0), "weight_decay"),
     ((torch.full((2, 2), float("nan")), 0.01), "NaN"),
+    ((torch.tensor([[1.0, float("inf")]]), 0.01), "NaN"),
+    ((torch.zeros(2, 2), float("inf")), "weight_decay"),
 ])
 def test_find_saturated_rows_rejects_bad_input(args, message):
     with pytest.raises(ValueError, match=message):
@@ -159,21 +268,53 @@ def test_find_saturated_rows_rejects_bad_input(args, message):
 
 @pytest.mark.parametrize("lazy", [False, True])
 def test_stale_momentum_drives_a_row_to_one_over_weight_decay(lazy):
-    """One gradient, then none: plain Tiger walks the row to +-1/wd; lazy Tiger does not."""
+    """One gradient, then none: plain Tiger walks the row to +-1/wd; lazy Tiger does not. The
+    drift signal (row moved with a zero gradient) fires long before the row saturates."""
     embedding = nn.Embedding(3, 4)
     optimizer = Tiger(embedding.parameters(), lr=0.5, weight_decay=0.01, lazy=lazy)
     monitor = SaturationMonitor(embedding, 0.01, every=500, tolerance=0.01, fraction=1.0)
+    monitor.attach(optimizer)
     embedding(torch.tensor([1])).sum().backward()
-    for _ in range(2000):
+    optimizer.step()  # the only step with a gradient
+    embedding.weight.grad.zero_()
+    for _ in range(1999):
         optimizer.step()
-        embedding.weight.grad.zero_()
-        monitor.step()
     steps, counts = monitor.counts("weight")
+    _, drifting = monitor.counts("weight", "drifting")
+    _, moved = monitor.counts("weight", "moved_without_gradient")
     assert steps == [0, 500, 1000, 1500, 2000]
     if lazy:
-        assert counts == [0] * 5
+        assert counts == [0] * 5 and drifting == [0] * 5 and moved == [0] * 5
     else:
         assert counts[-1] == 1 and monitor.latest["weight"].tolist() == [1]
         torch.testing.assert_close(embedding.weight[1], torch.full((4,), -100.0), atol=0.5, rtol=0)
+        assert counts[1] == 0 and drifting[1] == 1  # warned at step 500, saturated later
+        rows, drift = monitor.drifting_rows("weight")
+        assert rows.tolist() == [1] and 0.9 < float(drift[0]) < 1.0
+        assert moved[1] == 3  # all rows move (rows 0 and 2 shrink by decay), only row 1 grows
     with pytest.raises(ValueError, match="unknown weight"):
         monitor.counts("bias")
+
+
+def test_drift_matches_a_naive_norm_growth_sum():
+    """drift[r] = sum over steps where row r's gradient is zero of (|w_r| after - |w_r| before),
+    times wd / sqrt(columns)."""
+    weight = nn.Parameter(torch.randn(5, 3, dtype=torch.float64))
+    optimizer = Tiger([weight], lr=0.05, weight_decay=0.1)
+    monitor = SaturationMonitor({"w": weight}, 0.1, every=2)
+    generator = torch.Generator().manual_seed(11)
+    expected = [0.0] * 5
+    for step in range(6):
+        grad = torch.randn(5, 3, generator=generator, dtype=torch.float64)
+        grad[[step % 5, (step + 2) % 5]] = 0.0
+        weight.grad = grad
+        before = weight.detach().norm(dim=1).tolist()
+        optimizer.step()
+        monitor.step()
+        after = weight.detach().norm(dim=1).tolist()
+        for r in range(5):
+            if bool((grad[r] == 0).all()):
+                expected[r] += (after[r] - before[r]) * 0.1 / math.sqrt(3)
+    torch.testing.assert_close(monitor.drift["w"], torch.tensor(expected, dtype=torch.float64),
+                               rtol=1e-9, atol=1e-12)
+    assert monitor.moved_without_gradient["w"] == 2

@@ -214,6 +214,8 @@ def test_sparse_gradient_without_lazy_is_a_dense_step():
 
 @pytest.mark.parametrize("options", [
     {}, {"momentum_dtype": torch.bfloat16}, {"lazy": True}, {"accumulation_steps": 3},
+    {"accumulation_steps": 3, "lazy": True, "momentum_dtype": torch.bfloat16},
+    {"relative_lr": "row", "lazy": True},
 ])
 def test_state_dict_resume_is_bit_exact(options):
     model, batches = _model_and_batches(seed=4)
@@ -278,7 +280,16 @@ def test_closure_is_called_and_its_loss_returned():
     (lambda p: Lion(p, weight_decay=-0.1), "weight_decay"),
     (lambda p: Lion(p, accumulation_steps=2), "beta1 == beta2"),
     (lambda p: Tiger(p, accumulation_steps=0), "accumulation_steps"),
-    (lambda p: Tiger(p, accumulation_steps=2, lazy=True), "lazy"),
+    (lambda p: Tiger(p, lr=math.inf), "lr"),
+    (lambda p: Lion(p, weight_decay=math.inf), "weight_decay"),
+    (lambda p: Lion(p, weight_decay=math.nan), "weight_decay"),
+    (lambda p: Tiger(p, relative_lr="column"), "relative_lr"),
+    (lambda p: Tiger(p, nonfinite="ignore"), "nonfinite"),
+    (lambda p: Tiger(p, shrink_ratio=1.5), "shrink_ratio"),
+    (lambda p: Tiger([{"params": p, "algorithm": "sgd"}]), "algorithm"),
+    (lambda p: Tiger([{"params": p, "algorithm": "adamw", "eps": 0.0}]), "eps"),
+    (lambda p: Tiger([{"params": p, "algorithm": "adamw", "betas": (0.9, 1.0)}]), "betas"),
+    (lambda p: Tiger([{"params": p, "lr_scale": -0.5}]), "lr_scale"),
     (lambda p: Tiger(p, momentum_dtype=torch.int32), "momentum_dtype"),
     (lambda p: Tiger(p, foreach="yes"), "foreach"),
     (lambda p: Tiger([{"params": p, "lr": -1.0}]), "lr"),

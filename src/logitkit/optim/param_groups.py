@@ -8,29 +8,35 @@
 * ``"embedding"``: ``nn.Embedding`` weights, plus the weight named by ``head`` (e.g. an untied LM
   head) -> ``weight_decay``, ``lazy=True`` unless ``lazy_embeddings=False``.
 
-``make_optimizer`` builds Tiger/Lion on those groups, or, with ``embeddings="adamw"``, Tiger/Lion on
-the first two and ``torch.optim.AdamW`` on the embeddings, stepped as one by ``MixedOptimizer``.
+With ``relative_lr=True`` the groups are those of the released Tiger (github.com/bojone/tiger),
+which matches Keras variable names: matrices step by ``lr * RMS(p)`` (``"decay"``), embedding
+matrices by ``lr * RMS(row)`` (``"embedding"``), and biases (``bias``/``beta``) and norm weights
+(``gamma``) by ``0.5 * lr`` without decay; norm weights get their own group ``"norm"`` because the
+released rule shrinks them towards 1, not 0, after a non-finite gradient. Here vectors play the part
+of the released rule's names: every 1-D parameter counts as a bias.
+
+``make_optimizer`` builds Tiger or Lion on those groups; ``embeddings="adamw"`` runs the embedding
+group with the ``"adamw"`` algorithm inside the same optimizer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from logitkit.optim.sign_momentum import Lion, Tiger
 
-__all__ = ["MixedOptimizer", "make_optimizer", "param_groups"]
+__all__ = ["make_optimizer", "param_groups"]
 
 _NORMS = (nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm, nn.RMSNorm,
           nn.modules.batchnorm._NormBase)
 EMBEDDING_MODES = ("lazy", "dense", "adamw")
+RELEASED_VECTOR_LR_SCALE = 0.5
 
 
 def param_groups(model: nn.Module, *, weight_decay: float = 0.01, lazy_embeddings: bool = True,
-                 head: str | None = None) -> list[dict[str, Any]]:
+                 head: str | None = None, relative_lr: bool = False) -> list[dict[str, Any]]:
     """Groups ``[{"name", "params", "weight_decay", ...}]`` for Tiger/Lion (module docstring).
 
     ``head`` is the full name of a weight to route with the embeddings (e.g. ``"head.weight"``);
@@ -44,79 +50,54 @@ def param_groups(model: nn.Module, *, weight_decay: float = 0.01, lazy_embedding
     embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     if head is not None:
         embeddings.add(id(named[head]))
-    norms = {id(p) for m in model.modules() if isinstance(m, _NORMS)
-             for p in m.parameters(recurse=False)}
-    groups: dict[str, list[Tensor]] = {"decay": [], "no_decay": [], "embedding": []}
+    norm_modules = [m for m in model.modules() if isinstance(m, _NORMS)]
+    norms = {id(p) for m in norm_modules for p in m.parameters(recurse=False)}
+    norm_weights = {id(m.weight) for m in norm_modules if getattr(m, "weight", None) is not None}
+    groups: dict[str, list[Tensor]] = {"decay": [], "no_decay": [], "norm": [], "embedding": []}
     for p in model.parameters():
         if not p.requires_grad:
             continue
         if id(p) in embeddings:
             groups["embedding"].append(p)
+        elif relative_lr and id(p) in norm_weights:
+            groups["norm"].append(p)
         elif id(p) in norms or p.dim() < 2:
             groups["no_decay"].append(p)
         else:
             groups["decay"].append(p)
-    options = {"decay": {"weight_decay": weight_decay}, "no_decay": {"weight_decay": 0.0},
-               "embedding": {"weight_decay": weight_decay, "lazy": lazy_embeddings}}
+    options: dict[str, dict[str, Any]] = {
+        "decay": {"weight_decay": weight_decay},
+        "no_decay": {"weight_decay": 0.0},
+        "norm": {"weight_decay": 0.0},
+        "embedding": {"weight_decay": weight_decay, "lazy": lazy_embeddings},
+    }
+    if relative_lr:
+        options["decay"]["relative_lr"] = True
+        options["embedding"]["relative_lr"] = "row"
+        options["no_decay"].update(relative_lr=False, lr_scale=RELEASED_VECTOR_LR_SCALE)
+        options["norm"].update(relative_lr=False, lr_scale=RELEASED_VECTOR_LR_SCALE,
+                               shrink_center=1.0)
     return [{"name": name, "params": params, **options[name]}
             for name, params in groups.items() if params]
-
-
-class MixedOptimizer:
-    """Several optimizers stepped as one: ``step``, ``zero_grad``, ``state_dict`` and
-    ``load_state_dict`` act on all of them; ``param_groups`` lists every group (for LR changes)."""
-
-    def __init__(self, optimizers: Sequence[torch.optim.Optimizer]) -> None:
-        if not optimizers:
-            raise ValueError("MixedOptimizer needs at least one optimizer")
-        seen: set[int] = set()
-        for optimizer in optimizers:
-            ids = {id(p) for g in optimizer.param_groups for p in g["params"]}
-            if ids & seen:
-                raise ValueError("a parameter belongs to more than one of the optimizers")
-            seen |= ids
-        self.optimizers = list(optimizers)
-
-    @property
-    def param_groups(self) -> list[dict[str, Any]]:
-        return [g for optimizer in self.optimizers for g in optimizer.param_groups]
-
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for optimizer in self.optimizers:
-            optimizer.step()
-        return loss
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        for optimizer in self.optimizers:
-            optimizer.zero_grad(set_to_none=set_to_none)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"optimizers": [optimizer.state_dict() for optimizer in self.optimizers]}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        states = state_dict.get("optimizers")
-        if not isinstance(states, list) or len(states) != len(self.optimizers):
-            raise ValueError(f"expected a state_dict with {len(self.optimizers)} optimizer states "
-                             "under 'optimizers'")
-        for optimizer, state in zip(self.optimizers, states, strict=True):
-            optimizer.load_state_dict(state)
 
 
 def make_optimizer(model: nn.Module, *, optimizer: str = "tiger", lr: float = 1e-3,
                    weight_decay: float = 0.01, embeddings: str = "lazy",
                    embedding_lr: float | None = None, head: str | None = None,
-                   **options: Any) -> torch.optim.Optimizer | MixedOptimizer:
+                   relative_lr: bool = False, **options: Any) -> Tiger | Lion:
     """Tiger or Lion (``optimizer``) on ``param_groups(model)``.
 
-    ``embeddings``: ``"lazy"`` (lazy rows), ``"dense"`` (plain sign steps) or ``"adamw"``
-    (``torch.optim.AdamW`` with ``weight_decay`` on the embedding group; returns a
-    ``MixedOptimizer``). ``embedding_lr`` (default ``lr``) is the embedding group's step size.
-    ``options`` go to the Tiger/Lion constructor (e.g. ``beta``, ``betas``, ``foreach``).
+    ``embeddings``: ``"lazy"`` (lazy rows), ``"dense"`` (plain sign steps) or ``"adamw"`` (the
+    embedding group uses the ``"adamw"`` algorithm: decoupled AdamW with ``weight_decay`` and
+    betas (0.9, 0.999), dense updates). ``embedding_lr`` (default ``lr``) is the embedding group's
+    step size. ``relative_lr=True``: the released Tiger's step sizes (``param_groups``); add
+    ``nonfinite="shrink"`` for its NaN rule. ``options`` go to the Tiger/Lion constructor (e.g.
+    ``beta``, ``betas``, ``foreach``, ``accumulation_steps``).
+
+    Example::
+
+        optimizer = make_optimizer(model, lr=1e-3, embeddings="adamw", embedding_lr=3e-3)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-3, total_steps=100)
     """
     classes = {"tiger": Tiger, "lion": Lion}
     if optimizer not in classes:
@@ -124,17 +105,12 @@ def make_optimizer(model: nn.Module, *, optimizer: str = "tiger", lr: float = 1e
     if embeddings not in EMBEDDING_MODES:
         raise ValueError(f"embeddings must be one of {EMBEDDING_MODES}, got {embeddings!r}")
     groups = param_groups(model, weight_decay=weight_decay, lazy_embeddings=embeddings == "lazy",
-                          head=head)
+                          head=head, relative_lr=relative_lr)
     for group in groups:
-        if group["name"] == "embedding" and embedding_lr is not None:
+        if group["name"] != "embedding":
+            continue
+        if embedding_lr is not None:
             group["lr"] = embedding_lr
-    sign_groups = [g for g in groups if embeddings != "adamw" or g["name"] != "embedding"]
-    sign = classes[optimizer](sign_groups, lr=lr, weight_decay=weight_decay, **options)
-    if embeddings != "adamw":
-        return sign
-    adam_groups = [{k: v for k, v in g.items() if k != "lazy"}
-                   for g in groups if g["name"] == "embedding"]
-    if not adam_groups:
-        return sign
-    adam = torch.optim.AdamW(adam_groups, lr=lr, weight_decay=weight_decay)
-    return MixedOptimizer([sign, adam])
+        if embeddings == "adamw":
+            group.update(algorithm="adamw", relative_lr=False)
+    return classes[optimizer](groups, lr=lr, weight_decay=weight_decay, **options)

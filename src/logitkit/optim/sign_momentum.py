@@ -1,243 +1,115 @@
-"""Tiger and Lion: sign-of-momentum optimizers with one functional core and optional lazy rows.
+"""Tiger and Lion: sign-of-momentum optimizers (``torch.optim.Optimizer`` subclasses).
 
-Lion (Chen et al., 2023), for a gradient ``g`` and momentum ``m``::
+The update rules live in ``logitkit.optim.functional`` (formulas there). These classes add, per
+parameter group (every constructor option may be overridden in a group):
 
-    u = sign(b1 * m + (1 - b1) * g)
-    m <- b2 * m + (1 - b2) * g
-    p <- p - lr * (u + weight_decay * p)          # decoupled decay, i.e. p * (1 - lr wd) - lr u
+* ``lazy``: rows (dim 0) whose gradient row is all zero keep value and state; sparse gradients
+  (``nn.Embedding(sparse=True)``) are accepted.
+* ``relative_lr``: ``False`` (absolute step ``lr``), ``True`` (``lr * RMS(p)``) or ``"row"``
+  (``lr * RMS`` of each row), the released Tiger's rule for matrices; vectors keep ``lr``.
+* ``lr_scale``: the step is ``lr * lr_scale`` (the released Tiger uses 0.5 for biases and norm
+  weights); schedulers change ``lr`` and the ratio stays.
+* ``algorithm``: ``"sign"`` (Tiger/Lion) or ``"adamw"`` (decoupled AdamW with the group's
+  ``betas``, default (0.9, 0.999), and ``eps``): the AdamW-for-embeddings remedy inside one
+  optimizer, so schedulers, ``GradScaler``, Hugging Face ``Trainer`` and ``state_dict`` see one
+  ``torch.optim.Optimizer``.
+* ``accumulation_steps=k``: gradient accumulation counted by one global call counter
+  (``micro_step``, stored in every group): calls ``c`` with ``c % k == k - 1`` move the
+  parameters. Sign groups fold it into the momentum (Tiger only, as the released Tiger; lazy rows
+  keep a bool per row), AdamW groups keep a gradient sum. A parameter whose gradient is None in a
+  call contributes zero and stays in phase.
+* ``nonfinite``: what to do with a parameter whose gradient has a NaN or inf entry.
+  ``"skip"`` (default): leave it and its state untouched this call and warn (at the 1st, 2nd,
+  4th, ... such call; counts in ``nonfinite_steps`` / ``nonfinite_updates``); ``"raise"``:
+  ``FloatingPointError`` before anything is updated; ``"shrink"``: skip and shrink,
+  ``p <- c + shrink_ratio (p - c)`` with ``c = shrink_center`` (the released Tiger: 0.99, and
+  c = 1 for norm weights).
 
-Tiger (Su, 2023) is Lion with ``b1 = b2 = beta``: ``m <- beta m + (1 - beta) g; u = sign(m)``.
-The decay is computed as ``p * (1 - lr * wd) - lr * u``; its fixed point for a constant sign ``u``
-is ``p = -u / weight_decay``, the +-1/wd pile-up that ``logitkit.optim.monitor`` detects.
+Schedulers: both classes expose ``betas`` (Tiger stores ``(beta, beta)`` and uses ``betas[0]``),
+so ``OneCycleLR``/``CyclicLR`` with ``cycle_momentum=True`` cycle Tiger's beta and Lion's beta1.
 
-``lazy=True`` (for parameters with ``dim >= 2``; rows are indices along dim 0): a row whose
-gradient row is all zero keeps its value and its momentum unchanged this step (no decay either).
-Sparse gradients (``nn.Embedding(sparse=True)``) are accepted with lazy rows, at a cost
-proportional to the rows they touch. Without ``lazy``, sparse gradients are made dense first.
+Example::
 
-Gradient accumulation folded into the momentum (Tiger only, as in the original Tiger):
-with ``accumulation_steps=k``, call ``c`` (counted per parameter from 0) does
-``m <- beta m`` when ``c % k == 0``, then ``m <- m + (1 - beta) g / k``; the parameter moves
-(``p <- p - lr (sign(m) + wd p)``) only when ``c % k == k - 1``. After ``k`` calls the momentum
-equals one Tiger momentum update with the mean of the ``k`` gradients, and no extra buffer is kept.
+    >>> model = torch.nn.Linear(4, 2)
+    >>> optimizer = Tiger(model.parameters(), lr=1e-3, relative_lr=True)
+    >>> scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-3, total_steps=10)
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+import math
+import warnings
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-__all__ = ["Lion", "Tiger", "sign_momentum_update_", "lazy_rows_update_"]
+from logitkit.optim.functional import (
+    RELATIVE_MODES,
+    _local,
+    accumulate_lazy_sign_,
+    accumulate_sign_,
+    adamw_update_,
+    all_finite,
+    gradient_sums,
+    lazy_rows_apply_,
+    lazy_rows_update_,
+    sign_momentum_update_,
+    step_size,
+    touched_rows,
+)
 
+__all__ = ["Lion", "Tiger"]
 
-# On one intra-op thread the plain path works through contiguous tensors in chunks of this many
-# elements, so its four element-wise passes stay in cache and its one temporary (the sign) is a
-# small reused buffer. With several threads it takes whole tensors: many small parallel regions
-# cost more than they save, badly so when the CPU is shared with other processes.
-CHUNK = 1 << 18
-
-
-def _chunk_size() -> int | None:
-    return CHUNK if torch.get_num_threads() == 1 else None
-
-
-def _momentum_direction(m: Tensor, g: Tensor, beta1: float, beta2: float, out: Tensor) -> Tensor:
-    """Update ``m`` in place (``m <- b2 m + (1-b2) g``) and return ``sign(b1 m_old + (1-b1) g)``,
-    written into ``out`` (a buffer with ``g``'s dtype and at least ``g.numel()`` elements).
-
-    ``m`` may be stored in a lower precision than ``g``; the arithmetic is done in ``g``'s dtype
-    and the new momentum is rounded to ``m``'s dtype when stored.
-    """
-    work = m if m.dtype == g.dtype else m.to(g.dtype)
-    direction = out[: g.numel()].view_as(g)
-    if beta1 == beta2:
-        work.lerp_(g, 1.0 - beta2)
-        torch.sign(work, out=direction)
-    else:
-        torch.lerp(work, g, 1.0 - beta1, out=direction)
-        direction.sign_()
-        work.lerp_(g, 1.0 - beta2)
-    if work is not m:
-        m.copy_(work)
-    return direction
-
-
-def _chunkable(*tensors: Tensor) -> bool:
-    size = _chunk_size()
-    return bool(size) and tensors[0].numel() > size and all(t.is_contiguous() for t in tensors)
-
-
-def _chunks(p: Tensor, g: Tensor, m: Tensor) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
-    """Matching flat chunks of ``CHUNK`` elements when all three are contiguous, else the whole."""
-    if _chunkable(p, g, m):
-        yield from zip(p.view(-1).split(CHUNK), g.view(-1).split(CHUNK), m.view(-1).split(CHUNK),
-                       strict=True)
-    else:
-        yield p, g, m
-
-
-def _apply_direction_(p: Tensor, direction: Tensor, lr: float, weight_decay: float) -> None:
-    """``p <- p * (1 - lr * weight_decay) - lr * direction``, in place."""
-    if weight_decay != 0.0:
-        p.mul_(1.0 - lr * weight_decay)
-    p.add_(direction, alpha=-lr)
-
-
-def sign_momentum_update_(
-    params: list[Tensor],
-    grads: list[Tensor],
-    momenta: list[Tensor],
-    *,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    weight_decay: float,
-    foreach: bool = False,
-) -> None:
-    """One Lion step on dense tensors, in place (formula in the module docstring).
-
-    ``foreach=True`` uses torch's multi-tensor ops, ``False`` a loop over tensors; both run the same
-    element-wise arithmetic in the same order, so their results are identical. Tensors in one call
-    must share a dtype (momenta may share another one).
-    """
-    if not params:
-        return
-    if not foreach:
-        triples = list(zip(params, grads, momenta, strict=True))
-        buffer = grads[0].new_empty(max(CHUNK if _chunkable(*t) else t[0].numel() for t in triples))
-        for p, g, m in triples:
-            for pc, gc, mc in _chunks(p, g, m):
-                direction = _momentum_direction(mc, gc, beta1, beta2, out=buffer)
-                _apply_direction_(pc, direction, lr, weight_decay)
-        return
-    dtype = grads[0].dtype
-    work = momenta if momenta[0].dtype == dtype else [m.to(dtype) for m in momenta]
-    if beta1 == beta2:
-        torch._foreach_lerp_(work, grads, 1.0 - beta2)
-        directions = torch._foreach_sign(work)
-    else:
-        directions = torch._foreach_lerp(work, grads, 1.0 - beta1)
-        torch._foreach_sign_(directions)
-        torch._foreach_lerp_(work, grads, 1.0 - beta2)
-    if work is not momenta:
-        torch._foreach_copy_(momenta, work)
-    if weight_decay != 0.0:
-        torch._foreach_mul_(params, 1.0 - lr * weight_decay)
-    torch._foreach_add_(params, directions, alpha=-lr)
-
-
-def _touched_rows(grad: Tensor) -> tuple[Tensor, Tensor]:
-    """Indices of the rows (dim 0) of ``grad`` that are not all zero, and those gradient rows.
-
-    Sparse COO gradients must have one sparse dimension (as ``nn.Embedding(sparse=True)`` gives);
-    duplicate indices are summed (``coalesce``), so the result equals that of the dense gradient.
-    """
-    if grad.is_sparse:
-        if grad.sparse_dim() != 1:
-            raise ValueError(
-                f"lazy rows need sparse gradients with one sparse dimension (rows), "
-                f"got sparse_dim={grad.sparse_dim()}"
-            )
-        grad = grad.coalesce()
-        rows, values = grad.indices()[0], grad.values()
-    else:
-        rows, values = torch.arange(grad.shape[0], device=grad.device), grad
-    nonzero = values.reshape(values.shape[0], -1).any(dim=1)
-    if bool(nonzero.all()):
-        return rows, values
-    keep = nonzero.nonzero().squeeze(1)
-    return rows.index_select(0, keep), values.index_select(0, keep)
-
-
-def lazy_rows_update_(
-    param: Tensor,
-    grad: Tensor,
-    momentum: Tensor,
-    *,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    weight_decay: float,
-) -> None:
-    """Lion step on the rows of ``param`` whose gradient row is not all zero; other rows (value
-    and momentum) are left untouched. ``grad`` may be dense or sparse COO (rows = dim 0).
-
-    The touched rows are gathered (``index_select``), on one thread in blocks of about ``CHUNK``
-    elements into reused buffers, updated with ``sign_momentum_update_`` and written back
-    (``index_copy_``), so the cost is proportional to the rows touched (plus one scan of a dense
-    gradient to find them).
-    """
-    rows, grad_rows = _touched_rows(grad)
-    if rows.numel() == 0:
-        return
-    hyper = {"lr": lr, "beta1": beta1, "beta2": beta2, "weight_decay": weight_decay}
-    if rows.numel() == param.shape[0] and not grad.is_sparse:
-        sign_momentum_update_([param], [grad], [momentum], **hyper)
-        return
-    size = _chunk_size()
-    block = max(1, size // max(1, param[0].numel())) if size else rows.numel()
-    shape = (min(block, rows.numel()), *param.shape[1:])
-    param_buffer, momentum_buffer = param.new_empty(shape), momentum.new_empty(shape)
-    for start in range(0, rows.numel(), block):
-        index = rows[start : start + block]
-        param_rows = torch.index_select(param, 0, index, out=param_buffer[: index.numel()])
-        momentum_rows = torch.index_select(momentum, 0, index,
-                                           out=momentum_buffer[: index.numel()])
-        sign_momentum_update_([param_rows], [grad_rows[start : start + block]], [momentum_rows],
-                              **hyper)
-        param.index_copy_(0, index, param_rows)
-        momentum.index_copy_(0, index, momentum_rows)
-
-
-def _accumulate_momentum_(momentum: Tensor, grad: Tensor, beta: float, steps: int,
-                          first: bool) -> None:
-    """Tiger's folded accumulation: ``m <- beta m`` on the first call of a window, then
-    ``m <- m + (1 - beta) g / steps``."""
-    work = momentum if momentum.dtype == grad.dtype else momentum.to(grad.dtype)
-    if first:
-        work.mul_(beta)
-    work.add_(grad, alpha=(1.0 - beta) / steps)
-    if work is not momentum:
-        momentum.copy_(work)
-
-
-def _accumulate_step_(param: Tensor, grad: Tensor, momentum: Tensor, call: int, steps: int,
-                      hyper: dict[str, float]) -> None:
-    """Call number ``call`` (from 0) of Tiger with folded accumulation over ``steps`` calls."""
-    grad = grad.to_dense() if grad.is_sparse else grad
-    _accumulate_momentum_(momentum, grad, hyper["beta1"], steps, first=call % steps == 0)
-    if call % steps == steps - 1:
-        direction = momentum.to(param.dtype).sign()
-        _apply_direction_(param, direction, hyper["lr"], hyper["weight_decay"])
-
-
-def _local(tensor: Tensor) -> Tensor:
-    """The local shard of a DTensor (FSDP2 parameters); any other tensor unchanged."""
-    to_local = getattr(tensor, "to_local", None)
-    return to_local() if callable(to_local) else tensor
+ALGORITHMS = ("sign", "adamw")
+NONFINITE = ("skip", "raise", "shrink")
+ADAMW_BETAS = (0.9, 0.999)
+# options every group has; the constructors set the first ones, the rest are per-group only
+GROUP_DEFAULTS = {"lr_scale": 1.0, "algorithm": "sign", "eps": 1e-8, "shrink_center": 0.0,
+                  "micro_step": 0}
 
 
 class _SignMomentum(Optimizer):
-    """The shared optimizer wrapper; ``Tiger`` and ``Lion`` only differ in how betas are given."""
+    """The shared optimizer; ``Tiger`` and ``Lion`` differ only in how betas are read."""
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any]) -> None:
-        super().__init__(params, defaults)
-        self.register_load_state_dict_post_hook(_restore_momentum_dtype)
+        self.nonfinite_steps = 0
+        self.nonfinite_updates = 0
+        self._decay_warned: set[tuple[int, torch.dtype]] = set()
+        super().__init__(params, {**defaults, **GROUP_DEFAULTS})
+        self.register_load_state_dict_post_hook(_after_load_state_dict)
 
     def _betas(self, group: dict[str, Any]) -> tuple[float, float]:
         raise NotImplementedError
 
+    def _normalize(self, group: dict[str, Any]) -> None:
+        """Hook for subclasses to rewrite a group's keys before validation."""
+
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(param_group)
-        group = self.param_groups[-1]
-        _validate_group(group, self._betas(group))
+        """Validate the completed group first, then append it (an invalid group never lands)."""
+        if not isinstance(param_group, dict):
+            raise TypeError(f"a param group must be a dict, got {type(param_group).__name__}")
+        group = dict(param_group)
+        params = group.get("params", [])
+        group["params"] = [params] if isinstance(params, Tensor) else list(params)
+        self._normalize(group)
+        if group.get("algorithm", self.defaults["algorithm"]) == "adamw":
+            group.setdefault("betas", ADAMW_BETAS)
+        group.setdefault("micro_step", self.param_groups[0]["micro_step"] if self.param_groups
+                         else 0)
+        candidate = {**self.defaults, **group}
+        _validate_group(candidate, self._group_betas(candidate))
         for p in group["params"]:
-            if p.is_complex():
+            if isinstance(p, Tensor) and p.is_complex():
                 raise ValueError(f"complex parameters are not supported, got dtype {p.dtype}")
+        super().add_param_group(group)
+
+    def _group_betas(self, group: dict[str, Any]) -> tuple[float, float]:
+        if group["algorithm"] == "adamw":
+            return _pair(group["betas"])
+        return self._betas(group)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -246,65 +118,239 @@ class _SignMomentum(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            self._step_group(group)
+            _check_step_values(group, self._group_betas(group))
+        work = [(group, self._entries(group)) for group in self.param_groups]
+        sums, bad = self._scan([entry for _, entries in work for entry in entries])
+        raising = [e for group, entries in work if group["nonfinite"] == "raise"
+                   for e in entries if id(e[0]) in bad]
+        if raising:
+            raise FloatingPointError(
+                f"{type(self).__name__}: {len(raising)} parameter(s) have a non-finite gradient "
+                f"(shapes {[tuple(e[0].shape) for e in raising[:5]]}); nothing was updated")
+        for group, entries in work:
+            self._warn_if_decay_underflows(group)
+            kept = [e for e in entries if id(e[0]) not in bad]
+            self._step_group(group, kept, sums)
+            if group["nonfinite"] == "shrink":
+                for p, _ in entries:
+                    if id(p) in bad:
+                        _local(p).sub_(group["shrink_center"]).mul_(group["shrink_ratio"]).add_(
+                            group["shrink_center"])
+            group["micro_step"] += 1
+        if bad:
+            self._count_skipped(len(bad))
         return loss
 
-    def _momentum(self, p: Tensor, group: dict[str, Any]) -> Tensor:
-        state = self.state[p]
-        if not state:
-            state["step"] = 0
-            state["momentum"] = torch.zeros_like(
-                p, dtype=group["momentum_dtype"] or p.dtype, memory_format=torch.preserve_format
-            )
-        state["step"] += 1
-        return state["momentum"]
+    def _entries(self, group: dict[str, Any]) -> list[tuple[Tensor, Tensor | None]]:
+        """(parameter, gradient) pairs to process: those with a gradient, and under accumulation
+        also those with state (their gradient None counts as zero and keeps them in phase)."""
+        accumulating = group["accumulation_steps"] > 1
+        return [(p, p.grad) for p in group["params"]
+                if p.grad is not None or (accumulating and self.state.get(p))]
 
-    def _step_group(self, group: dict[str, Any]) -> None:
-        beta1, beta2 = self._betas(group)
-        hyper = {"lr": group["lr"], "beta1": beta1, "beta2": beta2,
-                 "weight_decay": group["weight_decay"]}
-        dense: dict[tuple[Any, ...], tuple[list[Tensor], list[Tensor], list[Tensor]]] = {}
-        for p in group["params"]:
-            if p.grad is None:
+    def _scan(self, entries: Sequence[tuple[Tensor, Tensor | None]]
+              ) -> tuple[dict[int, Tensor], set[int]]:
+        """Gradient sums (row sums for lazy-capable dense gradients, reused to find touched rows)
+        and the ids of parameters whose gradient has a non-finite entry. One host sync per
+        device; a non-finite sum is confirmed by an exact scan (a finite sum can overflow)."""
+        sums: dict[int, Tensor] = {}
+        for p, grad in entries:
+            if grad is not None:
+                local = _local(grad)
+                sums[id(p)] = gradient_sums(local, per_row=local.dim() >= 2 and not local.is_sparse)
+        by_device: dict[torch.device, list[int]] = {}
+        for key, value in sums.items():
+            by_device.setdefault(value.device, []).append(key)
+        suspects = []
+        for keys in by_device.values():
+            totals = torch.stack([sums[k].sum() if sums[k].dim() else sums[k] for k in keys])
+            flags = torch.isfinite(totals).tolist()
+            suspects += [k for k, ok in zip(keys, flags, strict=True) if not ok]
+        grads = {id(p): grad for p, grad in entries}
+        bad = {k for k in suspects if not all_finite(_local(grads[k]))}
+        return sums, bad
+
+    def _count_skipped(self, count: int) -> None:
+        self.nonfinite_steps += 1
+        self.nonfinite_updates += count
+        if self.nonfinite_steps & (self.nonfinite_steps - 1) == 0:  # 1, 2, 4, 8, ...
+            warnings.warn(
+                f"{type(self).__name__}: skipped the update of {count} parameter(s) whose gradient "
+                f"has NaN or inf entries; {self.nonfinite_steps} step(s) with skipped updates so "
+                f"far ({self.nonfinite_updates} updates; next warning at "
+                f"{2 * self.nonfinite_steps}). Use nonfinite='raise' to stop instead.",
+                RuntimeWarning, stacklevel=2)
+
+    def _warn_if_decay_underflows(self, group: dict[str, Any]) -> None:
+        """Warn once per group and dtype when ``1 - lr * weight_decay`` rounds to 1 in a
+        half-precision parameter dtype: decoupled decay then does nothing at all."""
+        decay = group["lr"] * group["lr_scale"] * group["weight_decay"]
+        if decay <= 0.0:
+            return
+        index = next(i for i, g in enumerate(self.param_groups) if g is group)
+        for dtype in {p.dtype for p in group["params"]} & {torch.bfloat16, torch.float16}:
+            if (index, dtype) in self._decay_warned:
                 continue
-            grad = _local(p.grad)
-            if group["maximize"]:
-                grad = -grad
-            momentum = _local(self._momentum(p, group))
-            param = _local(p)
+            if torch.tensor(1.0 - decay, dtype=dtype).item() == 1.0:
+                self._decay_warned.add((index, dtype))
+                warnings.warn(
+                    f"{type(self).__name__}: weight decay has no effect on the {dtype} parameters "
+                    f"of group {index}: 1 - lr * weight_decay = 1 - {decay:.3g} rounds to 1 in "
+                    f"{dtype} (relative_lr makes the factor smaller still). Keep float32 master "
+                    "weights, or expect no decay.", RuntimeWarning, stacklevel=2)
+
+    def _state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Any]:
+        """The parameter's state, created on first use for the group's algorithm."""
+        state = self.state[p]
+        if state:
+            return state
+        state["step"] = 0
+        if group["algorithm"] == "adamw":
+            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             if group["accumulation_steps"] > 1:
-                call = self.state[p]["step"] - 1
-                _accumulate_step_(param, grad, momentum, call, group["accumulation_steps"], hyper)
+                state["grad_sum"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        else:
+            state["momentum"] = torch.zeros_like(
+                p, dtype=group["momentum_dtype"] or p.dtype, memory_format=torch.preserve_format)
+            if group["accumulation_steps"] > 1 and group["lazy"] and p.dim() >= 2:
+                state["window_rows"] = torch.zeros(p.shape[0], dtype=torch.bool, device=p.device)
+        return state
+
+    def _step_group(self, group: dict[str, Any], entries: list[tuple[Tensor, Tensor | None]],
+                    sums: dict[int, Tensor]) -> None:
+        if group["algorithm"] == "adamw":
+            for p, grad in entries:
+                self._adamw(p, grad, group, sums.get(id(p)))
+            return
+        beta1, beta2 = self._betas(group)
+        steps, call = group["accumulation_steps"], group["micro_step"]
+        dense: dict[tuple[Any, ...], tuple[list[Tensor], list[Tensor], list[Tensor]]] = {}
+        for p, grad in entries:
+            state = self._state(p, group)
+            state["step"] += 1
+            lr, relative = self._lr(p, group)
+            param, momentum = _local(p), _local(state["momentum"])
+            grad = None if grad is None else _local(grad)
+            if grad is not None and group["maximize"]:
+                grad = -grad
+            hyper = {"lr": lr, "weight_decay": group["weight_decay"], "relative_lr": relative}
+            if steps > 1:
+                window = {"first": call % steps == 0, "last": call % steps == steps - 1,
+                          "steps": steps, "beta": beta1}
+                if "window_rows" in state:
+                    accumulate_lazy_sign_(param, grad, momentum, _local(state["window_rows"]),
+                                          row_sums=sums.get(id(p)), **window, **hyper)
+                else:
+                    accumulate_sign_(param, grad, momentum, **window, **hyper)
             elif group["lazy"] and p.dim() >= 2:
-                lazy_rows_update_(param, grad, momentum, **hyper)
+                lazy_rows_update_(param, grad, momentum, beta1=beta1, beta2=beta2,
+                                  row_sums=sums.get(id(p)), **hyper)
+            elif isinstance(lr, Tensor) or relative:
+                sign_momentum_update_([param], [_dense(grad)], [momentum], beta1=beta1,
+                                      beta2=beta2, **hyper)
             else:
-                grad = grad.to_dense() if grad.is_sparse else grad
                 key = (param.device, param.dtype, momentum.dtype)
                 for bucket, tensor in zip(dense.setdefault(key, ([], [], [])),
-                                          (param, grad, momentum), strict=True):
+                                          (param, _dense(grad), momentum), strict=True):
                     bucket.append(tensor)
-        foreach = group["foreach"]
         for params, grads, momenta in dense.values():
-            use_foreach = foreach if foreach is not None else params[0].is_cuda
-            sign_momentum_update_(params, grads, momenta, foreach=use_foreach, **hyper)
+            foreach = group["foreach"] if group["foreach"] is not None else params[0].is_cuda
+            sign_momentum_update_(params, grads, momenta, lr=group["lr"] * group["lr_scale"],
+                                  beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"],
+                                  foreach=foreach)
+
+    @staticmethod
+    def _lr(p: Tensor, group: dict[str, Any]) -> tuple[float | Tensor, bool | str]:
+        """The step size to hand to the functional core: the whole-tensor relative rate is
+        computed here, on the full parameter (a DTensor's RMS is global)."""
+        lr, relative = group["lr"] * group["lr_scale"], group["relative_lr"]
+        if relative is True and p.dim() >= 2:
+            return step_size(p, lr, True), False
+        return lr, relative
+
+    def _adamw(self, p: Tensor, grad: Tensor | None, group: dict[str, Any],
+               row_sums: Tensor | None) -> None:
+        state = self._state(p, group)
+        param = _local(p)
+        grad = None if grad is None else _local(grad)
+        if grad is not None and group["maximize"]:
+            grad = -grad
+        steps = group["accumulation_steps"]
+        if steps > 1:
+            grad_sum = _local(state["grad_sum"])
+            if group["micro_step"] % steps == 0:
+                grad_sum.zero_()
+            if grad is not None:
+                grad_sum.add_(_dense(grad))
+            if group["micro_step"] % steps != steps - 1:
+                return
+            grad, row_sums = grad_sum / steps, None
+        beta1, beta2 = _pair(group["betas"])
+        hyper = {"lr": group["lr"] * group["lr_scale"], "beta1": beta1, "beta2": beta2,
+                 "eps": group["eps"], "weight_decay": group["weight_decay"]}
+        moments = [_local(state["exp_avg"]), _local(state["exp_avg_sq"])]
+        found = touched_rows(grad, row_sums) if group["lazy"] and p.dim() >= 2 else None
+        if found is not None and found[0].numel() == 0:
+            return
+        state["step"] += 1
+        if found is None:
+            adamw_update_(param, _dense(grad), *moments, step=state["step"], **hyper)
+            return
+
+        def update(p_rows: Tensor, g_rows: Tensor, state_rows: Sequence[Tensor]) -> None:
+            adamw_update_(p_rows, g_rows, *state_rows, step=state["step"], **hyper)
+
+        lazy_rows_apply_(param, found[0], found[1], moments, update)
+
+
+def _dense(grad: Tensor) -> Tensor:
+    return grad.to_dense() if grad.is_sparse else grad
+
+
+def _pair(betas: Any) -> tuple[float, float]:
+    betas = tuple(betas)
+    if len(betas) != 2:
+        raise ValueError(f"betas must be a pair (b1, b2), got {betas!r}")
+    return betas  # type: ignore[return-value]
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_step_values(group: dict[str, Any], betas: tuple[float, float]) -> None:
+    """The values schedulers and users change between steps: finite, in range."""
+    for name in ("lr", "weight_decay", "lr_scale"):
+        value = group[name]
+        if not (_finite_number(value) and value >= 0.0):
+            raise ValueError(f"{name} must be a finite float >= 0, got {value!r}")
+    if not all(_finite_number(b) and 0.0 <= b < 1.0 for b in betas):
+        raise ValueError(f"betas must lie in [0, 1), got {betas}")
 
 
 def _validate_group(group: dict[str, Any], betas: tuple[float, float]) -> None:
-    lr, weight_decay = group["lr"], group["weight_decay"]
-    if isinstance(lr, Tensor) or not lr >= 0.0:
-        raise ValueError(f"lr must be a float >= 0, got {lr!r}")
-    if not all(0.0 <= b < 1.0 for b in betas):
-        raise ValueError(f"betas must lie in [0, 1), got {betas}")
-    if not weight_decay >= 0.0:
-        raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+    _check_step_values(group, betas)
+    if group["algorithm"] not in ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {group['algorithm']!r}")
+    if group["relative_lr"] not in RELATIVE_MODES:
+        raise ValueError(f"relative_lr must be one of {RELATIVE_MODES}, "
+                         f"got {group['relative_lr']!r}")
+    if group["nonfinite"] not in NONFINITE:
+        raise ValueError(f"nonfinite must be one of {NONFINITE}, got {group['nonfinite']!r}")
+    ratio = group["shrink_ratio"]
+    if not (_finite_number(ratio) and 0.0 <= ratio <= 1.0):
+        raise ValueError(f"shrink_ratio must lie in [0, 1], got {ratio!r}")
+    if not _finite_number(group["shrink_center"]):
+        raise ValueError(f"shrink_center must be a finite float, got {group['shrink_center']!r}")
+    if not (_finite_number(group["eps"]) and group["eps"] > 0.0):
+        raise ValueError(f"eps must be a finite float > 0, got {group['eps']!r}")
     steps = group["accumulation_steps"]
-    if not isinstance(steps, int) or steps < 1:
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"accumulation_steps must be an int >= 1, got {steps!r}")
-    if steps > 1 and betas[0] != betas[1]:
+    if steps > 1 and group["algorithm"] == "sign" and betas[0] != betas[1]:
         raise ValueError("accumulation_steps > 1 folds accumulation into Tiger's single momentum; "
                          f"it needs beta1 == beta2, got {betas}")
-    if steps > 1 and group["lazy"]:
-        raise ValueError("accumulation_steps > 1 cannot be combined with lazy=True")
     dtype = group["momentum_dtype"]
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise ValueError(f"momentum_dtype must be None or a floating torch.dtype, got {dtype!r}")
@@ -312,62 +358,87 @@ def _validate_group(group: dict[str, Any], betas: tuple[float, float]) -> None:
         raise ValueError(f"foreach must be None, True or False, got {group['foreach']!r}")
 
 
-def _restore_momentum_dtype(optimizer: Optimizer) -> None:
-    """``Optimizer.load_state_dict`` casts state tensors to the parameter dtype; put the momentum
-    back in the group's ``momentum_dtype`` (lossless: it was saved in that dtype)."""
+def _after_load_state_dict(optimizer: Optimizer) -> None:
+    """``Optimizer.load_state_dict`` replaces the groups with the saved ones and casts state
+    tensors to the parameter dtype. Complete groups saved by older versions (Tiger's ``beta``,
+    keys added since), and put the momentum back in ``momentum_dtype`` and the lazy window marks
+    back to bool (both lossless)."""
     for group in optimizer.param_groups:
-        if group["momentum_dtype"] is None:
-            continue
+        optimizer._normalize(group)  # type: ignore[attr-defined]
+        if "micro_step" not in group:
+            steps = [optimizer.state[p]["step"] for p in group["params"] if optimizer.state.get(p)]
+            group["micro_step"] = max(steps, default=0)
+        for key, value in optimizer.defaults.items():
+            group.setdefault(key, value)
         for p in group["params"]:
             state = optimizer.state.get(p)
-            if state and "momentum" in state:
+            if not state:
+                continue
+            if group["momentum_dtype"] is not None and "momentum" in state:
                 state["momentum"] = state["momentum"].to(group["momentum_dtype"])
+            if "window_rows" in state:
+                state["window_rows"] = state["window_rows"].bool()
 
 
 class Lion(_SignMomentum):
-    """Lion: ``p <- p - lr (sign(b1 m + (1-b1) g) + wd p)``, then ``m <- b2 m + (1-b2) g``.
+    """Lion: ``p <- p - s (sign(b1 m + (1-b1) g) + wd p)``, then ``m <- b2 m + (1-b2) g``.
 
     Args:
-        params: parameters or parameter groups (any option below may be set per group).
+        params: parameters or parameter groups (any option below may be set per group, and the
+            per-group options of the module docstring).
         lr: step size (>= 0). betas: ``(b1, b2)`` in [0, 1). weight_decay: decoupled decay (>= 0).
         lazy: update only the rows (dim 0) whose gradient row is not all zero, for parameters with
             ``dim >= 2``; accepts sparse gradients.
         maximize: ascend the objective. foreach: multi-tensor path (None: on CUDA only).
         momentum_dtype: dtype of the stored momentum (None: the parameter's dtype), e.g.
             ``torch.bfloat16`` for fp32 parameters; the arithmetic stays in the parameter dtype.
-        accumulation_steps: only for ``b1 == b2`` (see the module docstring).
+        accumulation_steps: only for ``b1 == b2`` in sign groups (module docstring).
+        relative_lr: False, True or "row" (module docstring). nonfinite: "skip", "raise" or
+            "shrink" (with ``shrink_ratio``).
     """
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-4,
                  betas: tuple[float, float] = (0.9, 0.99), weight_decay: float = 0.0,
                  lazy: bool = False, *, maximize: bool = False, foreach: bool | None = None,
-                 momentum_dtype: torch.dtype | None = None, accumulation_steps: int = 1) -> None:
+                 momentum_dtype: torch.dtype | None = None, accumulation_steps: int = 1,
+                 relative_lr: bool | str = False, nonfinite: str = "skip",
+                 shrink_ratio: float = 0.99) -> None:
         defaults = {"lr": lr, "betas": tuple(betas), "weight_decay": weight_decay, "lazy": lazy,
                     "maximize": maximize, "foreach": foreach, "momentum_dtype": momentum_dtype,
-                    "accumulation_steps": accumulation_steps}
+                    "accumulation_steps": accumulation_steps, "relative_lr": relative_lr,
+                    "nonfinite": nonfinite, "shrink_ratio": shrink_ratio}
         super().__init__(params, defaults)
 
     def _betas(self, group: dict[str, Any]) -> tuple[float, float]:
-        betas = tuple(group["betas"])
-        if len(betas) != 2:
-            raise ValueError(f"betas must be a pair (b1, b2), got {group['betas']!r}")
-        return betas  # type: ignore[return-value]
+        return _pair(group["betas"])
 
 
 class Tiger(_SignMomentum):
-    """Tiger: ``m <- beta m + (1-beta) g; p <- p - lr (sign(m) + wd p)`` (Lion with b1 = b2).
+    """Tiger: ``m <- beta m + (1-beta) g; p <- p - s (sign(m) + wd p)`` (Lion with b1 = b2).
 
-    Takes the same options as ``Lion`` with a single ``beta`` instead of ``betas``.
+    Takes the same options as ``Lion`` with a single ``beta`` instead of ``betas``; groups store it
+    as ``betas = (beta, beta)`` for schedulers, and Tiger reads ``betas[0]`` (a group may also be
+    given ``{"beta": b}``). The released Tiger (bojone/tiger) is ``relative_lr`` with the groups of
+    ``param_groups(model, relative_lr=True)`` and ``nonfinite="shrink"``; see
+    ``make_optimizer(..., relative_lr=True)`` and the README for the remaining differences.
     """
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3, beta: float = 0.965,
                  weight_decay: float = 0.01, lazy: bool = False, *, maximize: bool = False,
                  foreach: bool | None = None, momentum_dtype: torch.dtype | None = None,
-                 accumulation_steps: int = 1) -> None:
-        defaults = {"lr": lr, "beta": beta, "weight_decay": weight_decay, "lazy": lazy,
+                 accumulation_steps: int = 1, relative_lr: bool | str = False,
+                 nonfinite: str = "skip", shrink_ratio: float = 0.99) -> None:
+        defaults = {"lr": lr, "betas": (beta, beta), "weight_decay": weight_decay, "lazy": lazy,
                     "maximize": maximize, "foreach": foreach, "momentum_dtype": momentum_dtype,
-                    "accumulation_steps": accumulation_steps}
+                    "accumulation_steps": accumulation_steps, "relative_lr": relative_lr,
+                    "nonfinite": nonfinite, "shrink_ratio": shrink_ratio}
         super().__init__(params, defaults)
 
+    def _normalize(self, group: dict[str, Any]) -> None:
+        if "beta" in group:
+            beta = group.pop("beta")
+            group["betas"] = (beta, beta)
+
     def _betas(self, group: dict[str, Any]) -> tuple[float, float]:
-        return group["beta"], group["beta"]
+        beta = _pair(group["betas"])[0]
+        return beta, beta

@@ -1,0 +1,418 @@
+"""In-place update rules on plain tensors: the functional core behind ``Tiger`` and ``Lion``.
+
+Sign of momentum, Lion (Chen et al., 2023, "Symbolic Discovery of Optimization Algorithms"), for a
+gradient ``g``, momentum ``m`` and step size ``s``::
+
+    u = sign(b1 * m + (1 - b1) * g)
+    m <- b2 * m + (1 - b2) * g
+    p <- p * (1 - s * weight_decay) - s * u       # decoupled decay: p - s (u + wd p)
+
+Tiger (Su, 2023) is Lion with ``b1 = b2 = beta``. For a constant sign ``u`` the update has the fixed
+point ``p = -u / weight_decay``: the +-1/wd pile-up that ``logitkit.optim.monitor`` detects.
+
+Step size ``s``: ``lr`` (absolute, as in Lion and in pytorch_optimizer's Tiger), or relative, as in
+the released Tiger (github.com/bojone/tiger): ``s = lr * RMS(p)`` with ``RMS(p) = sqrt(mean(p^2))``
+over the whole tensor (``relative_lr=True``) or over each row along dim 0
+(``relative_lr="row"``, the released rule for embedding matrices). The relative rule applies to
+parameters with ``dim >= 2``; vectors (biases, norm weights) keep the absolute ``lr``. It is
+computed from ``p`` before the step; a weight that is exactly zero never moves under it (as in the
+released code).
+
+AdamW (Loshchilov & Hutter, 2019), the remedy for embeddings suggested by Lion's authors, with the
+bias corrections at step ``t``::
+
+    p <- p * (1 - lr * wd);  m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2
+    p <- p - lr / (1 - b1^t) * m / (sqrt(v / (1 - b2^t)) + eps)
+
+Lazy rows: a row (index along dim 0) whose gradient row is all zero keeps its value and every
+state row unchanged. Touched rows are found from the row sums of the gradient (one cheap reduction
+that the optimizer also uses to detect non-finite gradients); rows whose sum is exactly zero are
+confirmed with an exact max-|g| scan. When every row is touched (a tied embedding), the step is the
+dense step.
+
+Example::
+
+    >>> p, g, m = torch.ones(2, 3), torch.tensor([[1.0, -1, 0], [0, 0, 0]]), torch.zeros(2, 3)
+    >>> lazy_rows_update_(p, g, m, lr=0.1, beta1=0.9, beta2=0.9, weight_decay=0.0)
+    >>> p
+    tensor([[0.9000, 1.1000, 1.0000],
+            [1.0000, 1.0000, 1.0000]])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["adamw_update_", "lazy_rows_update_", "sign_momentum_update_", "step_size",
+           "touched_rows"]
+
+# On one intra-op thread the plain path works through contiguous tensors in chunks of this many
+# elements, so its element-wise passes stay in cache and its one temporary (the sign) is a small
+# reused buffer. With several threads it takes whole tensors: many small parallel regions cost more
+# than they save, badly so when the CPU is shared with other processes.
+CHUNK = 1 << 18
+RELATIVE_MODES = (False, True, "row")
+
+StepSize = float | Tensor
+
+
+def _chunk_size() -> int | None:
+    return CHUNK if torch.get_num_threads() == 1 else None
+
+
+def _chunkable(*tensors: Tensor) -> bool:
+    size = _chunk_size()
+    return bool(size) and tensors[0].numel() > size and all(t.is_contiguous() for t in tensors)
+
+
+def _chunks(p: Tensor, g: Tensor, m: Tensor,
+            whole: bool) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    """Matching flat chunks of ``CHUNK`` elements when all three are contiguous, else the whole."""
+    if not whole and _chunkable(p, g, m):
+        yield from zip(p.view(-1).split(CHUNK), g.view(-1).split(CHUNK), m.view(-1).split(CHUNK),
+                       strict=True)
+    else:
+        yield p, g, m
+
+
+def _rows(t: Tensor) -> Tensor:
+    """``t`` as a (rows, columns) matrix (rows along dim 0); a vector is one row."""
+    return t.reshape(t.shape[0], -1) if t.dim() >= 2 else t.reshape(1, -1)
+
+
+def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Reductions over half-precision tensors run in float32 (no overflow of the sum)."""
+    return dtype if dtype in (torch.float32, torch.float64) else torch.float32
+
+
+def step_size(param: Tensor, lr: float, relative: bool | str) -> StepSize:
+    """``lr``, or the released Tiger's ``lr * RMS(param)`` (a 0-dim tensor), or per row
+    (``relative="row"``: shape ``(rows, 1, ...)``). Vectors and scalars always get ``lr``.
+
+    A DTensor (FSDP2) parameter's whole-tensor RMS is that of the full tensor (one all-reduce);
+    rows are never split across shards, so per-row values are local.
+    """
+    if relative not in RELATIVE_MODES:
+        raise ValueError(f"relative_lr must be one of {RELATIVE_MODES}, got {relative!r}")
+    if not relative or param.dim() < 2:
+        return lr
+    dtype = _accumulation_dtype(param.dtype)
+    if relative == "row":
+        local = _local(param)
+        flat = _rows(local)
+        rms = torch.linalg.vector_norm(flat, dim=1, dtype=dtype) / math.sqrt(flat.shape[1])
+        return (rms * lr).view(-1, *([1] * (local.dim() - 1)))
+    norm = torch.linalg.vector_norm(param, dtype=dtype)
+    full_tensor = getattr(norm, "full_tensor", None)
+    norm = full_tensor() if callable(full_tensor) else norm
+    return norm * (lr / math.sqrt(param.numel()))
+
+
+def _local(tensor: Tensor) -> Tensor:
+    """The local shard of a DTensor (FSDP2 parameters); any other tensor unchanged."""
+    to_local = getattr(tensor, "to_local", None)
+    return to_local() if callable(to_local) else tensor
+
+
+def _momentum_direction(m: Tensor, g: Tensor, beta1: float, beta2: float, out: Tensor) -> Tensor:
+    """Update ``m`` in place (``m <- b2 m + (1-b2) g``) and return ``sign(b1 m_old + (1-b1) g)``,
+    written into ``out`` (a buffer with ``g``'s dtype and at least ``g.numel()`` elements).
+
+    ``m`` may be stored in a lower precision than ``g``; the arithmetic is done in ``g``'s dtype
+    and the new momentum is rounded to ``m``'s dtype when stored.
+    """
+    work = m if m.dtype == g.dtype else m.to(g.dtype)
+    direction = out[: g.numel()].view_as(g)
+    if beta1 == beta2:
+        work.lerp_(g, 1.0 - beta2)
+        torch.sign(work, out=direction)
+    else:
+        torch.lerp(work, g, 1.0 - beta1, out=direction)
+        direction.sign_()
+        work.lerp_(g, 1.0 - beta2)
+    if work is not m:
+        m.copy_(work)
+    return direction
+
+
+def apply_direction_(p: Tensor, direction: Tensor, step: StepSize, weight_decay: float) -> None:
+    """``p <- p * (1 - s * weight_decay) - s * direction`` in place, ``s`` a float or a tensor
+    that broadcasts against ``p``."""
+    if isinstance(step, Tensor):
+        if weight_decay != 0.0:
+            p.mul_(1.0 - step * weight_decay)
+        p.addcmul_(direction, step, value=-1.0)
+        return
+    if weight_decay != 0.0:
+        p.mul_(1.0 - step * weight_decay)
+    p.add_(direction, alpha=-step)
+
+
+def sign_momentum_update_(
+    params: list[Tensor],
+    grads: list[Tensor],
+    momenta: list[Tensor],
+    *,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    weight_decay: float,
+    relative_lr: bool | str = False,
+    foreach: bool = False,
+) -> None:
+    """One Lion step on dense tensors, in place (formula in the module docstring).
+
+    ``foreach=True`` uses torch's multi-tensor ops, ``False`` a loop over tensors; both run the same
+    element-wise arithmetic in the same order, so their results are identical. Tensors in one call
+    must share a dtype (momenta may share another one). A relative step size (``relative_lr``)
+    always takes the loop.
+    """
+    if not params:
+        return
+    steps = [step_size(p, lr, relative_lr) for p in params]
+    if foreach and not any(isinstance(s, Tensor) for s in steps):
+        _foreach_sign_momentum_update_(params, grads, momenta, lr=lr, beta1=beta1, beta2=beta2,
+                                       weight_decay=weight_decay)
+    else:
+        _loop_update_(params, grads, momenta, steps, beta1, beta2, weight_decay)
+
+
+def _loop_update_(params: Sequence[Tensor], grads: Sequence[Tensor], momenta: Sequence[Tensor],
+                  steps: Sequence[StepSize], beta1: float, beta2: float,
+                  weight_decay: float) -> None:
+    """The plain path of ``sign_momentum_update_`` with the step sizes given: a loop over tensors,
+    in flat chunks where the step size is one number."""
+    items = list(zip(params, grads, momenta, steps, strict=True))
+    whole = [isinstance(s, Tensor) and s.dim() > 0 for s in steps]
+    buffer = grads[0].new_empty(max(CHUNK if not w and _chunkable(p, g, m) else p.numel()
+                                    for (p, g, m, _), w in zip(items, whole, strict=True)))
+    for (p, g, m, step), w in zip(items, whole, strict=True):
+        for pc, gc, mc in _chunks(p, g, m, whole=w):
+            direction = _momentum_direction(mc, gc, beta1, beta2, out=buffer)
+            apply_direction_(pc, direction, step, weight_decay)
+
+
+def _foreach_sign_momentum_update_(params: list[Tensor], grads: list[Tensor],
+                                   momenta: list[Tensor], *, lr: float, beta1: float,
+                                   beta2: float, weight_decay: float) -> None:
+    dtype = grads[0].dtype
+    work = momenta if momenta[0].dtype == dtype else [m.to(dtype) for m in momenta]
+    if beta1 == beta2:
+        torch._foreach_lerp_(work, grads, 1.0 - beta2)
+        directions = torch._foreach_sign(work)
+    else:
+        directions = torch._foreach_lerp(work, grads, 1.0 - beta1)
+        torch._foreach_sign_(directions)
+        torch._foreach_lerp_(work, grads, 1.0 - beta2)
+    if work is not momenta:
+        torch._foreach_copy_(momenta, work)
+    if weight_decay != 0.0:
+        torch._foreach_mul_(params, 1.0 - lr * weight_decay)
+    torch._foreach_add_(params, directions, alpha=-lr)
+
+
+def adamw_update_(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, *, step: int,
+                  lr: float, beta1: float, beta2: float, eps: float,
+                  weight_decay: float) -> None:
+    """One AdamW step at step number ``step`` (from 1), in place (formula in the module
+    docstring); the same arithmetic, in the same order, as ``torch.optim.AdamW(foreach=False)``."""
+    if weight_decay != 0.0:
+        param.mul_(1.0 - lr * weight_decay)
+    exp_avg.lerp_(grad, 1.0 - beta1)
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
+    bias_correction1 = 1.0 - beta1**step
+    bias_correction2 = 1.0 - beta2**step
+    denom = (exp_avg_sq.sqrt() / math.sqrt(bias_correction2)).add_(eps)
+    param.addcdiv_(exp_avg, denom, value=-lr / bias_correction1)
+
+
+def row_max_abs(flat: Tensor) -> Tensor:
+    """``max_j |flat[i, j]|`` per row of a matrix (NaN propagates), in blocks of about ``CHUNK``
+    elements through one reused buffer, so the extra memory stays small."""
+    rows, cols = flat.shape
+    block = max(1, CHUNK // max(1, cols))
+    out = flat.new_empty(rows)
+    buffer = flat.new_empty(min(block, rows), cols)
+    for start in range(0, rows, block):
+        part = flat[start : start + block]
+        scratch = buffer[: part.shape[0]]
+        torch.abs(part, out=scratch)
+        torch.amax(scratch, dim=1, out=out[start : start + part.shape[0]])
+    return out
+
+
+def all_finite(tensor: Tensor) -> bool:
+    """Exact check that no entry is NaN or infinite (dense or sparse COO)."""
+    values = tensor.coalesce().values() if tensor.is_sparse else tensor
+    if values.numel() == 0:
+        return True
+    return bool(torch.isfinite(row_max_abs(_rows(values))).all())
+
+
+def gradient_sums(grad: Tensor, per_row: bool) -> Tensor:
+    """The sum of ``grad`` (0-dim; a sparse gradient's values), or its row sums (``per_row``, for
+    a dense gradient with ``dim >= 2``), accumulated in at least float32.
+
+    A non-finite entry makes the sum non-finite; a finite sum can only be non-finite by overflow,
+    which ``all_finite`` then rules out. The row sums also find untouched rows (``touched_rows``).
+    """
+    if grad.is_sparse:
+        return grad._values().sum(dtype=_accumulation_dtype(grad.dtype))
+    dtype = _accumulation_dtype(grad.dtype)
+    if per_row:
+        return _rows(grad).sum(dim=1, dtype=dtype)
+    return grad.sum(dtype=dtype)
+
+
+def touched_rows(grad: Tensor, row_sums: Tensor | None = None) -> tuple[Tensor, Tensor] | None:
+    """Indices of the rows (dim 0) of ``grad`` that are not all zero and those gradient rows, or
+    None when every row of a dense gradient is touched.
+
+    ``row_sums`` (from ``gradient_sums(grad, per_row=True)``) saves a pass: a row with a non-zero
+    sum is touched; only when some sum is exactly zero is the exact max-|g| scan run. Sparse COO
+    gradients must have one sparse dimension (as ``nn.Embedding(sparse=True)`` gives); duplicate
+    indices are summed (``coalesce``), so the result equals that of the dense gradient.
+    """
+    if grad.is_sparse:
+        if grad.sparse_dim() != 1:
+            raise ValueError(
+                f"lazy rows need sparse gradients with one sparse dimension (rows), "
+                f"got sparse_dim={grad.sparse_dim()}"
+            )
+        grad = grad.coalesce()
+        rows, values = grad.indices()[0], grad.values()
+        if values.shape[0] == 0:
+            return rows, values
+        nonzero = values.reshape(values.shape[0], -1).ne(0).any(dim=1)
+    else:
+        sums = row_sums if row_sums is not None else gradient_sums(grad, per_row=True)
+        if not bool(sums.eq(0).any()):
+            return None
+        nonzero = row_max_abs(_rows(grad)).ne(0)
+        if bool(nonzero.all()):
+            return None
+        rows, values = torch.arange(grad.shape[0], device=grad.device), grad
+    if bool(nonzero.all()):
+        return rows, values
+    keep = nonzero.nonzero().squeeze(1)
+    return rows.index_select(0, keep), values.index_select(0, keep)
+
+
+RowUpdate = Callable[[Tensor, Tensor, Sequence[Tensor]], None]
+
+
+def lazy_rows_apply_(param: Tensor, rows: Tensor, grad_rows: Tensor, states: Sequence[Tensor],
+                     update: RowUpdate) -> None:
+    """Run ``update(param_rows, grad_rows, state_rows)`` on the rows ``rows`` of ``param`` and of
+    each state tensor (same shape as ``param``), then write them back.
+
+    The rows are gathered (``index_select``), on one thread in blocks of about ``CHUNK`` elements
+    into reused buffers, so the cost is proportional to the rows touched.
+    """
+    size = _chunk_size()
+    block = max(1, size // max(1, param[0].numel())) if size else rows.numel()
+    shape = (min(block, rows.numel()), *param.shape[1:])
+    buffers = [t.new_empty(shape) for t in (param, *states)]
+    for start in range(0, rows.numel(), block):
+        index = rows[start : start + block]
+        gathered = [torch.index_select(t, 0, index, out=b[: index.numel()])
+                    for t, b in zip((param, *states), buffers, strict=True)]
+        update(gathered[0], grad_rows[start : start + block], gathered[1:])
+        for t, g in zip((param, *states), gathered, strict=True):
+            t.index_copy_(0, index, g)
+
+
+def lazy_rows_update_(
+    param: Tensor,
+    grad: Tensor,
+    momentum: Tensor,
+    *,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    weight_decay: float,
+    relative_lr: bool | str = False,
+    row_sums: Tensor | None = None,
+) -> None:
+    """Lion step on the rows of ``param`` whose gradient row is not all zero; other rows (value
+    and momentum) are left untouched. ``grad`` may be dense or sparse COO (rows = dim 0).
+
+    ``relative_lr``: as in ``sign_momentum_update_``; the whole-tensor RMS is taken over every
+    row, the per-row RMS over the touched rows. ``row_sums``: see ``touched_rows``.
+    """
+    hyper = {"lr": lr, "beta1": beta1, "beta2": beta2, "weight_decay": weight_decay}
+    found = touched_rows(grad, row_sums)
+    if found is None:
+        sign_momentum_update_([param], [grad], [momentum], relative_lr=relative_lr, **hyper)
+        return
+    rows, grad_rows = found
+    if rows.numel() == 0:
+        return
+    # the whole-tensor RMS is taken over every row before any row moves; per-row RMS on the rows
+    fixed = step_size(param, lr, True) if relative_lr is True else None
+
+    def update(p_rows: Tensor, g_rows: Tensor, states: Sequence[Tensor]) -> None:
+        step = fixed if fixed is not None else step_size(p_rows, lr, relative_lr)
+        _loop_update_([p_rows], [g_rows], [states[0]], [step], beta1, beta2, weight_decay)
+
+    lazy_rows_apply_(param, rows, grad_rows, [momentum], update)
+
+
+def accumulate_sign_(param: Tensor, grad: Tensor | None, momentum: Tensor, *, first: bool,
+                     last: bool, steps: int, lr: float | Tensor, beta: float,
+                     weight_decay: float, relative_lr: bool | str = False) -> None:
+    """One call of Tiger's gradient accumulation folded into the momentum (Su, 2021,
+    kexue.fm/archives/8634), as the released Tiger does it: ``m <- beta m`` on the first call of a
+    window of ``steps`` calls, ``m <- m + (1 - beta) g / steps`` on every call (``grad=None``
+    adds nothing), and on the last call ``p <- p (1 - s wd) - s sign(m)``. After a window the
+    momentum equals one Tiger update with the mean gradient, and no buffer is kept.
+    """
+    work = momentum if momentum.dtype == param.dtype else momentum.to(param.dtype)
+    if first:
+        work.mul_(beta)
+    if grad is not None:
+        work.add_(grad.to_dense() if grad.is_sparse else grad, alpha=(1.0 - beta) / steps)
+    if work is not momentum:
+        momentum.copy_(work)
+    if last:
+        direction = momentum.to(param.dtype).sign()
+        apply_direction_(param, direction, step_size(param, lr, relative_lr), weight_decay)
+
+
+def accumulate_lazy_sign_(param: Tensor, grad: Tensor | None, momentum: Tensor, window: Tensor,
+                          *, first: bool, last: bool, steps: int, lr: float | Tensor,
+                          beta: float, weight_decay: float, relative_lr: bool | str = False,
+                          row_sums: Tensor | None = None) -> None:
+    """``accumulate_sign_`` with lazy rows: ``window`` (bool, one entry per row) marks the rows
+    touched in the current window. A row's ``m <- beta m`` is deferred to its first touch in the
+    window, and on the last call only the marked rows move, so a row no micro-step touched keeps
+    its value and momentum; the touched rows end as in ``accumulate_sign_``.
+    """
+    if first:
+        window.zero_()
+    if grad is not None:
+        found = touched_rows(grad, row_sums)
+        rows, grad_rows = ((torch.arange(grad.shape[0], device=grad.device), grad)
+                           if found is None else found)
+        if rows.numel():
+            work = momentum.index_select(0, rows).to(param.dtype)
+            fresh = window.index_select(0, rows).logical_not()
+            work = torch.where(fresh.view(-1, *([1] * (work.dim() - 1))), work * beta, work)
+            work.add_(grad_rows, alpha=(1.0 - beta) / steps)
+            momentum.index_copy_(0, rows, work.to(momentum.dtype))
+            window.index_fill_(0, rows, True)
+    if not last:
+        return
+    rows = window.nonzero().squeeze(1)
+    if rows.numel() == 0:
+        return
+    fixed = step_size(param, lr, True) if relative_lr is True else None
+    param_rows = param.index_select(0, rows)
+    step = fixed if fixed is not None else step_size(param_rows, lr, relative_lr)
+    direction = momentum.index_select(0, rows).to(param.dtype).sign()
+    apply_direction_(param_rows, direction, step, weight_decay)
+    param.index_copy_(0, rows, param_rows)
