@@ -130,6 +130,7 @@ def test_released_groups():
     assert groups["no_decay"]["lr_scale"] == 0.5 and groups["norm"]["lr_scale"] == 0.5
 
 
+@pytest.mark.slow
 def test_relative_rule_pushes_a_stale_row_to_the_bound_within_7600_steps():
     """The issue's numbers: lr 1e-3, wd 0.01, entries starting at 1, momentum of constant sign
     (float64, so it does not underflow): relative steps reach 95 by ~7.5k steps, absolute steps

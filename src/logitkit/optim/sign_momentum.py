@@ -182,8 +182,10 @@ class _SignMomentum(Optimizer):
                 RuntimeWarning, stacklevel=2)
 
     def _warn_if_decay_underflows(self, group: dict[str, Any]) -> None:
-        """Warn once per group and dtype when ``1 - lr * weight_decay`` rounds to 1 in a
-        half-precision parameter dtype: decoupled decay then does nothing at all."""
+        """Warn once per group and dtype when ``1 - lr * weight_decay`` rounds to 1 in a half
+        precision parameter dtype (lr * wd below ~2^-9 in bfloat16, ~2^-11 in float16, common
+        values): decoupled decay then does nothing at all. float32 needs lr * wd < ~3e-8, the
+        tail of an annealed schedule, and is not reported."""
         decay = group["lr"] * group["lr_scale"] * group["weight_decay"]
         if decay <= 0.0:
             return
