@@ -1,5 +1,6 @@
 """Optimizer step time: logitkit Tiger/Lion vs torch AdamW (foreach), lion-pytorch and
-pytorch_optimizer; and a lazy sparse step on a large embedding vs the dense step.
+pytorch_optimizer; a lazy sparse step on a large embedding vs the dense step; a lazy step on a fully
+dense gradient (the tied case) vs the dense step; and the saturation monitor's time and memory.
 
 Step time only (gradients are fixed tensors set once; no forward/backward). Every optimizer steps
 the same parameter list with its own state; steps are timed round-robin. The cases run on ONE
@@ -7,7 +8,10 @@ intra-op thread (``config.threads``): the machine these numbers come from is sha
 small parallel regions make multi-threaded timings swing by 10x there; one extra case repeats
 Tiger vs AdamW with the default thread count. Targets from the issue: Tiger step <= 0.6x AdamW
 (foreach) time; lazy step with a sparse gradient touching 2k rows of a 256k x 1024 embedding
->= 20x faster than the dense (non-lazy) step.
+>= 20x faster than the dense (non-lazy) step; lazy step on a gradient with every row non-zero
+<= 1.1x the dense step; ``find_saturated_rows`` on 65536 x 1024 float32 with at most 10% of the
+matrix's size as extra memory (reported against the float64 whole-matrix formula of round 1, and
+against the matrix itself).
 """
 
 from __future__ import annotations
@@ -16,12 +20,13 @@ import gc
 import importlib.util
 import statistics
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from torch import nn
 
-from harness import case, emit, quick_flag, time_call
-from logitkit.optim import Lion, Tiger
+from harness import case, emit, peak_memory_bytes, quick_flag, time_call
+from logitkit.optim import Lion, SaturationMonitor, Tiger, find_saturated_rows
 
 
 def transformer_like(d_model: int, layers: int, seed: int = 0) -> list[nn.Parameter]:
@@ -130,11 +135,94 @@ def lazy_embedding_case(rows: int, width: int, touched: int, repeats: int) -> di
                 ours_name=f"Tiger(lazy=True), sparse grad on {touched} rows")
 
 
+def lazy_on_dense_case(rows: int, width: int, repeats: int) -> dict:
+    """Lazy vs dense Tiger step when every gradient row is non-zero (a tied embedding): the lazy
+    step must find that out cheaply and take the dense path."""
+    generator = torch.Generator().manual_seed(2)
+    weight = nn.Parameter(torch.randn(rows, width, generator=generator) * 0.02)
+    grad = torch.randn(rows, width, generator=generator)
+    dense, lazy = Tiger([weight], lr=1e-3), Tiger([weight], lr=1e-3, lazy=True)
+
+    def stepper(optimizer: Tiger) -> Callable[[], None]:
+        def step() -> None:
+            weight.grad = grad
+            optimizer.step()
+        return step
+
+    times = interleaved_step_times({"dense": stepper(dense), "lazy": stepper(lazy)}, repeats)
+    return case("lazy_dense_gradient_vs_dense_step", baseline={"time_s": times["dense"]},
+                ours={"time_s": times["lazy"]}, targets={"time_s": 1.1},
+                baseline_name=f"Tiger dense step, {rows}x{width}",
+                ours_name="Tiger(lazy=True), every gradient row non-zero")
+
+
+def float64_saturated_rows(weight: torch.Tensor, weight_decay: float, tolerance: float = 0.05,
+                           fraction: float = 0.5) -> torch.Tensor:
+    """Round 1's formula: the whole matrix at once, in float64 (the baseline)."""
+    values = weight.reshape(weight.shape[0], -1)
+    boundary = 1.0 / weight_decay
+    near = (values.abs().double() - boundary).abs() <= tolerance * boundary
+    return (near.double().mean(dim=1) >= fraction).nonzero().squeeze(1)
+
+
+def piled_matrix(rows: int, width: int) -> torch.Tensor:
+    """A random matrix whose first eighth of rows sits at +-100 (wd 0.01)."""
+    generator = torch.Generator().manual_seed(3)
+    weight = torch.randn(rows, width, generator=generator)
+    weight[: rows // 8] = torch.randint(0, 2, (rows // 8, width), generator=generator) * 200.0 - 100
+    return weight
+
+
+def _scan_ours(weight: torch.Tensor) -> torch.Tensor:
+    return find_saturated_rows(weight, 0.01)
+
+
+def _scan_float64(weight: torch.Tensor) -> torch.Tensor:
+    return float64_saturated_rows(weight, 0.01)
+
+
+def monitor_cases(rows: int, width: int, repeats: int) -> list[dict]:
+    setup = partial(piled_matrix, rows, width)
+    weight = setup()
+    found = _scan_ours(weight)
+    if not torch.equal(found, _scan_float64(weight)):
+        raise AssertionError("find_saturated_rows disagrees with the float64 formula")
+    times = interleaved_step_times({"float64": partial(_scan_float64, weight),
+                                    "ours": partial(_scan_ours, weight)}, repeats)
+    memory = {name: peak_memory_bytes(setup, run)
+              for name, run in (("float64", _scan_float64), ("ours", _scan_ours))}
+    matrix_bytes = weight.numel() * weight.element_size()
+    cases = [
+        case("find_saturated_rows_vs_float64", baseline={"time_s": times["float64"],
+                                                         "memory_bytes": memory["float64"]},
+             ours={"time_s": times["ours"], "memory_bytes": memory["ours"]},
+             baseline_name=f"float64 whole-matrix formula, {rows}x{width} float32",
+             ours_name="find_saturated_rows (float32 blocks)"),
+        case("find_saturated_rows_extra_memory_vs_matrix", baseline={"memory_bytes": matrix_bytes},
+             ours={"memory_bytes": memory["ours"]}, targets={"memory_bytes": 0.10},
+             baseline_name=f"the {rows}x{width} float32 matrix itself",
+             ours_name="find_saturated_rows peak extra memory"),
+    ]
+    parameter = nn.Parameter(weight)
+    parameter.grad = torch.zeros_like(weight)
+    parameter.grad[rows // 2 :] = 1.0
+    optimizer = Tiger([parameter], lr=1e-3)
+    monitor = SaturationMonitor({"embed": parameter}, 0.01, every=10**9)
+    times = interleaved_step_times({"step": optimizer.step, "track": monitor.step}, repeats)
+    cases.append(case("monitor_drift_tracking_vs_tiger_step", baseline={"time_s": times["step"]},
+                      ours={"time_s": times["track"]},
+                      baseline_name=f"Tiger dense step, {rows}x{width}",
+                      ours_name="SaturationMonitor.step (drift tracking, every call)"))
+    return cases
+
+
 def main() -> None:
     quick = quick_flag()
     dense = {"d_model": 256, "layers": 6} if quick else {"d_model": 1024, "layers": 4}
     embedding = ({"rows": 32_768, "width": 256, "touched": 2048} if quick
                  else {"rows": 262_144, "width": 1024, "touched": 2048})
+    tied = {"rows": 32_768, "width": 256} if quick else {"rows": 65_536, "width": 1024}
+    scan = {"rows": 16_384, "width": 1024} if quick else {"rows": 65_536, "width": 1024}
     repeats = 7
     default_threads = torch.get_num_threads()
     params = transformer_like(dense["d_model"], dense["layers"])
@@ -147,7 +235,12 @@ def main() -> None:
     gc.collect()
     cases.append(lazy_embedding_case(embedding["rows"], embedding["width"], embedding["touched"],
                                      repeats))
+    gc.collect()
+    cases.append(lazy_on_dense_case(tied["rows"], tied["width"], repeats))
+    gc.collect()
+    cases += monitor_cases(scan["rows"], scan["width"], repeats=3)
     emit("optim", config={"quick": quick, **dense, **sizes, "embedding": embedding,
+                          "tied_embedding": tied, "saturation_scan": scan,
                           "repeats": repeats, "threads": 1, "default_threads": default_threads,
                           "device": "cpu"}, cases=cases)
 

@@ -35,7 +35,8 @@ from logitkit.optim.functional import gradient_sums, row_max_abs
 __all__ = ["SaturationMonitor", "find_saturated_rows"]
 
 # elements per block: temporaries are one float32 block and two bool blocks (6 bytes per element),
-# at most a fifteenth of the matrix (4 bytes per element) -> <= 10% extra; capped for the cache
+# at most a fifteenth of the matrix (4 bytes per element) -> <= 10% extra; capped for the cache.
+# Counts are exact in float32 up to 2^24 columns.
 MAX_BLOCK = 1 << 20
 BLOCK_FRACTION = 1 / 15
 
@@ -108,7 +109,9 @@ def find_saturated_rows(weight: Tensor, weight_decay: float, *, tolerance: float
         torch.ge(magnitude, lo, out=near_n)
         torch.le(magnitude, hi, out=high_n)
         near_n.logical_and_(high_n)
-        saturated[start : start + n] = near_n.sum(dim=1) >= need
+        # count in the float buffer: summing bools would first widen the block to int64
+        counts = magnitude.copy_(near_n).sum(dim=1)
+        saturated[start : start + n] = counts >= need
     return saturated.nonzero().squeeze(1)
 
 
