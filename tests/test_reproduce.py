@@ -126,6 +126,28 @@ def test_an_unwritable_output_folder_fails_before_any_work(fakes, tmp_path, caps
     assert fakes == []
 
 
+def test_a_missing_optional_package_is_named_before_any_work(fakes, monkeypatch, tmp_path,
+                                                             capsys):
+    monkeypatch.setattr(sys.modules["logitkit.experiments.beta"], "NEEDS",
+                        ("json", "no_such_package_for_logitkit"), raising=False)
+    assert main(["reproduce", "all", "--smoke", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err == ("logitkit reproduce: error: experiment 'beta' needs the Python package "
+                   "'no_such_package_for_logitkit', which is not installed: "
+                   'pip install "logitkit[reproduce]"\n')
+    assert fakes == []
+
+
+def test_an_experiment_whose_import_fails_on_a_missing_package_says_which(monkeypatch):
+    def missing(name, *args, **kwargs):
+        raise ModuleNotFoundError("No module named 'sklearn'", name="sklearn")
+
+    monkeypatch.setattr(_framework.importlib, "import_module", missing)
+    with pytest.raises(_framework.MissingExtra, match="'thresholds' needs the Python package "
+                                                      "'sklearn'"):
+        _framework.experiment_module("thresholds")
+
+
 def test_a_crash_while_saving_leaves_the_previous_result_intact(fakes, tmp_path, monkeypatch):
     ctx = Context(size="smoke", out_dir=tmp_path)
     run_experiments(["alpha"], ctx)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import importlib
+import importlib.util
 import json
 import math
 import os
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 
 from logitkit import __version__
-from logitkit._utils import atomic_write_text, check_writable, progress
+from logitkit._utils import MissingExtra, atomic_write_text, check_writable, progress
 
 SIZES = ("smoke", "quick", "full")
 VERDICTS = ("reproduced", "not reproduced", "partly")
@@ -98,7 +99,26 @@ def available() -> list[str]:
 
 
 def experiment_module(name: str) -> Any:
-    return importlib.import_module(f"logitkit.experiments.{name}")
+    """The experiment's module; a missing optional package raises :class:`MissingExtra`."""
+    try:
+        return importlib.import_module(f"logitkit.experiments.{name}")
+    except ModuleNotFoundError as error:
+        if error.name is None or error.name.split(".")[0] == "logitkit":
+            raise
+        raise _missing(name, error.name) from error
+
+
+def _missing(experiment: str, package: str) -> MissingExtra:
+    return MissingExtra(f"experiment {experiment!r} needs the Python package {package!r}, which "
+                        'is not installed: pip install "logitkit[reproduce]"')
+
+
+def check_needs(names: list[str]) -> None:
+    """Fail before any work if an experiment's optional packages (its ``NEEDS``) are missing."""
+    for name in names:
+        for package in getattr(experiment_module(name), "NEEDS", ()):
+            if importlib.util.find_spec(package) is None:
+                raise _missing(name, package)
 
 
 def estimated_minutes(name: str, size: str) -> float | None:
@@ -187,6 +207,7 @@ def run_experiments(
         raise ValueError(f"unknown experiment(s) {unknown}; available: {known}")
     log = sys.stderr if log is None else log
     check_writable(ctx.out_dir / "report.md")
+    check_needs(names)
     print(describe_plan(names, ctx), file=log, flush=True)
     results = []
     try:
