@@ -9,6 +9,7 @@ in training. Runs are independent and seeded, so they may run in worker processe
 
 from __future__ import annotations
 
+import ctypes
 import math
 import re
 from collections import Counter
@@ -51,8 +52,10 @@ class Corpus:
     vocab: int
 
 
-def build_corpus(train_text: str, held_out_text: str, vocab: int) -> Corpus:
-    train_words, held_words = WORD.findall(train_text), WORD.findall(held_out_text)
+def build_corpus(train_text: str, held_out_text: str, vocab: int,
+                 train_words: int | None = None) -> Corpus:
+    """``train_words``: keep only the first that many training words (small runs)."""
+    train_words, held_words = WORD.findall(train_text)[:train_words], WORD.findall(held_out_text)
     ranked = [w for w, _ in Counter(train_words + held_words).most_common(vocab - 1)]
     index = {w: i for i, w in enumerate(ranked)}
     train = torch.tensor([index.get(w, vocab - 1) for w in train_words], dtype=torch.long)
@@ -203,7 +206,21 @@ _WORKER_DATA: dict[str, Any] = {}
 
 def _init_worker(corpus: Corpus, cfg: dict[str, Any]) -> None:
     torch.set_num_threads(1)
+    _keep_freed_memory()
     _WORKER_DATA.update(corpus=corpus, cfg=cfg)
+
+
+def _keep_freed_memory() -> None:
+    """glibc only, worker processes only: keep freed memory in the heap (trim and mmap thresholds
+    at 256 and 64 MiB) instead of returning it, so a small model's per-step temporaries do not
+    page-fault on every step (measured: a fifth of the CPU time went to the kernel)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    libc.mallopt(m_trim_threshold, 256 << 20)
+    libc.mallopt(m_mmap_threshold, 64 << 20)
 
 
 def _worker_run(method: str, seed: int) -> dict[str, Any]:
