@@ -47,8 +47,9 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["adamw_update_", "lazy_rows_update_", "sign_momentum_update_", "step_size",
-           "touched_rows"]
+__all__ = ["accumulate_lazy_sign_", "accumulate_sign_", "adamw_update_", "all_finite",
+           "apply_direction_", "gradient_sums", "lazy_rows_apply_", "lazy_rows_update_",
+           "row_max_abs", "sign_momentum_update_", "step_size", "touched_rows"]
 
 # On one intra-op thread the plain path works through contiguous tensors in chunks of this many
 # elements, so its element-wise passes stay in cache and its one temporary (the sign) is a small
@@ -89,9 +90,10 @@ def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     return dtype if dtype in (torch.float32, torch.float64) else torch.float32
 
 
-def step_size(param: Tensor, lr: float, relative: bool | str) -> StepSize:
+def step_size(param: Tensor, lr: StepSize, relative: bool | str) -> StepSize:
     """``lr``, or the released Tiger's ``lr * RMS(param)`` (a 0-dim tensor), or per row
-    (``relative="row"``: shape ``(rows, 1, ...)``). Vectors and scalars always get ``lr``.
+    (``relative="row"``: shape ``(rows, 1, ...)``). Vectors and scalars always get ``lr``; so
+    does any ``lr`` when ``relative`` is False (it may then be a tensor computed elsewhere).
 
     A DTensor (FSDP2) parameter's whole-tensor RMS is that of the full tensor (one all-reduce);
     rows are never split across shards, so per-row values are local.
@@ -157,14 +159,15 @@ def sign_momentum_update_(
     grads: list[Tensor],
     momenta: list[Tensor],
     *,
-    lr: float,
+    lr: StepSize,
     beta1: float,
     beta2: float,
     weight_decay: float,
     relative_lr: bool | str = False,
     foreach: bool = False,
 ) -> None:
-    """One Lion step on dense tensors, in place (formula in the module docstring).
+    """One Lion step on dense tensors, in place (formula in the module docstring). ``lr`` may be
+    a tensor broadcasting against each parameter (a step size computed elsewhere).
 
     ``foreach=True`` uses torch's multi-tensor ops, ``False`` a loop over tensors; both run the same
     element-wise arithmetic in the same order, so their results are identical. Tensors in one call
@@ -331,7 +334,7 @@ def lazy_rows_update_(
     grad: Tensor,
     momentum: Tensor,
     *,
-    lr: float,
+    lr: StepSize,
     beta1: float,
     beta2: float,
     weight_decay: float,

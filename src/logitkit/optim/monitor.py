@@ -8,8 +8,9 @@ constant sign ``u``; rows driven by stale momentum settle there (Su, 2023, kexue
   +-1/wd. Works through blocks of rows in float32 (float64 weights stay float64), so the extra
   memory is at most about 10% of the matrix (for matrices with more than a handful of columns).
 * ``SaturationMonitor``: counts saturated rows every ``every`` steps and, at every step, tracks the
-  early-warning signal: rows that moved while their gradient row was zero (only stale momentum
-  moves them), and how far their norm grew that way, as a fraction of the saturated norm
+  early-warning signal: rows that moved away from zero while their gradient row was zero (only
+  stale momentum does that; decay alone shrinks them), and how far their norm grew that way, as a
+  fraction of the saturated norm
   ``sqrt(columns) / wd``. Lazy rows never move without gradient; plain Tiger on rare rows does,
   long before they saturate.
 
@@ -150,12 +151,12 @@ class SaturationMonitor:
     Call ``step()`` once per optimizer step, after ``optimizer.step()`` and before the gradients
     are zeroed, or let ``attach(optimizer)`` do it from the optimizer's step hook (works inside
     Hugging Face ``Trainer`` too). Every ``every`` calls, ``history`` gets one entry per watched
-    weight: ``{"step", "name", "rows", "saturated", "moved_without_gradient", "drifting",
+    weight: ``{"step", "name", "rows", "saturated", "grew_without_gradient", "drifting",
     "max_drift"}``:
 
     * ``saturated``: rows found by ``find_saturated_rows`` (row indices in ``latest[name]``);
-    * ``moved_without_gradient``: rows that moved at the last step although their gradient row
-      was zero;
+    * ``grew_without_gradient``: rows whose norm grew at the last step although their gradient
+      row was zero (weight decay alone only shrinks such a row);
     * drift: for each row, the growth of its norm summed over the steps in which its gradient was
       zero, divided by the saturated norm ``sqrt(columns) / wd``; ``drifting`` counts rows whose
       drift reached ``warn_drift``, ``max_drift`` is the largest. ``drifting_rows(name)`` lists
@@ -194,7 +195,7 @@ class SaturationMonitor:
         self.latest: dict[str, Tensor] = {}
         self.drift = {name: torch.zeros(w.shape[0], dtype=_compute_dtype(w.dtype),
                                         device=w.device) for name, w in named.items()}
-        self.moved_without_gradient = {name: 0 for name in named}
+        self.grew_without_gradient = {name: 0 for name in named}
         self._norms = {name: _row_norms(w) for name, w in named.items()} if track_drift else {}
         self.check(step=0)
 
@@ -217,8 +218,7 @@ class SaturationMonitor:
             norms = _row_norms(weight)
             idle = _idle_rows(weight)
             growth = norms - self._norms[name]
-            moved = idle & growth.ne(0)
-            self.moved_without_gradient[name] = int(moved.sum())
+            self.grew_without_gradient[name] = int((idle & growth.gt(0)).sum())
             scale = self.weight_decay / math.sqrt(max(1, weight[0].numel()))
             self.drift[name] += torch.where(idle, growth, 0.0) * scale
             self._norms[name] = norms
@@ -245,7 +245,7 @@ class SaturationMonitor:
             self.history.append({
                 "step": step, "name": name, "rows": int(weight.shape[0]),
                 "saturated": counts[name],
-                "moved_without_gradient": self.moved_without_gradient[name],
+                "grew_without_gradient": self.grew_without_gradient[name],
                 "drifting": int((drift >= self.warn_drift).sum()),
                 "max_drift": float(drift.max()) if drift.numel() else 0.0,
             })
