@@ -23,7 +23,9 @@ def _result(method, seed, *, entries=0, rare_entries=None, others=0, rows=0, rar
             loss=5.0, train=4.8):
     return {
         "method": method, "seed": seed, "entries_at_bound": entries,
-        "entries_at_bound_rare_tokens": entries if rare_entries is None else rare_entries,
+        "entries_at_bound_rarer_half": entries if rare_entries is None else rare_entries,
+        "rarer_half_max_count": 11,
+        "entries_at_bound_by_training_count": {"1-5": entries, ">100": 0},
         "tokens_with_entries_at_bound": entries // 10,
         "median_count_of_tokens_with_entries_at_bound": 1.0 if entries else None,
         "entries_at_bound_other_weights": others, "saturated_rows": rows,
@@ -57,7 +59,7 @@ def test_the_seed_story_is_reproduced_when_the_numbers_show_it():
 
 @pytest.mark.parametrize("overrides, verdict", [
     ({"tiger": {"entries": 0, "rows": 0}, "lion": {"entries": 0, "rows": 0}}, "not reproduced"),
-    ({"tiger": {"rare_entries": 10}}, "partly"),  # entries not on rare tokens
+    ({"tiger": {"rare_entries": 80}}, "partly"),  # a fifth of the entries on frequent tokens
     ({"lion": {"others": 4}}, "partly"),  # another weight at the bound too
     ({"adamw": {"entries": 3}}, "partly"),  # AdamW does it as well
     ({"tiger": {"train": 5.5}}, "partly"),  # the training loss gives it away

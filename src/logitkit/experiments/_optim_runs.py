@@ -129,9 +129,10 @@ def _held_out_losses(model: nn.Module, corpus: Corpus, cfg: dict[str, Any]) -> d
 
 def _pile_up(model: nn.Module, corpus: Corpus, monitor: SaturationMonitor,
              cfg: dict[str, Any]) -> dict[str, Any]:
-    """Entries at +-1/wd (entry tolerance ``entry_tolerance``) in the input embedding and in every
-    other weight; saturated rows (``find_saturated_rows`` at the monitor's settings) and how often
-    their tokens were seen in training."""
+    """Entries at +-1/wd (entry tolerance ``entry_tolerance``) in the input embedding, by how often
+    their token was seen in training (bands, and the rarer half of the seen tokens: count at most
+    the median count), and in every other weight; saturated rows (``find_saturated_rows`` at the
+    monitor's settings) and how often their tokens were seen."""
     bound = 1.0 / cfg["weight_decay"]
     embed = model.embed.weight.detach()
     at_bound = _at_bound(embed, bound, cfg["entry_tolerance"])
@@ -140,10 +141,20 @@ def _pile_up(model: nn.Module, corpus: Corpus, monitor: SaturationMonitor,
     others = sum(int(_at_bound(p.detach(), bound, cfg["entry_tolerance"]).sum())
                  for p in model.parameters() if p is not model.embed.weight)
     rows_with_entries = at_bound.any(dim=1)
-    rare = (corpus.counts >= 1) & (corpus.counts <= cfg["rare_max_count"])
+    counts = corpus.counts
+    rare = (counts >= 1) & (counts <= cfg["rare_max_count"])
+    median = int(counts[counts > 0].float().median())
+    bands = {"0": (0, 0), "1-5": (1, 5), "6-10": (6, 10), "11-100": (11, 100),
+             ">100": (101, int(counts.max()))}
+    per_token = at_bound.sum(dim=1)
     return {
         "entries_at_bound": int(at_bound.sum()),
         "entries_at_bound_rare_tokens": int(at_bound[rare].sum()),
+        "rarer_half_max_count": median,
+        "entries_at_bound_rarer_half": int(per_token[(counts >= 1) & (counts <= median)].sum()),
+        "entries_at_bound_by_training_count": {
+            band: int(per_token[(counts >= low) & (counts <= high)].sum())
+            for band, (low, high) in bands.items()},
         "tokens_with_entries_at_bound": int(rows_with_entries.sum()),
         "median_count_of_tokens_with_entries_at_bound":
             float(corpus.counts[rows_with_entries].float().median())
