@@ -360,3 +360,15 @@ def test_large_tensors_chunked_blocked_and_non_contiguous_paths_agree_bitwise(th
     reference = results.pop("foreach")
     for name, (param, momentum) in results.items():
         assert torch.equal(param, reference[0]) and torch.equal(momentum, reference[1]), name
+
+
+@pytest.mark.parametrize("cls", [Tiger, Lion])
+def test_lazy_rows_whose_gradient_sums_to_zero_are_still_touched(cls):
+    """Touched rows are found from row sums; a non-zero row with sum 0 must not be skipped."""
+    init = torch.randn(4, 2)
+    grad = torch.tensor([[1.0, -1.0], [0.0, 0.0], [2.0, 3.0], [-0.5, 0.5]])
+    lazy = _run(lambda ps: cls(ps, lr=0.1, weight_decay=0.1, lazy=True), init, [grad])
+    dense = _run(lambda ps: cls(ps, lr=0.1, weight_decay=0.1), init, [grad])
+    for row in (0, 2, 3):
+        assert torch.equal(lazy[0][row], dense[0][row])
+    assert torch.equal(lazy[0][1], init[1]) and not torch.equal(dense[0][1], init[1])
