@@ -128,7 +128,7 @@ def _row_norms(weight: Tensor) -> Tensor:
 
 def _idle_rows(weight: Tensor) -> Tensor:
     """Bool per row: the weight's gradient row is all zero (no gradient at all: every row)."""
-    grad = weight.grad if isinstance(weight, nn.Parameter) or weight.requires_grad else None
+    grad = weight.grad if weight.is_leaf else None
     rows = weight.shape[0]
     if grad is None:
         return torch.ones(rows, dtype=torch.bool, device=weight.device)
@@ -182,8 +182,6 @@ class SaturationMonitor:
             raise ValueError(f"every must be an int >= 1, got {every!r}")
         if not 0.0 < warn_drift < math.inf:
             raise ValueError(f"warn_drift must be > 0 and finite, got {warn_drift!r}")
-        find_saturated_rows(next(iter(named.values())), weight_decay, tolerance=tolerance,
-                            fraction=fraction)  # validates the options once
         self.weights = named
         self.weight_decay = weight_decay
         self.every = every
