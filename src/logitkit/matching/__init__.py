@@ -4,7 +4,7 @@
 evaluation helpers work without it.
 """
 
-from logitkit.matching.cosent import CoSENTLoss, cosent_loss
+from logitkit.matching.cosent import cosent_loss
 from logitkit.matching.encoders import (
     BiEncoder,
     CrossEncoder,
@@ -31,7 +31,6 @@ from logitkit.matching.evaluate import (
 
 __all__ = [
     "BiEncoder",
-    "CoSENTLoss",
     "CrossEncoder",
     "PairSet",
     "SoftmaxHead",
