@@ -37,7 +37,6 @@ from logitkit.experiments._stats import (
 )
 from logitkit.matching import (
     PairSet,
-    TunedThresholdEvaluator,
     load_bi_encoder,
     load_cross_encoder,
     load_stsb,
@@ -49,6 +48,7 @@ from logitkit.matching import (
 TITLE = "CoSENT vs Sentence-BERT objectives; cross- vs bi-encoder; PSD and 8 log n dimensions"
 THREADS = 1  # MiniLM on short sentences: one thread per process wastes least CPU
 MINUTES = {"smoke": 0.3, "quick": 3.0, "full": 150.0}
+NEEDS = ("sentence_transformers", "datasets", "transformers", "matplotlib")
 
 # train/dev/test: pairs sampled from each split (None: all); swaps: triples of the swap set.
 SIZES: dict[str, dict[str, Any]] = {
@@ -252,6 +252,8 @@ def _plot(runs: dict, methods: list[str], projection: dict, data_label: str, mod
 
 
 def run(ctx: Context) -> Result:
+    from logitkit.matching import TunedThresholdEvaluator  # imports sentence-transformers
+
     cfg = SIZES[ctx.size]
     seeds = [ctx.seed + i for i in range(cfg["seeds"])]
     stsb = ctx.data_file("stsb/stsbenchmark.tsv.gz")
