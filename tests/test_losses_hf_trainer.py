@@ -70,9 +70,17 @@ def test_trainer_trains_with_emo_and_evaluates(name, tmp_path):
     model = make(name)
     cost = model.get_output_embeddings().weight.detach().clone()
     train, held_out = examples(16), examples(8, seed=1)
+    shapes = []
+
+    def metrics(prediction):  # evaluation still returns the logits for metrics
+        shapes.append(prediction.predictions.shape)
+        return {}
+
     trainer = FusedLossTrainer(model=model, args=arguments(tmp_path), train_dataset=train,
-                               eval_dataset=held_out, loss=EMOLoss(cost, mle_weight="adaptive"))
+                               eval_dataset=held_out, loss=EMOLoss(cost, mle_weight="adaptive"),
+                               compute_metrics=metrics)
     before = trainer.evaluate()["eval_loss"]
+    assert shapes == [(8, 10, V)]
     trainer.train()
     losses = train_losses(trainer)
     assert len(losses) == 12 and losses[-1] < 0.8 * losses[0]
