@@ -13,6 +13,7 @@ weights with a single-process run.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import subprocess
@@ -141,6 +142,7 @@ def _free_port():
         return sock.getsockname()[1]
 
 
+@functools.cache
 def _single_process(arch, kind, shards):
     """Loss and gradients of one process: the whole batch (shards=1) or the sum of per-shard
     passes (shards=2: what the ranks compute together, whatever the loss)."""
