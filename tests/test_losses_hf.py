@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import inspect
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -51,6 +53,14 @@ def llama_with_head_bias():
     return model
 
 
+def llama_checkpointed():
+    model = llama()
+    model.config.use_cache = False
+    enable = getattr(model, "activation_checkpointing_enable", None)  # newer name
+    (enable or model.gradient_checkpointing_enable)()
+    return model
+
+
 def granite(logits_scaling):
     return transformers.GraniteForCausalLM(transformers.GraniteConfig(
         **SMALL, logits_scaling=logits_scaling, embedding_multiplier=2.0,
@@ -62,6 +72,7 @@ ACCEPTED = {
     "llama-untied": llama,
     "llama-tied": lambda: llama(tied=True),
     "llama-head-bias": llama_with_head_bias,
+    "llama-gradient-checkpointing": llama_checkpointed,
     "smollm2": smollm2,
     "granite-scaling-1": lambda: granite(1.0),
     "mistral": lambda: transformers.MistralForCausalLM(transformers.MistralConfig(**SMALL)),
@@ -277,3 +288,8 @@ def test_patch_keeps_signature_state_dict_and_survives_deepcopy():
     unpatch_causal_lm(model)
     assert "forward" not in model.__dict__
     assert model(**inputs).logits.shape == (3, 12, V)
+
+
+def test_importing_the_losses_does_not_import_transformers():
+    code = "import sys, logitkit.losses; assert 'transformers' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
