@@ -13,9 +13,10 @@ does not. Three lines turn a Trainer script into one that trains with EMO::
 fused from the final hidden states: in training the logits are never formed, and the Trainer's
 own machinery is unchanged: gradient accumulation (``num_items_in_batch``: the sum over the
 accumulated batch's tokens, divided by their count, as for Hugging Face's CE), evaluation
-(``eval_loss`` is the same loss; logits are returned for ``compute_metrics``), DDP / FSDP2 under
-``torchrun`` or ``accelerate launch`` (the loss runs inside the wrapped forward). For TaiLr's
-gamma schedule add ``GammaScheduleCallback(loss, start=0.0, end=0.8)`` to ``callbacks``.
+(``eval_loss`` is the same loss; logits are returned for ``compute_metrics``), several processes
+(``torchrun --nproc_per_node N train.py``: the loss runs inside the DDP-wrapped forward; tested
+with 2 CPU processes). For TaiLr's gamma schedule add
+``GammaScheduleCallback(loss, start=0.0, end=0.8)`` to ``callbacks``.
 
 Models whose logits are not exactly ``lm_head(last_hidden_state)`` (Granite, Gemma-2 with
 soft-capping, Cohere, FalconH1 with a multiplier, MiniCPM3 with hidden scaling, ...) are refused
