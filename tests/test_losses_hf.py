@@ -293,3 +293,6 @@ def test_patch_keeps_signature_state_dict_and_survives_deepcopy():
 def test_importing_the_losses_does_not_import_transformers():
     code = "import sys, logitkit.losses; assert 'transformers' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+    without = "import sys; sys.modules['transformers'] = None; import logitkit.losses.hf"
+    run = subprocess.run([sys.executable, "-c", without], capture_output=True, text=True)
+    assert run.returncode != 0 and 'pip install "logitkit[hf]"' in run.stderr

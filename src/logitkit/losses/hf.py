@@ -30,15 +30,13 @@ from typing import Any
 
 from torch import nn
 
+from logitkit._utils import require
 from logitkit.losses.causal_lm import causal_lm_loss, patch_causal_lm, unpatch_causal_lm
 from logitkit.losses.functional import tailr_gamma_schedule
 from logitkit.losses.modules import OutputLoss
 
-try:
-    import transformers
-except ImportError as error:  # pragma: no cover - depends on the environment
-    raise ImportError('logitkit.losses.hf needs transformers and accelerate: '
-                      'pip install "logitkit[hf]"') from error
+transformers = require("transformers", extra="hf", purpose="logitkit.losses.hf (Trainer)")
+require("accelerate", extra="hf", purpose="transformers.Trainer")
 
 
 class FusedLossTrainer(transformers.Trainer):
