@@ -96,11 +96,11 @@ def cosent_loss(scores: torch.Tensor, labels: torch.Tensor, *, scale: float = 20
         labels = labels.to(torch.int64)
     elif labels.dtype in _HALF:
         labels = labels.float()  # exact: the order and the ties stay as given
-    sorted_labels, order = torch.sort(labels, stable=True)
+    sorted_labels, order = torch.sort(labels)  # the order inside a tie group does not matter
     t = scale * scores[order]
     # suffix[k] = lse(-t[k:]) for k < N; suffix[N] = -inf (no pair has a larger label)
     suffix = torch.logcumsumexp(-t.flip(0), dim=0).flip(0)
     suffix = torch.cat([suffix, suffix.new_full((1,), float("-inf"))])
-    first_larger = torch.searchsorted(sorted_labels.contiguous(), sorted_labels, right=True)
+    first_larger = torch.searchsorted(sorted_labels, sorted_labels, right=True)
     terms = t + suffix[first_larger]
     return torch.logsumexp(torch.cat([terms.new_zeros(1), terms]), dim=0)
