@@ -15,6 +15,7 @@ but for the warm-up).
 from __future__ import annotations
 
 import contextlib
+import logging as std_logging
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -101,15 +102,20 @@ def train(model: Any, objective: str, pairs: PairSet, *, lr: float, epochs: int,
 
 @contextlib.contextmanager
 def quiet_transformers() -> Iterator[None]:
-    """Hide transformers' loading bars and notices (e.g. "classifier newly initialised") inside."""
+    """Hide transformers' loading bars and notices (e.g. "classifier newly initialised") and
+    sentence-transformers' ("Converting SentenceTransformer model ... to CrossEncoder") inside."""
     logging = require("transformers", extra="hf", purpose="loading encoders").utils.logging
     verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
+    st_logger = std_logging.getLogger("sentence_transformers")
+    st_level = st_logger.level
     logging.set_verbosity_error()
     logging.disable_progress_bar()
+    st_logger.setLevel(std_logging.ERROR)
     try:
         yield
     finally:
         logging.set_verbosity(verbosity)
+        st_logger.setLevel(st_level)
         if bars:
             logging.enable_progress_bar()
 
