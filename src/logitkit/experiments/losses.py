@@ -35,6 +35,8 @@ from logitkit.losses import (
 )
 
 TITLE = "EMO (+MLE) and TaiLr vs cross-entropy for fine-tuning a small pretrained LM"
+THREADS = 1
+MINUTES = {"smoke": 0.1, "quick": 2, "full": 10}  # on 2 idle CPU cores
 METHODS = ("ce", "emo_mle", "tailr")
 TAILR_GAMMA = 0.5
 ECE_BINS = 15
