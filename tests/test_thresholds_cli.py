@@ -278,3 +278,11 @@ def test_apply_does_not_import_scipy(problem, tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)
     assert done.stdout.strip().splitlines()[-1] == "False False"
+
+
+def test_an_unwritable_output_fails_before_reading_inputs(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code = main(["thresholds", "fit", "--probs", str(tmp_path / "missing.npy"), "--labels",
+                 str(tmp_path / "missing.csv"), "--out", str(blocker / "w.npy")])
+    assert code == 2 and "cannot write" in capsys.readouterr().err

@@ -203,4 +203,5 @@ def test_import_works_without_scikit_learn_and_use_says_what_to_install():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert "ERR ClassWeightTuner needs scikit-learn" in done.stdout
+    assert "ERR ClassWeightTuner needs the Python package 'sklearn'" in done.stdout
+    assert 'pip install "logitkit[sklearn]"' in done.stdout

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from logitkit._utils import atomic_output, check_writable
+
 _INTEGER = re.compile(r"^[+-]?\d+$")
 
 
@@ -152,16 +154,18 @@ def as_vector(table: Table, name: str) -> np.ndarray:
     return data
 
 
-def check_out_name(path: Path) -> None:
+def check_out(path: Path) -> None:
+    """A .npy or .csv name that can be written (checked before any work)."""
     if path.suffix.lower() not in (".npy", ".csv"):
         raise ValueError(f"--out {path}: expected a .npy or .csv file name")
+    check_writable(path)
 
 
 def write_array(path: Path, array: np.ndarray) -> None:
-    """Save ``array`` as .npy or as .csv (one value or row per line)."""
-    check_out_name(path)
-    if path.suffix.lower() == ".npy":
-        np.save(path, array)
-    else:
-        fmt = "%d" if np.issubdtype(array.dtype, np.integer) else "%.17g"
-        np.savetxt(path, array, delimiter=",", fmt=fmt)
+    """Save ``array`` as .npy or as .csv (one value or row per line), atomically."""
+    with atomic_output(path) as tmp:
+        if path.suffix.lower() == ".npy":
+            np.save(tmp, array)
+        else:
+            fmt = "%d" if np.issubdtype(array.dtype, np.integer) else "%.17g"
+            np.savetxt(tmp, array, delimiter=",", fmt=fmt)

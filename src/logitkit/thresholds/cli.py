@@ -24,7 +24,7 @@ from logitkit.thresholds._files import (
     Table,
     as_matrix,
     as_vector,
-    check_out_name,
+    check_out,
     read_table,
     resolve_header,
     write_array,
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _fit(args: argparse.Namespace) -> int:
-    check_out_name(args.out)
+    check_out(args.out)
     shrink = _parse_shrink(args.shrink)
     probs_table, labels_table = _same_rows(read_table(args.probs, single_column=False),
                                            read_table(args.labels, single_column=True))
@@ -160,7 +160,7 @@ def _fit_binary(args: argparse.Namespace, scores: np.ndarray, labels: np.ndarray
 
 def _apply(args: argparse.Namespace) -> int:
     if args.out is not None:
-        check_out_name(args.out)
+        check_out(args.out)
     probs_table = read_table(args.probs, single_column=False)
     weights_table = read_table(args.weights, single_column=True)
     probs_table = resolve_header(probs_table)

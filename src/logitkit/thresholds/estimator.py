@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from logitkit._utils import require
 from logitkit.thresholds.search import _fit
 
 try:
@@ -57,11 +58,8 @@ except ImportError as error:  # the class below must still be definable
 
 
 def _require_sklearn() -> None:
-    if _MISSING is not None:
-        raise ImportError(
-            "ClassWeightTuner needs scikit-learn: pip install 'logitkit[sklearn]' "
-            f"(import failed: {_MISSING})"
-        )
+    if _MISSING is not None:  # raises MissingExtra (an ImportError) naming the extra
+        require("sklearn", extra="sklearn", purpose="ClassWeightTuner")
 
 
 def _response(estimator: Any, response_method: str) -> str:
