@@ -136,14 +136,16 @@ def best_weight(
         start = (sw[losers].sum() + sw[fixed][preds[fixed] == y[fixed]].sum()) / total
         return pick_interval(float(start), breaks[order],
                              start + np.cumsum(gains[order]) / total)
-    base = r.copy()  # v_k below every breakpoint: free rows predict their rival
-    base[fixed] = preds[fixed]
-    rows = column.free
-    breaks = m[rows] - log_p[rows]
-    order = np.argsort(breaks)  # ties need no order: only group ends are evaluated
-    breaks, rows = breaks[order], rows[order]
+    if column.all_free:  # (no gathers: every row depends on v_k)
+        base, breaks = r, m - log_p
+        rows = np.argsort(breaks)  # ties need no order: only group ends are evaluated
+    else:
+        base = r.copy()  # v_k below every breakpoint: free rows predict their rival
+        base[fixed] = preds[fixed]
+        breaks = m[column.free] - log_p[column.free]
+        rows = column.free[np.argsort(breaks)]
     start, values = _macro_f1_sweep(y[rows], r[rows], sw[rows], y, sw, base, k, present)
-    return pick_interval(start, breaks, values)
+    return pick_interval(start, m[rows] - log_p[rows], values)
 
 
 def pick_interval(start: float, breaks: np.ndarray, values: np.ndarray) -> tuple[float, float]:
