@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from logitkit.thresholds.metrics import class_metric, present_classes
+from logitkit.thresholds.metrics import class_metric
 
 # Breakpoints (log-ratios) closer than this are treated as one.
 TOLERANCE = 1e-9
@@ -70,13 +70,13 @@ def coordinate_ascent(
     columns = [Column(L, y, k) for k in range(n)]
     top = _top_two(L + v)
     current = class_metric(y, top[0], n, metric, sample_weight)
-    present = present_classes(y, n, sample_weight)
+    actual = np.bincount(y, weights=sw, minlength=n)  # class totals (weighted)
     stale, sweeps = 0, 0
     while sweeps < max_rounds * tuned.size and (sweeps < tuned.size or stale < tuned.size - 1):
         k = int(tuned[sweeps % tuned.size])
         sweeps += 1
         stale += 1
-        candidate = best_weight(columns[k], _rival(top, k), top[0], y, sw, present, metric)
+        candidate = best_weight(columns[k], _rival(top, k), top[0], y, sw, actual, metric)
         if candidate is None or candidate[1] <= current + MIN_GAIN:
             continue
         column = columns[k].log_p + candidate[0]
@@ -108,13 +108,14 @@ def best_weight(
     preds: np.ndarray,
     y: np.ndarray,
     sw: np.ndarray,
-    present: np.ndarray,
+    actual: np.ndarray,
     metric: str,
 ) -> tuple[float, float] | None:
     """Best log-weight ``v_k`` (others fixed) and the metric there; None if nothing depends on it.
 
     ``rival = (r, m)``: per row the best other class and its score ``L + v``; ``preds``: the
-    current predictions (used for the rows that do not depend on ``v_k``).
+    current predictions (used for the rows that do not depend on ``v_k``); ``actual``: the
+    (weighted) number of rows of each class.
     """
     if column.free.size == 0:
         return None
@@ -144,7 +145,7 @@ def best_weight(
         base[fixed] = preds[fixed]
         breaks = m[column.free] - log_p[column.free]
         rows = column.free[np.argsort(breaks)]
-    start, values = _macro_f1_sweep(y[rows], r[rows], sw[rows], y, sw, base, k, present)
+    start, values = _macro_f1_sweep(y[rows], r[rows], sw[rows], y, sw, base, k, actual)
     return pick_interval(start, m[rows] - log_p[rows], values)
 
 
@@ -177,7 +178,7 @@ def _macro_f1_sweep(
     sw: np.ndarray,
     base: np.ndarray,
     k: int,
-    present: np.ndarray,
+    actual: np.ndarray,
 ) -> tuple[float, np.ndarray]:
     """Macro-F1 before any switch and after each switch ``r_sorted[s] -> k`` (in order).
 
@@ -187,10 +188,9 @@ def _macro_f1_sweep(
     ``r_s`` (running sums within each rival's group, computed in rival-grouped order and scattered
     back). Only classes present in the labels count in the mean.
     """
-    n = present.size
-    actual = np.bincount(y, weights=sw, minlength=n)
-    hit = np.flatnonzero(base == y)
-    tp0 = np.bincount(y[hit], weights=sw[hit], minlength=n)
+    n = actual.size
+    present = actual > 0
+    tp0 = np.bincount(y, weights=sw * (base == y), minlength=n)
     # predicted + actual; an absent class gets 1 more: its F1 is 0 (no true positive) and no
     # denominator below is 0 (a present class has a positive actual weight)
     both0 = np.bincount(base, weights=sw, minlength=n) + actual + ~present
@@ -199,21 +199,17 @@ def _macro_f1_sweep(
     start = float(f1_0.sum()) / count
     f1_k = 2 * (tp0[k] + np.cumsum(w_sorted * (y_sorted == k))) / (both0[k] + np.cumsum(w_sorted))
     # group the rows by rival, keeping sweep order inside a group (a stable sort; numpy uses a
-    # radix sort for 16-bit keys)
+    # radix sort for 16-bit keys); running sums within a group = running sums over the grouped
+    # rows minus their value where the group starts
     key_type = np.int16 if n <= np.iinfo(np.int16).max else np.int64
     by_rival = np.argsort(r_sorted.astype(key_type), kind="stable")
     grouped_r = r_sorted[by_rival]
     grouped_w = w_sorted[by_rival]
-    hit = grouped_w * (y_sorted == r_sorted)[by_rival]  # the rival loses a true positive
-    group_start = np.flatnonzero(np.append(True, grouped_r[1:] != grouped_r[:-1]))
-    sizes = np.diff(np.append(group_start, grouped_r.size))
-
-    def within_group(values: np.ndarray) -> np.ndarray:  # running sums restarting per group
-        total = np.cumsum(values)
-        return total - np.repeat(np.append(0.0, total[group_start[1:] - 1]), sizes)
-
-    tp_after = tp0[grouped_r] - within_group(hit)
-    both_after = both0[grouped_r] - within_group(grouped_w)
+    hit = grouped_w * (y_sorted[by_rival] == grouped_r)  # the rival loses a true positive
+    moved, lost = np.cumsum(grouped_w), np.cumsum(hit)
+    group_start = np.searchsorted(grouped_r, np.arange(n))
+    tp_after = (tp0 + np.append(0.0, lost)[group_start])[grouped_r] - lost
+    both_after = (both0 + np.append(0.0, moved)[group_start])[grouped_r] - moved
     change = np.empty(y_sorted.size)
     change[by_rival] = 2 * (tp_after / both_after - (tp_after + hit) / (both_after + grouped_w))
     others = f1_0.sum() - f1_0[k] + np.cumsum(change)
