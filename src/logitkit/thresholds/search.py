@@ -21,7 +21,8 @@ scale-invariant; the search runs on log-weights ``v = log w`` (see :mod:`._coord
 
 Every method but Powell returns the CENTRE of the decision cell it found (:func:`._cells.centre`):
 the weights that keep every validation decision with the largest log-margin, divided by their
-maximum (so ``max(w) == 1``).
+maximum (so ``max(w) == 1``). Weights stay within a ratio of e^700 (~1e304) of each other, so they
+remain normal floats; a decision that needs a larger ratio is out of reach.
 
 Over-fitting: the tuned weights fit the validation set; with a few hundred samples they fit its
 noise too. ``shrink`` moves them toward the prior ratio (or toward plain argmax), by a fixed amount
