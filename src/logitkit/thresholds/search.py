@@ -69,8 +69,9 @@ EXACT_AUTO_ROWS = 1000
 # from RESTART_ROWS rows on (each costs O(n N log N) per round; a trap costs O(1/N)).
 RESTART_ROWS = 16_000
 MAX_RESTARTS = 16
-# Standard deviation of the log-weight perturbation of a restart.
-RESTART_SCALE = 1.0
+# Standard deviations of the log-weight perturbations of the restarts, used in turn (local moves
+# and long jumps).
+RESTART_SCALES = (0.5, 1.0, 2.0, 4.0)
 # Cells of the exact search realised and compared (by the decision rule and the margin).
 KEEP_CELLS = 32
 
@@ -266,13 +267,14 @@ def _multi_start(L: np.ndarray, y: np.ndarray, sw: np.ndarray | None, metric: st
                  starts: list[np.ndarray], tuned: np.ndarray, restarts: int, max_rounds: int,
                  rng: np.random.Generator) -> np.ndarray:
     """Best coordinate-wise optimum from ``starts``, then from ``restarts`` random perturbations
-    (standard deviation RESTART_SCALE in log) of the best point so far."""
+    of the best point so far (normal, in log, standard deviations RESTART_SCALES in turn)."""
     best_v, best_value = starts[0], -np.inf
     mask = np.zeros(L.shape[1])
     mask[tuned] = 1.0
     for index in range(len(starts) + restarts):
+        scale = RESTART_SCALES[index % len(RESTART_SCALES)]
         start = (starts[index] if index < len(starts)
-                 else best_v + mask * rng.normal(0.0, RESTART_SCALE, L.shape[1]))
+                 else best_v + mask * rng.normal(0.0, scale, L.shape[1]))
         v, value = coordinate_ascent(L, y, sw, metric, start, tuned, max_rounds)
         if value > best_value + MIN_GAIN:
             best_v, best_value = v, value
