@@ -139,14 +139,16 @@ def best_weight(
                              start + np.cumsum(gains[order]) / total)
     if column.all_free:  # (no gathers: every row depends on v_k)
         base, breaks = r, m - log_p
-        rows = np.argsort(breaks)  # ties need no order: only group ends are evaluated
+        order = np.argsort(breaks)  # ties need no order: only group ends are evaluated
+        rows, breaks = order, breaks[order]
     else:
         base = r.copy()  # v_k below every breakpoint: free rows predict their rival
         base[fixed] = preds[fixed]
         breaks = m[column.free] - log_p[column.free]
-        rows = column.free[np.argsort(breaks)]
+        order = np.argsort(breaks)
+        rows, breaks = column.free[order], breaks[order]
     start, values = _macro_f1_sweep(y[rows], r[rows], sw[rows], y, sw, base, k, actual)
-    return pick_interval(start, m[rows] - log_p[rows], values)
+    return pick_interval(start, breaks, values)
 
 
 def pick_interval(start: float, breaks: np.ndarray, values: np.ndarray) -> tuple[float, float]:
