@@ -106,21 +106,6 @@ def test_compute_loss_func_for_trainer(tiny_gpt2, batch):
     torch.testing.assert_close(tailr(outputs, batch["labels"]), expected)
 
 
-def test_causal_lm_loss_rejects_models_it_cannot_fuse(tiny_gpt2, batch):
-    with pytest.raises(ValueError, match="causal LM"):
-        causal_lm_loss(torch.nn.Linear(3, 3), batch)
-    with pytest.raises(ValueError, match="input_ids"):
-        causal_lm_loss(tiny_gpt2, {"labels": batch["labels"]})
-    with pytest.raises(ValueError, match="labels"):
-        causal_lm_loss(tiny_gpt2, {**batch, "labels": batch["labels"][:, :-1]})
-    tiny_gpt2.config.final_logit_softcapping = 30.0
-    try:
-        with pytest.raises(ValueError, match="final_logit_softcapping"):
-            causal_lm_loss(tiny_gpt2, batch)
-    finally:
-        del tiny_gpt2.config.final_logit_softcapping
-
-
 def test_modules_match_the_functional_losses():
     gen = torch.Generator().manual_seed(2)
     logits = torch.randn(4, 5, 9, generator=gen)
@@ -159,3 +144,35 @@ def test_emo_module_keeps_a_unit_buffer_and_validates():
         TaiLrLoss(0.5, reduction="avg")
     with pytest.raises(ValueError, match="gamma"):
         TaiLrLoss(-0.5)
+
+
+def test_emo_module_passes_further_options_to_the_functional_losses(monkeypatch):
+    """Keywords such as adaptive_cap reach emo_loss / emo_mle_loss / linear_emo_loss unchanged,
+    both through forward (logits) and linear (fused), and are checked at construction."""
+    import logitkit.losses.modules as modules
+
+    calls = []
+
+    def recording(real):
+        def wrapper(*args, marker, **kwargs):
+            calls.append((real.__name__, marker))
+            return real(*args, **kwargs)
+        return wrapper
+
+    for name in ("emo_loss", "emo_mle_loss", "linear_emo_loss"):
+        monkeypatch.setattr(modules, name, recording(getattr(modules, name)))
+    gen = torch.Generator().manual_seed(3)
+    embedding, logits = torch.randn(9, 3, generator=gen), torch.randn(5, 9, generator=gen)
+    hidden, weight = torch.randn(5, 4, generator=gen), torch.randn(9, 4, generator=gen)
+    target = torch.randint(0, 9, (5,), generator=gen)
+    mixed = EMOLoss(embedding, mle_weight=0.25, marker="a")  # construction evaluates it once
+    torch.testing.assert_close(mixed(logits, target),
+                               emo_mle_loss(logits, target, embedding, mle_weight=0.25))
+    mixed.linear(hidden, weight, target)
+    EMOLoss(embedding, marker="b")(logits, target)
+    assert calls == [("emo_mle_loss", "a"), ("emo_mle_loss", "a"), ("linear_emo_loss", "a"),
+                     ("emo_loss", "b"), ("emo_loss", "b")]
+    assert "marker='a'" in repr(mixed)
+    monkeypatch.undo()
+    with pytest.raises(TypeError, match="no_such_option"):
+        EMOLoss(embedding, mle_weight=0.5, no_such_option=1)

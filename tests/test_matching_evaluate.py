@@ -1,4 +1,4 @@
-"""STS-B loader, Spearman, thresholded accuracy and adversarial pairs vs naive computations."""
+"""STS-B loader, Spearman, dev-tuned accuracy and swap-set metrics vs naive computations."""
 
 import gzip
 import math
@@ -9,12 +9,12 @@ import pytest
 from logitkit.matching import (
     PairSet,
     accuracy_at,
-    adversarial_mask,
     load_stsb,
     similar_labels,
     spearman,
-    tuned_accuracy,
-    word_overlap,
+    swap_metrics,
+    threshold_metrics,
+    tune_threshold,
 )
 
 HEADER = "split\tgenre\tdataset\tyear\tsid\tscore\tsentence1\tsentence2\n"
@@ -64,16 +64,56 @@ def test_accuracy_at_matches_naive_loop():
 
 def test_tuned_threshold_reaches_the_brute_force_dev_optimum():
     rng = np.random.default_rng(2)
-    dev_gold, test_gold = rng.uniform(0, 5, size=60), rng.uniform(0, 5, size=40)
-    dev_pred = dev_gold / 5 + rng.normal(scale=0.3, size=60)
-    test_pred = test_gold / 5 + rng.normal(scale=0.3, size=40)
-    result = tuned_accuracy(dev_pred, dev_gold, test_pred, test_gold)
-    candidates = [*dev_pred, np.inf]  # "predict 1 iff score >= t" only changes at a dev score
-    best = max(np.mean((dev_pred >= t) == (dev_gold >= 3)) for t in candidates)
-    assert result.dev_accuracy == pytest.approx(best)
-    assert np.mean((dev_pred >= result.threshold) == (dev_gold >= 3)) == pytest.approx(best)
-    expected_test = np.mean((test_pred >= result.threshold) == (test_gold >= 3))
-    assert result.test_accuracy == pytest.approx(expected_test)
+    for trial in range(20):
+        n = int(rng.integers(2, 40))
+        dev_gold = rng.integers(0, 26, size=n) / 5  # STS-B steps, ties included
+        dev_pred = np.round(dev_gold / 5 + rng.normal(scale=0.3, size=n), 1)  # ties in scores
+        threshold = tune_threshold(dev_pred, dev_gold)
+        candidates = [*dev_pred, np.inf]  # "similar iff score >= t" only changes at a dev score
+        best = max(np.mean((dev_pred >= t) == (dev_gold >= 3)) for t in candidates)
+        assert np.mean((dev_pred >= threshold) == (dev_gold >= 3)) == pytest.approx(best), trial
+    # one class only: the constant rule, with a finite threshold
+    scores = np.array([0.2, 0.9, 0.5])
+    assert accuracy_at(scores, [4.0, 3.0, 5.0], tune_threshold(scores, [4.0, 3.0, 5.0])) == 1.0
+    assert accuracy_at(scores, [1.0, 0.0, 2.9], tune_threshold(scores, [1.0, 0.0, 2.9])) == 1.0
+
+
+def naive_swap_metrics(paraphrase, swap, threshold):
+    correct = [p >= threshold for p in paraphrase] + [s < threshold for s in swap]
+    above = [s > p for p, s in zip(paraphrase, swap, strict=True)]
+    return {"accuracy": sum(correct) / len(correct),
+            "paraphrase_accuracy": sum(correct[:len(paraphrase)]) / len(paraphrase),
+            "swap_accuracy": sum(correct[len(paraphrase):]) / len(swap),
+            "swap_above_paraphrase": sum(above) / len(above)}
+
+
+def test_swap_metrics_match_naive_loops():
+    rng = np.random.default_rng(4)
+    paraphrase, swap = rng.uniform(size=30), rng.uniform(size=30)
+    swap[:3] = paraphrase[:3]  # ties are not "above"
+    for threshold in (0.2, 0.5, float(paraphrase[7])):
+        got = swap_metrics(paraphrase, swap, threshold)
+        assert got == pytest.approx(naive_swap_metrics(paraphrase, swap, threshold))
+    with pytest.raises(ValueError, match="equal length"):
+        swap_metrics([0.1, 0.2], [0.3], 0.5)
+
+
+def test_threshold_metrics_tune_on_dev_and_apply_everywhere():
+    rng = np.random.default_rng(5)
+    dev_gold, test_gold = rng.uniform(0, 5, 60), rng.uniform(0, 5, 40)
+    dev_pred = dev_gold / 5 + rng.normal(scale=0.2, size=60)
+    test_pred = test_gold / 5 + rng.normal(scale=0.2, size=40)
+    paraphrase, swap = rng.uniform(0.4, 1, 10), rng.uniform(0, 0.9, 10)
+    metrics = threshold_metrics(dev_pred, dev_gold, test_pred, test_gold, paraphrase, swap)
+    t = tune_threshold(dev_pred, dev_gold)
+    assert metrics["threshold"] == t
+    assert metrics["dev_accuracy"] == pytest.approx(np.mean((dev_pred >= t) == (dev_gold >= 3)))
+    assert metrics["test_accuracy"] == pytest.approx(np.mean((test_pred >= t) == (test_gold >= 3)))
+    assert metrics["test_spearman"] == pytest.approx(naive_spearman(test_pred, test_gold))
+    for key, value in naive_swap_metrics(paraphrase, swap, t).items():
+        assert metrics[f"swap_set_{key}"] == pytest.approx(value)
+    assert set(threshold_metrics(dev_pred, dev_gold)) == {"threshold", "dev_accuracy",
+                                                          "dev_spearman"}
 
 
 @pytest.mark.parametrize(
@@ -88,19 +128,6 @@ def test_tuned_threshold_reaches_the_brute_force_dev_optimum():
 def test_spearman_rejects_bad_inputs(predicted, gold, match):
     with pytest.raises(ValueError, match=match):
         spearman(predicted, gold)
-
-
-def test_word_overlap_and_adversarial_mask_match_naive():
-    a = ["A man is playing a guitar.", "A dog runs.", "Two cats sleep.", "The sun is up."]
-    b = ["A man is playing a flute.", "A puppy is sprinting.", "Two cats sleep!", "Rain falls."]
-    gold = np.array([1.0, 4.5, 5.0, 0.2])
-    for x, y in zip(a, b, strict=True):
-        wx = {w.strip(".!").lower() for w in x.split()}
-        wy = {w.strip(".!").lower() for w in y.split()}
-        assert word_overlap(x, y) == pytest.approx(len(wx & wy) / len(wx | wy))
-    mask = adversarial_mask(PairSet(a, b, gold), overlap_cutoff=0.5)
-    # high overlap but dissimilar (0), low overlap but similar (1); the others are consistent
-    assert mask.tolist() == [True, True, False, False]
 
 
 def _write_stsb(path, lines):

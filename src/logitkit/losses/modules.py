@@ -5,14 +5,20 @@ final hidden states and the output layer (``module.linear(hidden, weight, target
 
 Hugging Face:
 
-* ``causal_lm_loss(model, batch, loss)`` runs the model's base (``model.base_model``) to get the
-  final hidden states and applies the fused loss with the output layer
-  (``model.get_output_embeddings()``), so the (batch x length x V) logits never exist. Labels are
-  shifted as Hugging Face does (position i predicts token i + 1; -100 is ignored).
+* ``causal_lm_loss(model, batch, loss)`` (from ``causal_lm.py``): the fused loss of a causal LM,
+  computed inside the model's own forward, so the (batch x length x V) logits never exist and
+  DDP/FSDP2 wrappers work. Labels are shifted as Hugging Face does (position i predicts token
+  i + 1; -100 is ignored). ``causal_lm.patch_causal_lm(model, loss)`` makes it the model's loss;
+  ``hf.FusedLossTrainer`` is the ``transformers.Trainer`` that does so.
 * ``make_compute_loss_func(loss)`` returns a ``compute_loss_func`` for ``transformers.Trainer``
   (``(outputs, labels, num_items_in_batch=None) -> loss``). Trainer has already computed the
-  logits at that point, so this path is not fused; for the fused path override
-  ``Trainer.compute_loss`` with ``causal_lm_loss``.
+  logits at that point, so this path is not fused; it serves models whose logits are not
+  ``lm_head(hidden)`` (Granite, Gemma-2, ...), which the fused path refuses.
+
+Example::
+
+    emo = EMOLoss(model.lm_head.weight.detach().clone(), mle_weight="adaptive")
+    loss = causal_lm_loss(model, {"input_ids": ids, "attention_mask": mask}, emo)
 """
 
 from __future__ import annotations
@@ -20,13 +26,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from logitkit.losses.causal_lm import causal_lm_loss, reduce_by_items, shifted
 from logitkit.losses.functional import (
     check_reduction,
     emo_loss,
-    emo_loss_spec,
     emo_mle_loss,
     normalize_cost_embedding,
     tailr_loss,
@@ -80,20 +87,27 @@ class CrossEntropyLoss(OutputLoss):
 
 
 class EMOLoss(OutputLoss):
-    """EMO (``mle_weight=None``) or EMO + MLE (``"adaptive"`` or a weight in [0, 1]).
+    """EMO (``mle_weight=None``) or EMO + MLE (``mle_weight`` as ``emo_mle_loss`` takes it).
 
-    ``cost_embedding`` (V, D) is normalised once and kept as a (non-trainable) buffer.
+    ``cost_embedding`` (V, D) is normalised once and kept as a (non-trainable) buffer. Further
+    keywords (``options``, e.g. ``adaptive_cap``) go unchanged to ``emo_mle_loss`` /
+    ``linear_emo_loss`` (and ``emo_loss``); the arguments are validated at construction by
+    evaluating the loss once on one zero row.
     """
 
     def __init__(self, cost_embedding: Tensor, *, mle_weight: str | float | None = None,
-                 ignore_index: int = -100, reduction: str = "mean") -> None:
+                 ignore_index: int = -100, reduction: str = "mean", **options: Any) -> None:
         super().__init__(ignore_index=ignore_index, reduction=reduction)
         self.register_buffer("unit_embedding", normalize_cost_embedding(cost_embedding))
-        emo_loss_spec(self.unit_embedding, mle_weight=mle_weight)  # validates mle_weight
         self.mle_weight = mle_weight
+        self.options = options
+        vocab_size = self.unit_embedding.shape[0]
+        self(self.unit_embedding.new_zeros(1, vocab_size),
+             torch.zeros(1, dtype=torch.long, device=self.unit_embedding.device))
 
     def forward(self, logits: Tensor, target: Tensor, *, reduction: str | None = None) -> Tensor:
-        options = {"ignore_index": self.ignore_index, "reduction": reduction or self.reduction}
+        options = {"ignore_index": self.ignore_index, "reduction": reduction or self.reduction,
+                   **self.options}
         if self.mle_weight is None:
             return emo_loss(logits, target, self.unit_embedding, **options)
         return emo_mle_loss(logits, target, self.unit_embedding, mle_weight=self.mle_weight,
@@ -105,10 +119,12 @@ class EMOLoss(OutputLoss):
         return linear_emo_loss(hidden, weight, target, self.unit_embedding,
                                mle_weight=self.mle_weight, bias=bias,
                                ignore_index=self.ignore_index,
-                               reduction=reduction or self.reduction, chunk_size=chunk_size)
+                               reduction=reduction or self.reduction, chunk_size=chunk_size,
+                               **self.options)
 
     def extra_repr(self) -> str:
-        return f"mle_weight={self.mle_weight!r}, {super().extra_repr()}"
+        options = "".join(f", {key}={value!r}" for key, value in self.options.items())
+        return f"mle_weight={self.mle_weight!r}{options}, {super().extra_repr()}"
 
 
 class TaiLrLoss(OutputLoss):
@@ -137,65 +153,6 @@ class TaiLrLoss(OutputLoss):
         return f"gamma={self.gamma}, threshold={self.threshold}, {super().extra_repr()}"
 
 
-# ----------------------------------------------------------------------------------------------
-# Hugging Face adapters.
-
-# Config fields of models whose logits are not just lm_head(hidden): the fused path would be wrong.
-_LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "output_multiplier_scale")
-
-
-def _shifted(sequence: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-    """Position i predicts label i + 1 (Hugging Face's shift)."""
-    if sequence.shape[:2] != labels.shape[:2] or labels.dim() != 2:
-        raise ValueError(f"labels must have shape (batch, length) matching the model output, got "
-                         f"{tuple(labels.shape)} for output {tuple(sequence.shape)}")
-    return sequence[:, :-1], labels[:, 1:]
-
-
-def _reduce_by_items(compute: Callable[[str], Tensor],
-                     num_items_in_batch: int | Tensor | None) -> Tensor:
-    """Mean over non-ignored tokens, or the sum divided by ``num_items_in_batch`` (as HF does)."""
-    if num_items_in_batch is None:
-        return compute("mean")
-    total = compute("sum")
-    if isinstance(num_items_in_batch, Tensor):
-        num_items_in_batch = num_items_in_batch.to(total.device)
-    return total / num_items_in_batch
-
-
-def causal_lm_loss(model: nn.Module, batch: Mapping[str, Tensor], loss: OutputLoss | None = None,
-                   *, chunk_size: int | None = None,
-                   num_items_in_batch: int | Tensor | None = None) -> Tensor:
-    """Next-token loss of a Hugging Face causal LM, fused on its final hidden states.
-
-    ``batch`` holds the model inputs (``input_ids``, ``attention_mask``, ...) and optionally
-    ``labels`` (default: ``input_ids``; -100 is ignored). ``loss`` defaults to cross-entropy, which
-    reproduces ``model(**batch, labels=labels).loss``. The loss's own ``reduction`` is replaced by
-    Hugging Face's: the mean over counted tokens, or their sum over ``num_items_in_batch``.
-    """
-    loss = CrossEntropyLoss() if loss is None else loss
-    base = getattr(model, "base_model", None)
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    if base is None or base is model or not isinstance(head, nn.Linear):
-        raise ValueError("model must be a Hugging Face causal LM with a base model and a linear "
-                         "output layer (model.base_model, model.get_output_embeddings())")
-    config = getattr(model, "config", None)
-    for name in _LOGIT_TRANSFORMS:
-        if getattr(config, name, None) not in (None, 1.0):
-            raise ValueError(f"model config sets {name}={getattr(config, name)!r}: its logits are "
-                             "not hidden @ lm_head.T, which the fused loss assumes")
-    if "input_ids" not in batch:
-        raise ValueError("batch must contain input_ids")
-    inputs = {key: value for key, value in batch.items() if key != "labels"}
-    labels = batch.get("labels", batch["input_ids"])
-    outputs = base(**inputs, return_dict=True)
-    hidden, target = _shifted(outputs.last_hidden_state, labels.to(head.weight.device))
-    return _reduce_by_items(
-        lambda reduction: loss.linear(hidden, head.weight, target, bias=head.bias,
-                                      chunk_size=chunk_size, reduction=reduction),
-        num_items_in_batch)
-
-
 def make_compute_loss_func(loss: OutputLoss | None = None) -> Callable[..., Tensor]:
     """A ``compute_loss_func`` for ``transformers.Trainer``: the shifted loss on ``outputs.logits``.
 
@@ -206,9 +163,9 @@ def make_compute_loss_func(loss: OutputLoss | None = None) -> Callable[..., Tens
     def compute_loss_func(outputs: Any, labels: Tensor,
                           num_items_in_batch: int | Tensor | None = None) -> Tensor:
         logits = outputs["logits"] if isinstance(outputs, Mapping) else outputs.logits
-        logits, target = _shifted(logits, labels.to(logits.device))
-        return _reduce_by_items(lambda reduction: loss(logits, target, reduction=reduction),
-                                num_items_in_batch)
+        logits, target = shifted(logits, labels.to(logits.device))
+        return reduce_by_items(lambda reduction: loss(logits, target, reduction=reduction),
+                               num_items_in_batch)
 
     return compute_loss_func
 

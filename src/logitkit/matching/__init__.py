@@ -1,54 +1,62 @@
-"""Pair matching: the CoSENT loss, bi-/cross-encoders over ``transformers``, and their evaluation.
+"""Pair matching: the CoSENT loss, STS-B pairs and metrics, PAWS-like role swaps, and the pieces
+sentence-transformers lacks (a dev-tuned threshold evaluator, the swap-set evaluation).
 
-``transformers`` (extra ``hf``) is imported only when a model is loaded, so the loss and the
-evaluation helpers work without it.
+Models, losses and trainers come from sentence-transformers (extra ``matching``), imported only
+when an encoder or the evaluator is used, so the loss and the metrics work without it.
 """
 
-from logitkit.matching.cosent import CoSENTLoss, cosent_loss
+from __future__ import annotations
+
+from typing import Any
+
+from logitkit.matching.adversarial import SwapSet, role_swap, swap_set
+from logitkit.matching.cosent import cosent_loss
 from logitkit.matching.encoders import (
-    BiEncoder,
-    CrossEncoder,
-    SoftmaxHead,
-    load_pretrained,
-    mean_pool,
+    load_bi_encoder,
+    load_cross_encoder,
+    max_seq_length,
     minilm_path,
-    predict_scores,
-    similarity_classes,
-    train_bi_encoder,
-    train_cross_encoder,
+    pair_scores,
 )
 from logitkit.matching.evaluate import (
     PairSet,
-    ThresholdedAccuracy,
     accuracy_at,
-    adversarial_mask,
     load_stsb,
     similar_labels,
     spearman,
-    tuned_accuracy,
-    word_overlap,
+    swap_metrics,
+    threshold_metrics,
+    tune_threshold,
 )
 
+_LAZY = {"TunedThresholdEvaluator"}  # they subclass sentence-transformers
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from logitkit.matching import evaluators
+
+        return getattr(evaluators, name)
+    raise AttributeError(f"module 'logitkit.matching' has no attribute {name!r}")
+
+
 __all__ = [
-    "BiEncoder",
-    "CoSENTLoss",
-    "CrossEncoder",
     "PairSet",
-    "SoftmaxHead",
-    "ThresholdedAccuracy",
+    "SwapSet",
+    "TunedThresholdEvaluator",
     "accuracy_at",
-    "adversarial_mask",
     "cosent_loss",
-    "load_pretrained",
+    "load_bi_encoder",
+    "load_cross_encoder",
     "load_stsb",
-    "mean_pool",
+    "max_seq_length",
     "minilm_path",
-    "predict_scores",
+    "pair_scores",
+    "role_swap",
     "similar_labels",
-    "similarity_classes",
     "spearman",
-    "train_bi_encoder",
-    "train_cross_encoder",
-    "tuned_accuracy",
-    "word_overlap",
+    "swap_metrics",
+    "swap_set",
+    "threshold_metrics",
+    "tune_threshold",
 ]

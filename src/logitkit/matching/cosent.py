@@ -7,25 +7,38 @@ For predicted pair scores ``s`` (e.g. cosine similarities) and gold labels ``y``
 Every ordered pair (i, j) whose gold label says "i is more similar than j" is penalised when the
 model scores j above i. Pairs with equal labels (ties) are ignored, so only the order of the labels
 matters: any real-valued labels work, and rescaling them changes nothing.
+
+Reference: Huang et al., "CoSENT: Consistent Sentence Embedding via Similarity Ranking",
+IEEE/ACM TASLP 2024 (first published by Su Jianlin, 2022).
 """
 
 from __future__ import annotations
 
 import torch
-from torch import nn
+
+_HALF = (torch.float16, torch.bfloat16)
 
 
-def _check_inputs(scores: torch.Tensor, labels: torch.Tensor, scale: float) -> None:
+def _as_vector(tensor: torch.Tensor, name: str) -> torch.Tensor:
+    """(N,) or (N, 1) -> (N,); anything else is an error."""
+    if tensor.dim() == 2 and tensor.shape[1] == 1:
+        return tensor[:, 0]
+    if tensor.dim() != 1:
+        raise ValueError(
+            f"{name} must be 1-D or (N, 1) (one entry per pair), got shape {tuple(tensor.shape)}"
+        )
+    return tensor
+
+
+def _check_inputs(
+    scores: torch.Tensor, labels: torch.Tensor, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     if not isinstance(scores, torch.Tensor) or not isinstance(labels, torch.Tensor):
         raise TypeError(
             f"scores and labels must be torch.Tensor, got {type(scores).__name__} and "
             f"{type(labels).__name__}"
         )
-    if scores.dim() != 1 or labels.dim() != 1:
-        raise ValueError(
-            f"scores and labels must be 1-D (one entry per pair), got shapes "
-            f"{tuple(scores.shape)} and {tuple(labels.shape)}"
-        )
+    scores, labels = _as_vector(scores, "scores"), _as_vector(labels, "labels")
     if scores.shape != labels.shape:
         raise ValueError(
             f"scores and labels must have the same length, got {scores.numel()} and "
@@ -41,6 +54,7 @@ def _check_inputs(scores: torch.Tensor, labels: torch.Tensor, scale: float) -> N
         raise ValueError("labels contain NaN or infinite values")
     if not (isinstance(scale, (int, float)) and 0 < scale < float("inf")):
         raise ValueError(f"scale must be a positive finite number, got {scale!r}")
+    return scores, labels
 
 
 def cosent_loss(scores: torch.Tensor, labels: torch.Tensor, *, scale: float = 20.0) -> torch.Tensor:
@@ -48,34 +62,45 @@ def cosent_loss(scores: torch.Tensor, labels: torch.Tensor, *, scale: float = 20
 
         cosent_loss(s, y) = log(1 + sum_{(i, j): y_i > y_j} exp(scale * (s_j - s_i)))
 
-    Computed in one shot as a logsumexp over the N x N matrix of ``scale * (s_j - s_i)``, with
-    pairs that are not ordered by the labels (``y_i <= y_j``, ties included) set to -inf and a
-    0 term appended for the "1 +", so it is stable for any ``scale`` (no overflow).
-    A batch whose labels are all equal has no ordered pair: the loss is 0 with zero gradient.
+    Computed in O(N log N) time and O(N) memory, never as an N x N matrix. With the pairs sorted
+    by label and ``t = scale * s``, the inner sum factorises per pair j:
+
+        sum_{i: y_i > y_j} exp(t_j - t_i) = exp(t_j + lse_{i: y_i > y_j}(-t_i)),
+
+    and the pairs with a strictly larger label than y_j form a suffix of the sorted order (found
+    by ``searchsorted(..., right=True)``, which skips the pairs tied with j), so every inner
+    log-sum-exp is one entry of a reversed ``logcumsumexp``. The loss is the log-sum-exp of 0
+    (the "1 +") and the N terms ``t_j + lse_j``: stable for any ``scale``. A batch whose labels
+    are all equal has no ordered pair: the loss is 0 with zero gradient.
+
+    float16/bfloat16 scores are computed in float32 (and the loss is float32); float64 stays
+    float64. Gradients flow to ``scores`` in their own dtype.
 
     Args:
-        scores: (N,) floating-point predicted similarities of N pairs.
-        labels: (N,) gold similarities, any real values (or integers); only their order is used.
+        scores: (N,) or (N, 1) floating-point predicted similarities of N pairs.
+        labels: (N,) or (N, 1) gold similarities, any real values, integers or booleans;
+            only their order is used.
         scale: inverse temperature (20 in the CoSENT paper for cosine scores in [-1, 1]).
+
+    Example:
+        >>> import torch
+        >>> from logitkit.matching import cosent_loss
+        >>> loss = cosent_loss(torch.tensor([0.9, 0.2, 0.5]), torch.tensor([5.0, 0.0, 3.2]))
+        >>> round(loss.item(), 4)  # log(1 + e^{20(0.2-0.9)} + e^{20(0.5-0.9)} + e^{20(0.2-0.5)})
+        0.0028
     """
-    _check_inputs(scores, labels, scale)
-    # differences[i, j] = scale * (s_j - s_i); kept only where y_i > y_j.
-    differences = scale * (scores[None, :] - scores[:, None])
-    ordered = labels[:, None] > labels[None, :]
-    differences = differences.masked_fill(~ordered, float("-inf"))
-    terms = torch.cat([differences.new_zeros(1), differences.flatten()])
-    return torch.logsumexp(terms, dim=0)
-
-
-class CoSENTLoss(nn.Module):
-    """``nn.Module`` form of :func:`cosent_loss`: ``CoSENTLoss(scale)(scores, labels)``."""
-
-    def __init__(self, scale: float = 20.0) -> None:
-        super().__init__()
-        self.scale = scale
-
-    def forward(self, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return cosent_loss(scores, labels, scale=self.scale)
-
-    def extra_repr(self) -> str:
-        return f"scale={self.scale}"
+    scores, labels = _check_inputs(scores, labels, scale)
+    if scores.dtype in _HALF:
+        scores = scores.float()
+    if labels.dtype == torch.bool:
+        labels = labels.to(torch.int64)
+    elif labels.dtype in _HALF:
+        labels = labels.float()  # exact: the order and the ties stay as given
+    sorted_labels, order = torch.sort(labels)  # the order inside a tie group does not matter
+    t = scale * scores[order]
+    # suffix[k] = lse(-t[k:]) for k < N; suffix[N] = -inf (no pair has a larger label)
+    suffix = torch.logcumsumexp(-t.flip(0), dim=0).flip(0)
+    suffix = torch.cat([suffix, suffix.new_full((1,), float("-inf"))])
+    first_larger = torch.searchsorted(sorted_labels, sorted_labels, right=True)
+    terms = t + suffix[first_larger]
+    return torch.logsumexp(torch.cat([terms.new_zeros(1), terms]), dim=0)

@@ -1,4 +1,4 @@
-"""Evaluation of pair scores (Spearman, accuracy with a dev-tuned threshold) and the STS-B reader.
+"""Scored sentence pairs, the STS-B reader, and metrics: Spearman, accuracy at a tuned threshold.
 
 The binary task follows the usual STS convention: a pair is "similar" when its gold score is
 at least 3 (of 5). The decision threshold on predicted scores is tuned on dev with
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,50 +133,74 @@ def accuracy_at(predicted: object, gold: object, threshold: float, *,
     return float(np.mean((predicted >= threshold) == (gold >= cutoff)))
 
 
-@dataclass(frozen=True)
-class ThresholdedAccuracy:
-    threshold: float
-    dev_accuracy: float
-    test_accuracy: float
+def tune_threshold(predicted: object, gold: object, *, cutoff: float = SIMILAR_CUTOFF) -> float:
+    """The threshold t that maximises the accuracy of "similar iff predicted >= t" (exact).
+
+    Labels are "similar iff gold >= cutoff"; the search is
+    :func:`logitkit.thresholds.fit_threshold` (sort once, every distinct score is a candidate).
+    When every label is the same, the constant rule is exact: t = the smallest score (all
+    similar) or just above the largest (none similar). Tune it on dev, then apply it on test
+    with :func:`accuracy_at`.
+    """
+    predicted, gold = _check_paired(predicted, gold)
+    labels = similar_labels(gold, cutoff=cutoff)
+    if labels.min() == labels.max():
+        return float(predicted.min() if labels[0] else np.nextafter(predicted.max(), np.inf))
+    return float(fit_threshold(predicted, labels, metric="accuracy"))
 
 
-def tuned_accuracy(
-    dev_predicted: object,
+def swap_metrics(paraphrase_scores: object, swap_scores: object, threshold: float) -> dict:
+    """How a matcher handles a swap set, given its scores and a decision threshold.
+
+    * ``accuracy``: over all 2n pairs, "similar iff score >= threshold" against the labels
+      (paraphrases similar, swaps not); the set is balanced, so 0.5 is what a constant gets.
+    * ``paraphrase_accuracy`` / ``swap_accuracy``: the same on each half.
+    * ``swap_above_paraphrase``: fraction of triples whose swap scores strictly above its own
+      paraphrase (0 for a matcher that always prefers the paraphrase).
+    """
+    paraphrase = np.asarray(paraphrase_scores, dtype=np.float64)
+    swap = np.asarray(swap_scores, dtype=np.float64)
+    if paraphrase.ndim != 1 or paraphrase.shape != swap.shape or paraphrase.size == 0:
+        raise ValueError(
+            f"need two non-empty 1-D score arrays of equal length, got shapes {paraphrase.shape} "
+            f"and {swap.shape}"
+        )
+    paraphrase_correct = paraphrase >= threshold
+    swap_correct = swap < threshold
+    return {
+        "accuracy": float(np.concatenate([paraphrase_correct, swap_correct]).mean()),
+        "paraphrase_accuracy": float(paraphrase_correct.mean()),
+        "swap_accuracy": float(swap_correct.mean()),
+        "swap_above_paraphrase": float(np.mean(swap > paraphrase)),
+    }
+
+
+def threshold_metrics(
+    dev_scores: object,
     dev_gold: object,
-    test_predicted: object,
-    test_gold: object,
+    test_scores: object | None = None,
+    test_gold: object | None = None,
+    paraphrase_scores: object | None = None,
+    swap_scores: object | None = None,
     *,
     cutoff: float = SIMILAR_CUTOFF,
-) -> ThresholdedAccuracy:
-    """Tune the threshold for accuracy on dev (exact, via ``fit_threshold``), apply it on test."""
-    dev_predicted, dev_gold = _check_paired(dev_predicted, dev_gold)
-    threshold = fit_threshold(dev_predicted, similar_labels(dev_gold, cutoff=cutoff),
-                              metric="accuracy")
-    return ThresholdedAccuracy(
-        threshold=float(threshold),
-        dev_accuracy=accuracy_at(dev_predicted, dev_gold, threshold, cutoff=cutoff),
-        test_accuracy=accuracy_at(test_predicted, test_gold, threshold, cutoff=cutoff),
-    )
+) -> dict[str, float]:
+    """The metrics of :class:`TunedThresholdEvaluator`, from scores already computed.
 
-
-_WORD = re.compile(r"[a-z0-9]+")
-
-
-def word_overlap(sentence_a: str, sentence_b: str) -> float:
-    """Jaccard overlap of the two sentences' lower-cased word sets (1.0 for two empty sets)."""
-    words_a = set(_WORD.findall(sentence_a.lower()))
-    words_b = set(_WORD.findall(sentence_b.lower()))
-    union = words_a | words_b
-    return len(words_a & words_b) / len(union) if union else 1.0
-
-
-def adversarial_mask(pairs: PairSet, *, overlap_cutoff: float = 0.5,
-                     cutoff: float = SIMILAR_CUTOFF) -> np.ndarray:
-    """Pairs where word overlap misleads: high overlap but not similar, or low overlap but similar.
-
-    A pair is adversarial when ``(overlap >= overlap_cutoff) != (gold >= cutoff)``, i.e. a
-    bag-of-words matcher thresholded at ``overlap_cutoff`` gets it wrong.
+    ``threshold`` is tuned on dev (:func:`tune_threshold`); ``dev_accuracy``, ``test_accuracy``
+    and the swap-set metrics (prefixed ``swap_set_``, see :func:`swap_metrics`) use it;
+    ``dev_spearman`` / ``test_spearman`` are rank correlations with the gold scores.
     """
-    overlap = np.array([word_overlap(a, b) for a, b in zip(pairs.sentences_a, pairs.sentences_b,
-                                                              strict=True)])
-    return (overlap >= overlap_cutoff) != (pairs.scores >= cutoff)
+    threshold = tune_threshold(dev_scores, dev_gold, cutoff=cutoff)
+    metrics = {
+        "threshold": threshold,
+        "dev_accuracy": accuracy_at(dev_scores, dev_gold, threshold, cutoff=cutoff),
+        "dev_spearman": spearman(dev_scores, dev_gold),
+    }
+    if test_scores is not None:
+        metrics["test_accuracy"] = accuracy_at(test_scores, test_gold, threshold, cutoff=cutoff)
+        metrics["test_spearman"] = spearman(test_scores, test_gold)
+    if paraphrase_scores is not None:
+        swaps = swap_metrics(paraphrase_scores, swap_scores, threshold)
+        metrics.update({f"swap_set_{key}": value for key, value in swaps.items()})
+    return metrics

@@ -10,9 +10,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from logitkit.thresholds.search import apply_class_weights, fit_class_weights, fit_threshold
+from logitkit.thresholds.search import (
+    apply_class_weights,
+    class_prior,
+    fit_class_weights,
+    fit_threshold,
+    prior_ratio_weights,
+)
 
-__all__ = ["ClassWeightTuner", "apply_class_weights", "fit_class_weights", "fit_threshold"]
+__all__ = [
+    "ClassWeightTuner",
+    "apply_class_weights",
+    "class_prior",
+    "fit_class_weights",
+    "fit_threshold",
+    "prior_ratio_weights",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,27 +1,40 @@
 """``logitkit thresholds fit|apply``: decision weights or a binary threshold on .npy/.csv files.
 
-    logitkit thresholds fit --probs P --labels L [--metric M] [--method X] --out weights.npy
+    logitkit thresholds fit --probs P --labels L [--metric M] [--method X] [--shrink S]
+                            [--train-prior T] --out weights.npy
     logitkit thresholds apply --probs P --weights W [--out preds.npy|preds.csv]
 
-CSV files are numeric, comma-separated; a first line that is not numeric is taken as a header and
-skipped. Multi-class: probabilities are (N, n), labels N integer class ids in [0, n), weights n
-numbers, predictions ``argmax(probs * weights)``. Binary: ``--probs`` holds one score per sample
-(a 1-D array or a single column), labels are 0/1, ``fit`` writes a single threshold ``t`` (exact,
-metric "accuracy" or "f1") and ``apply`` predicts ``score >= t``.
+Multi-class: probabilities are (N, n) non-negative scores, labels N integer class ids in [0, n),
+weights n numbers, predictions ``argmax(probs * weights)``; ``apply`` takes any number of rows,
+one included. Binary: ``--probs`` holds one score per sample (a 1-D array or a single column, any
+real numbers), labels are 0/1, ``fit`` writes a single threshold ``t`` (exact, metric "accuracy"
+or "f1") and ``apply`` predicts ``score >= t``. CSV files may carry a header and an index column
+as pandas writes them (``_files``); what was read as a header or an index is said on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
 
+from logitkit.thresholds._files import (
+    Table,
+    as_matrix,
+    as_vector,
+    check_out,
+    read_table,
+    resolve_header,
+    write_array,
+)
 from logitkit.thresholds.metrics import (
     BINARY_METRICS,
     CLASS_METRICS,
     as_int_labels,
     binary_metric,
+    check_probs,
     class_metric,
 )
 from logitkit.thresholds.search import (
@@ -43,9 +56,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     fit.add_argument("--labels", type=Path, required=True, help="N class ids in [0, n)")
     fit.add_argument("--metric", choices=_METRICS, default="accuracy",
                      help="multi-class: accuracy or macro_f1; binary scores: accuracy or f1")
-    fit.add_argument("--method", choices=METHODS, default="coordinate",
-                     help="multi-class only; coordinate: exact coordinate ascent; powell: scipy "
-                          "baseline")
+    fit.add_argument("--method", choices=METHODS, default="auto",
+                     help="multi-class only; auto: exact (global) for 2-3 classes, coordinate "
+                          "ascent with restarts otherwise; powell: seed 002's baseline")
+    fit.add_argument("--shrink", default=None,
+                     help="over-fitting guard (multi-class): 'cv' (chosen on 5 folds) or a "
+                          "number in [0, 1]: log-weights moved that far toward the prior ratio "
+                          "(with --train-prior) or toward plain argmax")
+    fit.add_argument("--train-prior", type=Path, default=None,
+                     help="n class frequencies or counts of the model's training data")
     fit.add_argument("--out", type=Path, required=True,
                      help="weights (or threshold) file, .npy or .csv")
     apply = actions.add_parser(
@@ -66,15 +85,25 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _fit(args: argparse.Namespace) -> int:
-    _check_out_name(args.out)
-    probs = read_array(args.probs, ndim=(1, 2))
-    labels = as_int_labels(read_array(args.labels, ndim=1), name=f"labels in {args.labels}")
+    check_out(args.out)
+    shrink = _parse_shrink(args.shrink)
+    probs_table, labels_table = _same_rows(read_table(args.probs, single_column=False),
+                                           read_table(args.labels, single_column=True))
+    probs = as_matrix(probs_table, "--probs")
+    labels = as_int_labels(as_vector(labels_table, "--labels"), name=f"labels in {args.labels}")
     if probs.ndim == 1:
         return _fit_binary(args, probs, labels)
     if args.metric not in CLASS_METRICS:
         raise ValueError(f"--metric {args.metric} is for binary scores (a 1-D --probs file); "
                          f"for (N, n) probabilities use one of {CLASS_METRICS}")
-    weights = fit_class_weights(probs, labels, metric=args.metric, method=args.method)
+    check_probs(probs, name=f"--probs {args.probs}")
+    prior = None
+    if args.train_prior is not None:
+        prior_table = read_table(args.train_prior, single_column=True)
+        _say(prior_table)
+        prior = as_vector(resolve_header(prior_table, probs.shape[1]), "--train-prior")
+    weights = fit_class_weights(probs, labels, metric=args.metric, method=args.method,
+                                shrink=shrink, train_prior=prior)
     n = probs.shape[1]
     before = class_metric(labels, np.argmax(probs, axis=1), n, args.metric)
     after = class_metric(labels, apply_class_weights(probs, weights), n, args.metric)
@@ -84,15 +113,45 @@ def _fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_shrink(text: str | None) -> float | str | None:
+    if text is None or text == "cv":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"--shrink must be 'cv' or a number in [0, 1], got {text!r}") from None
+
+
+def _same_rows(probs: Table, labels: Table) -> tuple[Table, Table]:
+    """Resolve ambiguous first rows (``0..k-1``, maybe pandas' column names) so that both files
+    have as many rows; both ambiguous: both headers."""
+    options = [(1, 1), (0, 0), (1, 0), (0, 1)]
+    for drop_probs, drop_labels in options:
+        if (drop_probs and not probs.maybe_header) or (drop_labels and not labels.maybe_header):
+            continue
+        if probs.data.shape[0] - drop_probs == labels.data.shape[0] - drop_labels:
+            probs = probs.without_first_row() if drop_probs else probs
+            labels = labels.without_first_row() if drop_labels else labels
+            break
+    _say(probs)
+    _say(labels)
+    return probs, labels
+
+
+def _say(table: Table) -> None:
+    for note in table.notes:
+        print(f"note: {note}", file=sys.stderr)
+
+
 def _fit_binary(args: argparse.Namespace, scores: np.ndarray, labels: np.ndarray) -> int:
     if args.metric not in BINARY_METRICS:
         raise ValueError(f"--metric {args.metric} is for (N, n) probabilities; for binary scores "
                          f"(a 1-D --probs file) use one of {BINARY_METRICS}")
-    if args.method != "coordinate":
-        raise ValueError("--method applies to (N, n) probabilities; a binary threshold is always "
-                         "fitted exactly")
+    if args.method != "auto" or args.shrink is not None or args.train_prior is not None:
+        raise ValueError("--method, --shrink and --train-prior apply to (N, n) probabilities; a "
+                         "binary threshold is always fitted exactly")
     threshold = fit_threshold(scores, labels, metric=args.metric)
-    value = binary_metric(labels, _predict(scores, np.array([threshold])), args.metric)
+    value = binary_metric(labels, (scores >= threshold).astype(np.int64), args.metric)
     write_array(args.out, np.array([threshold]))
     print(f"{args.metric}: {value:.6f} at threshold {threshold:.9g} (score >= threshold is 1; "
           f"{labels.size} samples); threshold written to {args.out}")
@@ -100,98 +159,34 @@ def _fit_binary(args: argparse.Namespace, scores: np.ndarray, labels: np.ndarray
 
 
 def _apply(args: argparse.Namespace) -> int:
-    probs = read_array(args.probs, ndim=(1, 2))
-    weights = read_array(args.weights, ndim=1)
     if args.out is not None:
-        _check_out_name(args.out)
-    preds = _predict(probs, weights)
+        check_out(args.out)
+    probs_table = read_table(args.probs, single_column=False)
+    weights_table = read_table(args.weights, single_column=True)
+    probs_table = resolve_header(probs_table)
+    columns = probs_table.data.shape[1] if probs_table.data.ndim == 2 else None
+    weights_table = resolve_header(weights_table, columns)
+    _say(probs_table)
+    _say(weights_table)
+    weights = as_vector(weights_table, "--weights")
+    if weights.size == 1:  # a binary threshold: one score per sample, any real numbers
+        scores = as_vector(probs_table, "--probs")
+        if not (np.all(np.isfinite(scores)) and np.isfinite(weights[0])):
+            raise ValueError("scores and threshold must be finite")
+        preds = (scores >= weights[0]).astype(np.int64)
+    else:
+        probs = probs_table.data
+        if probs.ndim == 1 and probs.size == weights.size:  # one sample saved as a 1-D array
+            probs = probs[None, :]
+        if probs.ndim != 2 or probs.shape[1] != weights.size:
+            raise ValueError(f"--probs {args.probs} has shape {probs.shape} but --weights "
+                             f"{args.weights} has {weights.size} entries: expected (N, "
+                             f"{weights.size}) probabilities")
+        check_probs(probs, name=f"--probs {args.probs}")
+        preds = apply_class_weights(probs, weights)
     if args.out is None:
         print("\n".join(map(str, preds.tolist())))
     else:
         write_array(args.out, preds)
         print(f"{preds.size} predictions written to {args.out}")
     return 0
-
-
-def _predict(probs: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """``argmax(probs * weights)``, or ``score >= threshold`` for 1-D scores and one weight."""
-    if probs.ndim == 2:
-        return apply_class_weights(probs, weights)
-    if weights.size != 1:
-        raise ValueError(f"binary scores (1-D --probs) need a single threshold, got {weights.size} "
-                         "weights")
-    if not (np.all(np.isfinite(probs)) and np.isfinite(weights[0])):
-        raise ValueError("scores and threshold must be finite")
-    return (probs >= weights[0]).astype(np.int64)
-
-
-def read_array(path: Path, *, ndim: int | tuple[int, ...]) -> np.ndarray:
-    """Load a numeric .npy or .csv file as a float array with ``ndim`` dimensions (one of them).
-
-    A CSV whose first line does not parse as numbers is read without it (a header). A (N, 1) or
-    (1, N) table is read as 1-D where a 1-D array is allowed.
-    """
-    allowed = (ndim,) if isinstance(ndim, int) else ndim
-    if not path.is_file():
-        raise FileNotFoundError(f"no such file: {path}")
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
-        try:
-            array = np.load(path, allow_pickle=False)
-        except ValueError as error:
-            raise ValueError(f"{path} is not a readable numeric .npy file ({error})") from error
-    elif suffix == ".csv":
-        array = _read_csv(path)
-    else:
-        raise ValueError(f"{path}: expected a .npy or .csv file, got {suffix or 'no extension'!r}")
-    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
-        raise ValueError(f"{path} does not hold numbers (dtype {array.dtype})")
-    array = np.asarray(array, dtype=np.float64)
-    if 1 in allowed and array.ndim == 2 and 1 in array.shape:
-        array = array.reshape(-1)
-    if array.ndim not in allowed:
-        wanted = " or ".join(f"{d}-D" for d in allowed)
-        raise ValueError(f"{path} must hold a {wanted} array, got shape {array.shape}")
-    return array
-
-
-def _read_csv(path: Path) -> np.ndarray:
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    if not lines:
-        raise ValueError(f"{path} is empty")
-    if not _is_numeric_row(lines[0]):
-        lines = lines[1:]  # header
-    rows = [line.split(",") for line in lines]
-    if not rows:
-        raise ValueError(f"{path} has a header but no data rows")
-    widths = {len(row) for row in rows}
-    if len(widths) != 1:
-        raise ValueError(f"{path}: rows have different numbers of columns {sorted(widths)}")
-    try:
-        table = np.array([[float(cell) for cell in row] for row in rows])
-    except ValueError as error:
-        raise ValueError(f"{path} has a non-numeric cell ({error})") from error
-    return table[:, 0] if table.shape[1] == 1 else table
-
-
-def _is_numeric_row(line: str) -> bool:
-    try:
-        [float(cell) for cell in line.split(",")]
-    except ValueError:
-        return False
-    return True
-
-
-def _check_out_name(path: Path) -> None:
-    if path.suffix.lower() not in (".npy", ".csv"):
-        raise ValueError(f"--out {path}: expected a .npy or .csv file name")
-
-
-def write_array(path: Path, array: np.ndarray) -> None:
-    """Save ``array`` as .npy or as .csv (one value or row per line)."""
-    _check_out_name(path)
-    if path.suffix.lower() == ".npy":
-        np.save(path, array)
-    else:
-        fmt = "%d" if np.issubdtype(array.dtype, np.integer) else "%.17g"
-        np.savetxt(path, array, delimiter=",", fmt=fmt)

@@ -1,9 +1,23 @@
 """``ClassWeightTuner``: a scikit-learn meta-estimator that tunes per-class decision weights.
 
-predict(X) = classes_[argmax(estimator_.predict_proba(X) * weights_)], with ``weights_`` fitted by
-:func:`logitkit.thresholds.fit_class_weights` on held-out probabilities: the fit data itself for
-``cv="prefit"`` (pass data the estimator was NOT trained on), or out-of-fold probabilities from
-``cross_val_predict`` for an integer ``cv`` (the estimator is then refitted on all the data).
+predict(X) = classes_[argmax(q(X) * weights_)] where q(X) is the wrapped estimator's
+``predict_proba(X)``, or for a model with only ``decision_function`` (e.g. ``LinearSVC``) the
+softmax of its scores (binary: of ``[0, s]``), so the weights act as additive offsets ``log w``.
+``weights_`` come from :func:`logitkit.thresholds.fit_class_weights` on held-out scores:
+
+* ``cv`` a number of folds (default 5) or any scikit-learn splitter: out-of-fold scores from
+  ``cross_val_predict``, then the estimator is refitted on all the data. This survives ``clone``
+  (``cross_val_score``, ``GridSearchCV``, pipelines).
+* ``cv="prefit"``: the estimator is already fitted and ``fit(X, y)`` only tunes the weights on
+  (X, y), which must be data the estimator was NOT trained on. ``clone`` un-fits a plain estimator,
+  so for cloning code wrap the model first: ``ClassWeightTuner(FrozenEstimator(model),
+  cv="prefit")`` (``sklearn.frozen.FrozenEstimator``, scikit-learn >= 1.6).
+
+With ``cv="prefit"`` the validation labels may lack some of the estimator's classes: those keep
+their weight while the others are tuned (see ``fit_class_weights``); a label the estimator does
+not know is an error. ``predict_proba`` returns ``p * w`` renormalised (the posterior under the
+prior change ``w``; exact for prior-ratio weights, a reading of tuned ones), so that its argmax is
+``predict``; the wrapped model's own probabilities are ``estimator_.predict_proba``.
 
 scikit-learn is an optional extra (``pip install logitkit[sklearn]``). Without it this module still
 imports, and creating a ``ClassWeightTuner`` raises an ImportError that says what to install.
@@ -15,12 +29,16 @@ from typing import Any
 
 import numpy as np
 
-from logitkit.thresholds.search import apply_class_weights, fit_class_weights
+from logitkit._utils import require
+from logitkit.thresholds.search import _fit
 
 try:
-    from sklearn.base import BaseEstimator, ClassifierMixin, clone
-    from sklearn.model_selection import cross_val_predict
-    from sklearn.utils.validation import check_is_fitted
+    from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clone
+    from sklearn.model_selection import check_cv, cross_val_predict
+    from sklearn.utils import get_tags, indexable
+    from sklearn.utils.metaestimators import available_if
+    from sklearn.utils.multiclass import check_classification_targets
+    from sklearn.utils.validation import check_is_fitted, column_or_1d, has_fit_parameter
 
     _MISSING: ImportError | None = None
 except ImportError as error:  # the class below must still be definable
@@ -32,58 +50,164 @@ except ImportError as error:  # the class below must still be definable
     class ClassifierMixin:  # type: ignore[no-redef]
         """Stand-in so the module imports without scikit-learn; never instantiated."""
 
+    class MetaEstimatorMixin:  # type: ignore[no-redef]
+        """Stand-in so the module imports without scikit-learn; never instantiated."""
+
+    def available_if(check: Any) -> Any:  # type: ignore[no-redef]
+        return lambda method: method
+
 
 def _require_sklearn() -> None:
-    if _MISSING is not None:
-        raise ImportError(
-            "ClassWeightTuner needs scikit-learn: pip install 'logitkit[sklearn]' "
-            f"(import failed: {_MISSING})"
-        )
+    if _MISSING is not None:  # raises MissingExtra (an ImportError) naming the extra
+        require("sklearn", extra="sklearn", purpose="ClassWeightTuner")
 
 
-class ClassWeightTuner(ClassifierMixin, BaseEstimator):
-    """Wrap a probabilistic classifier; predict ``argmax(predict_proba(X) * weights_)``.
+def _response(estimator: Any, response_method: str) -> str:
+    """The estimator's method that gives the scores: predict_proba or decision_function."""
+    if response_method not in ("auto", "predict_proba", "decision_function"):
+        raise ValueError("response_method must be 'auto', 'predict_proba' or "
+                         f"'decision_function', got {response_method!r}")
+    wanted = (["predict_proba", "decision_function"] if response_method == "auto"
+              else [response_method])
+    for name in wanted:
+        if hasattr(estimator, name):
+            return name
+    raise ValueError(f"{type(estimator).__name__} has no {' or '.join(wanted)}")
 
-    Parameters: ``estimator`` (has ``predict_proba``), ``metric`` ("accuracy" or "macro_f1"),
-    ``method`` ("coordinate" exact, or "powell" baseline), ``cv`` ("prefit" or a number of folds
-    or any scikit-learn splitter). Fitted attributes: ``estimator_``, ``classes_``, ``weights_``.
+
+def _as_probs(scores: np.ndarray, response: str) -> np.ndarray:
+    """Non-negative scores for ``argmax(p * w)``: probabilities as they are, decision scores
+    through a softmax (binary: of ``[0, s]``)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if response == "predict_proba":
+        return scores
+    if scores.ndim == 1:
+        scores = np.stack([np.zeros_like(scores), scores], axis=1)
+    shifted = scores - scores.max(axis=1, keepdims=True)
+    with np.errstate(under="ignore"):
+        exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def _uses_decision_function(tuner: ClassWeightTuner) -> bool:
+    return _response(tuner.estimator, tuner.response_method) == "decision_function"
+
+
+def _uses_predict_proba(tuner: ClassWeightTuner) -> bool:
+    return _response(tuner.estimator, tuner.response_method) == "predict_proba"
+
+
+class ClassWeightTuner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
+    """Wrap a classifier; predict ``argmax(scores(X) * weights_)`` (see the module docstring).
+
+    Parameters: ``estimator``; ``metric`` ("accuracy" or "macro_f1"); ``method`` ("auto",
+    "exact", "coordinate" or "powell", as in ``fit_class_weights``); ``cv`` (folds, a splitter,
+    or "prefit"); ``shrink`` (None, a number in [0, 1] or "cv": the over-fitting guard of
+    ``fit_class_weights``, toward plain argmax); ``response_method`` ("auto": predict_proba if the
+    estimator has it, else decision_function); ``random_state`` (restarts and shrinkage folds).
+    Fitted attributes: ``estimator_``, ``classes_``, ``weights_``, ``shrink_`` (the shrinkage
+    applied), ``n_features_in_`` (and ``feature_names_in_``) when the estimator has them.
+
+    >>> from sklearn.datasets import load_wine
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> X, y = load_wine(return_X_y=True)
+    >>> tuner = ClassWeightTuner(LogisticRegression(max_iter=5000), cv=3).fit(X, y)
+    >>> tuner.weights_.shape
+    (3,)
     """
 
-    def __init__(self, estimator: Any, *, metric: str = "accuracy", method: str = "coordinate",
-                 cv: Any = "prefit") -> None:
+    def __init__(self, estimator: Any, *, metric: str = "accuracy", method: str = "auto",
+                 cv: Any = 5, shrink: float | str | None = None, response_method: str = "auto",
+                 random_state: int = 0) -> None:
         _require_sklearn()
         self.estimator = estimator
         self.metric = metric
         self.method = method
         self.cv = cv
+        self.shrink = shrink
+        self.response_method = response_method
+        self.random_state = random_state
 
-    def fit(self, X: Any, y: Any) -> ClassWeightTuner:
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> ClassWeightTuner:
+        """Tune ``weights_`` on held-out scores of (X, y) and keep a fitted ``estimator_``.
+
+        ``sample_weight`` (optional) weighs the samples in the estimator's fit (which must
+        accept it) and in the tuned metric.
+        """
         _require_sklearn()
-        y = np.asarray(y)
-        if y.ndim != 1:
-            raise ValueError(f"y must be 1-D class labels, got shape {y.shape}")
-        self.classes_, y_index = np.unique(y, return_inverse=True)
+        if y is None:
+            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y "
+                             "is None")
+        X, y = indexable(X, y)
+        y = column_or_1d(y, warn=True)
+        check_classification_targets(y)
+        response = _response(self.estimator, self.response_method)
+        fit_params = {}
+        if sample_weight is not None:
+            if not has_fit_parameter(self.estimator, "sample_weight"):
+                raise ValueError(f"{type(self.estimator).__name__}.fit does not accept "
+                                 "sample_weight")
+            fit_params["sample_weight"] = np.asarray(sample_weight, dtype=np.float64)
         if self.cv == "prefit":
             check_is_fitted(self.estimator)
             self.estimator_ = self.estimator
-            probs = self.estimator_.predict_proba(X)
+            self.classes_ = np.asarray(self.estimator_.classes_)
+            y_index = np.searchsorted(self.classes_, y)
+            unknown = (y_index >= self.classes_.size) | (
+                self.classes_[np.minimum(y_index, self.classes_.size - 1)] != y)
+            if np.any(unknown):
+                raise ValueError(f"y has label(s) {np.unique(y[unknown]).tolist()} that the "
+                                 f"fitted estimator does not know ({self.classes_.tolist()})")
+            scores = getattr(self.estimator_, response)(X)
         else:
-            probs = cross_val_predict(clone(self.estimator), X, y, cv=self.cv,
-                                      method="predict_proba")
-            self.estimator_ = clone(self.estimator).fit(X, y)
-        known = np.asarray(self.estimator_.classes_)
-        if known.shape != self.classes_.shape or np.any(known != self.classes_):
-            raise ValueError(
-                f"the estimator knows classes {known.tolist()} but y has classes "
-                f"{self.classes_.tolist()}; they must be the same"
-            )
-        self.weights_ = fit_class_weights(probs, y_index, metric=self.metric, method=self.method)
+            self.classes_, y_index = np.unique(y, return_inverse=True)
+            cv = check_cv(self.cv, y, classifier=True)
+            scores = cross_val_predict(clone(self.estimator), X, y, cv=cv, method=response,
+                                       params=fit_params)
+            self.estimator_ = clone(self.estimator).fit(X, y, **fit_params)
+        if self.classes_.size < 2:
+            raise ValueError(f"{type(self).__name__} needs at least 2 classes in y, got "
+                             f"{self.classes_.tolist()}")
+        fitted = _fit(_as_probs(scores, response), y_index, metric=self.metric,
+                      method=self.method, sample_weight=fit_params.get("sample_weight"),
+                      train_prior=None, shrink=self.shrink, folds=5, restarts=None,
+                      max_rounds=100, random_state=self.random_state)
+        self.weights_, self.shrink_ = fitted.weights, fitted.shrink
+        for name in ("n_features_in_", "feature_names_in_"):
+            if hasattr(self.estimator_, name):
+                setattr(self, name, getattr(self.estimator_, name))
         return self
 
-    def predict_proba(self, X: Any) -> np.ndarray:
-        """The wrapped estimator's probabilities (the weights change decisions, not these)."""
+    def _weighted(self, X: Any) -> np.ndarray:
         check_is_fitted(self, "weights_")
-        return self.estimator_.predict_proba(X)
+        response = _response(self.estimator_, self.response_method)
+        return _as_probs(getattr(self.estimator_, response)(X), response) * self.weights_
 
     def predict(self, X: Any) -> np.ndarray:
-        return self.classes_[apply_class_weights(self.predict_proba(X), self.weights_)]
+        """``classes_[argmax(scores * weights_)]`` (ties: the first class)."""
+        best = np.argmax(self._weighted(X), axis=1)  # checks fitted first
+        return self.classes_[best]
+
+    @available_if(_uses_predict_proba)
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """``p * weights_`` renormalised per row (its argmax is ``predict``)."""
+        weighted = self._weighted(X)
+        total = weighted.sum(axis=1, keepdims=True)
+        return weighted / np.where(total > 0, total, 1.0)
+
+    @available_if(_uses_decision_function)
+    def decision_function(self, X: Any) -> np.ndarray:
+        """The estimator's decision scores plus ``log weights_`` (binary: plus
+        ``log(w_1 / w_0)``), so their argmax (binary: their sign) is ``predict``."""
+        check_is_fitted(self, "weights_")
+        scores = np.asarray(self.estimator_.decision_function(X), dtype=np.float64)
+        with np.errstate(divide="ignore"):  # a Powell weight can be 0
+            offsets = np.log(self.weights_)
+        if scores.ndim == 1:
+            return scores + (offsets[1] - offsets[0])
+        return scores + offsets
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = get_tags(self.estimator).input_tags.sparse
+        return tags

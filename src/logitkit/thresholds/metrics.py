@@ -1,9 +1,13 @@
 """Decision metrics and input checks shared by the threshold and class-weight searches.
 
-Conventions: ``labels`` are integer class ids in ``[0, n)``; ``preds`` likewise.
+Conventions: ``labels`` are integer class ids in ``[0, n)``; ``preds`` likewise; ``weights`` are
+per-sample weights (``None``: every sample counts 1).
 
-* accuracy  = (1/N) sum_i [pred_i == y_i]
-* macro-F1  = (1/n) sum_c F1_c,  F1_c = 2 TP_c / (#pred_c + #true_c)   (0 when both counts are 0)
+* accuracy  = sum_i s_i [pred_i == y_i] / sum_i s_i
+* macro-F1  = mean over the classes PRESENT in ``labels`` (positive weighted count) of F1_c,
+  F1_c = 2 TP_c / (#pred_c + #true_c)   (weighted counts; a class absent from the labels would
+  add a constant 0, so it is left out, as in scikit-learn's ``f1_score(average="macro")`` when
+  the class is not predicted either)
 * binary F1 = F1 of the positive class (label 1)
 """
 
@@ -22,14 +26,25 @@ def f1_from_counts(tp: np.ndarray, predicted: np.ndarray, actual: np.ndarray) ->
     return np.where(denominator > 0, 2.0 * tp / safe, 0.0)
 
 
-def class_metric(labels: np.ndarray, preds: np.ndarray, n_classes: int, metric: str) -> float:
+def class_metric(labels: np.ndarray, preds: np.ndarray, n_classes: int, metric: str,
+                 weights: np.ndarray | None = None) -> float:
     """``metric`` ("accuracy" or "macro_f1") of integer predictions against integer labels."""
+    hit = np.flatnonzero(preds == labels)
     if metric == "accuracy":
-        return float(np.count_nonzero(preds == labels)) / labels.size
-    tp = np.bincount(labels[np.flatnonzero(preds == labels)], minlength=n_classes)
-    predicted = np.bincount(preds, minlength=n_classes)
-    actual = np.bincount(labels, minlength=n_classes)
-    return float(f1_from_counts(tp, predicted, actual).sum()) / n_classes
+        if weights is None:
+            return float(hit.size) / labels.size
+        return float(weights[hit].sum() / weights.sum())
+    tp = np.bincount(labels[hit], weights=None if weights is None else weights[hit],
+                     minlength=n_classes)
+    predicted = np.bincount(preds, weights=weights, minlength=n_classes)
+    actual = np.bincount(labels, weights=weights, minlength=n_classes)
+    return float(f1_from_counts(tp, predicted, actual)[actual > 0].mean())
+
+
+def present_classes(labels: np.ndarray, n_classes: int,
+                    weights: np.ndarray | None = None) -> np.ndarray:
+    """Mask of the classes with a positive (weighted) count in ``labels``."""
+    return np.bincount(labels, weights=weights, minlength=n_classes) > 0
 
 
 def binary_metric(labels: np.ndarray, preds: np.ndarray, metric: str) -> float:
@@ -63,24 +78,31 @@ def as_int_labels(labels: object, name: str = "labels") -> np.ndarray:
     raise TypeError(f"{name} must be integer class ids, got dtype {array.dtype}")
 
 
+def check_probs(probs: object, name: str = "probs") -> np.ndarray:
+    """Validate a (N, n) matrix of finite non-negative scores (N >= 1, n >= 2)."""
+    p = np.asarray(probs, dtype=np.float64)
+    if p.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (samples, classes), got shape {p.shape}")
+    if p.shape[0] == 0:
+        raise ValueError(f"{name} has no rows; at least one sample is needed")
+    if p.shape[1] < 2:
+        raise ValueError(f"{name} needs at least 2 class columns, got {p.shape[1]}")
+    if not np.all(np.isfinite(p)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    if np.any(p < 0):
+        raise ValueError(f"{name} must be non-negative (probabilities or other non-negative "
+                         "scores)")
+    return p
+
+
 def check_probs_labels(probs: object, labels: object) -> tuple[np.ndarray, np.ndarray]:
-    """Validate a (N, n) score matrix and N labels in [0, n) with every class present.
+    """Validate a (N, n) score matrix and N labels in [0, n), at least two classes present.
 
     Scores need not be normalised (rows need not sum to 1): the decision rule argmax(p * w) only
     compares products, so any finite non-negative scores work. Negative scores are rejected
     because a positive weight would then reverse their order.
     """
-    p = np.asarray(probs, dtype=np.float64)
-    if p.ndim != 2:
-        raise ValueError(f"probs must be 2-D (samples, classes), got shape {p.shape}")
-    if p.shape[0] == 0:
-        raise ValueError("probs has no rows; at least one sample is needed")
-    if p.shape[1] < 2:
-        raise ValueError(f"probs needs at least 2 class columns, got {p.shape[1]}")
-    if not np.all(np.isfinite(p)):
-        raise ValueError("probs contains NaN or infinite values")
-    if np.any(p < 0):
-        raise ValueError("probs must be non-negative (probabilities or other non-negative scores)")
+    p = check_probs(probs)
     y = as_int_labels(labels)
     if y.shape[0] != p.shape[0]:
         raise ValueError(f"labels has {y.shape[0]} entries but probs has {p.shape[0]} rows")
@@ -88,13 +110,24 @@ def check_probs_labels(probs: object, labels: object) -> tuple[np.ndarray, np.nd
     if y.min() < 0 or y.max() >= n:
         bad = y[(y < 0) | (y >= n)][0]
         raise ValueError(f"labels must lie in [0, {n}) for {n} classes, found {bad}")
-    missing = np.flatnonzero(np.bincount(y, minlength=n) == 0)
-    if missing.size:
-        raise ValueError(
-            f"class(es) {missing.tolist()} have no sample in labels; every class must be present "
-            "to tune its weight"
-        )
+    if y.min() == y.max():
+        raise ValueError(f"every label is {y[0]}; at least two classes must be present to tune "
+                         "their weights")
     return p, y
+
+
+def check_sample_weight(sample_weight: object, size: int) -> np.ndarray | None:
+    """None, or a 1-D array of ``size`` finite non-negative weights with a positive sum."""
+    if sample_weight is None:
+        return None
+    s = np.asarray(sample_weight, dtype=np.float64)
+    if s.shape != (size,):
+        raise ValueError(f"sample_weight must have shape ({size},), got {s.shape}")
+    if not np.all(np.isfinite(s)) or np.any(s < 0):
+        raise ValueError("sample_weight must be finite and non-negative")
+    if s.sum() <= 0:
+        raise ValueError("sample_weight sums to 0; at least one sample must count")
+    return s
 
 
 def check_scores_binary(scores: object, labels: object) -> tuple[np.ndarray, np.ndarray]:

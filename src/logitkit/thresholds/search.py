@@ -1,69 +1,299 @@
-"""Exact decision thresholds and per-class decision weights.
+"""Exact decision thresholds and per-class decision weights, fitted on validation data.
 
 Binary: predict 1 iff ``score >= t``; :func:`fit_threshold` finds the best ``t`` exactly.
 
-Multi-class: predict ``argmax_j p_ij w_j`` with ties going to the LOWEST index (like
-``np.argmax``); :func:`fit_class_weights` tunes ``w`` for accuracy or macro-F1.
+Multi-class: predict ``argmax_j p_ij w_j`` (ties: the LOWEST index, like ``np.argmax``) with
+positive weights; :func:`fit_class_weights` tunes ``w`` for accuracy or macro-F1. Weights are
+scale-invariant; the search runs on log-weights ``v = log w`` (see :mod:`._coordinate`). Methods:
 
-Exact coordinate ascent ("coordinate"): with every weight but ``w_k`` fixed, let
-``m_i = max_{j != k} p_ij w_j`` and ``r_i`` its (lowest) argmax. Sample ``i`` with ``p_ik > 0``
-predicts ``k`` when ``w_k > b_i = m_i / p_ik`` and ``r_i`` when ``w_k < b_i``; samples with
-``p_ik = 0`` do not depend on ``w_k``. So the metric is piecewise constant in ``w_k`` with
-breakpoints ``b_i``: sort them once, sweep them in increasing order updating the confusion counts
-incrementally (cumulative sums), and set ``w_k`` to the midpoint of the best open interval
-(below the smallest breakpoint: half of it; above the largest: twice it). Sweep the classes in turn
-until a full round brings no gain (or ``max_rounds``). ``m_i`` and ``r_i`` come from the two best
-weighted scores of each row, kept up to date as weights change (a row is searched again only where
-``w_k`` went down and ``k`` was one of its two best). For accuracy only rows labelled ``k`` or
-``r_i`` change the count, so only their breakpoints are sorted (values only, no permutation); for
-macro-F1 every row with ``p_ik > 0`` moves the counts of ``k`` and ``r_i`` and is swept. Each round
-costs O(n N log N).
-Weights are kept positive (w_k = 0 is not searched). They start at 1 (plain argmax) and a change is
-kept only if the metric, recomputed with the real decision rule, rises, so the result is never
-worse than argmax on the data it was fitted on. It is a coordinate-wise optimum, not necessarily
-the global one. Multiplicative weights are scale-invariant; the result is divided by the power of
-two that brings ``max(w)`` into ``[1, 2)``: a power of two scales every product ``p_ij w_j``
-exactly, so exact ties between classes, and with them every decision, stay as they were fitted.
+* ``"exact"`` (n <= 3): the global optimum. n = 2 is one sweep of a threshold on the ratio
+  ``p_i1 / p_i0``; n = 3 enumerates the cells of the arrangement the rule induces, O(N^2 log N)
+  (:mod:`._cells`).
+* ``"coordinate"``: exact coordinate ascent (the best weight of one class at a time, found by a
+  sorted sweep of its breakpoints) from plain argmax, from the prior ratio ``pi_val / pi_train``
+  when ``train_prior`` is given, then ``restarts`` more times from random perturbations of the
+  best point so far. A coordinate-wise optimum, best of several starts: NOT guaranteed global
+  (maximising accuracy over the weights of many classes is a maximum feasible subsystem problem,
+  for which no efficient exact method is known).
+* ``"auto"`` (default): ``"exact"`` for n = 2, and for n = 3 up to ``EXACT_AUTO_ROWS`` rows;
+  ``"coordinate"`` otherwise.
+* ``"powell"``: seed 002's recipe as written (:mod:`._powell`), a baseline.
 
-Powell baseline ("powell"): the original recipe, ``scipy.optimize.minimize(method="Powell")`` of
-``-metric(argmax(p * tanh(x)))`` over ``x``, starting from ``x = 1`` (all weights equal to
-``tanh(1)``, i.e. plain argmax); the weights returned are ``tanh(x*)`` as they are, not
-normalised (they may be negative). The original code was not available offline: the
-parametrisation t = tanh(x) follows the issue's description; the start x = 1 is our choice (at
-x = 0 every weight would be 0 and every sample would go to class 0).
+Every method but Powell returns the CENTRE of the decision cell it found (:func:`._cells.centre`):
+the weights that keep every validation decision with the largest log-margin, divided by their
+maximum (so ``max(w) == 1``). Weights stay within a ratio of e^700 (~1e304) of each other, so they
+remain normal floats; a decision that needs a larger ratio is out of reach.
+
+Over-fitting: the tuned weights fit the validation set; with a few hundred samples they fit its
+noise too. ``shrink`` moves them toward the prior ratio (or toward plain argmax), by a fixed amount
+or by the amount that does best out of fold (``shrink="cv"``, :mod:`._guard`). A model that is
+already calibrated for the deployment distribution cannot gain accuracy from any weights: argmax
+of calibrated probabilities is the Bayes decision for accuracy, and under a pure change of class
+priors the Bayes decision is the prior-ratio rule ``argmax p * pi_val / pi_train`` (Saerens et al.,
+Neural Computation 2002). Tuning pays only where the model is mis-calibrated class by class, or
+for metrics such as macro-F1 whose best decisions are not argmax even for calibrated scores.
 """
 
 from __future__ import annotations
 
-import numpy as np
-from scipy.optimize import minimize
+from dataclasses import dataclass, field
 
+import numpy as np
+
+from logitkit.thresholds._cells import best_cells, centre
+from logitkit.thresholds._coordinate import (
+    MIN_GAIN,
+    coordinate_ascent,
+    log_probs,
+    predict_log,
+)
+from logitkit.thresholds._guard import choose_shrink, shrunk
 from logitkit.thresholds.metrics import (
     BINARY_METRICS,
     CLASS_METRICS,
     check_metric,
+    check_probs,
     check_probs_labels,
+    check_sample_weight,
     check_scores_binary,
     class_metric,
     f1_from_counts,
+    present_classes,
 )
 
-METHODS = ("coordinate", "powell")
-# A candidate must beat the current metric by more than this to be taken (float noise guard).
-_MIN_GAIN = 1e-12
+METHODS = ("auto", "exact", "coordinate", "powell")
+# "auto" runs the exact O(N^2 log N) search for 3 classes up to this many rows.
+EXACT_AUTO_ROWS = 1000
+# Restarts of the coordinate ascent by default: min(MAX_RESTARTS, RESTART_ROWS // N). Many on
+# small sets (each is cheap, and a trap costs a few samples: a large share of the metric), none
+# from RESTART_ROWS rows on (each costs O(n N log N) per round; a trap costs O(1/N)).
+RESTART_ROWS = 16_000
+MAX_RESTARTS = 16
+# Standard deviations of the log-weight perturbations of the restarts, used in turn (local moves
+# and long jumps).
+RESTART_SCALES = (0.5, 1.0, 2.0, 4.0)
+# Cells of the exact search realised and compared (by the decision rule and the margin).
+KEEP_CELLS = 32
 
 
 def apply_class_weights(probs: object, weights: object) -> np.ndarray:
-    """Predictions ``argmax_j probs[i, j] * weights[j]`` (ties: lowest index)."""
-    p = np.asarray(probs, dtype=np.float64)
+    """Predictions ``argmax_j probs[i, j] * weights[j]`` (ties: lowest index).
+
+    ``probs``: (N, n) finite non-negative scores; ``weights``: n finite non-negative numbers.
+    """
+    p = check_probs(probs)
     w = np.asarray(weights, dtype=np.float64)
-    if p.ndim != 2:
-        raise ValueError(f"probs must be 2-D (samples, classes), got shape {p.shape}")
     if w.shape != (p.shape[1],):
         raise ValueError(f"weights must have shape ({p.shape[1]},) to match probs, got {w.shape}")
-    if not (np.all(np.isfinite(p)) and np.all(np.isfinite(w))):
-        raise ValueError("probs and weights must be finite")
+    if not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise ValueError("weights must be finite and non-negative")
     return np.argmax(p * w, axis=1)
+
+
+def class_prior(labels: object, n_classes: int, sample_weight: object = None) -> np.ndarray:
+    """Class frequencies ``(count_c + 1/2) / (N + n/2)`` (Jeffreys smoothing: never 0).
+
+    >>> class_prior([0, 0, 1], 3).round(3).tolist()
+    [0.556, 0.333, 0.111]
+    """
+    y = np.asarray(labels, dtype=np.int64)
+    sw = check_sample_weight(sample_weight, y.size)
+    counts = np.bincount(y, weights=sw, minlength=n_classes).astype(np.float64)
+    return (counts + 0.5) / (counts.sum() + n_classes / 2)
+
+
+def prior_ratio_weights(train_prior: object, target_prior: object) -> np.ndarray:
+    """Weights ``target_prior / train_prior`` (normalised so ``max(w) == 1``).
+
+    For a model calibrated on data with class prior ``train_prior``, ``argmax(p * w)`` is the Bayes
+    decision for accuracy on data whose prior is ``target_prior`` and whose classes look the same
+    (a label shift). Both priors are normalised to sum 1.
+
+    >>> prior_ratio_weights([0.5, 0.5], [0.8, 0.2]).tolist()
+    [1.0, 0.25]
+    """
+    train = _check_prior(train_prior, "train_prior")
+    target = _check_prior(target_prior, "target_prior", size=train.size)
+    ratio = target / train
+    return ratio / ratio.max()
+
+
+def _check_prior(prior: object, name: str, size: int | None = None) -> np.ndarray:
+    q = np.asarray(prior, dtype=np.float64)
+    if q.ndim != 1 or (size is not None and q.size != size):
+        wanted = f"({size},)" if size is not None else "1-D"
+        raise ValueError(f"{name} must have shape {wanted}, got {q.shape}")
+    if not np.all(np.isfinite(q)) or np.any(q <= 0):
+        raise ValueError(f"{name} must be finite and positive (class frequencies or counts)")
+    return q / q.sum()
+
+
+def fit_class_weights(
+    probs: object,
+    labels: object,
+    *,
+    metric: str = "accuracy",
+    method: str = "auto",
+    sample_weight: object = None,
+    train_prior: object = None,
+    shrink: float | str | None = None,
+    folds: int = 5,
+    restarts: int | None = None,
+    max_rounds: int = 100,
+    random_state: int = 0,
+) -> np.ndarray:
+    """Per-class weights ``w`` (n,) maximising ``metric`` of ``argmax(probs * w)`` on the data.
+
+    ``probs``: (N, n) finite non-negative scores (need not sum to 1); ``labels``: N ids in
+    [0, n), at least two classes present (a class with no sample keeps its starting weight while
+    the others are tuned around it). ``metric``: "accuracy" or "macro_f1" (the mean F1 of the
+    classes present). ``method``: "auto", "exact" (n <= 3, global optimum), "coordinate" (best of
+    several coordinate ascents, not guaranteed global) or "powell" (seed 002's baseline, weights
+    returned as it gives them); see the module docstring. ``sample_weight``: N non-negative weights
+    of the samples in the metric. ``train_prior``: the class frequencies (or counts) the model was
+    trained on: the prior ratio ``pi_val / pi_train`` (``pi_val`` from ``labels``, smoothed by
+    :func:`class_prior`) is then a starting point and the shrinkage target. ``shrink``: None (no
+    guard), a number in [0, 1] (``log w = shrink * log w_target + (1 - shrink) * log w_tuned``) or
+    "cv" (the amount chosen on ``folds`` stratified folds; see :mod:`._guard`). ``restarts``:
+    perturbed restarts of the coordinate ascent (default ``min(16, 16000 // N)``);
+    ``max_rounds`` bounds each ascent; ``random_state`` seeds restarts and folds.
+
+    >>> p = [[.33, .44, .22], [.4, .2, .4], [.18, .55, .27]]
+    >>> w = fit_class_weights(p, [0, 2, 1])  # exact for 3 classes: all three right
+    >>> apply_class_weights(p, w).tolist()
+    [0, 2, 1]
+    """
+    return _fit(probs, labels, metric=metric, method=method, sample_weight=sample_weight,
+                train_prior=train_prior, shrink=shrink, folds=folds, restarts=restarts,
+                max_rounds=max_rounds, random_state=random_state).weights
+
+
+@dataclass
+class WeightFit:
+    """Weights and how they were chosen: ``shrink`` applied, out-of-fold metric of each amount."""
+
+    weights: np.ndarray
+    shrink: float = 0.0
+    cv_scores: dict[float, float] = field(default_factory=dict)
+
+
+def _fit(probs: object, labels: object, *, metric: str, method: str, sample_weight: object,
+         train_prior: object, shrink: float | str | None, folds: int, restarts: int | None,
+         max_rounds: int, random_state: int) -> WeightFit:
+    check_metric(metric, CLASS_METRICS)
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if max_rounds < 1:
+        raise ValueError(f"max_rounds must be >= 1, got {max_rounds}")
+    if restarts is not None and restarts < 0:
+        raise ValueError(f"restarts must be >= 0, got {restarts}")
+    p, y = check_probs_labels(probs, labels)
+    sw = check_sample_weight(sample_weight, y.size)
+    n = p.shape[1]
+    if method == "exact" and n > 3:
+        raise ValueError(f"method='exact' finds the global optimum for at most 3 classes, got {n};"
+                         " use 'auto' or 'coordinate'")
+    prior = None if train_prior is None else _check_prior(train_prior, "train_prior", size=n)
+    rng = np.random.default_rng(random_state)
+
+    def tune(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        sub_w = None if sw is None else sw[rows]
+        target = (np.zeros(n) if prior is None
+                  else np.log(prior_ratio_weights(prior, class_prior(y[rows], n, sub_w))))
+        v = _tune(p[rows], y[rows], sub_w, metric, method, target, restarts, max_rounds, rng)
+        return v, target
+
+    if shrink is None:
+        if method == "powell":  # as the seed returns them, not normalised
+            from logitkit.thresholds._powell import seed_powell
+
+            return WeightFit(seed_powell(p, y, metric, sw))
+        return WeightFit(_to_weights(tune(np.arange(y.size))[0]))
+    if isinstance(shrink, str):
+        if shrink != "cv":
+            raise ValueError(f"shrink must be None, a number in [0, 1] or 'cv', got {shrink!r}")
+        if not 2 <= folds <= y.size:
+            raise ValueError(f"folds must be in [2, {y.size}] (the number of samples), got {folds}")
+        lam, scores = choose_shrink(p, y, sw, metric, tune, folds, rng)
+    else:
+        lam, scores = float(shrink), {}
+        if not 0 <= lam <= 1:
+            raise ValueError(f"shrink must be in [0, 1], got {shrink}")
+    v_tuned, v_target = tune(np.arange(y.size))
+    return WeightFit(_to_weights(shrunk(v_tuned, v_target, lam)), lam, scores)
+
+
+def _to_weights(v: np.ndarray) -> np.ndarray:
+    """``exp(v - max v)``: the largest weight is exactly 1 (zeros stay zeros)."""
+    finite = v[np.isfinite(v)]
+    with np.errstate(under="ignore"):
+        return np.exp(v - finite.max())
+
+
+def _default_restarts(rows: int) -> int:
+    return min(MAX_RESTARTS, RESTART_ROWS // rows)
+
+
+def _tune(p: np.ndarray, y: np.ndarray, sw: np.ndarray | None, metric: str, method: str,
+          target: np.ndarray, restarts: int | None, max_rounds: int,
+          rng: np.random.Generator) -> np.ndarray:
+    """Tuned log-weights (``-inf`` for a weight of 0, Powell only)."""
+    n = p.shape[1]
+    if method == "powell":
+        from logitkit.thresholds._powell import seed_powell
+
+        return log_probs(seed_powell(p, y, metric, sw))
+    L = log_probs(p)
+    tuned = np.flatnonzero(present_classes(y, n, sw))
+    free = min(tuned.size, n - 1)  # dimensions of the search (weights are scale-invariant)
+    if method == "auto":
+        exact = free <= 1 or (n == 3 and y.size <= EXACT_AUTO_ROWS)
+        method = "exact" if exact else "coordinate"
+    starts = [np.zeros(n)] if not np.any(target) else [np.zeros(n), target]
+    if method == "exact" and free <= 1:  # one sweep of one weight covers every ratio
+        v, _ = coordinate_ascent(L, y, sw, metric, np.zeros(n), tuned[-1:], 1)
+        return _centred(L, p, y, sw, metric, [predict_log(L, v)], v)
+    count = _default_restarts(y.size) if restarts is None else restarts
+    v = _multi_start(L, y, sw, metric, starts, tuned, count, max_rounds, rng)
+    # classes without samples keep their relative weights: centring would move them
+    can_centre = n - tuned.size <= 1
+    cells = [predict_log(L, v)] if can_centre else []
+    if method == "exact":
+        cells = [pred for _, pred in best_cells(L, y, sw, metric, KEEP_CELLS)] + cells
+    return _centred(L, p, y, sw, metric, cells, v)
+
+
+def _multi_start(L: np.ndarray, y: np.ndarray, sw: np.ndarray | None, metric: str,
+                 starts: list[np.ndarray], tuned: np.ndarray, restarts: int, max_rounds: int,
+                 rng: np.random.Generator) -> np.ndarray:
+    """Best coordinate-wise optimum from ``starts``, then from ``restarts`` random perturbations
+    of the best point so far (normal, in log, standard deviations RESTART_SCALES in turn)."""
+    best_v, best_value = starts[0], -np.inf
+    mask = np.zeros(L.shape[1])
+    mask[tuned] = 1.0
+    for index in range(len(starts) + restarts):
+        scale = RESTART_SCALES[index % len(RESTART_SCALES)]
+        start = (starts[index] if index < len(starts)
+                 else best_v + mask * rng.normal(0.0, scale, L.shape[1]))
+        v, value = coordinate_ascent(L, y, sw, metric, start, tuned, max_rounds)
+        if value > best_value + MIN_GAIN:
+            best_v, best_value = v, value
+    return best_v
+
+
+def _centred(L: np.ndarray, p: np.ndarray, y: np.ndarray, sw: np.ndarray | None, metric: str,
+             cells: list[np.ndarray], fallback: np.ndarray) -> np.ndarray:
+    """Among the centres of ``cells`` and ``fallback`` itself, the log-weights that score best by
+    the decision rule ``argmax(p * w)``; among equals, the one with the largest margin."""
+    options = [(fallback, 0.0)]
+    for pred in cells:
+        found = centre(L, pred)
+        if found is not None:
+            options.append(found)
+    n = p.shape[1]
+    scored = [(class_metric(y, np.argmax(p * _to_weights(v), axis=1), n, metric, sw), margin, i)
+              for i, (v, margin) in enumerate(options)]
+    return options[max(scored)[2]][0]
 
 
 def fit_threshold(scores: object, labels: object, *, metric: str = "accuracy") -> float:
@@ -104,271 +334,3 @@ def fit_threshold(scores: object, labels: object, *, metric: str = "accuracy") -
     return float(middle if middle > low else high)  # any t in (low, high] gives this cut
 
 
-def fit_class_weights(
-    probs: object,
-    labels: object,
-    *,
-    metric: str = "accuracy",
-    method: str = "coordinate",
-    max_rounds: int = 100,
-    maxfev: int | None = None,
-) -> np.ndarray:
-    """Per-class weights ``w`` (n,) maximising ``metric`` of ``argmax(probs * w)`` on the data.
-
-    ``probs``: (N, n) finite non-negative scores (need not sum to 1); ``labels``: N ids in [0, n),
-    every class present. ``metric``: "accuracy" or "macro_f1". ``method``: "coordinate" (exact
-    coordinate ascent, at most ``max_rounds`` rounds over the classes) or "powell" (the scipy
-    baseline; ``maxfev`` caps its function evaluations, None = scipy's default). See the module
-    docstring for both algorithms and the tie rule.
-    """
-    check_metric(metric, CLASS_METRICS)
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if max_rounds < 1:
-        raise ValueError(f"max_rounds must be >= 1, got {max_rounds}")
-    p, y = check_probs_labels(probs, labels)
-    if method == "powell":
-        return _powell_weights(p, y, metric, maxfev)
-    return _coordinate_weights(p, y, metric, max_rounds)
-
-
-def _powell_weights(p: np.ndarray, y: np.ndarray, metric: str, maxfev: int | None) -> np.ndarray:
-    n = p.shape[1]
-
-    def negative_metric(x: np.ndarray) -> float:
-        return -class_metric(y, np.argmax(p * np.tanh(x), axis=1), n, metric)
-
-    options = {} if maxfev is None else {"maxfev": int(maxfev)}
-    result = minimize(negative_metric, np.ones(n), method="Powell", options=options)
-    return np.tanh(result.x)
-
-
-def _coordinate_weights(p: np.ndarray, y: np.ndarray, metric: str, max_rounds: int) -> np.ndarray:
-    n = p.shape[1]
-    weights = np.ones(n)
-    columns = np.ascontiguousarray(p.T)  # columns[k] = p[:, k], contiguous
-    own_rows = [np.flatnonzero((y == c) & (columns[c] > 0)) for c in range(n)]  # for accuracy
-    top = _top_two(p)  # of p * weights
-    current = class_metric(y, top[0], n, metric)
-    # every class is swept at least once; then stop once n - 1 sweeps in a row brought no gain
-    # (the class changed last is already at its best): a full round without gain, without
-    # re-sweeping the class that was just optimised
-    stale_sweeps, sweeps = 0, 0
-    while sweeps < max_rounds * n and (sweeps < n or stale_sweeps < n - 1):
-        k = sweeps % n
-        sweeps += 1
-        stale_sweeps += 1
-        rival, rival_score = _rival(top, k)
-        if metric == "accuracy":
-            candidate = _best_weight_accuracy(columns[k], rival, rival_score, y, top[0],
-                                              own_rows[k])
-        else:
-            candidate = _best_weight_macro_f1(columns[k], rival, rival_score, y, top[0], k, n)
-        if candidate is None or candidate[1] <= current + _MIN_GAIN:
-            continue
-        column = columns[k] * candidate[0]
-        new_top = _update_top_two(top, p, weights, column, k, candidate[0] < weights[k])
-        value = class_metric(y, new_top[0], n, metric)
-        if value > current:  # checked on the real decision rule, not only on the sweep
-            weights[k], top, current = candidate[0], new_top, value
-            stale_sweeps = 0
-    return weights / 2.0 ** np.floor(np.log2(weights.max()))
-
-
-def _top_two(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per row: index and value of the largest score and of the largest among the others.
-
-    Ties go to the lowest index, so ``argmax_{j != k}`` is the first unless ``k`` is the first.
-    """
-    rows = np.arange(scores.shape[0])
-    first = np.argmax(scores, axis=1)
-    first_score = scores[rows, first]
-    rest = scores.copy()
-    rest[rows, first] = -1.0  # scores are >= 0: the first cannot win again
-    second = np.argmax(rest, axis=1)
-    return first, first_score, second, rest[rows, second]
-
-
-def _update_top_two(
-    top: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-    p: np.ndarray,
-    weights: np.ndarray,
-    column: np.ndarray,
-    k: int,
-    decreased: bool,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``top = _top_two(p * weights)`` updated for ``w_k`` changing (``column = p[:, k] * w_k``).
-
-    The best other column ``o`` of a row is known (:func:`_rival`); where the new ``k`` beats it,
-    the top two are ``(k, o)``. Elsewhere ``o`` leads and the runner-up is ``k`` where ``k`` was in
-    the top two or beats the old second, else the old second. That is exact except where ``k`` was
-    in the top two, does not beat ``o`` and went down (the third column, not kept, may now pass
-    it): there ``o`` still leads, and only the runner-up is searched again. Rows are patched by
-    index (sparse).
-    """
-    first, _, second, second_score = top
-    other, other_score = _rival(top, k)
-    beats_other = _beats(column, other_score, other, k)
-    in_top = (first == k) | (second == k)
-    runner_up = np.flatnonzero((in_top | _beats(column, second_score, second, k)) & ~beats_other)
-    won = np.flatnonzero(beats_other)
-    new_first, new_first_score = other.copy(), other_score.copy()
-    new_second, new_second_score = second.copy(), second_score.copy()
-    new_first[won], new_first_score[won] = k, column[won]
-    new_second[won], new_second_score[won] = other[won], other_score[won]
-    new_second[runner_up], new_second_score[runner_up] = k, column[runner_up]
-    if decreased:
-        rows = np.flatnonzero(in_top & ~beats_other)
-        rest = p[rows] * weights
-        rest[:, k] = column[rows]
-        positions = np.arange(rows.size)
-        rest[positions, other[rows]] = -1.0  # scores are >= 0: o cannot be picked again
-        new_second[rows] = best_rest = np.argmax(rest, axis=1)
-        new_second_score[rows] = rest[positions, best_rest]
-    return new_first, new_first_score, new_second, new_second_score
-
-
-def _rival(
-    top: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per row: index ``r_i`` and value ``m_i`` of the best score among the columns other than k."""
-    first, first_score, second, second_score = top
-    rival, rival_score = first.copy(), first_score.copy()
-    rows = np.flatnonzero(first == k)
-    rival[rows], rival_score[rows] = second[rows], second_score[rows]
-    return rival, rival_score
-
-
-def _beats(column: np.ndarray, score: np.ndarray, index: np.ndarray, k: int) -> np.ndarray:
-    """Whether column ``k`` wins against column ``index`` in each row (ties: lower index wins)."""
-    wins = column > score
-    ties = np.flatnonzero(column == score)
-    wins[ties] = index[ties] > k
-    return wins
-
-
-def _best_weight_accuracy(
-    p_k: np.ndarray,
-    rival: np.ndarray,
-    rival_score: np.ndarray,
-    y: np.ndarray,
-    preds: np.ndarray,
-    gainers: np.ndarray,
-) -> tuple[float, float] | None:
-    """Best ``w_k`` for accuracy and its value (see :func:`_pick_interval`).
-
-    Raising ``w_k`` past ``b_i`` switches row ``i`` from ``r_i`` to ``k``: +1 if its label is
-    ``k`` (``gainers``: the rows of class ``k`` with ``p_ik > 0``), -1 if its label is ``r_i``, 0
-    otherwise, so only those two sets of breakpoints are sorted (values only, no permutation).
-    The first best interval starts at a breakpoint with a gain or at the lowest breakpoint (an
-    interval entered by losses alone is worse than the one below it): only those are evaluated.
-    """
-    free = p_k > 0
-    # (index arrays: fancy indexing with them is much faster than with boolean masks)
-    losers = np.flatnonzero(free & (y == rival))
-    up = np.sort(rival_score[gainers] / p_k[gainers])
-    down = np.sort(rival_score[losers] / p_k[losers])
-    if up.size + down.size == 0:
-        return None
-    start = down.size + np.count_nonzero(~free & (preds == y))
-    group_last = np.flatnonzero(np.append(up[1:] > up[:-1], up.size > 0))
-    ends, gained = up[group_last], group_last + 1
-    lowest = min(up[0] if up.size else np.inf, down[0] if down.size else np.inf)
-    if ends.size == 0 or lowest < ends[0]:
-        ends, gained = np.append(lowest, ends), np.append(0, gained)
-    values = (start + gained - np.searchsorted(down, ends, side="right")) / y.size
-    return _pick_interval(start / y.size, lowest, ends, values, (up, down))
-
-
-def _best_weight_macro_f1(
-    p_k: np.ndarray,
-    rival: np.ndarray,
-    rival_score: np.ndarray,
-    y: np.ndarray,
-    preds: np.ndarray,
-    k: int,
-    n: int,
-) -> tuple[float, float] | None:
-    """Best ``w_k`` for macro-F1 and its value (see :func:`_pick_interval`)."""
-    free = p_k > 0  # rows whose prediction depends on w_k
-    rows = np.flatnonzero(free)
-    if rows.size == 0:
-        return None
-    base = rival.copy()  # w_k below every breakpoint: free rows predict their rival
-    fixed = np.flatnonzero(~free)
-    base[fixed] = preds[fixed]
-    breaks = rival_score[rows] / p_k[rows]
-    order = np.argsort(breaks)  # ties need no order: only group ends are evaluated
-    breaks, rows = breaks[order], rows[order]
-    start, values = _macro_f1_sweep(y[rows], rival[rows], y, base, k, n)
-    # value after the last row of each group of equal breakpoints = value on the interval above
-    last = np.flatnonzero(np.append(breaks[1:] > breaks[:-1], True))
-    return _pick_interval(start, breaks[0], breaks[last], values[last], (breaks,))
-
-
-def _pick_interval(
-    start: float,
-    lowest: float,
-    ends: np.ndarray,
-    values: np.ndarray,
-    breakpoints: tuple[np.ndarray, ...],
-) -> tuple[float, float]:
-    """Midpoint of the best interval between breakpoints, and the metric there.
-
-    ``values[g]``: the metric just above breakpoint ``ends[g]`` (ascending); ``start``: below
-    ``lowest``, the smallest breakpoint; ``breakpoints``: sorted arrays holding every breakpoint.
-    The lowest of equally good intervals wins; below the smallest breakpoint the weight is half
-    of it, above the largest twice it.
-    """
-    best = int(np.argmax(values))
-    if lowest > 0 and start >= values[best]:  # (0, smallest breakpoint) is best
-        return float(lowest / 2), float(start)
-    low = ends[best]
-    high = min(_next_above(sorted_values, low) for sorted_values in breakpoints)
-    if np.isfinite(high):
-        return float((low + high) / 2), float(values[best])
-    return (float(2 * low) if low > 0 else 1.0), float(values[best])
-
-
-def _next_above(sorted_values: np.ndarray, value: float) -> float:
-    """Smallest entry of ``sorted_values`` above ``value`` (inf if none)."""
-    index = np.searchsorted(sorted_values, value, side="right")
-    return float(sorted_values[index]) if index < sorted_values.size else np.inf
-
-
-def _macro_f1_sweep(
-    y_sorted: np.ndarray, r_sorted: np.ndarray, y: np.ndarray, base: np.ndarray, k: int, n: int
-) -> tuple[float, np.ndarray]:
-    """Macro-F1 before any switch and after each switch ``r_sorted[s] -> k`` (in order).
-
-    Switching row s moves one prediction from class ``r_s`` to ``k``: F1_k changes through the
-    cumulative counts of switched rows; F1_{r_s} changes by its value after minus before, using the
-    numbers of rows of rival ``r_s`` switched so far and of those labelled ``r_s`` (running counts
-    within each rival's group, computed in rival-grouped order and scattered back).
-    """
-    actual = np.bincount(y, minlength=n)
-    tp0 = np.bincount(y[np.flatnonzero(base == y)], minlength=n)
-    pred0 = np.bincount(base, minlength=n)
-    f1_0 = f1_from_counts(tp0, pred0, actual)
-    start = float(f1_0.sum()) / n
-    switched = np.arange(1, y_sorted.size + 1)
-    # every class has a sample, so every denominator below is >= 1
-    f1_k = 2.0 * (tp0[k] + np.cumsum(y_sorted == k)) / (pred0[k] + actual[k] + switched)
-    # group the rows by rival, keeping sweep order inside a group (a stable sort; numpy uses a
-    # radix sort for 16-bit keys)
-    key_type = np.int16 if n <= np.iinfo(np.int16).max else np.int64
-    by_rival = np.argsort(r_sorted.astype(key_type), kind="stable")
-    grouped_r = r_sorted[by_rival]
-    hit = (y_sorted == r_sorted)[by_rival]  # the rival loses a true positive
-    group_start = np.flatnonzero(np.append(True, grouped_r[1:] != grouped_r[:-1]))
-    sizes = np.diff(np.append(group_start, grouped_r.size))
-    moved = switched - np.repeat(group_start, sizes)  # rows of this rival switched so far
-    hits = np.cumsum(hit)
-    lost = hits - np.repeat(np.append(0, hits[group_start[1:] - 1]), sizes)
-    tp_after = tp0[grouped_r] - lost
-    denominator_after = (pred0 + actual)[grouped_r] - moved
-    change = np.empty(y_sorted.size)
-    change[by_rival] = 2.0 * (tp_after / denominator_after
-                              - (tp_after + hit) / (denominator_after + 1))
-    others = f1_0.sum() - f1_0[k] + np.cumsum(change)
-    return start, (f1_k + others) / n
