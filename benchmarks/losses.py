@@ -1,4 +1,4 @@
-"""Fused (chunked) linear + loss against plain PyTorch, PyTorch's own chunked CE and cut-cross-entropy.
+"""Fused linear + loss against plain PyTorch, PyTorch's own chunked CE and cut-cross-entropy.
 
 Each call is one forward + backward of ``loss(hidden @ weight.T, target)`` with gradients for
 hidden and weight, float32 on CPU. Methods:

@@ -169,7 +169,9 @@ class _FusedLinearLoss(torch.autograd.Function):
         scale = reduction_scale(valid, reduction)
         ctx.loss, ctx.chunk_rows, ctx.needs = loss, chunk_rows, needs
         ctx.reduction, ctx.scale = reduction, scale
-        ctx.grads = _scaled_gradients(grads, coefficients * scale, hidden, weight) if eager else None
+        ctx.grads = None
+        if eager:
+            ctx.grads = _scaled_gradients(grads, coefficients * scale, hidden, weight)
         if any(needs):
             ctx.save_for_backward(hidden, weight, bias, target, valid, coefficients)
         return reduce_rows(values @ coefficients, scale, reduction)
