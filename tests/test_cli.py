@@ -1,9 +1,11 @@
+import json
 import subprocess
 import sys
 
 import pytest
 
-from logitkit import __version__
+from logitkit import __version__, cli
+from logitkit._utils import MissingExtra
 from logitkit.cli import main
 
 
@@ -23,11 +25,33 @@ def test_version_matches_package_metadata(capsys):
     assert __version__ != "0.0.0+unknown"
 
 
-def test_console_script_runs_as_a_module():
-    done = subprocess.run([sys.executable, "-m", "logitkit.cli", "--version"],
+@pytest.mark.parametrize("module", ["logitkit", "logitkit.cli"])
+def test_runs_as_a_module(module):
+    done = subprocess.run([sys.executable, "-m", module, "--version"],
                           capture_output=True, text=True)
-    assert done.returncode == 0
+    assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("logitkit ")
+
+
+def test_help_imports_no_heavy_library():
+    code = ("import sys; from logitkit.cli import main\ntry:\n    main(['--help'])\n"
+            "except SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('torch', 'scipy', 'numpy', 'matplotlib', 'transformers', "
+            "'sklearn') if m in sys.modules), file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0
+    assert done.stderr.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("verb", sorted(cli.VERBS))
+def test_a_verbs_help_imports_only_what_it_needs(verb):
+    code = (f"import sys; from logitkit.cli import main\ntry:\n    main([{verb!r}, '--help'])\n"
+            "except SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('matplotlib', 'transformers', 'sklearn') "
+            "if m in sys.modules), file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "[]"
 
 
 def test_unknown_verb_is_a_usage_error(capsys):
@@ -37,14 +61,38 @@ def test_unknown_verb_is_a_usage_error(capsys):
     assert "invalid choice" in capsys.readouterr().err
 
 
+def _verb_raising(error):
+    def handler(args):
+        raise error
+    return handler
+
+
+@pytest.mark.parametrize("error, expected", [
+    (MissingExtra('drawing plots needs matplotlib: pip install "logitkit[plots]"'),
+     'drawing plots needs matplotlib: pip install "logitkit[plots]"'),
+    (KeyError("no tensor named lm_head.weight"), "no tensor named lm_head.weight"),
+    (PermissionError(13, "Permission denied", "/root/o.json"), "/root/o.json: Permission denied"),
+    (ValueError("--classes: bad"), "--classes: bad"),
+])
+def test_user_errors_print_one_clean_line_and_exit_2(monkeypatch, capsys, error, expected):
+    monkeypatch.setattr("logitkit.thresholds.cli.run", _verb_raising(error))
+    assert main(["thresholds", "apply", "--probs", "p.npy", "--weights", "w.npy"]) == 2
+    assert capsys.readouterr().err == f"logitkit thresholds: error: {expected}\n"
+
+
+def test_ctrl_c_exits_130_without_a_traceback(monkeypatch, capsys):
+    monkeypatch.setattr("logitkit.thresholds.cli.run", _verb_raising(KeyboardInterrupt()))
+    assert main(["thresholds", "apply", "--probs", "p.npy", "--weights", "w.npy"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "Traceback" not in err
+
+
 def test_bench_rejects_unknown_names(capsys, tmp_path):
     assert main(["bench", "no_such_benchmark", "--out", str(tmp_path)]) == 2
     assert "unknown benchmark" in capsys.readouterr().err
 
 
 def test_bench_runs_scripts_and_saves_their_json(tmp_path, capsys):
-    import json
-
     scripts = tmp_path / "benchmarks"
     scripts.mkdir()
     (scripts / "harness.py").write_text("raise SystemExit('the harness is not a benchmark')\n")

@@ -1,26 +1,139 @@
-"""Helpers shared by more than one capability."""
+"""Helpers shared by more than one capability: progress, optional extras, safe output files, plots.
+
+Nothing here imports torch, scipy or matplotlib at module level, so the command line stays fast.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import os
 import sys
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from types import ModuleType
 from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
 T = TypeVar("T")
 
+HEARTBEAT_SECONDS = 30.0
+
+
+class MissingExtra(ImportError):
+    """An optional dependency is not installed; the message names the extra that provides it."""
+
+
+def require(module: str, *, extra: str, purpose: str) -> ModuleType:
+    """Import ``module``, or raise :class:`MissingExtra` naming the ``logitkit`` extra to install.
+
+    >>> require("json", extra="none", purpose="reading JSON").__name__
+    'json'
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise MissingExtra(
+            f"{purpose} needs the Python package {module.split('.')[0]!r}, which is not installed: "
+            f'pip install "logitkit[{extra}]"'
+        ) from error
+
+
+class _HeartbeatBar(tqdm):
+    """A progress bar for logs and pipes: one plain line every ``mininterval`` seconds.
+
+    tqdm redraws its line with carriage returns, which a log file keeps as one ever-growing
+    line, and hiding the bar altogether leaves a long job silent. This prints a fresh line instead.
+    """
+
+    def display(self, msg: str | None = None, pos: int | None = None) -> bool:
+        if msg is None and self.n > 0:
+            print(self.format_meter(**self.format_dict), file=sys.stderr, flush=True)
+        return True
+
 
 def progress(iterable: Iterable[T] | None = None, **kwargs: Any) -> tqdm:
-    """A tqdm progress bar on stderr.
+    """A progress bar on stderr: a live bar on a terminal, a heartbeat line every 30 s elsewhere.
 
-    Shown on a terminal, hidden when stderr is not one (logs, CI) unless ``LOGITKIT_PROGRESS=1``;
-    ``LOGITKIT_PROGRESS=0`` hides it everywhere.
+    ``LOGITKIT_PROGRESS=0`` hides it everywhere; ``LOGITKIT_PROGRESS=1`` forces the live bar;
+    ``LOGITKIT_HEARTBEAT_S`` changes the heartbeat interval (logs, CI, pipes).
     """
     forced = os.environ.get("LOGITKIT_PROGRESS")
-    disable = not sys.stderr.isatty() if forced is None else forced == "0"
-    kwargs.setdefault("disable", disable)
     kwargs.setdefault("dynamic_ncols", True)
     kwargs.setdefault("leave", False)
-    return tqdm(iterable, **kwargs)
+    if forced == "0":
+        return tqdm(iterable, disable=True, **kwargs)
+    if forced == "1" or sys.stderr.isatty():
+        return tqdm(iterable, **kwargs)
+    interval = float(os.environ.get("LOGITKIT_HEARTBEAT_S", HEARTBEAT_SECONDS))
+    kwargs["mininterval"] = interval
+    kwargs["miniters"] = 1
+    return _HeartbeatBar(iterable, file=sys.stderr, **kwargs)
+
+
+def check_writable(path: str | os.PathLike[str]) -> Path:
+    """Fail now, with a clear message, if ``path`` cannot be written later (before long work).
+
+    Creates the parent folder if needed and tries a temporary file in it; returns ``Path(path)``.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; expected a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=True):
+            pass
+    except OSError as error:
+        raise OSError(f"cannot write {path}: {error.strerror or error}") from error
+    return path
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one step.
+
+    Readers never see a half-written file, and an interrupted write leaves the old file intact.
+    The temporary name keeps the suffix, so writers that choose a format by extension still work.
+
+    >>> import pathlib, tempfile
+    >>> target = pathlib.Path(tempfile.mkdtemp()) / "x.txt"
+    >>> with atomic_output(target) as tmp:
+    ...     _ = tmp.write_text("done")
+    >>> target.read_text()
+    'done'
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(handle)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_output`)."""
+    with atomic_output(path) as tmp:
+        tmp.write_text(text)
+
+
+def new_figure(nrows: int = 1, ncols: int = 1, **kwargs: Any) -> tuple[Any, Any]:
+    """``(figure, axes)`` on a ``matplotlib.figure.Figure``, without pyplot.
+
+    No global state changes: a notebook user's matplotlib backend stays as it was. ``kwargs`` go to
+    ``Figure.subplots`` (``figsize`` to the figure), e.g. ``new_figure(1, 2, figsize=(8, 3))``.
+    """
+    figure_module = require("matplotlib.figure", extra="plots", purpose="drawing plots")
+    figure = figure_module.Figure(figsize=kwargs.pop("figsize", None), layout="constrained")
+    return figure, figure.subplots(nrows, ncols, **kwargs)
+
+
+def save_figure(figure: Any, path: str | os.PathLike[str], *, dpi: int = 110) -> None:
+    """Save a figure from :func:`new_figure` as PNG (or by extension), atomically."""
+    with atomic_output(path) as tmp:
+        figure.savefig(tmp, dpi=dpi)

@@ -2,26 +2,35 @@
 
 from __future__ import annotations
 
+import datetime
 import importlib
+import importlib.util
 import json
 import math
+import os
 import pkgutil
+import platform
 import random
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import torch
 
-from logitkit._utils import progress
+from logitkit import __version__
+from logitkit._utils import MissingExtra, atomic_write_text, check_writable, progress
 
 SIZES = ("smoke", "quick", "full")
 VERDICTS = ("reproduced", "not reproduced", "partly")
 # "all" runs experiments in this order (cheap first); any other module found runs after them.
 PREFERRED_ORDER = ("thresholds", "audit", "losses", "optim", "matching")
+DEFAULT_THREADS = 2
 
 
 @dataclass
@@ -30,10 +39,13 @@ class Context:
     out_dir: Path
     data_dir: Path | None = None
     seed: int = 0
+    threads: int | None = None  # None: each experiment's own THREADS
 
     def __post_init__(self) -> None:
         if self.size not in SIZES:
             raise ValueError(f"size must be one of {SIZES}, got {self.size!r}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
 
     def progress(self, iterable: Any = None, **kwargs: Any) -> Any:
         return progress(iterable, **kwargs)
@@ -72,6 +84,7 @@ class Result:
 
     @classmethod
     def from_json(cls, payload: dict[str, Any]) -> Result:
+        payload = {k: v for k, v in payload.items() if not k.startswith("_")}
         claims = [Claim(**claim) for claim in payload.pop("claims")]
         return cls(claims=claims, **payload)
 
@@ -85,50 +98,152 @@ def available() -> list[str]:
     return ordered + sorted(set(found) - set(ordered))
 
 
+def experiment_module(name: str) -> Any:
+    """The experiment's module; a missing optional package raises :class:`MissingExtra`."""
+    try:
+        return importlib.import_module(f"logitkit.experiments.{name}")
+    except ModuleNotFoundError as error:
+        if error.name is None or error.name.split(".")[0] == "logitkit":
+            raise
+        raise _missing(name, error.name) from error
+
+
+def _missing(experiment: str, package: str) -> MissingExtra:
+    return MissingExtra(f"experiment {experiment!r} needs the Python package {package!r}, which "
+                        'is not installed: pip install "logitkit[reproduce]"')
+
+
+def check_needs(names: list[str]) -> None:
+    """Fail before any work if an experiment's optional packages (its ``NEEDS``) are missing."""
+    for name in names:
+        for package in getattr(experiment_module(name), "NEEDS", ()):
+            if importlib.util.find_spec(package) is None:
+                raise _missing(name, package)
+
+
+def estimated_minutes(name: str, size: str) -> float | None:
+    """The experiment's own estimate (its ``MINUTES[size]``, on 2 idle cores), if it gives one."""
+    return getattr(experiment_module(name), "MINUTES", {}).get(size)
+
+
+def threads_for(name: str, ctx: Context) -> int:
+    """Torch threads for one experiment: ``--threads`` if given, else the module's ``THREADS``."""
+    if ctx.threads is not None:
+        return ctx.threads
+    return int(getattr(experiment_module(name), "THREADS", DEFAULT_THREADS))
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run the body with ``count`` torch intra-op threads, then restore the previous count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def git_commit() -> str | None:
+    """The commit of the source checkout this package runs from (``+dirty`` if edited), or None."""
+    source = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "-C", str(source), "rev-parse", "--short=10", "HEAD"],
+                                capture_output=True, text=True, timeout=10)
+        if commit.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(source), "status", "--porcelain", "--", "."],
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def environment(threads: int) -> dict[str, Any]:
+    """What produced a result: versions, commit, date, threads and machine."""
+    return {
+        "logitkit": __version__,
+        "git_commit": git_commit(),
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+        "torch": torch.__version__,
+        "threads": threads,
+        "python": platform.python_version(),
+        "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs",
+    }
+
+
+def describe_plan(names: list[str], ctx: Context) -> str:
+    """One line: what will run, at which size, and the experiments' own time estimates."""
+    estimates = [estimated_minutes(name, ctx.size) for name in names]
+    known = [m for m in estimates if m is not None]
+    total = f"about {sum(known):.3g} min on 2 idle CPU cores" if known else "time unknown"
+    if len(known) < len(estimates):
+        total += " for those that give an estimate"
+    hint = {"full": "; --quick takes minutes, --smoke seconds",
+            "quick": "; the default (full) size is the real test"}.get(ctx.size, "")
+    return f"size {ctx.size}: {', '.join(names)} ({total}{hint})"
+
+
 def run_experiments(
-    names: list[str], ctx: Context, *, force: bool = False, log: Any = sys.stderr
+    names: list[str], ctx: Context, *, force: bool = False, log: TextIO | None = None
 ) -> list[Result]:
     """Run each named experiment, or load its saved result; then write report.md and report.json.
 
-    Each experiment's result is saved in ``ctx.out_dir/<name>/result.json`` as soon as it finishes,
-    so an interrupted run resumes where it stopped; ``force=True`` reruns finished ones.
-    A result saved at another size or seed is rerun.
+    Each experiment's result is saved atomically in ``ctx.out_dir/<name>/result.json`` as soon as
+    it finishes, so an interrupted run resumes where it stopped; ``force=True`` reruns finished
+    ones. A result saved at another size, seed or data folder is rerun. The report covers every
+    result saved in ``ctx.out_dir``, not only those of this call; it is written even when a run is
+    interrupted. Returns the results of ``names``.
     """
     known = available()
     unknown = sorted(set(names) - set(known))
     if unknown:
         raise ValueError(f"unknown experiment(s) {unknown}; available: {known}")
+    log = sys.stderr if log is None else log
+    check_writable(ctx.out_dir / "report.md")
+    check_needs(names)
+    print(describe_plan(names, ctx), file=log, flush=True)
     results = []
-    for name in names:
-        folder = ctx.out_dir / name
-        saved = folder / "result.json"
-        stamp = {"size": ctx.size, "seed": ctx.seed, "data_dir": str(ctx.data_dir)}
-        if saved.exists() and not force:
-            payload = json.loads(saved.read_text())
-            if payload.pop("_run", None) == stamp:
-                print(f"[{name}] already done ({saved}); --force reruns it", file=log)
-                results.append(Result.from_json(payload))
-                continue
-        folder.mkdir(parents=True, exist_ok=True)
-        print(f"[{name}] running ({ctx.size})", file=log, flush=True)
-        seed_everything(ctx.seed)
-        module = importlib.import_module(f"logitkit.experiments.{name}")
-        start = time.perf_counter()
-        sub_ctx = Context(size=ctx.size, out_dir=folder, data_dir=ctx.data_dir, seed=ctx.seed)
-        result = module.run(sub_ctx)
-        result.timings.setdefault("total_s", round(time.perf_counter() - start, 2))
-        check_finite(result.numbers, where=f"{name}.numbers")
-        saved.write_text(json.dumps({**asdict(result), "_run": stamp}, indent=2) + "\n")
-        print(f"[{name}] done in {result.timings['total_s']:.1f} s", file=log, flush=True)
-        results.append(result)
-    write_report(results, ctx)
+    try:
+        for name in names:
+            results.append(_run_or_load(name, ctx, force=force, log=log))
+    finally:
+        write_report(ctx.out_dir)
     return results
+
+
+def _run_or_load(name: str, ctx: Context, *, force: bool, log: TextIO) -> Result:
+    folder = ctx.out_dir / name
+    saved = folder / "result.json"
+    stamp = {"size": ctx.size, "seed": ctx.seed, "data_dir": str(ctx.data_dir)}
+    if saved.exists() and not force:
+        payload = json.loads(saved.read_text())
+        if payload.get("_run") == stamp:
+            print(f"[{name}] already done ({saved}); --force reruns it", file=log)
+            return Result.from_json(payload)
+    folder.mkdir(parents=True, exist_ok=True)
+    threads = threads_for(name, ctx)
+    minutes = estimated_minutes(name, ctx.size)
+    estimate = f", about {minutes:g} min on 2 idle cores" if minutes is not None else ""
+    print(f"[{name}] running ({ctx.size}, {threads} thread(s){estimate})", file=log, flush=True)
+    seed_everything(ctx.seed)
+    sub_ctx = Context(size=ctx.size, out_dir=folder, data_dir=ctx.data_dir, seed=ctx.seed,
+                      threads=threads)
+    start = time.perf_counter()
+    with torch_threads(threads):
+        result = experiment_module(name).run(sub_ctx)
+    result.timings.setdefault("total_s", round(time.perf_counter() - start, 2))
+    check_finite(result.numbers, where=f"{name}.numbers")
+    payload = {**asdict(result), "_run": stamp, "_environment": environment(threads)}
+    atomic_write_text(saved, json.dumps(payload, indent=2) + "\n")
+    print(f"[{name}] done in {result.timings['total_s']:.1f} s", file=log, flush=True)
+    return result
 
 
 def check_finite(value: Any, *, where: str) -> None:
@@ -143,10 +258,22 @@ def check_finite(value: Any, *, where: str) -> None:
         raise ValueError(f"non-finite number at {where}: {value}")
 
 
+def saved_results(out_dir: Path) -> list[dict[str, Any]]:
+    """Every ``<name>/result.json`` in ``out_dir`` for a known experiment, in report order."""
+    payloads = []
+    for name in available():
+        path = out_dir / name / "result.json"
+        if path.is_file():
+            payloads.append(json.loads(path.read_text()))
+    return payloads
+
+
 def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
-    return str(value).replace("|", "\\|")
+    if isinstance(value, (list, dict)):
+        value = json.dumps(value)
+    return str(value).replace("|", "\\|").replace("\n", " ")
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
@@ -158,27 +285,61 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(results: list[Result], ctx: Context) -> None:
-    """Write ``report.md`` (a table per claim, plots inline) and ``report.json`` (all numbers)."""
-    lines = [
-        "# logitkit reproduce report",
-        "",
-        f"Size: `{ctx.size}`, seed: {ctx.seed}, data: "
-        + (f"`{ctx.data_dir}`" if ctx.data_dir else "embedded defaults (no --data given)"),
-        "",
-        "| experiment | claim | verdict |",
-        "|---|---|---|",
+def settings_lines(settings: dict[str, Any]) -> list[str]:
+    """Settings as a bullet list, one ``key: value`` a line, nested dicts indented."""
+    lines = []
+    for key, value in settings.items():
+        if isinstance(value, dict) and value:
+            lines.append(f"- {key}:")
+            lines += ["  " + line for line in settings_lines(value)]
+        else:
+            lines.append(f"- {key}: {_cell(value)}")
+    return lines
+
+
+def _run_line(payload: dict[str, Any]) -> str:
+    run, env = payload.get("_run", {}), payload.get("_environment", {})
+    commit = f" (git {env['git_commit']})" if env.get("git_commit") else ""
+    data = run.get("data_dir")
+    parts = [
+        f"size `{run.get('size', '?')}`",
+        f"seed {run.get('seed', '?')}",
+        f"data `{data}`" if data not in (None, "None") else "embedded data (no --data)",
+        f"logitkit {env.get('logitkit', '?')}{commit}",
+        f"torch {env.get('torch', '?')}",
+        f"{env.get('threads', '?')} thread(s)",
+        env.get("machine", ""),
+        env.get("date_utc", "") + " UTC" if env.get("date_utc") else "",
     ]
-    for result in results:
-        for claim in result.claims:
-            lines.append(f"| {result.name} | {_cell(claim.claim)} | **{claim.verdict}** |")
-    for result in results:
-        lines += ["", f"## {result.name}: {result.title}", "", f"Data: {result.data}", ""]
+    return "Run: " + ", ".join(p for p in parts if p)
+
+
+def render_report(payloads: list[dict[str, Any]]) -> str:
+    """``report.md`` for saved results: a verdict summary, then a section per experiment."""
+    lines = ["# logitkit reproduce report", ""]
+    if not payloads:
+        return "\n".join(lines + ["No experiment has finished in this folder yet.", ""])
+    lines += ["| experiment | size | claim | verdict |", "|---|---|---|---|"]
+    for payload in payloads:
+        size = payload.get("_run", {}).get("size", "?")
+        for claim in payload["claims"]:
+            lines.append(f"| {payload['name']} | {size} | {_cell(claim['claim'])} "
+                         f"| **{claim['verdict']}** |")
+    for payload in payloads:
+        result = Result.from_json(payload)
+        lines += ["", f"## {result.name}: {result.title}", "", _run_line(payload), "",
+                  f"Data: {result.data}", ""]
+        shown: list[list[dict[str, Any]]] = []
         for claim in result.claims:
             lines += [f"### Claim: {claim.claim}", "", f"Verdict: **{claim.verdict}**", ""]
-            lines.append(markdown_table(claim.measured))
-            lines.append(f"Settings: `{json.dumps(claim.settings, sort_keys=True)}`  ")
-            lines.append(f"Seeds: {claim.seeds}")
+            if claim.measured in shown:
+                lines.append("Measured: the same table as the claim above.\n")
+            else:
+                lines.append(markdown_table(claim.measured))
+                shown.append(claim.measured)
+            seeds = ", ".join(map(str, claim.seeds))
+            lines += ["Settings:", "", *settings_lines(claim.settings),
+                      f"- seeds: {seeds} ({len(claim.seeds)} seed(s))"]
             if claim.notes:
                 lines += ["", claim.notes]
             lines.append("")
@@ -186,12 +347,16 @@ def write_report(results: list[Result], ctx: Context) -> None:
             lines += [f"![{plot}]({result.name}/{plot})", ""]
         timing = ", ".join(f"{k} {v:.1f}" for k, v in result.timings.items())
         lines.append(f"Timings (s, not part of the reproducible numbers): {timing}")
-    ctx.out_dir.mkdir(parents=True, exist_ok=True)
-    (ctx.out_dir / "report.md").write_text("\n".join(lines) + "\n")
-    payload = {
-        "size": ctx.size,
-        "seed": ctx.seed,
-        "data_dir": str(ctx.data_dir) if ctx.data_dir else None,
-        "experiments": {r.name: asdict(r) for r in results},
+    return "\n".join(lines) + "\n"
+
+
+def write_report(out_dir: Path) -> None:
+    """Write ``report.md`` and ``report.json`` covering every result saved in ``out_dir``."""
+    payloads = saved_results(out_dir)
+    atomic_write_text(out_dir / "report.md", render_report(payloads))
+    report = {
+        "experiments": {p["name"]: {**{k: v for k, v in p.items() if not k.startswith("_")},
+                                    "run": p.get("_run"), "environment": p.get("_environment")}
+                        for p in payloads},
     }
-    (ctx.out_dir / "report.json").write_text(json.dumps(payload, indent=2) + "\n")
+    atomic_write_text(out_dir / "report.json", json.dumps(report, indent=2) + "\n")

@@ -11,6 +11,8 @@ from logitkit.audit import check_argmaxable, load_head
 from logitkit.experiments import Claim, Context, Result
 
 TITLE = "Unargmaxable classes exist in low dimensions but are rare in a real head"
+THREADS = 2
+MINUTES = {"smoke": 0.1, "quick": 0.5, "full": 3}  # on 2 idle CPU cores
 
 SETTINGS = {  # V, dimensions, classes audited per synthetic head (None: all), real-head classes
     "smoke": {"V": 600, "dims": [2, 4, 16], "sample": 24, "real_classes": 200},

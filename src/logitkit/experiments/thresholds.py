@@ -23,6 +23,8 @@ from logitkit.thresholds import apply_class_weights, fit_class_weights
 from logitkit.thresholds.metrics import class_metric
 
 TITLE = "Per-class decision weights tuned on validation data (exact vs Powell)"
+THREADS = 2
+MINUTES = {"smoke": 0.1, "quick": 1, "full": 5}  # on 2 idle CPU cores
 METHODS = ("argmax", "exact", "powell")
 FIT_METHOD = {"exact": "coordinate", "powell": "powell"}
 # full size only: the model refit on train+validation, plain and with ClassWeightTuner(cv=5)
