@@ -169,7 +169,7 @@ def cases_for(shape: tuple, results: dict[str, dict[str, float]]) -> list[dict]:
 def main() -> None:
     quick = quick_flag()
     shapes = QUICK_SHAPES if quick else SHAPES
-    repeats = 3 if quick else 5
+    repeats = 3
     methods = available_methods()
     cases, raw = [], {}
     for shape in shapes:

@@ -76,8 +76,8 @@ def load_smollm2() -> tuple[nn.Module, HFTokenizer]:
     folder = smollm2_folder()
     tokenizer = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_FILE)
     model = transformers.AutoModelForCausalLM.from_pretrained(
-        folder, gguf_file=SMOLLM2_FILE, torch_dtype=torch.float32, attn_implementation="sdpa")
-    return model.eval(), HFTokenizer(tokenizer)
+        folder, gguf_file=SMOLLM2_FILE, attn_implementation="sdpa")
+    return model.float().eval(), HFTokenizer(tokenizer)
 
 
 def tiny_random_llama(seed: int) -> tuple[nn.Module, ByteTokenizer]:

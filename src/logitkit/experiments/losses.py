@@ -34,7 +34,7 @@ from functools import partial
 
 import torch
 
-from logitkit._utils import new_figure, save_figure
+from logitkit._utils import new_figure, require, save_figure
 from logitkit.experiments import Claim, Context, Result
 from logitkit.experiments import _label_noise as noise
 from logitkit.experiments import _lm_finetune as lm
@@ -98,13 +98,13 @@ SETTINGS = {
                          lr=1e-3, eval_windows=8, prompts=8, prompt_tokens=8, new_tokens=8),
         NoiseSettings(rates=(0.4,), settings=((0.8, 0.2),), epochs=2), seeds=1),
     "quick": Settings(
-        FinetuneSettings(real_model=True, trainable_layers=2, context=32, batch=8, steps=30,
+        FinetuneSettings(real_model=True, trainable_layers=2, context=32, batch=8, steps=40,
                          lr=2e-4, eval_windows=64, prompts=48, prompt_tokens=24, new_tokens=24),
         NoiseSettings(rates=(0.2, 0.4), settings=TAILR_GRID, epochs=60), seeds=1),
     "full": Settings(
-        FinetuneSettings(real_model=True, trainable_layers=4, context=64, batch=8, steps=150,
-                         lr=2e-4, eval_windows=128, prompts=128, prompt_tokens=32, new_tokens=32),
-        NoiseSettings(rates=(0.2, 0.4), settings=TAILR_GRID, epochs=150), seeds=3),
+        FinetuneSettings(real_model=True, trainable_layers=3, context=64, batch=8, steps=100,
+                         lr=2e-4, eval_windows=128, prompts=96, prompt_tokens=32, new_tokens=32),
+        NoiseSettings(rates=(0.2, 0.4), settings=TAILR_GRID, epochs=100), seeds=3),
 }
 
 
@@ -203,7 +203,7 @@ def _mauve_features(cfg: FinetuneSettings):
         import mauve  # noqa: F401
     except ImportError:
         if cfg.real_model:
-            lm.require("mauve", extra="reproduce", purpose="the MAUVE score")
+            require("mauve", extra="reproduce", purpose="the MAUVE score")
         return None
     return lm.SentenceEmbedder()
 
