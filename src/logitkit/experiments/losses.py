@@ -351,8 +351,9 @@ def _plot(lm_part: dict, noise_part: dict, path) -> None:
                 ax.plot([x] * len(values), values, "ko", markersize=4)
         ax.set_xticks(range(len(LM_METHODS)), LM_METHODS)
         better = "lower" if metric == "perplexity" else "higher"
-        ax.set_title(f"{lm_part['model'].split(' (')[0]}, V={lm_part['vocab_size']}\n"
-                     f"held-out {metric} ({better} is better; dots = seeds)", fontsize=9)
+        ax.set_title(f"{lm_part['model'].split(' (')[0]} (V={lm_part['vocab_size']}) fine-tuned on "
+                     f"{lm_part['corpus'].split(' (')[0]}\nheld-out {metric} ({better} is better; "
+                     "dots = seeds)", fontsize=8)
     ax = axes[2]
     for rate, per_method in noise_part.items():
         names = list(per_method)
