@@ -31,7 +31,9 @@ Shapes (N, V, d): (4096, 32768, 512), (512, 131072, 1024), (8192, 32768, 512);
 from __future__ import annotations
 
 import functools
+import json
 import statistics
+import sys
 import time
 
 import torch
@@ -175,6 +177,7 @@ def main() -> None:
     for shape in shapes:
         results = measure(shape, methods, repeats)
         raw["N={} V={} d={}".format(*shape)] = results
+        print(json.dumps({"shape": shape, "measurements": results}), file=sys.stderr, flush=True)
         cases += cases_for(shape, results)
     emit("losses", config={"shapes (N, V, d), float32 CPU": shapes, "repeats": repeats,
                            "methods": {m: NAMES[m] for m in methods}, "tailr": TAILR,
