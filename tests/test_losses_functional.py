@@ -177,20 +177,86 @@ def test_emo_mle_fixed_mixture(reduction, mle_weight):
     torch.testing.assert_close(ours[1], expected[1])
 
 
-def test_emo_mle_adaptive_is_the_authors_mixture():
-    logits, target, embedding = make_inputs()
+def naive_authors_per_token_mixture(x, target, embedding, cap, reduction):
+    """The EMO authors' mixture, token by token: 0.5 * (ce + min(ce / emo, cap).detach() * emo)."""
+    ce = naive_ce(x, target, "none")
+    emo = naive_emo(x, target, embedding, "none")
+    ratio = (ce / emo).detach()
+    if cap is not None:
+        ratio = ratio.clamp(max=cap)
+    per_token = 0.5 * (ce + ratio * emo)
+    counted = target != IGNORE
+    per_token = torch.where(counted, per_token, torch.zeros_like(per_token))
+    if reduction == "none":
+        return per_token
+    return per_token.sum() / (counted.sum() if reduction == "mean" else 1)
 
-    def ref(x):
-        ce, emo = naive_ce(x, target), naive_emo(x, target, embedding)
-        return 0.5 * (ce + (ce / emo).detach() * emo)
 
-    ours = value_and_grad(lambda x: emo_mle_loss(x, target, embedding), logits)
-    expected = value_and_grad(ref, logits)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("cap", [None, 3.0, 0.4])
+def test_emo_mle_adaptive_is_the_authors_per_token_mixture(reduction, cap):
+    logits, target, embedding = make_inputs(seed=5)
+    ours = value_and_grad(lambda x: emo_mle_loss(x, target, embedding, adaptive_cap=cap,
+                                                 reduction=reduction), logits)
+    expected = value_and_grad(
+        lambda x: naive_authors_per_token_mixture(x, target, embedding, cap, reduction), logits)
     torch.testing.assert_close(ours[0], expected[0])
     torch.testing.assert_close(ours[1], expected[1])
-    per_token = emo_mle_loss(logits, target, embedding, reduction="none")
+    default = value_and_grad(lambda x: emo_mle_loss(x, target, embedding, mle_weight="adaptive",
+                                                    adaptive_cap=cap, reduction=reduction),
+                             logits)
+    torch.testing.assert_close(default[1], ours[1])
+
+
+def test_emo_mle_adaptive_without_cap_has_the_value_of_cross_entropy():
+    """0.5 * (ce + (ce / emo) * emo) = ce per token: only the gradient differs from CE."""
+    logits, target, embedding = make_inputs(seed=6)
+    mixture = emo_mle_loss(logits, target, embedding, reduction="none")
+    torch.testing.assert_close(mixture, naive_ce(logits, target, "none").detach())
+    capped = emo_mle_loss(logits, target, embedding, adaptive_cap=1e-3, reduction="none")
+    assert (capped[target != IGNORE] < mixture[target != IGNORE]).all()
+
+
+def naive_batch_ratio_mixture(x, target, embedding, cap=None):
+    ce, emo = naive_ce(x, target), naive_emo(x, target, embedding)
+    ratio = (ce / emo).detach()
+    if cap is not None:
+        ratio = ratio.clamp(max=cap)
+    return 0.5 * (ce + ratio * emo)
+
+
+@pytest.mark.parametrize("cap", [None, 0.5])
+def test_emo_mle_adaptive_batch_uses_one_ratio_per_batch(cap):
+    logits, target, embedding = make_inputs()
+    ours = value_and_grad(lambda x: emo_mle_loss(x, target, embedding, mle_weight="adaptive_batch",
+                                                 adaptive_cap=cap), logits)
+    expected = value_and_grad(lambda x: naive_batch_ratio_mixture(x, target, embedding, cap),
+                              logits)
+    torch.testing.assert_close(ours[0], expected[0])
+    torch.testing.assert_close(ours[1], expected[1])
+    per_token = emo_mle_loss(logits, target, embedding, mle_weight="adaptive_batch",
+                             adaptive_cap=cap, reduction="none")
     counted = target != IGNORE
     torch.testing.assert_close(per_token[counted].mean(), ours[0])
+
+
+def test_per_token_and_batch_ratios_give_different_gradients():
+    logits, target, embedding = make_inputs(seed=7)
+    per_token = value_and_grad(lambda x: emo_mle_loss(x, target, embedding), logits)[1]
+    batch = value_and_grad(lambda x: emo_mle_loss(x, target, embedding,
+                                                  mle_weight="adaptive_batch"), logits)[1]
+    assert not torch.allclose(per_token, batch, rtol=1e-2, atol=1e-4)
+
+
+def test_emo_mle_adaptive_options_are_validated():
+    logits, target, embedding = make_inputs()
+    with pytest.raises(ValueError, match="adaptive_cap applies only"):
+        emo_mle_loss(logits, target, embedding, mle_weight=0.5, adaptive_cap=3.0)
+    for cap in (0.0, -1.0, math.inf, True):
+        with pytest.raises(ValueError, match="adaptive_cap must be"):
+            emo_mle_loss(logits, target, embedding, adaptive_cap=cap)
+    with pytest.raises(ValueError, match="adaptive_batch"):
+        emo_mle_loss(logits, target, embedding, mle_weight="per_token")
 
 
 @pytest.mark.parametrize("gamma", [0.0, 0.1, 0.5, 0.9, 0.999, 1.0])
@@ -272,6 +338,11 @@ def test_gradcheck_in_float64():
         lambda x: emo_loss(x, target, embedding, reduction="none"),
         lambda x: emo_loss(x, probs, embedding),
         lambda x: emo_mle_loss(x, target, embedding, mle_weight=0.3, reduction="none"),
+        # A detached ratio is invisible to finite differences, except where the cap binds on
+        # every token (ratio = cap, a constant): then the per-token mixture is a smooth function.
+        lambda x: emo_mle_loss(x, target, embedding, adaptive_cap=1e-3, reduction="none"),
+        lambda x: emo_mle_loss(x, target, embedding, mle_weight="adaptive_batch",
+                               adaptive_cap=1e-3, reduction="sum"),
         lambda x: tailr_loss(x, target, gamma=0.0, reduction="none"),
         lambda x: tailr_loss(x, target, gamma=0.7, reduction="sum"),
         lambda x: tailr_loss(x, target, gamma=1.0),
@@ -288,6 +359,8 @@ def test_all_ignored_batch_gives_zero_loss_and_zero_grad(reduction):
         logits[0, 0, 0] = float("nan")  # ignored rows are never looked at
     for fn in (lambda x: emo_loss(x, target, embedding, reduction=reduction),
                lambda x: emo_mle_loss(x, target, embedding, reduction=reduction),
+               lambda x: emo_mle_loss(x, target, embedding, mle_weight="adaptive_batch",
+                                      reduction=reduction),
                lambda x: tailr_loss(x, target, gamma=0.5, reduction=reduction)):
         value, grad = value_and_grad(fn, logits)
         assert torch.equal(value, torch.zeros_like(value))

@@ -69,6 +69,14 @@ LOSSES = {
     "emo_mle_adaptive": (
         lambda h, w, t, e, **kw: linear_emo_loss(h, w, t, e, mle_weight="adaptive", **kw),
         lambda z, t, e, reduction: emo_mle_loss(z, t, e, reduction=reduction)),
+    "emo_mle_adaptive_capped": (
+        lambda h, w, t, e, **kw: linear_emo_loss(h, w, t, e, mle_weight="adaptive",
+                                                 adaptive_cap=0.5, **kw),
+        lambda z, t, e, reduction: emo_mle_loss(z, t, e, adaptive_cap=0.5, reduction=reduction)),
+    "emo_mle_adaptive_batch": (
+        lambda h, w, t, e, **kw: linear_emo_loss(h, w, t, e, mle_weight="adaptive_batch", **kw),
+        lambda z, t, e, reduction: emo_mle_loss(z, t, e, mle_weight="adaptive_batch",
+                                                reduction=reduction)),
     "emo_mle_fixed": (
         lambda h, w, t, e, **kw: linear_emo_loss(h, w, t, e, mle_weight=0.4, **kw),
         lambda z, t, e, reduction: emo_mle_loss(z, t, e, mle_weight=0.4, reduction=reduction)),
@@ -113,9 +121,65 @@ def test_chunks_bound_the_logits_that_exist(monkeypatch):
     linear_cross_entropy(hidden, weight, target, reduction="none", chunk_size=16).sum().backward()
     assert max(seen) == 16 and sum(seen) == 100  # forward + recomputation in backward
     seen.clear()
-    monkeypatch.setitem(fused_module.CHUNK_ELEMENTS, "cpu", 11 * 6)  # 6 rows of 11 logits
+    monkeypatch.setitem(fused_module.MIN_CHUNK_ROWS, "cpu", 1)
     linear_cross_entropy(hidden, weight, target)
-    assert max(seen) == fused_module.default_chunk_rows(11, hidden.device) == 6
+    # (V + N) d / (8 * buffers * V) = (11 + 50) * 5 / (8 * 1 * 11) = 3 rows per chunk for CE
+    assert max(seen) == fused_module.default_chunk_rows(50, 11, 5, 1, hidden.device) == 3
+    seen.clear()
+    linear_emo_loss(hidden, weight, target, embedding)  # EMO keeps two M x V blocks: 1 row
+    assert max(seen) == 1 and sum(seen) == 50
+
+
+@pytest.mark.parametrize("num_rows,vocab,width,buffers", [(4096, 32768, 512, 1),
+                                                          (512, 131072, 1024, 2),
+                                                          (100_000, 50_000, 64, 1)])
+def test_default_chunk_keeps_temporaries_a_fraction_of_the_gradients(num_rows, vocab, width,
+                                                                     buffers):
+    rows = fused_module.default_chunk_rows(num_rows, vocab, width, buffers, torch.device("cpu"))
+    gradient_numbers = (vocab + num_rows) * width
+    assert rows >= fused_module.MIN_CHUNK_ROWS["cpu"]
+    assert rows * vocab * buffers <= max(gradient_numbers / 8,
+                                         fused_module.MIN_CHUNK_ROWS["cpu"] * vocab * buffers)
+
+
+def _accumulators_used(monkeypatch, call):
+    """How many separate V x d weight-gradient accumulators the chunked pass allocated."""
+    counts = []
+    real_pass = fused_module._chunked_pass
+
+    def recording_pass(*args, **kwargs):
+        values, finite, grads = real_pass(*args, **kwargs)
+        counts.append(None if grads[1] is None else grads[1].shape[0])
+        return values, finite, grads
+
+    monkeypatch.setattr(fused_module, "_chunked_pass", recording_pass)
+    call()
+    monkeypatch.setattr(fused_module, "_chunked_pass", real_pass)
+    return counts
+
+
+@pytest.mark.parametrize("mle_weight,expected", [("adaptive", 1), (0.3, 1), ("adaptive_batch", 2)])
+def test_mixtures_with_per_token_weights_keep_one_gradient_accumulator(monkeypatch, mle_weight,
+                                                                      expected):
+    hidden, weight, bias, target, embedding = make_inputs()
+    counts = _accumulators_used(monkeypatch, lambda: linear_emo_loss(
+        hidden, weight, target, embedding, mle_weight=mle_weight, bias=bias,
+        chunk_size=4).backward())
+    assert counts == [expected]
+
+
+@pytest.mark.parametrize("name", ["ce", "emo_mle_adaptive", "emo_mle_adaptive_batch"])
+def test_backward_scales_in_place_and_a_second_backward_recomputes(name):
+    hidden, weight, bias, target, embedding = make_inputs()
+    fused = LOSSES[name][0]
+    loss = fused(hidden, weight, target, embedding, bias=bias, chunk_size=4)
+    first = torch.autograd.grad(3.0 * loss, (hidden, weight, bias), retain_graph=True)
+    second = torch.autograd.grad(loss, (hidden, weight, bias))
+    for once, again in zip(first, second, strict=True):
+        assert torch.equal(once, 3.0 * again)
+    ref = values_and_grads(lambda: LOSSES[name][1](logits_of(hidden, weight, bias), target,
+                                                   embedding, "mean"), hidden, weight, bias)
+    assert_same((loss.detach(), second), ref)
 
 
 def test_gradcheck_in_float64():

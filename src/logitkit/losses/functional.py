@@ -17,7 +17,8 @@ Conventions shared by every loss here (and by the fused versions in ``fused.py``
 Every loss is a set of per-row *terms*: a function of the rows' softmax ``p`` (and of
 ``log p_t``) that returns each row's term values and, when asked, each term's gradient with
 respect to the logits (closed forms, no autograd graph). A loss's *coefficients* combine its terms
-after they are summed over the batch (this is where the adaptive EMO + MLE weight comes from).
+after they are summed over the batch (only the ``"adaptive_batch"`` EMO + MLE mixture needs this;
+every other loss combines its parts per token into one term).
 The same terms drive the functional losses here and the chunked ``linear_*`` losses in
 ``fused.py``, so the two can never disagree.
 """
@@ -61,13 +62,15 @@ class RowLoss:
     """A loss as terms ``(values (M, K), grads K x (M, V) or None)`` plus their coefficients.
 
     ``coefficients(term_sums)`` maps the K terms summed over the non-ignored rows to K detached
-    weights; each row's loss is ``sum_k c_k * term_k``.
+    weights; each row's loss is ``sum_k c_k * term_k``. ``buffers``: how many M x V blocks the
+    terms keep alive at once (the logits/probabilities included), for sizing chunks.
     """
 
     terms: TermFn
     coefficients: Callable[[Tensor], Tensor] = field(default=unit_coefficients)
     soft_targets: bool = False
     num_terms: int = 1
+    buffers: int = 1
 
 
 # ----------------------------------------------------------------------------------------------
@@ -130,52 +133,112 @@ def tailr_terms(rows: Rows, need_grad: bool, *, gamma: float,
     return values[:, None], grads
 
 
+def _emo_value_and_gradient(rows: Rows, unit_embedding: Tensor) -> tuple[Tensor, Tensor]:
+    """EMO values (M,) and their gradient wrt the logits (M, V) in a new buffer; ``rows.p`` kept.
+
+    With unit embeddings ``E`` (V, D), ``r = e_t`` (ids) or ``sum_j tau_j e_j`` (probabilities)
+    and ``s = E r`` (M, V): value ``1 - <p, s>`` and gradient ``d/dz_i = p_i (<p, s> - s_i)``.
+    ``-s`` is formed directly (from ``-r``, an M x D negation) so that the gradient
+    ``p * (-s - <p, -s>)`` takes two in-place passes over the M x V block; one (M x D x V) product.
+    """
+    target, p = rows.target, rows.p
+    r = target @ unit_embedding if target.is_floating_point() else unit_embedding[target]
+    minus_s = r.neg() @ unit_embedding.T
+    minus_expected = (p[:, None, :] @ minus_s[:, :, None]).reshape(-1)
+    grad = minus_s.sub_(minus_expected[:, None]).mul_(p)
+    return 1.0 + minus_expected, grad
+
+
 def emo_terms(rows: Rows, need_grad: bool, *,
               unit_embedding: Tensor) -> tuple[Tensor, list[Tensor] | None]:
     """EMO with cosine cost ``1 - <e_i, e_j>`` over unit embeddings ``E`` (V, D).
 
     ``r = e_t`` (ids) or ``sum_j tau_j e_j`` (probabilities), ``q = sum_i p_i e_i = p @ E``;
     value ``1 - <q, r>`` (exact EMO for one-hot targets, an upper bound for soft ones). Gradient
-    ``d/dz_i = p_i (<q, r> - <e_i, r>)``. It needs ``s = E r`` (M, V), from which the value is read
-    as ``1 - <p, s>`` (the same number), so a gradient costs one (M x D x V) product and a value
-    alone also one (``q``). No V x V matrix is ever formed. ``-s`` is formed directly (from
-    ``-r``, an M x D negation) so that the gradient ``p * (-s - <p, -s>)`` takes two in-place
-    passes over the M x V block.
+    ``d/dz_i = p_i (<q, r> - <e_i, r>)`` (see ``_emo_value_and_gradient``). A value alone costs
+    one (M x V x D) product (``q``); no V x V matrix is ever formed.
     """
-    target = rows.target
-    r = target @ unit_embedding if target.is_floating_point() else unit_embedding[target]
-    p = rows.p
     if not need_grad:
-        return (1.0 - ((p @ unit_embedding) * r).sum(-1))[:, None], None
-    minus_s = r.neg() @ unit_embedding.T
-    minus_expected = (p[:, None, :] @ minus_s[:, :, None]).reshape(-1)
-    grad = minus_s.sub_(minus_expected[:, None]).mul_(p)
-    return (1.0 + minus_expected)[:, None], [grad]
+        target = rows.target
+        r = target @ unit_embedding if target.is_floating_point() else unit_embedding[target]
+        return (1.0 - ((rows.p @ unit_embedding) * r).sum(-1))[:, None], None
+    values, grad = _emo_value_and_gradient(rows, unit_embedding)
+    return values[:, None], [grad]
+
+
+def _mix_with_cross_entropy_(emo_grad: Tensor, rows: Rows, emo_scale: Tensor | float,
+                             ce_scale: float) -> Tensor:
+    """``emo_scale * emo_grad + ce_scale * (p - onehot(t))``, written over ``emo_grad``.
+
+    ``emo_scale`` is a number or a per-row (M,) tensor.
+    """
+    if isinstance(emo_scale, Tensor):
+        emo_grad.mul_(emo_scale[:, None])
+    else:
+        emo_grad.mul_(emo_scale)
+    emo_grad.add_(rows.p, alpha=ce_scale)
+    return emo_grad.scatter_add_(1, rows.target[:, None],
+                                 emo_grad.new_full((emo_grad.shape[0], 1), -ce_scale))
+
+
+def emo_mle_fixed_terms(rows: Rows, need_grad: bool, *, unit_embedding: Tensor,
+                        mle_weight: float) -> tuple[Tensor, list[Tensor] | None]:
+    """One term per token, ``w * ce_i + (1 - w) * emo_i``; its gradient in one M x V buffer."""
+    ce = -rows.logp_t
+    if not need_grad:
+        emo = emo_terms(rows, False, unit_embedding=unit_embedding)[0][:, 0]
+        return (mle_weight * ce + (1.0 - mle_weight) * emo)[:, None], None
+    emo, grad = _emo_value_and_gradient(rows, unit_embedding)
+    grad = _mix_with_cross_entropy_(grad, rows, 1.0 - mle_weight, mle_weight)
+    return (mle_weight * ce + (1.0 - mle_weight) * emo)[:, None], [grad]
+
+
+def adaptive_token_ratio(ce: Tensor, emo: Tensor, cap: float | None) -> Tensor:
+    """``min(ce_i / emo_i, cap)`` per token (a constant: no gradient flows through it).
+
+    0 where ``emo_i <= 0`` (there EMO's gradient vanishes too: all mass sits on tokens at cost 0).
+    """
+    ratio = torch.where(emo > 0, ce / emo.clamp(min=torch.finfo(emo.dtype).tiny), 0.0)
+    return ratio if cap is None else ratio.clamp(max=cap)
+
+
+def emo_mle_adaptive_terms(rows: Rows, need_grad: bool, *, unit_embedding: Tensor,
+                           cap: float | None) -> tuple[Tensor, list[Tensor] | None]:
+    """The EMO authors' per-token mixture ``0.5 * (ce_i + r_i * emo_i)``, ``r_i`` detached.
+
+    ``r_i = min(ce_i / emo_i, cap)`` (``adaptive_token_ratio``); gradient
+    ``0.5 * (p - onehot(t)) + 0.5 * r_i * grad(emo_i)``, formed in one M x V buffer.
+    """
+    ce = -rows.logp_t
+    if need_grad:
+        emo, grad = _emo_value_and_gradient(rows, unit_embedding)
+    else:
+        emo, grad = emo_terms(rows, False, unit_embedding=unit_embedding)[0][:, 0], None
+    ratio = adaptive_token_ratio(ce, emo, cap)
+    values = (0.5 * (ce + ratio * emo))[:, None]
+    if grad is None:
+        return values, None
+    return values, [_mix_with_cross_entropy_(grad, rows, 0.5 * ratio, 0.5)]
 
 
 def emo_mle_terms(rows: Rows, need_grad: bool, *,
                   unit_embedding: Tensor) -> tuple[Tensor, list[Tensor] | None]:
-    """Terms (CE, EMO) for the mixtures; EMO reads ``p`` before CE overwrites it."""
+    """Terms (CE, EMO) kept apart for the batch-ratio mixture; EMO reads ``p`` before CE
+    overwrites it."""
     emo_values, emo_grads = emo_terms(rows, need_grad, unit_embedding=unit_embedding)
     ce_values, ce_grads = cross_entropy_terms(rows, need_grad)
     grads = ce_grads + emo_grads if need_grad else None
     return torch.cat([ce_values, emo_values], dim=1), grads
 
 
-def adaptive_coefficients(term_sums: Tensor) -> Tensor:
-    """``0.5 * (ce + (ce / emo).detach() * emo)``: weights ``(0.5, 0.5 * CE / EMO)``.
+def adaptive_batch_coefficients(term_sums: Tensor, *, cap: float | None) -> Tensor:
+    """``0.5 * (ce + R * emo)`` with one batch ratio ``R = min(CE / EMO, cap)``, detached.
 
     CE and EMO are the batch sums (equivalently, means) over non-ignored tokens, so the EMO term is
     rescaled to the size of the CE term; the ratio is taken as 0 when EMO sums to 0.
     """
-    ce, emo = term_sums[0], term_sums[1]
-    ratio = torch.where(emo > 0, ce / emo.clamp(min=torch.finfo(emo.dtype).tiny), 0.0)
-    return torch.stack([torch.ones_like(ce), ratio]) * 0.5
-
-
-def fixed_coefficients(term_sums: Tensor, *, mle_weight: float) -> Tensor:
-    return torch.tensor([mle_weight, 1.0 - mle_weight], dtype=term_sums.dtype,
-                        device=term_sums.device)
+    ratio = adaptive_token_ratio(term_sums[0], term_sums[1], cap)
+    return torch.stack([torch.ones_like(ratio), ratio]) * 0.5
 
 
 # ----------------------------------------------------------------------------------------------
@@ -216,19 +279,42 @@ def cross_entropy_loss_spec() -> RowLoss:
     return RowLoss(terms=cross_entropy_terms)
 
 
-def emo_loss_spec(unit_embedding: Tensor, *, mle_weight: str | float | None = None) -> RowLoss:
-    """EMO alone (``mle_weight=None``) or mixed with CE (``"adaptive"`` or a float in [0, 1])."""
+MLE_WEIGHTS = ("adaptive", "adaptive_batch")
+
+
+def emo_loss_spec(unit_embedding: Tensor, *, mle_weight: str | float | None = None,
+                  adaptive_cap: float | None = None) -> RowLoss:
+    """EMO alone (``mle_weight=None``) or mixed with CE (see ``emo_mle_loss``)."""
+    adaptive = isinstance(mle_weight, str)
+    if adaptive and mle_weight not in MLE_WEIGHTS:
+        raise ValueError(f"mle_weight must be one of {MLE_WEIGHTS} or a number in [0, 1], "
+                         f"got {mle_weight!r}")
+    if not adaptive and mle_weight is not None and (
+            isinstance(mle_weight, bool) or not isinstance(mle_weight, (int, float))
+            or not 0.0 <= mle_weight <= 1.0):
+        raise ValueError(f"mle_weight must be one of {MLE_WEIGHTS} or a number in [0, 1], "
+                         f"got {mle_weight!r}")
+    if adaptive_cap is not None:
+        if not adaptive:
+            raise ValueError("adaptive_cap applies only to mle_weight='adaptive' or "
+                             f"'adaptive_batch', not to mle_weight={mle_weight!r}")
+        if isinstance(adaptive_cap, bool) or not isinstance(adaptive_cap, (int, float)) \
+                or not adaptive_cap > 0 or math.isinf(adaptive_cap):
+            raise ValueError(f"adaptive_cap must be None or a positive finite number, "
+                             f"got {adaptive_cap!r}")
+        adaptive_cap = float(adaptive_cap)
     if mle_weight is None:
-        return RowLoss(terms=partial(emo_terms, unit_embedding=unit_embedding), soft_targets=True)
+        return RowLoss(terms=partial(emo_terms, unit_embedding=unit_embedding), soft_targets=True,
+                       buffers=2)
     if mle_weight == "adaptive":
-        coefficients = adaptive_coefficients
-    elif isinstance(mle_weight, (int, float)) and not isinstance(mle_weight, bool) \
-            and 0.0 <= mle_weight <= 1.0:
-        coefficients = partial(fixed_coefficients, mle_weight=float(mle_weight))
-    else:
-        raise ValueError(f"mle_weight must be 'adaptive' or a number in [0, 1], got {mle_weight!r}")
-    return RowLoss(terms=partial(emo_mle_terms, unit_embedding=unit_embedding),
-                   coefficients=coefficients, num_terms=2)
+        return RowLoss(terms=partial(emo_mle_adaptive_terms, unit_embedding=unit_embedding,
+                                     cap=adaptive_cap), buffers=2)
+    if mle_weight == "adaptive_batch":
+        return RowLoss(terms=partial(emo_mle_terms, unit_embedding=unit_embedding),
+                       coefficients=partial(adaptive_batch_coefficients, cap=adaptive_cap),
+                       num_terms=2, buffers=2)
+    return RowLoss(terms=partial(emo_mle_fixed_terms, unit_embedding=unit_embedding,
+                                 mle_weight=float(mle_weight)), buffers=2)
 
 
 def tailr_loss_spec(gamma: float, threshold: float | None) -> RowLoss:
@@ -408,19 +494,37 @@ def emo_loss(logits: Tensor, target: Tensor, cost_embedding: Tensor, *, ignore_i
 
 
 def emo_mle_loss(logits: Tensor, target: Tensor, cost_embedding: Tensor, *,
-                 mle_weight: str | float = "adaptive", ignore_index: int = -100,
-                 reduction: str = "mean") -> Tensor:
+                 mle_weight: str | float = "adaptive", adaptive_cap: float | None = None,
+                 ignore_index: int = -100, reduction: str = "mean") -> Tensor:
     """EMO mixed with cross-entropy (MLE), on integer targets.
 
-    ``mle_weight=w`` (a number in [0, 1]): per token ``w * ce + (1 - w) * emo``.
-    ``mle_weight="adaptive"`` (the EMO authors' mixture): ``0.5 * (ce + (CE / EMO).detach() * emo)``
-    where CE and EMO are summed over the non-ignored tokens of the batch, so the EMO gradient is
-    rescaled to the size of the CE loss. With ``reduction="mean"`` this is exactly
-    ``0.5 * (mean_ce + (mean_ce / mean_emo).detach() * mean_emo)``; ``"none"`` returns the
-    per-token ``0.5 * (ce_i + ratio * emo_i)`` with the batch ratio.
+    ``mle_weight="adaptive"`` (default; the mixture in the EMO authors' code): per token
+    ``0.5 * (ce_i + r_i * emo_i)`` with the per-token ratio ``r_i = min(ce_i / emo_i, cap)``
+    treated as a constant (``.detach()``), so each token's EMO gradient is rescaled to the size of
+    its own CE. Without a cap (``adaptive_cap=None``, as in the authors' GPT-2 language-modelling
+    code, their LLaMA Hugging Face patch and their instruction-tuning code) each token's value
+    equals ``ce_i`` and only the gradient changes; their LLaMA continual-fine-tuning script caps
+    the ratio at 3 (``adaptive_cap=3.0``). Their LLaMA code computes the ``emo_i`` of the ratio
+    with the target's own probability left out of ``sum_i p_i e_i`` (a value larger by ``p_t``,
+    same gradient); here ``emo_i`` is the exact EMO value of ``emo_loss``, as in their GPT-2 code.
+
+    ``mle_weight="adaptive_batch"``: one ratio for the whole batch,
+    ``0.5 * (ce_i + R * emo_i)`` with ``R = min(CE / EMO, cap)``, CE and EMO summed over the
+    non-ignored tokens (with ``reduction="mean"``:
+    ``0.5 * (mean_ce + (mean_ce / mean_emo).detach() * mean_emo)``). Not the authors' form; it was
+    what this library first called ``"adaptive"``.
+
+    ``mle_weight=w`` (a number in [0, 1]): per token ``w * ce_i + (1 - w) * emo_i``.
+
+    Reference: Ren et al., "EMO: Earth Mover Distance Optimization for Auto-regressive Language
+    Modeling", ICLR 2024 (code: github.com/DRSY/EMO).
+
+    >>> logits, target = torch.randn(8, 50), torch.randint(0, 50, (8,))
+    >>> emb = torch.randn(50, 16)
+    >>> loss = emo_mle_loss(logits, target, emb, adaptive_cap=3.0)
     """
     unit_embedding = normalize_cost_embedding(cost_embedding, logits.shape[-1], like=logits)
-    loss = emo_loss_spec(unit_embedding, mle_weight=mle_weight)
+    loss = emo_loss_spec(unit_embedding, mle_weight=mle_weight, adaptive_cap=adaptive_cap)
     return _apply_logits_loss(logits, target, loss, ignore_index, reduction)
 
 

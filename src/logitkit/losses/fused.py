@@ -9,16 +9,26 @@ temporaries (a handful, float32 for float32/half/bf16 inputs) exists at a time.
 
 Strategy, chosen for memory and speed:
 
+* Chunk size (``default_chunk_rows``): the chunk's M x V temporaries get a fixed fraction of the
+  memory the gradients need anyway, ``(V + N) d``, so the budget follows N, V and d.
+* One set of gradient buffers: every loss combines its parts per token (CE and EMO with a fixed or
+  per-token weight) into one gradient block, so a mixture costs the memory of a single loss. Only
+  ``emo_mle_loss``'s ``"adaptive_batch"`` form, whose weights depend on batch sums, keeps one
+  accumulator per part.
 * ``reduction="mean"``/``"sum"`` (training): gradients are computed during forward (one pass, no
   recomputation) and only ``grad_hidden`` (N, d), ``grad_weight`` (V, d) and ``grad_bias`` (V,)
-  are stored; backward scales them by the incoming scalar. ``grad_weight`` is accumulated in
-  float32 (an extra V x d float32 buffer for half/bf16 weights).
+  are kept; the first backward scales them in place by the incoming scalar and hands them over
+  (no copy). ``grad_weight`` is accumulated in float32 (an extra V x d float32 buffer for
+  half/bf16 weights). A second backward through the same graph (``retain_graph=True``) recomputes
+  them from the saved inputs with the same operations, so it returns identical gradients.
 * ``reduction="none"``: forward computes values only; backward runs the pass again with each row
   weighted by its incoming gradient (recomputation, since per-row weights are only known then).
 * Nothing needs a gradient: values only.
 
-Plain PyTorch, so it runs on CPU and CUDA alike (no Triton kernel; the CUDA path has not been run
-on a GPU yet). Higher-order gradients are not supported.
+Plain PyTorch, so it runs on CPU and CUDA alike (no Triton kernel). Higher-order gradients are not
+supported. PyTorch >= 2.13 has its own chunked ``F.linear_cross_entropy(..., options=
+torch.nn.LinearCrossEntropyOptions())``; measured on CPU (``benchmarks/losses.py``) it is slower
+than this engine, so ``linear_cross_entropy`` does not delegate to it.
 """
 
 from __future__ import annotations
@@ -43,14 +53,27 @@ from logitkit.losses.functional import (
     tailr_loss_spec,
 )
 
-# Default chunk: this many logits per chunk (float32: 32 MiB on CPU, 256 MiB on CUDA). Larger
-# chunks make fewer, more efficient matrix products; each chunk holds a few such temporaries.
-CHUNK_ELEMENTS = {"cpu": 1 << 23, "cuda": 1 << 26}
+# The chunk's temporaries (``loss.buffers`` blocks of M x V) get 1/CHUNK_FRACTION of the memory
+# the gradients need anyway ((V + N) x d), but at least MIN_CHUNK_ROWS rows: thinner (M x d x V)
+# matrix products run far below the machine's speed (measured on CPU: 36-row chunks took 1.5x
+# the time of 256-row chunks at N=2048, V=16384, d=256).
+CHUNK_FRACTION = 8
+MIN_CHUNK_ROWS = {"cpu": 256, "cuda": 512}
 
 
-def default_chunk_rows(vocab_size: int, device: torch.device) -> int:
-    budget = CHUNK_ELEMENTS.get(device.type, CHUNK_ELEMENTS["cpu"])
-    return max(1, budget // vocab_size)
+def default_chunk_rows(num_rows: int, vocab_size: int, width: int, buffers: int,
+                       device: torch.device) -> int:
+    """Rows per chunk: ``M = (V + N) d / (CHUNK_FRACTION * buffers * V)``, in
+    ``[MIN_CHUNK_ROWS, N]``.
+
+    The gradients alone take ``(V + N) d`` numbers (weight and hidden), so the chunk's
+    ``buffers`` blocks of ``M x V`` add at most ``1/CHUNK_FRACTION`` of that: the budget follows
+    N, V and d instead of a fixed number of logits (a fixed budget wastes memory when N is small
+    and V d large, and makes tiny, slow chunks when V is large and d small).
+    """
+    rows = (vocab_size + num_rows) * width // (CHUNK_FRACTION * buffers * vocab_size)
+    minimum = MIN_CHUNK_ROWS.get(device.type, MIN_CHUNK_ROWS["cuda"])
+    return max(1, min(num_rows, max(rows, minimum)))
 
 
 def _chunked_pass(hidden: Tensor, weight: Tensor, bias: Tensor | None, target: Tensor,
@@ -110,17 +133,31 @@ def _chunked_pass(hidden: Tensor, weight: Tensor, bias: Tensor | None, target: T
     return torch.cat(chunk_values), finite, (grad_hidden, grad_weight, grad_bias)
 
 
-def _combine(accumulated: Tensor | None, coefficients: Tensor, dtype: torch.dtype) -> Tensor | None:
-    """``sum_j coefficients[j] * accumulated[j]`` in ``dtype`` (in place for a single term)."""
+def _combine_(accumulated: Tensor | None, coefficients: Tensor,
+              dtype: torch.dtype) -> Tensor | None:
+    """``sum_j coefficients[j] * accumulated[j]`` in ``dtype``, written over ``accumulated[0]``."""
     if accumulated is None:
         return None
     coefficients = coefficients.to(accumulated.dtype)
-    if accumulated.shape[0] == 1:
-        return accumulated[0].mul_(coefficients[0]).to(dtype)
-    return torch.tensordot(coefficients, accumulated, dims=1).to(dtype)
+    combined = accumulated[0].mul_(coefficients[0])
+    for coefficient, term in zip(coefficients[1:], accumulated[1:], strict=True):
+        combined.add_(term, alpha=float(coefficient))
+    return combined.to(dtype)
+
+
+def _scaled_gradients(accumulated: tuple, coefficients: Tensor, hidden: Tensor,
+                      weight: Tensor) -> list[Tensor | None]:
+    """Gradients for (hidden, weight, bias) from ``_chunked_pass``'s accumulators."""
+    dtypes = (hidden.dtype, weight.dtype, weight.dtype)
+    return [_combine_(acc, coefficients, dtype)
+            for acc, dtype in zip(accumulated, dtypes, strict=True)]
 
 
 class _FusedLinearLoss(torch.autograd.Function):
+    """Chunked linear + loss. Gradients of a mean/sum loss are formed in forward and handed to
+    the first backward, scaled in place (no copy); a second backward (``retain_graph=True``, or
+    ``gradcheck``) and ``reduction="none"`` recompute them chunk by chunk from the saved inputs."""
+
     @staticmethod
     def forward(ctx, hidden: Tensor, weight: Tensor, bias: Tensor | None, target: Tensor,
                 valid: Tensor, loss: RowLoss, reduction: str, chunk_rows: int) -> Tensor:
@@ -131,30 +168,33 @@ class _FusedLinearLoss(torch.autograd.Function):
         check_finite_values(finite)
         coefficients = loss.coefficients(values.sum(0))
         scale = reduction_scale(valid, reduction)
-        ctx.eager, ctx.loss, ctx.chunk_rows, ctx.needs = eager, loss, chunk_rows, needs
+        ctx.loss, ctx.chunk_rows, ctx.needs = loss, chunk_rows, needs
+        ctx.reduction, ctx.scale = reduction, scale
+        ctx.grads = None
         if eager:
-            scaled = coefficients * scale
-            dtypes = (hidden.dtype, weight.dtype, weight.dtype)
-            ctx.save_for_backward(*(_combine(acc, scaled, dtype)
-                                    for acc, dtype in zip(grads, dtypes, strict=True)))
-        elif any(needs):
+            ctx.grads = _scaled_gradients(grads, coefficients * scale, hidden, weight)
+        if any(needs):
             ctx.save_for_backward(hidden, weight, bias, target, valid, coefficients)
         return reduce_rows(values @ coefficients, scale, reduction)
 
     @staticmethod
     def backward(ctx, grad_output: Tensor) -> tuple[Tensor | None, ...]:
-        if ctx.eager:
-            grads = tuple(None if grad is None else grad * grad_output.to(grad.dtype)
-                          for grad in ctx.saved_tensors)
-        else:
+        grads, ctx.grads = ctx.grads, None
+        if grads is None:  # reduction="none", or a second backward: recompute
             hidden, weight, bias, target, valid, coefficients = ctx.saved_tensors
-            row_weights = grad_output.to(coefficients.dtype)[:, None] * coefficients[None, :]
-            _, _, (grad_hidden, grad_weight, grad_bias) = _chunked_pass(
-                hidden, weight, bias, target, valid, ctx.loss, ctx.chunk_rows, need_grad=True,
-                row_weights=row_weights, separate=False, needs=ctx.needs)
-            grads = (None if grad_hidden is None else grad_hidden[0],
-                     None if grad_weight is None else grad_weight[0].to(weight.dtype),
-                     None if grad_bias is None else grad_bias[0].to(weight.dtype))
+            if ctx.reduction == "none":
+                row_weights = grad_output.to(coefficients.dtype)[:, None] * coefficients
+                _, _, accumulated = _chunked_pass(
+                    hidden, weight, bias, target, valid, ctx.loss, ctx.chunk_rows,
+                    need_grad=True, row_weights=row_weights, separate=False, needs=ctx.needs)
+                return (*_scaled_gradients(accumulated, coefficients.new_ones(1), hidden, weight),
+                        None, None, None, None, None)
+            # The same operations as in forward, so a second backward gives identical results.
+            _, _, accumulated = _chunked_pass(hidden, weight, bias, target, valid, ctx.loss,
+                                              ctx.chunk_rows, need_grad=True, needs=ctx.needs)
+            grads = _scaled_gradients(accumulated, coefficients * ctx.scale, hidden, weight)
+        grads = [None if grad is None else grad.mul_(grad_output.to(grad.dtype))
+                 for grad in grads]
         return (*grads, None, None, None, None, None)
 
 
@@ -183,7 +223,9 @@ def _fused(hidden: Tensor, weight: Tensor, target: Tensor, loss: RowLoss, *, bia
                                         ignore_index=ignore_index, allow_soft=loss.soft_targets,
                                         dtype=compute_dtype(weight.dtype))
     check_batch(valid.numel(), vocab_size)
-    chunk_rows = chunk_size or default_chunk_rows(vocab_size, hidden.device)
+    num_rows = valid.numel()
+    chunk_rows = chunk_size or default_chunk_rows(num_rows, vocab_size, width, loss.buffers,
+                                                  hidden.device)
     out = _FusedLinearLoss.apply(hidden.reshape(-1, width), weight, bias, flat_target, valid, loss,
                                  reduction, chunk_rows)
     return out.reshape(batch_shape) if reduction == "none" else out
@@ -195,27 +237,37 @@ def linear_cross_entropy(hidden: Tensor, weight: Tensor, target: Tensor, *,
     """Cross-entropy of ``hidden @ weight.T + bias`` (classes last) against integer ``target``.
 
     Same value and gradients (wrt hidden, weight, bias) as ``F.cross_entropy`` on the full logits,
-    computed ``chunk_size`` tokens at a time (default: about 8M logits per chunk on CPU, 64M on
-    CUDA). hidden (..., d), weight (V, d), bias (V,), target (...).
+    computed ``chunk_size`` tokens at a time (default: ``default_chunk_rows``, a budget that
+    follows N, V and d). hidden (..., d), weight (V, d), bias (V,), target (...).
     """
     return _fused(hidden, weight, target, cross_entropy_loss_spec(), bias=bias,
                   ignore_index=ignore_index, reduction=reduction, chunk_size=chunk_size)
 
 
 def linear_emo_loss(hidden: Tensor, weight: Tensor, target: Tensor, cost_embedding: Tensor, *,
-                    mle_weight: str | float | None = None, bias: Tensor | None = None,
-                    ignore_index: int = -100, reduction: str = "mean",
-                    chunk_size: int | None = None) -> Tensor:
+                    mle_weight: str | float | None = None, adaptive_cap: float | None = None,
+                    bias: Tensor | None = None, ignore_index: int = -100,
+                    reduction: str = "mean", chunk_size: int | None = None) -> Tensor:
     """``emo_loss`` (``mle_weight=None``) or ``emo_mle_loss`` of ``hidden @ weight.T + bias``.
 
+    ``mle_weight``: None (EMO alone), ``"adaptive"`` (the EMO authors' per-token mixture
+    ``0.5 * (ce_i + min(ce_i / emo_i, adaptive_cap).detach() * emo_i)``), ``"adaptive_batch"``
+    (one ratio per batch) or a weight ``w`` in [0, 1]; see ``functional.emo_mle_loss``. Every
+    form but ``"adaptive_batch"`` combines CE and EMO per token, so a mixture costs the memory of
+    EMO alone; ``"adaptive_batch"`` needs its batch sums first and keeps one more set of gradient
+    buffers (an extra V x d and N x d).
     ``cost_embedding`` (V, D) is normalised once and never receives a gradient; it may be the
     head's own weight (pass ``weight`` itself: the cost uses a detached copy). Soft targets
     (..., V) are accepted when ``mle_weight`` is None.
+
+    >>> hidden, head = torch.randn(64, 32, requires_grad=True), torch.randn(1000, 32)
+    >>> target = torch.randint(0, 1000, (64,))
+    >>> linear_emo_loss(hidden, head, target, head, mle_weight="adaptive").backward()
     """
     unit_embedding = normalize_cost_embedding(cost_embedding, weight.shape[0], like=weight)
-    return _fused(hidden, weight, target, emo_loss_spec(unit_embedding, mle_weight=mle_weight),
-                  bias=bias, ignore_index=ignore_index, reduction=reduction,
-                  chunk_size=chunk_size)
+    loss = emo_loss_spec(unit_embedding, mle_weight=mle_weight, adaptive_cap=adaptive_cap)
+    return _fused(hidden, weight, target, loss, bias=bias, ignore_index=ignore_index,
+                  reduction=reduction, chunk_size=chunk_size)
 
 
 def linear_tailr_loss(hidden: Tensor, weight: Tensor, target: Tensor, *, gamma: float,

