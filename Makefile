@@ -27,7 +27,7 @@ demo: $(STAMP)
 	$(VENV)/bin/logitkit reproduce all --quick --out $(OUT) $(if $(DATA),--data $(DATA))
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests
 
 test: lint
 	$(PY) -m pytest -q -m "not slow"

@@ -87,6 +87,40 @@ def test_ctrl_c_exits_130_without_a_traceback(monkeypatch, capsys):
     assert "interrupted" in err and "Traceback" not in err
 
 
+def test_the_benchmarks_ship_inside_the_package():
+    from logitkit import bench
+
+    assert {"audit", "losses", "matching", "optim", "thresholds"} <= set(bench.available())
+    assert "harness" not in bench.available()
+    assert bench.command("losses", None, True)[1:] == ["-m", "logitkit.benchmarks.losses",
+                                                        "--quick"]
+
+
+def test_bench_names_a_missing_baseline_before_running(monkeypatch, capsys, tmp_path):
+    from logitkit import bench
+
+    real = bench.importlib.import_module
+
+    def missing(name):
+        if name.startswith("logitkit.benchmarks."):
+            raise ModuleNotFoundError("No module named 'lion_pytorch'", name="lion_pytorch")
+        return real(name)
+
+    monkeypatch.setattr(bench.importlib, "import_module", missing)
+    assert main(["bench", "optim", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (
+        "logitkit bench: error: benchmark 'optim' needs the Python package 'lion_pytorch', "
+        'which is not installed: pip install "logitkit[bench]"\n')
+
+
+@pytest.mark.slow
+def test_bench_runs_a_bundled_benchmark_outside_the_source_tree(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "logitkit", "bench", "thresholds", "--quick",
+                           "--out", "out"], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "out" / "thresholds.json").read_text())["benchmark"]
+
+
 def test_bench_rejects_unknown_names(capsys, tmp_path):
     assert main(["bench", "no_such_benchmark", "--out", str(tmp_path)]) == 2
     assert "unknown benchmark" in capsys.readouterr().err

@@ -1,13 +1,8 @@
 import functools
-import sys
 
-import pytest
 import torch
 
-from tests.conftest import REPO_ROOT
-
-sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
-harness = pytest.importorskip("harness")
+from logitkit.benchmarks import harness
 
 
 def _allocate(megabytes: int) -> int:

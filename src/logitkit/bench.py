@@ -1,61 +1,87 @@
-"""``logitkit bench``: run the scripts in the repository's ``benchmarks/`` folder.
+"""``logitkit bench [NAME ...|all] [--quick] [--out DIR]``: run the bundled benchmarks.
 
-Each script prints one JSON object (see ``benchmarks/harness.py``); this verb runs the chosen ones
-in fresh interpreters, one after another, and saves each object to ``OUT/<name>.json``.
+The benchmarks are the modules of ``logitkit.benchmarks`` (they ship with the package); each
+measures logitkit and its baselines in the same process and prints one JSON object (see
+``logitkit.benchmarks.harness``). This verb runs the chosen ones in fresh interpreters
+(``python -m logitkit.benchmarks.NAME``), one after another, and saves each object to
+``OUT/<name>.json``. The baselines come with the ``bench`` extra: ``pip install
+"logitkit[bench]"``. ``--dir`` runs the scripts of another folder instead (``NAME.py`` each).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import pkgutil
 import subprocess
 import sys
 from pathlib import Path
 
-DEFAULT_DIR = Path(__file__).resolve().parents[2] / "benchmarks"
+from logitkit._utils import MissingExtra, atomic_write_text, check_writable
+
+PACKAGE = "logitkit.benchmarks"
 
 
-def available(directory: Path) -> list[str]:
-    """Benchmark names: the scripts in ``directory`` that do not start with ``_`` or ``harness``."""
-    return sorted(
-        p.stem
-        for p in directory.glob("*.py")
-        if not p.stem.startswith("_") and p.stem != "harness"
-    )
+def available(directory: Path | None = None) -> list[str]:
+    """Benchmark names: bundled modules, or a folder's scripts; ``_*`` and the harness excluded."""
+    if directory is None:
+        folder = Path(__file__).parent / "benchmarks"
+        names = [module.name for module in pkgutil.iter_modules([str(folder)])]
+    else:
+        names = [path.stem for path in directory.glob("*.py")]
+    return sorted(name for name in names if not name.startswith("_") and name != "harness")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("names", nargs="*", default=["all"], help="benchmarks to run, or 'all'")
-    parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="the benchmarks folder")
-    parser.add_argument("--out", type=Path, default=Path("bench-out"), help="where JSON goes")
+    parser.add_argument("names", nargs="*", default=["all"],
+                        help=f"benchmarks to run ({', '.join(available())}) or all")
     parser.add_argument("--quick", action="store_true", help="smaller shapes, for a quick look")
+    parser.add_argument("--out", type=Path, default=Path("bench-out"), help="where JSON goes")
+    parser.add_argument("--dir", type=Path, default=None,
+                        help="run NAME.py scripts from this folder instead of the bundled ones")
     parser.set_defaults(handler=run)
 
 
+def check_baselines(name: str) -> None:
+    """Import a bundled benchmark (its main part does not run): a missing baseline is named."""
+    try:
+        importlib.import_module(f"{PACKAGE}.{name}")
+    except ModuleNotFoundError as error:
+        if error.name is None or error.name.split(".")[0] == "logitkit":
+            raise
+        raise MissingExtra(f"benchmark {name!r} needs the Python package {error.name!r}, which "
+                           'is not installed: pip install "logitkit[bench]"') from error
+
+
+def command(name: str, directory: Path | None, quick: bool) -> list[str]:
+    """The interpreter command that runs one benchmark."""
+    target = ["-m", f"{PACKAGE}.{name}"] if directory is None else [str(directory / f"{name}.py")]
+    return [sys.executable, *target, *(["--quick"] if quick else [])]
+
+
 def run(args: argparse.Namespace) -> int:
-    if not args.dir.is_dir():
-        raise FileNotFoundError(
-            f"no benchmarks folder at {args.dir}; benchmarks ship with the source repository, "
-            "pass --dir to point at it"
-        )
+    if args.dir is not None and not args.dir.is_dir():
+        raise FileNotFoundError(f"--dir {args.dir} is not a folder")
     names = available(args.dir)
     chosen = names if args.names == ["all"] else args.names
     unknown = sorted(set(chosen) - set(names))
     if unknown:
         raise ValueError(f"unknown benchmark(s) {unknown}; available: {names}")
-    args.out.mkdir(parents=True, exist_ok=True)
+    for name in chosen:
+        check_writable(args.out / f"{name}.json")
+        if args.dir is None:
+            check_baselines(name)
     failed = []
     for name in chosen:
         print(f"== benchmark {name}", file=sys.stderr, flush=True)
-        command = [sys.executable, str(args.dir / f"{name}.py")]
-        if args.quick:
-            command.append("--quick")
-        done = subprocess.run(command, stdout=subprocess.PIPE, text=True)
+        done = subprocess.run(command(name, args.dir, args.quick), stdout=subprocess.PIPE,
+                              text=True)
         if done.returncode != 0:
             failed.append(name)
             continue
         result = json.loads(done.stdout.strip().splitlines()[-1])
-        (args.out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+        atomic_write_text(args.out / f"{name}.json", json.dumps(result, indent=2) + "\n")
         print(json.dumps(result, indent=2))
     if failed:
         print(f"failed: {failed}", file=sys.stderr)

@@ -25,7 +25,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from harness import case, emit, peak_memory_bytes, quick_flag, time_call
+from logitkit.benchmarks.harness import case, emit, peak_memory_bytes, quick_flag, time_call
 from logitkit.optim import Lion, SaturationMonitor, Tiger, find_saturated_rows
 
 

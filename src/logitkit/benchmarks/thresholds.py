@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-from harness import case, emit, quick_flag
+from logitkit.benchmarks.harness import case, emit, quick_flag
 from logitkit.thresholds import apply_class_weights, fit_class_weights
 from logitkit.thresholds.metrics import class_metric
 

@@ -39,7 +39,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from harness import case, emit, peak_memory_bytes, quick_flag
+from logitkit.benchmarks.harness import case, emit, peak_memory_bytes, quick_flag
 from logitkit.losses import linear_cross_entropy, linear_emo_loss, linear_tailr_loss
 
 SHAPES = ((4096, 32768, 512), (512, 131072, 1024), (8192, 32768, 512))

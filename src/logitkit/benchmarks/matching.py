@@ -21,7 +21,7 @@ import statistics
 import torch
 from sentence_transformers.sentence_transformer.losses import CoSENTLoss
 
-from harness import case, emit, peak_memory_bytes, quick_flag, time_call
+from logitkit.benchmarks.harness import case, emit, peak_memory_bytes, quick_flag, time_call
 from logitkit.matching import cosent_loss
 
 SCALE = 20.0

@@ -18,8 +18,8 @@ import time
 import numpy as np
 from scipy.optimize import linprog
 
-from harness import case, emit, quick_flag
 from logitkit.audit import check_argmaxable, load_head
+from logitkit.benchmarks.harness import case, emit, quick_flag
 
 BASELINE_TIME_LIMIT_S = 150.0
 
