@@ -44,10 +44,8 @@ from logitkit._utils import progress
 from logitkit.audit.certify import certify_fast
 from logitkit.audit.exact import Decision, decide_box, decide_hull
 from logitkit.audit.frank_wolfe import frank_wolfe
+from logitkit.audit.statuses import METHODS, STATUSES
 from logitkit.audit.verify import Certificate
-
-METHODS = ("exact", "fast", "frank_wolfe")
-STATUSES = ("argmaxable", "tie", "unargmaxable", "unknown")
 
 
 @dataclass
