@@ -55,6 +55,8 @@ def bias_push(bias: np.ndarray, k: int, tol: float) -> float:
 
 def _input(x: np.ndarray, d: int, lifted: bool, box: float | None) -> np.ndarray | None:
     """The input behind a minimum-norm point: ``x`` or ``x_z / x_s``; powers of two into a box."""
+    if lifted and not x[d] > 0:
+        return None
     z = x[:d] / x[d] if lifted else x.copy()
     if not lifted and z.any():  # homogeneous: any positive multiple wins; keep |z|_inf = 1
         z = z * np.exp2(-np.ceil(np.log2(np.abs(z).max())))

@@ -68,7 +68,10 @@ class _Corral:
         if size >= self.q.shape[0]:
             return False
         column = np.append(point, self.rho)
-        q, r = qr_insert(self.q, self.r, column, size, which="col")
+        try:
+            q, r = qr_insert(self.q, self.r, column, size, which="col")
+        except np.linalg.LinAlgError:  # the column lies in the span of the corral's columns
+            return False
         if abs(r[size, size]) <= 1e-12 * np.linalg.norm(column):
             return False
         self.q, self.r = q, r
@@ -145,9 +148,12 @@ def nearest_point(
     lifted = bias is not None
     if lifted:
         gaps = bias[k] - bias
-        virtual_height = 2.0 * float(np.abs(gaps).max()) + 2.0 * shift + 1.0
+        start = start_rows[start_rows != k]
+        typical_d = float(np.median(np.linalg.norm(wk - weight[start], axis=1))) or 1.0
+        typical_c = float(np.median(np.abs(gaps[start]))) + shift
+        ratio = typical_c / typical_d if typical_c > 0 else 1.0  # balances the s coordinate
         offset = np.zeros(d + 1)
-        offset[-1] = shift
+        offset[-1] = shift / ratio
     else:
         centroid_gap = wk - (row_sum - wk) / (n_rows - 1)
         offset = shift * centroid_gap
@@ -155,7 +161,7 @@ def nearest_point(
     def points(rows: np.ndarray) -> np.ndarray:
         block = wk - weight[rows]
         if lifted:
-            block = np.hstack([block, gaps[rows, None]])
+            block = np.hstack([block, gaps[rows, None] / ratio])
         return block + offset
 
     rows = np.unique(start_rows[start_rows != k])
@@ -164,9 +170,9 @@ def nearest_point(
     in_pool[k] = True
     pool = points(rows)
     base = 0
-    if lifted:  # the virtual point (0, M) is pool row 0 and never leaves the pool
-        virtual = np.zeros(d + 1)
-        virtual[-1] = virtual_height
+    if lifted:  # the virtual point (0, M) is pool row 0 and never leaves the pool; M is on the
+        virtual = np.zeros(d + 1)  # scale of the pool's rows (any M > 0 keeps x_s > 0)
+        virtual[-1] = float(np.abs(pool).max()) if len(pool) else 1.0
         pool = np.vstack([virtual, pool])
         base = 1
     scale = float(np.abs(pool).max()) or 1.0
@@ -174,18 +180,20 @@ def nearest_point(
     corral = _Corral(pool[first], first, rho=scale)
     iterations = 0
     converged = False
+    previous = np.inf
     while iterations < max_iterations:
         used, stalled = _wolfe(pool, corral, max_iterations - iterations, scale)
         iterations += used
         x = corral.weights @ pool[corral.index]
         norm2 = float(x @ x)
-        if norm2 <= (1e-15 * scale) ** 2 or stalled:
-            converged = True
+        if norm2 <= (1e-15 * scale) ** 2 or (stalled and norm2 >= previous * (1.0 - 1e-9)):
+            converged = True  # at 0, or stuck at the same point after new rows joined the pool
             break
+        previous = norm2
         z = x[:d]
         values = wk @ z - weight @ z + offset[:d] @ z
         if lifted:
-            values = values + (gaps + shift) * x[d]
+            values = values + (gaps + shift) * (x[d] / ratio)
         values[in_pool] = np.inf
         violators = np.flatnonzero(values < norm2 * (1.0 - 1e-9))
         if len(violators) == 0:
@@ -198,6 +206,8 @@ def nearest_point(
     index = np.asarray(corral.index)
     real = index >= base
     virtual_weight = float(corral.weights[~real].sum())
+    if lifted:
+        x = np.append(x[:d], x[d] / ratio)
     return HullOutcome(x=x, support=rows[index[real] - base], weights=corral.weights[real],
                        virtual_weight=virtual_weight, converged=converged,
                        iterations=iterations, pool_size=len(rows))

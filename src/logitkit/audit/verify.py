@@ -14,7 +14,7 @@ A box ``|z|_inf <= B`` is checked in float64 too.
 Certificate. For ``a`` on the simplex over a support ``S`` put ``g = sum_i a_i d_i`` and
 ``c_a = sum_i a_i c_i``. For every ``z``, ``min_i (d_i . z + c_i) <= g . z + c_a``: with
 ``g = 0`` and ``c_a <= 0`` class ``k`` never wins. Computed ``g`` carries rounding error and the
-solver's residual, so a certificate is accepted when ``|g|_1 <= tol * sum_i a_i |d_i|_1``: the
+solver's residual, so a certificate is accepted when ``|g|_1 <= tol / 64 * sum_i a_i |d_i|_1``: the
 verdict is then exact for a head whose row ``k`` differs from yours by that relative amount
 (backward error). The tolerance is per class and relative to the rows in the certificate, so it
 does not change when ``W, b`` are scaled or when an unrelated row has an extreme bias. With a box
@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 
 UNIT_ROUNDOFF_64 = 2.0**-53
+RESIDUAL_SHARE = 1.0 / 64  # a certificate's residual stays below tol / 64, so that a push of
+# tol (see :mod:`logitkit.audit.exact`) is never mistaken for rounding
 
 
 @dataclass(frozen=True)
@@ -140,7 +142,7 @@ def hull_certificate(
     if bias is None and shift is not None:
         g = g + np.asarray(shift)
     residual = (float(np.abs(g).sum()) + rounding) / max(size, np.finfo(np.float64).tiny)
-    if residual > tol:
+    if residual > tol * RESIDUAL_SHARE:
         return None
     if bias is not None:
         limit = 0.0 if shift is None else -float(shift)
