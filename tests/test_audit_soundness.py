@@ -201,3 +201,12 @@ def test_torch_bfloat16_and_float16_inputs():
         exact = tensor.double().numpy()
         for k in result.argmaxable:
             assert wins(exact, None, int(k), result.witnesses[int(k)])
+
+
+def test_worker_processes_give_the_same_verdicts():
+    weight = planted_head(40, n=80, d=4, interior=15)
+    one = check_argmaxable(weight, show_progress=False)
+    two = check_argmaxable(weight, jobs=2, show_progress=False)
+    assert (one.status == two.status).all() and one.counts["unargmaxable"] >= 15
+    assert {k: c.support.tolist() for k, c in one.certificates.items()} == \
+        {k: c.support.tolist() for k, c in two.certificates.items()}

@@ -42,7 +42,7 @@ import numpy as np
 
 from logitkit._utils import progress
 from logitkit.audit.certify import certify_fast
-from logitkit.audit.exact import Decision, decide_box, decide_hull
+from logitkit.audit.exact import Decision, decide_many
 from logitkit.audit.frank_wolfe import frank_wolfe
 from logitkit.audit.statuses import METHODS, STATUSES
 from logitkit.audit.verify import Certificate
@@ -210,6 +210,7 @@ def check_argmaxable(
     fw_radius: float = 100.0,
     fw_iterations: int = 200,
     keep_witnesses: bool = True,
+    jobs: int = 1,
     show_progress: bool = True,
 ) -> AuditResult:
     """Decide for each class of ``W z + b`` whether some input ``z`` makes it the strict argmax.
@@ -219,7 +220,8 @@ def check_argmaxable(
     the inputs, ``|z|_inf <= box``; without it inputs are unbounded. ``tol`` is the relative
     tolerance that separates ties from the two strict verdicts (module doc). ``fw_radius`` is
     Frank-Wolfe's L2-ball radius without a box. ``keep_witnesses=False`` drops the witness inputs
-    (V x d floats for a whole vocabulary) and keeps only certificates.
+    (V x d floats for a whole vocabulary) and keeps only certificates. ``jobs`` worker processes
+    share the exact stage (classes are independent).
     """
     w, b, ids = _validated(weight, bias, classes, method, box, tol)
     start = time.perf_counter()
@@ -263,18 +265,14 @@ def check_argmaxable(
                 remaining = np.flatnonzero(~fast.certified)
                 bar.reset(total=len(remaining))
                 bar.set_description("audit (exact)")
-                row_sum = w_r.sum(0)
-                for j in remaining:
+                outcome = decide_many(w_r, b_r, needed[remaining], fast.rivals[remaining], box,
+                                      tol, jobs=jobs, on_done=bar.update)
+                for j, decision in zip(remaining, outcome, strict=True):
                     k = int(needed[j])
-                    if b_r is None or box is None:
-                        decision = decide_hull(w_r, b_r, k, fast.rivals[j], box, tol, row_sum)
-                    else:
-                        decision = decide_box(w_r, b_r, k, fast.rivals[j], box, tol)
                     if decision.witness is None:
                         decision.witness, decision.margin = fast.witnesses[j], fast.margins[j]
                     decisions[k] = decision
                     stages[k] = "exact" if decision.status != "unknown" else "none"
-                    bar.update(1)
                 timings["exact_s"] = time.perf_counter() - start - timings["fast_s"]
     timings["total_s"] = time.perf_counter() - start
     groups = [np.flatnonzero(first == r) for r in np.unique(first[ids])

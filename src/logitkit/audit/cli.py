@@ -56,6 +56,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--box", type=float, help="bound the inputs: |z|_inf <= BOX")
     parser.add_argument("--tol", type=float, default=1e-9,
                         help="relative tolerance that separates ties (default 1e-9)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="worker processes for the exact stage (default 1)")
     parser.add_argument("--no-bias", action="store_true", help="ignore the bias if there is one")
     parser.add_argument("--json", type=Path, help="write the result (statuses, margins) here")
     parser.add_argument("--evidence", action="store_true",
@@ -87,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
     bias = None if args.no_bias else head.bias
     classes = parse_classes(args.classes) if args.classes else None
     result = check_argmaxable(head.weight, bias, classes=classes, method=args.method,
-                              box=args.box, tol=args.tol, keep_witnesses=args.evidence)
+                              box=args.box, tol=args.tol, keep_witnesses=args.evidence,
+                              jobs=max(1, args.jobs))
     result.settings["source"] = head.source + (" (bias ignored)" if args.no_bias and
                                                head.bias is not None else "")
     print(summary(result, head.tokenizer, source=result.settings["source"]))

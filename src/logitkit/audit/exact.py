@@ -19,6 +19,8 @@ where ``tau = tol * (B max_S |d_i|_1 + max_S |c_i|)`` over the LP's rows ``S`` (
 
 from __future__ import annotations
 
+import multiprocessing as mp
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -195,3 +197,45 @@ def decide_box(
         rows = np.concatenate([rows, candidates[np.argsort(logits_gap[candidates])[:add_rows]]])
     best.rows = len(rows)
     return best
+
+
+_SHARED: dict = {}  # the head, set before worker processes fork (they inherit it, no copy)
+
+
+def _decide(task: tuple[int, int, np.ndarray]) -> tuple[int, Decision]:
+    j, k, rivals = task
+    weight, bias, box, tol = _SHARED["weight"], _SHARED["bias"], _SHARED["box"], _SHARED["tol"]
+    if bias is None or box is None:
+        return j, decide_hull(weight, bias, k, rivals, box, tol, _SHARED["row_sum"])
+    return j, decide_box(weight, bias, k, rivals, box, tol)
+
+
+def decide_many(
+    weight: np.ndarray, bias: np.ndarray | None, classes: np.ndarray, rivals: np.ndarray,
+    box: float | None, tol: float, *, jobs: int = 1,
+    on_done: Callable[[int], None] | None = None,
+) -> list[Decision]:
+    """Decide every class in ``classes`` (starting rows ``rivals[j]``), in ``jobs`` processes.
+
+    Classes are independent, so ``jobs > 1`` runs them in forked worker processes that share
+    the head read-only (where the platform can fork; otherwise one process does all).
+    """
+    _SHARED.update(weight=weight, bias=bias, box=box, tol=tol, row_sum=weight.sum(0))
+    tasks = [(j, int(k), rivals[j]) for j, k in enumerate(classes)]
+    decisions: list[Decision | None] = [None] * len(tasks)
+    try:
+        if jobs > 1 and len(tasks) > 1 and "fork" in mp.get_all_start_methods():
+            with mp.get_context("fork").Pool(min(jobs, len(tasks))) as pool:
+                for j, decision in pool.imap_unordered(_decide, tasks):
+                    decisions[j] = decision
+                    if on_done is not None:
+                        on_done(1)
+        else:
+            for task in tasks:
+                j, decision = _decide(task)
+                decisions[j] = decision
+                if on_done is not None:
+                    on_done(1)
+    finally:
+        _SHARED.clear()
+    return decisions  # type: ignore[return-value]

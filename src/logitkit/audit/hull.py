@@ -69,7 +69,7 @@ class _Corral:
             return False
         column = np.append(point, self.rho)
         try:
-            q, r = qr_insert(self.q, self.r, column, size, which="col")
+            q, r = qr_insert(self.q, self.r, column, size, which="col", check_finite=False)
         except np.linalg.LinAlgError:  # the column lies in the span of the corral's columns
             return False
         if abs(r[size, size]) <= 1e-12 * np.linalg.norm(column):
@@ -81,7 +81,8 @@ class _Corral:
 
     def remove(self, positions: np.ndarray) -> None:
         for position in sorted(positions.tolist(), reverse=True):
-            self.q, self.r = qr_delete(self.q, self.r, position, 1, which="col")
+            self.q, self.r = qr_delete(self.q, self.r, position, 1, which="col",
+                                       check_finite=False)
             del self.index[position]
         self.weights = np.delete(self.weights, positions)
         self.weights /= self.weights.sum()
@@ -90,7 +91,8 @@ class _Corral:
         """Weights (summing to 1) of the point of the corral's affine hull nearest to 0."""
         r = self.r[: len(self.index), : len(self.index)]
         ones = np.ones(len(self.index))
-        y = solve_triangular(r, solve_triangular(r, ones, trans="T"))
+        y = solve_triangular(r, solve_triangular(r, ones, trans="T", check_finite=False),
+                             check_finite=False)
         return y / y.sum()
 
 
