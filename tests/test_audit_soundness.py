@@ -123,7 +123,7 @@ def test_one_extreme_bias_entry_changes_no_other_verdict(masked, value):
 
 
 def test_masked_token_on_a_head_without_bias():
-    weight = planted_head(7)
+    weight = planted_head(7, n=40, d=3, interior=6)
     plain = check_argmaxable(weight, show_progress=False)
     bias = np.zeros(len(weight))
     bias[3] = -1e9
@@ -176,7 +176,7 @@ def test_duplicate_groups_of_interior_rows_stay_unargmaxable():
 @pytest.mark.parametrize("use_bias", [False, True])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_frank_wolfe_and_exact_agree(use_bias, seed):
-    weight = planted_head(20 + seed, n=60, d=4, interior=10)
+    weight = planted_head(20 + seed, n=40, d=3, interior=6)
     weight = np.vstack([weight, weight[3]])  # a duplicate too
     bias = np.random.default_rng(seed).normal(size=len(weight)) if use_bias else None
     if bias is not None:

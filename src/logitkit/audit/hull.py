@@ -97,24 +97,34 @@ class _Corral:
 
 
 def _minor_cycles(corral: _Corral) -> None:
-    """Move the weights to the affine minimiser, dropping points whose weight would go negative."""
+    """Move the weights to the affine minimiser, dropping points whose weight would go negative.
+
+    Each pass drops at least one point (the one whose weight reaches 0 first, or, when rounding
+    leaves no positive step, the one with the smallest affine weight), so it ends."""
     while True:
         alpha = corral.affine_minimiser()
-        if np.all(alpha > POSITIVE):
-            corral.weights = alpha
+        if np.all(alpha > POSITIVE) or len(corral.index) == 1:
+            corral.weights = alpha if np.all(alpha > POSITIVE) else np.ones(1)
             return
         lam = corral.weights
-        falling = alpha <= POSITIVE
-        step = np.min(lam[falling] / (lam[falling] - alpha[falling]))
+        falling = np.flatnonzero(alpha <= POSITIVE)
+        room = lam[falling] - alpha[falling]
+        ratios = np.where(room > 0, lam[falling] / np.where(room > 0, room, 1.0), 0.0)
+        step = float(np.clip(ratios.min(), 0.0, 1.0))
         lam = lam + step * (alpha - lam)
-        corral.weights = lam
-        corral.remove(np.flatnonzero(lam <= POSITIVE))
+        drop = lam <= POSITIVE
+        if not drop.any():
+            drop[falling[np.argmin(alpha[falling])]] = True
+        corral.weights = np.where(drop, 0.0, lam)
+        corral.remove(np.flatnonzero(drop))
 
 
 def _wolfe(pool: np.ndarray, corral: _Corral, max_iterations: int,
            scale: float) -> tuple[int, bool]:
     """Wolfe's major cycles on the pool points (rows of ``pool``): ``(iterations, stalled)``;
     stalled means the best new point cannot join the corral (rounding at the optimum)."""
+    best, since = np.inf, 0
+    patience = 3 * (pool.shape[1] + 2)  # Wolfe's norm falls every major cycle (exactly)
     for iteration in range(1, max_iterations + 1):
         x = corral.weights @ pool[corral.index]
         values = pool @ x
@@ -122,8 +132,12 @@ def _wolfe(pool: np.ndarray, corral: _Corral, max_iterations: int,
         norm2 = float(x @ x)
         if norm2 - values[j] <= 1e-13 * scale * np.sqrt(norm2) or norm2 <= (1e-15 * scale) ** 2:
             return iteration, False
-        if j in corral.index or not corral.add(pool[j], j):
-            return iteration, True
+        if norm2 < best * (1.0 - 1e-12):
+            best, since = norm2, 0
+        else:
+            since += 1
+        if since > patience or j in corral.index or not corral.add(pool[j], j):
+            return iteration, True  # rounding keeps it from improving: it is at the optimum
         _minor_cycles(corral)
     return max_iterations, False
 
