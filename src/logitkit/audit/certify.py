@@ -144,16 +144,11 @@ def certify_fast(
         for start in range(0, len(open_), block):
             where = open_[start:start + block]
             z = _relax(weight, bias, classes[where], witnesses[where], rivals[where], box, 2)
-            margin, proved = witness_margins(weight, bias, classes[where], z)
+            margin, proved, top = witness_margins(weight, bias, classes[where], z,
+                                                  rivals=n_rivals)
             proved &= in_box(z, box)
             better = proved | (margin > margins[where])
             certified[where[proved]] = True
             witnesses[where[better]], margins[where[better]] = z[better], margin[better]
-            stuck = where[~proved]
-            if len(stuck):
-                logits = z[~proved] @ weight.T
-                if bias is not None:
-                    logits += bias
-                logits[np.arange(len(stuck)), classes[stuck]] = -np.inf
-                rivals[stuck] = np.argpartition(-logits, n_rivals - 1, axis=1)[:, :n_rivals]
+            rivals[where[~proved]] = top[~proved]
     return FastOutcome(certified=certified, witnesses=witnesses, margins=margins, rivals=rivals)

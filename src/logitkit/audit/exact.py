@@ -74,7 +74,7 @@ def _input(x: np.ndarray, d: int, lifted: bool, box: float | None) -> np.ndarray
 def _check(weight, bias, k, z, box) -> tuple[float, bool]:
     if z is None:
         return -np.inf, False
-    margin, verified = witness_margins(weight, bias, np.array([k]), z[None])
+    margin, verified, _ = witness_margins(weight, bias, np.array([k]), z[None])
     return float(margin[0]), bool(verified[0] and in_box(z, box)[0])
 
 

@@ -120,7 +120,7 @@ def frank_wolfe(
             winning = np.flatnonzero(open_ & (margins.min(1).values > 0).numpy())
             if len(winning):
                 z = u[winning].numpy()
-                margin, verified = witness_margins(weight, bias, classes[start + winning], z)
+                margin, verified, _ = witness_margins(weight, bias, classes[start + winning], z)
                 verified &= in_box(z, box)
                 for j, m, ok, zj in zip(winning, margin, verified, z, strict=True):
                     if ok:

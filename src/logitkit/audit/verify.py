@@ -4,7 +4,7 @@ Notation, for the audited class ``k`` and every other row ``i``: ``d_i = w_k - w
 ``c_i = b_k - b_i`` (``c = 0`` without a bias); the logits are ``l = W z + b``.
 
 Witness. ``l`` is computed in float64 with NumPy (whatever torch's matmul precision or TF32 mode
-is); each computed logit is within ``e_i = gamma (|w_i| . |z| + |b_i|)`` of the exact one,
+is); each computed logit is within ``e_i = gamma (|w_i|_2 |z|_2 + |b_i|)`` of the exact one,
 ``gamma = n u / (1 - n u)``, ``n = d + 2``, ``u = 2^-53`` (any summation order). ``z`` wins for the
 exact weights when ``l_k - l_i > 2 (e_k + e_i)`` for every ``i`` (the factor 2 covers the
 subtraction). The bound is per pair, so one huge logit (a masked token with bias -1e9) does not
@@ -59,39 +59,44 @@ def _gamma(n: int) -> float:
 
 def witness_margins(
     weight: np.ndarray, bias: np.ndarray | None, classes: np.ndarray, z: np.ndarray,
-    *, block: int = 256,
-) -> tuple[np.ndarray, np.ndarray]:
-    """For each ``classes[j]`` and input ``z[j]``: ``(margin, verified)`` in float64.
+    *, block: int = 256, rivals: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each ``classes[j]`` and input ``z[j]``: ``(margin, verified, top rivals)``, float64.
 
     ``margin_j = l_k - max_{i != k} l_i`` at ``z[j]``; ``verified_j`` is True when the rounding
-    bounds (module doc) prove that ``k`` wins strictly for the exact weights. ``block`` inputs are
-    done per matrix product (``V x block`` logits at a time).
+    bounds (module doc, with ``|w_i| . |z| <= |w_i|_2 |z|_2``) prove that ``k`` wins strictly for
+    the exact weights. ``rivals > 0`` also returns the ids of the ``rivals`` rows with the largest
+    logits besides ``k`` (else an empty array). ``block`` inputs go per matrix product.
     """
     weight = np.asarray(weight, dtype=np.float64)
     z = np.asarray(z, dtype=np.float64)
     gamma = _gamma(weight.shape[1] + 2)
     margins = np.full(len(classes), -np.inf)
     verified = np.zeros(len(classes), dtype=bool)
-    absolute = np.abs(weight)
+    top = np.zeros((len(classes), rivals), dtype=np.int64)
+    row_norms = np.sqrt((weight * weight).sum(1))
     for start in range(0, len(classes), block):
         part = slice(start, start + block)
         ids, zs = classes[part], z[part]
         finite = np.all(np.isfinite(zs), axis=1)
         logits = weight @ zs.T  # (V, B)
-        errors = absolute @ np.abs(zs).T
         if bias is not None:
             logits += bias[:, None]
-            errors += np.abs(bias)[:, None]
-        errors *= gamma
         columns = np.arange(len(ids))
-        own, own_error = logits[ids, columns], errors[ids, columns]
-        gaps = own - logits
-        slack = gaps - 2.0 * (own_error + errors)
-        gaps[ids, columns] = np.inf
-        slack[ids, columns] = np.inf
-        margins[part] = np.where(finite, gaps.min(0), -np.inf)
-        verified[part] = finite & (slack.min(0) > 0)
-    return margins, verified
+        own = logits[ids, columns].copy()
+        logits[ids, columns] = -np.inf
+        margins[part] = np.where(finite, own - logits.max(0), -np.inf)
+        errors = np.outer(row_norms, np.linalg.norm(zs, axis=1))
+        if bias is not None:
+            errors += np.abs(bias)[:, None]
+        errors *= 2.0 * gamma
+        own_error = errors[ids, columns].copy()
+        logits += errors
+        verified[part] = finite & (own - own_error - logits.max(0) > 0)
+        if rivals:
+            logits -= errors
+            top[part] = np.argpartition(-logits, rivals - 1, axis=0)[:rivals].T
+    return margins, verified, top
 
 
 def in_box(z: np.ndarray, box: float | None) -> np.ndarray:
