@@ -210,3 +210,14 @@ def test_worker_processes_give_the_same_verdicts():
     assert (one.status == two.status).all() and one.counts["unargmaxable"] >= 15
     assert {k: c.support.tolist() for k, c in one.certificates.items()} == \
         {k: c.support.tolist() for k, c in two.certificates.items()}
+
+
+@pytest.mark.parametrize("box", [None, 0.3])
+def test_whole_head_shortcut_matches_the_per_class_path(box):
+    weight = planted_head(41, n=300, d=5, interior=20)
+    whole = check_argmaxable(weight, box=box, show_progress=False)  # symmetric W W^T pass
+    order = np.random.default_rng(0).permutation(len(weight))
+    part = check_argmaxable(weight, classes=order, box=box, show_progress=False)
+    assert (part.status == whole.status[order]).all()
+    assert (part.stage == whole.stage[order]).all()
+    np.testing.assert_allclose(part.margin, whole.margin[order], rtol=1e-9)

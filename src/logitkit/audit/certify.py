@@ -80,16 +80,58 @@ def _nearest(weight: np.ndarray, bias: np.ndarray | None, ids: np.ndarray, box: 
         better = ~proved & (margin > best_margin)
         best_margin[better], best_alpha[better] = margin[better], alpha[better]
         proved |= slack > 0
+    witnesses = weight[ids] * best_alpha[:, None]
     open_ = np.flatnonzero(~proved)
     rivals = np.zeros((len(ids), n_rivals), dtype=np.int64)
     if len(open_):
-        logits = gram[:, open_] * best_alpha[open_]
-        if bias is not None:
-            logits += bias[:, None]
-        logits[ids[open_], np.arange(len(open_))] = -np.inf
-        rivals[open_] = np.argpartition(-logits, n_rivals - 1, axis=0)[:n_rivals].T
-    witnesses = weight[ids] * best_alpha[:, None]
+        rivals[open_] = _rivals(weight, bias, ids[open_], witnesses[open_], n_rivals, len(open_))
     return proved, witnesses, best_margin, rivals
+
+
+def _nearest_all(weight: np.ndarray, box: float | None, block: int,
+                 on_progress: Callable[[int], None] | None):
+    """Stage 1 without a bias for EVERY row: ``z = w_k`` (times a power of two for a box).
+
+    ``W W^T`` is symmetric, so each block of columns ``K`` meets only the rows from ``K`` on:
+    the column maxima serve the classes in ``K``, the row maxima the later classes (half the
+    products of :func:`_nearest`). Returns the proofs, the margins at ``z = w_k`` and ``alpha``.
+    """
+    n_rows, d = weight.shape
+    gamma = 2.0 * (d + 2) * UNIT_ROUNDOFF_64
+    norms = np.sqrt((weight * weight).sum(1))
+    own = np.empty(n_rows)
+    rival = np.full(n_rows, -np.inf)  # max_{i != k} w_i . w_k
+    rival_bound = np.full(n_rows, -np.inf)  # the same plus the rounding allowance of the pair
+    for start in range(0, n_rows, block):
+        stop = min(start + block, n_rows)
+        gram = weight[start:] @ weight[start:stop].T  # rows start.., columns start..stop
+        diagonal = np.arange(stop - start)
+        own[start:stop] = gram[diagonal, diagonal]
+        gram[diagonal, diagonal] = -np.inf
+        np.maximum(rival[start:stop], gram.max(0), out=rival[start:stop])
+        np.maximum(rival[start:], gram.max(1), out=rival[start:])
+        gram += (2.0 * gamma) * np.outer(norms[start:], norms[start:stop])
+        np.maximum(rival_bound[start:stop], gram.max(0), out=rival_bound[start:stop])
+        np.maximum(rival_bound[start:], gram.max(1), out=rival_bound[start:])
+        if on_progress is not None:
+            on_progress(stop - start)
+    proved = own - 2.0 * gamma * norms**2 - rival_bound > 0
+    alpha = _ladder(weight, None, np.arange(n_rows), box)[0]
+    return proved, own - rival, alpha
+
+
+def _rivals(weight: np.ndarray, bias: np.ndarray | None, ids: np.ndarray, z: np.ndarray,
+            n_rivals: int, block: int) -> np.ndarray:
+    """The ``n_rivals`` rows with the largest logits at each ``z[j]`` besides ``ids[j]``."""
+    out = np.zeros((len(ids), n_rivals), dtype=np.int64)
+    for start in range(0, len(ids), block):
+        part = slice(start, start + block)
+        logits = z[part] @ weight.T  # (B, V), rows contiguous for the partition
+        if bias is not None:
+            logits += bias
+        logits[np.arange(len(logits)), ids[part]] = -np.inf
+        out[part] = np.argpartition(-logits, n_rivals - 1, axis=1)[:, :n_rivals]
+    return out
 
 
 def _relax(weight: np.ndarray, bias: np.ndarray | None, ids: np.ndarray, z: np.ndarray,
@@ -133,12 +175,20 @@ def certify_fast(
     witnesses = np.zeros((len(classes), d))
     margins = np.full(len(classes), -np.inf)
     rivals = np.zeros((len(classes), n_rivals), dtype=np.int64)
-    for start in range(0, len(classes), block):
-        part = slice(start, start + block)
-        proved, z, margin, rival = _nearest(weight, bias, classes[part], box, n_rivals)
-        certified[part], witnesses[part], margins[part], rivals[part] = proved, z, margin, rival
-        if on_progress is not None:
-            on_progress(len(z))
+    if bias is None and len(classes) == n_rows and np.array_equal(classes, np.arange(n_rows)):
+        certified, margins, alpha = _nearest_all(weight, box, block, on_progress)
+        witnesses = weight * alpha[:, None]
+        margins = margins * alpha
+        open_ = np.flatnonzero(~certified)
+        rivals[open_] = _rivals(weight, None, open_, witnesses[open_], n_rivals, block)
+    else:
+        for start in range(0, len(classes), block):
+            part = slice(start, start + block)
+            proved, z, margin, rival = _nearest(weight, bias, classes[part], box, n_rivals)
+            certified[part], witnesses[part], margins[part] = proved, z, margin
+            rivals[part] = rival
+            if on_progress is not None:
+                on_progress(len(z))
     for _ in range(rounds):
         open_ = np.flatnonzero(~certified)
         for start in range(0, len(open_), block):

@@ -95,7 +95,7 @@ def witness_margins(
         verified[part] = finite & (own - own_error - logits.max(0) > 0)
         if rivals:
             logits -= errors
-            top[part] = np.argpartition(-logits, rivals - 1, axis=0)[:rivals].T
+            top[part] = np.argpartition(-logits.T, rivals - 1, axis=1)[:, :rivals]
     return margins, verified, top
 
 
