@@ -63,6 +63,14 @@ def assert_evidence(result: AuditResult, weight, bias, box=None):
             assert np.abs(g).sum() <= 1e-8 * scale and c <= 1e-8 * scale
         else:
             assert box * np.abs(g).sum() + c <= 1e-8 * scale
+    for k in result.tie:  # k reaches the top (within rounding) and a certificate says no more
+        z = np.asarray(result.witnesses[int(k)], dtype=np.float64)
+        logits = weight @ z + (0.0 if bias is None else bias)
+        size = np.abs(weight).sum(1).max() * max(np.abs(z).max(), 1.0)
+        assert logits[k] >= np.delete(logits, k).max() - 1e-7 * size
+        cert = result.certificates[int(k)]
+        g = cert.weights @ (weight[k] - weight[cert.support])
+        assert np.abs(g).sum() <= 1e-8 * np.abs(weight).sum(1).max()
 
 
 # ---------------------------------------------------------------- the blog's example
@@ -80,7 +88,7 @@ def test_blog_example_middle_point_is_unargmaxable():
 def test_blog_example_becomes_argmaxable_with_a_bias():
     bias = np.array([0.0, 0.0, 0.0, 0.0, 1.0])
     result = check_argmaxable(BLOG_W, bias, show_progress=False)
-    assert result.counts == {"argmaxable": 5, "unargmaxable": 0, "unknown": 0}
+    assert result.counts == {"argmaxable": 5, "tie": 0, "unargmaxable": 0, "unknown": 0}
     assert hull_reference(BLOG_W, bias, 4)
     assert_evidence(result, BLOG_W, bias)
     # a negative bias keeps it unargmaxable
@@ -92,6 +100,7 @@ def test_blog_example_becomes_argmaxable_with_a_bias():
 def test_fast_and_frank_wolfe_never_claim_the_middle_point():
     fast = check_argmaxable(BLOG_W, method="fast", show_progress=False)
     assert fast.status.tolist() == ["argmaxable"] * 4 + ["unknown"]
+    assert fast.stage_counts == {"fast": 4, "none": 1}
     fw = check_argmaxable(BLOG_W, method="frank_wolfe", show_progress=False)
     assert fw.status[4] != "argmaxable"
     assert fw.argmaxable.tolist() == [0, 1, 2, 3]
@@ -123,9 +132,13 @@ def test_point_inside_the_hull_is_unargmaxable_and_duplicates_tie():
     inside = mix @ weight[:5]
     weight = np.vstack([weight, inside, weight[7]])  # ids 30 (inside), 31 (copy of 7)
     result = check_argmaxable(weight, show_progress=False)
-    assert {30, 31, 7} <= set(result.unargmaxable.tolist())
-    for k in result.classes:
-        assert (result.status_of(int(k)) == "argmaxable") == hull_reference(weight, None, int(k))
+    assert result.status_of(30) == "unargmaxable"
+    assert [g.tolist() for g in result.duplicate_groups] == [[7, 31]]
+    expected_7 = "tie" if hull_reference(weight[:31], None, 7) else "unargmaxable"
+    assert result.status_of(7) == result.status_of(31) == expected_7
+    for k in range(30):
+        if k != 7:
+            assert (result.status_of(k) == "argmaxable") == hull_reference(weight, None, k)
     assert_evidence(result, weight, None)
 
 
@@ -196,12 +209,13 @@ def test_classes_subset_matches_the_full_audit_and_accepts_tensors():
 def test_to_json_lists_counts_and_certificates():
     result = check_argmaxable(BLOG_W, show_progress=False)
     payload = json.loads(result.to_json())
-    assert payload["counts"] == {"argmaxable": 4, "unargmaxable": 1, "unknown": 0}
+    assert payload["counts"] == {"argmaxable": 4, "tie": 0, "unargmaxable": 1, "unknown": 0}
     assert payload["unargmaxable"] == [4]
-    cert = payload["certificates"]["4"]
-    assert abs(sum(cert["weights"]) - 1) < 1e-12
-    with_w = json.loads(result.to_json(include_witnesses=True))
+    assert "certificates" not in payload and payload["margins"]["0"] > 0
+    with_w = json.loads(result.to_json(include_evidence=True))
     assert set(with_w["witnesses"]) == {"0", "1", "2", "3"}
+    cert = with_w["certificates"]["4"]
+    assert abs(sum(cert["weights"]) - 1) < 1e-12 and cert["kind"] == "depth"
 
 
 @pytest.mark.parametrize(
@@ -237,8 +251,8 @@ def test_fast_and_frank_wolfe_answers_agree_with_exact_when_they_decide(use_bias
         assert decided.any()
         assert (other.status[decided] == exact.status[decided]).all()
         assert_evidence(other, weight, bias)
-    assert "unargmaxable" not in check_argmaxable(weight, bias, method="fast",
-                                                  show_progress=False).status
+    fast = check_argmaxable(weight, bias, method="fast", show_progress=False)
+    assert set(fast.status) <= {"argmaxable", "unknown"}
 
 
 @pytest.mark.slow

@@ -1,14 +1,16 @@
-"""`logitkit audit` end to end, the summary text and the plot."""
+"""`logitkit audit` end to end: summary, JSON with or without evidence, margin plot, exit codes."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
 from logitkit.audit import check_argmaxable
-from logitkit.audit.cli import parse_classes
-from logitkit.audit.report import plot_norms, summary
+from logitkit.audit.cli import parse_classes, parse_statuses
+from logitkit.audit.report import plot_margins, summary
 from logitkit.cli import main
 
 BLOG_W = np.array([[1.0, 2.0], [2.0, 1.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], np.float32)
@@ -17,14 +19,63 @@ BLOG_W = np.array([[1.0, 2.0], [2.0, 1.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], 
 def test_cli_audits_a_checkpoint_and_writes_json_and_plot(tmp_path, capsys):
     path = tmp_path / "head.npy"
     np.save(path, BLOG_W)
-    out, png = tmp_path / "out.json", tmp_path / "norms.png"
+    out, png = tmp_path / "out.json", tmp_path / "margins.png"
     assert main(["audit", str(path), "--json", str(out), "--plot", str(png)]) == 0
     printed = capsys.readouterr().out
     assert "unargmaxable: 1" in printed and "unargmaxable ids: 4" in printed
+    assert "tolerance 1e-09" in printed and "array (float32 -> float64)" not in printed
+    assert "certificate: depth" in printed  # the listed class's evidence and its margin
     assert "-|w_i|^2 / 2" in printed  # the remedies are explained
     payload = json.loads(out.read_text())
-    assert payload["unargmaxable"] == [4]
+    assert payload["unargmaxable"] == [4] and "certificates" not in payload
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_json_keeps_evidence_on_request(tmp_path, capsys):
+    np.save(tmp_path / "w.npy", BLOG_W)
+    out = tmp_path / "out.json"
+    assert main(["audit", str(tmp_path / "w.npy"), "--json", str(out), "--evidence"]) == 0
+    payload = json.loads(out.read_text())
+    assert set(payload["witnesses"]) == {"0", "1", "2", "3"}
+    z = np.array(payload["witnesses"]["1"])
+    assert np.argmax(BLOG_W.astype(np.float64) @ z) == 1
+    assert payload["certificates"]["4"]["kind"] == "depth"
+    assert main(["audit", str(tmp_path / "w.npy"), "--evidence"]) == 2  # needs --json
+    assert "--evidence needs --json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("fail_on", "code"), [("unargmaxable", 1), ("tie", 0),
+                                                ("tie,unargmaxable", 1), ("unknown", 0)])
+def test_fail_on_sets_the_exit_status(tmp_path, capsys, fail_on, code):
+    np.save(tmp_path / "w.npy", BLOG_W)
+    assert main(["audit", str(tmp_path / "w.npy"), "--fail-on", fail_on]) == code
+    assert ("failing (--fail-on): 1 unargmaxable" in capsys.readouterr().err) == (code == 1)
+
+
+def test_fail_on_ties_and_unknown(tmp_path, capsys):
+    np.save(tmp_path / "w.npy", np.vstack([BLOG_W, BLOG_W[:1]]))  # class 5 duplicates class 0
+    assert main(["audit", str(tmp_path / "w.npy"), "--fail-on", "tie"]) == 1
+    printed = capsys.readouterr().out
+    assert "duplicate rows (1 groups): [0 5]" in printed and "tie:" in printed
+    assert main(["audit", str(tmp_path / "w.npy"), "--method", "fast", "--fail-on",
+                 "unknown"]) == 1
+    assert main(["audit", str(tmp_path / "w.npy"), "--fail-on", "broken"]) == 2
+    assert "--fail-on: expected" in capsys.readouterr().err
+
+
+def test_outputs_are_checked_before_the_audit(tmp_path, capsys, monkeypatch):
+    np.save(tmp_path / "w.npy", BLOG_W)
+
+    def never(*args, **kwargs):
+        raise AssertionError("the audit ran before the outputs were checked")
+
+    monkeypatch.setattr("logitkit.audit.argmaxable.check_argmaxable", never)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for flag in ("--json", "--plot"):
+        assert main(["audit", str(tmp_path / "w.npy"), flag, str(blocker / "out")]) == 2
+        err = capsys.readouterr().err
+        assert "cannot write" in err and err.count("logitkit audit: error:") == 1
 
 
 def test_cli_bias_box_classes_and_method(tmp_path, capsys):
@@ -34,6 +85,8 @@ def test_cli_bias_box_classes_and_method(tmp_path, capsys):
     out = tmp_path / "out.json"
     assert main(["audit", str(path), "--json", str(out)]) == 0
     assert json.loads(out.read_text())["counts"]["unargmaxable"] == 0
+    assert "lm_head.weight (float32) in head.safetensors, bias lm_head.bias" in \
+        capsys.readouterr().out
     assert main(["audit", str(path), "--no-bias", "--classes", "2-4", "--json", str(out)]) == 0
     payload = json.loads(out.read_text())
     assert payload["n_classes"] == 3 and payload["unargmaxable"] == [4]
@@ -44,19 +97,36 @@ def test_cli_bias_box_classes_and_method(tmp_path, capsys):
     capsys.readouterr()
 
 
-def test_cli_errors_are_clean(tmp_path, capsys):
+def test_cli_errors_are_clean_and_quoted_once(tmp_path, capsys):
     assert main(["audit", str(tmp_path / "missing.npy")]) == 2
     assert "no checkpoint" in capsys.readouterr().err
     np.save(tmp_path / "w.npy", BLOG_W)
     assert main(["audit", str(tmp_path / "w.npy"), "--classes", "3-x"]) == 2
     assert "--classes" in capsys.readouterr().err
     assert main(["audit", str(tmp_path / "w.npy"), "--classes", "9"]) == 2
+    save_file({"encoder.weight": BLOG_W}, str(tmp_path / "x.safetensors"))
+    assert main(["audit", str(tmp_path / "x.safetensors"), "--key", "lm_head.weight"]) == 2
+    err = capsys.readouterr().err
+    assert "error: key 'lm_head.weight' not found" in err and "error: \"" not in err
 
 
-def test_parse_classes():
+def test_help_does_not_import_heavy_modules():
+    code = ("import sys; from logitkit.cli import main\n"
+            "try:\n    main(['audit', '--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('torch', 'scipy', 'matplotlib', 'transformers') "
+            "if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip().endswith("[]")
+
+
+def test_parsers():
     assert parse_classes("0,5,10-12") == [0, 5, 10, 11, 12]
     with pytest.raises(ValueError):
         parse_classes("5-3")
+    assert parse_statuses("tie, unargmaxable") == ["tie", "unargmaxable"]
+    with pytest.raises(ValueError, match="--fail-on"):
+        parse_statuses("argmaxable")
 
 
 def test_summary_lists_tokens_and_plot_marks_statuses(tmp_path):
@@ -65,6 +135,6 @@ def test_summary_lists_tokens_and_plot_marks_statuses(tmp_path):
             return f"tok{k}"
 
     result = check_argmaxable(BLOG_W, show_progress=False)
-    text = summary(result, Vocab())
-    assert "4 'tok4'" in text and "certified fast: 4" in text and "by exact LP: 0" in text
-    assert plot_norms(result, BLOG_W, tmp_path / "p.png").stat().st_size > 1000
+    text = summary(result, Vocab(), source="test head")
+    assert "4 'tok4'" in text and "fast 4" in text and "exact 1" in text and "test head" in text
+    assert plot_margins(result, BLOG_W, tmp_path / "p.png").stat().st_size > 1000

@@ -1,20 +1,34 @@
 """Which classes of a softmax layer ``W z + b`` can win the argmax? ``check_argmaxable``.
 
-Class ``k`` is argmaxable iff some input ``z`` gives ``(w_k - w_i) . z + (b_k - b_i) > 0`` for all
-``i != k`` (strictly: a tie is not a win), optionally with ``|z|_inf <= B``. By the Gordan/Motzkin
-alternative (lift ``z -> (z, s)``, ``s > 0``, to make the bias homogeneous), without a box ``k`` is
-unargmaxable iff a convex combination ``a`` of the other rows has ``sum_i a_i (w_k - w_i) = 0`` and
-``sum_i a_i (b_k - b_i) <= 0``: without a bias, iff ``w_k`` lies in the convex hull of the other
-rows (it is not a vertex of the hull). With a box the certificate is ``a`` with
-``B |sum_i a_i (w_k - w_i)|_1 + sum_i a_i (b_k - b_i) <= 0`` (LP duality). Every answer carries
-its evidence, checked numerically (see :mod:`logitkit.audit.verify` for the tolerances).
+Class ``k`` is *argmaxable* iff some input ``z`` gives ``(w_k - w_i) . z + (b_k - b_i) > 0`` for
+all ``i != k`` (strictly: a tie is not a win), optionally with ``|z|_inf <= B``. By the
+Gordan/Motzkin alternative it is not iff a convex combination ``a`` of the other rows has
+``sum_i a_i (w_k - w_i) = 0`` and ``sum_i a_i (b_k - b_i) <= 0``; without a bias: iff ``w_k`` lies
+in the convex hull of the other rows. Statuses, each with evidence checked in float64:
 
-Methods:
+* "argmaxable": a witness ``z`` at which ``k`` wins, proved with rounding bounds;
+* "tie": ``k`` cannot win strictly (certificate), yet ties at the top (witness of a tie): exact
+  duplicates of a winning row (reported in ``duplicate_groups``; greedy decoding's lowest-id
+  tie-break lets one of them through), points on a facet of the hull, and points within the
+  tolerance of one;
+* "unargmaxable": ``k`` stays unable to win even after its row is pushed outward by the tolerance
+  (``w_k`` moved away from the centroid of the other rows by the fraction ``tol``; with a bias,
+  ``b_k`` raised by ``tol`` times the median bias gap);
+* "unknown": undecided (``method="fast"`` or ``"frank_wolfe"`` only).
 
-* ``"exact"``: fast batched certification (:mod:`~logitkit.audit.certify`), then the margin LP
-  with constraint generation (:mod:`~logitkit.audit.exact`) for the classes left.
-* ``"fast"``: the certification stage only; classes it cannot certify are "unknown".
-* ``"frank_wolfe"``: the blog's Frank-Wolfe method (:mod:`~logitkit.audit.frank_wolfe`).
+The tolerance is relative and per class, so verdicts do not change when ``W, b`` are scaled by a
+power of two (the audit itself rescales them exactly by one) or when one row gets an extreme bias
+(a masked token). Without a bias a box changes nothing (the problem is homogeneous).
+
+Methods: ``"exact"`` (fast witnesses, then the exact stage of :mod:`~logitkit.audit.exact` for the
+classes left), ``"fast"`` (the witness stage only) and ``"frank_wolfe"`` (the blog's method).
+
+Example::
+
+    import numpy as np
+    from logitkit.audit import check_argmaxable
+    W = np.array([[1, 2], [2, 1], [1, 0], [0, 1], [1, 1]], dtype=float)
+    check_argmaxable(W).counts  # class 4 = (1, 1) lies inside the hull: unargmaxable
 """
 
 from __future__ import annotations
@@ -25,32 +39,34 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
 from logitkit._utils import progress
 from logitkit.audit.certify import certify_fast
-from logitkit.audit.exact import decide_class
+from logitkit.audit.exact import Decision, decide_many
 from logitkit.audit.frank_wolfe import frank_wolfe
-from logitkit.audit.verify import Certificate, margin_scale
-
-METHODS = ("exact", "fast", "frank_wolfe")
-STATUSES = ("argmaxable", "unargmaxable", "unknown")
+from logitkit.audit.statuses import METHODS, STATUSES
+from logitkit.audit.verify import Certificate
 
 
 @dataclass
 class AuditResult:
-    """Per audited class: ``status`` and the ``stage`` that decided it, plus the evidence.
+    """Per audited class: ``status``, the ``stage`` that decided it and ``margin``, plus evidence.
 
-    ``witnesses[k]`` is an input ``z`` with ``argmax(W z + b) == k`` (verified with a strict
-    margin); ``certificates[k]`` a convex combination of rows proving that no input lets ``k``
-    win. ``stage`` is "fast", "exact", "frank_wolfe" or "none" (undecided).
+    ``margin`` is the margin ``l_k - max_{i != k} l_i`` at the best input found (a witness for
+    argmaxable classes, a tie input for ties), relative to ``|z|_2 * median_i |w_i|_2 +
+    median_i |b_i - median(b)|`` (scale-free; -inf where no input was tried). ``witnesses[k]`` is
+    that input, ``certificates[k]`` the convex combination proving that ``k`` cannot win.
+    ``duplicate_groups`` lists the ids of identical rows (weights and bias), lowest id first.
+    ``stage`` is "fast", "exact", "frank_wolfe", "duplicate" or "none" (undecided).
     """
 
     classes: np.ndarray
     status: np.ndarray
     stage: np.ndarray
+    margin: np.ndarray
     witnesses: dict[int, np.ndarray]
     certificates: dict[int, Certificate]
+    duplicate_groups: list[np.ndarray]
     settings: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -58,13 +74,17 @@ class AuditResult:
         return self.classes[self.status == status]
 
     @property
+    def argmaxable(self) -> np.ndarray:
+        return self._with("argmaxable")
+
+    @property
+    def tie(self) -> np.ndarray:
+        return self._with("tie")
+
+    @property
     def unargmaxable(self) -> np.ndarray:
         """Ids of the classes proved unargmaxable."""
         return self._with("unargmaxable")
-
-    @property
-    def argmaxable(self) -> np.ndarray:
-        return self._with("argmaxable")
 
     @property
     def unknown(self) -> np.ndarray:
@@ -85,26 +105,30 @@ class AuditResult:
             raise KeyError(f"class {k} was not audited")
         return str(self.status[where[0]])
 
-    def to_json(self, *, include_witnesses: bool = False) -> str:
-        """JSON with settings, counts, timings, unargmaxable ids and their certificates."""
+    def to_json(self, *, include_evidence: bool = False) -> str:
+        """Settings, counts, timings, the ids per status, margins and duplicate groups; with
+        ``include_evidence`` also every witness and certificate."""
+        decided = np.isfinite(self.margin)
         payload: dict[str, Any] = {
             "settings": self.settings,
             "n_classes": len(self.classes),
             "counts": self.counts,
             "stage_counts": self.stage_counts,
             "timings": self.timings,
-            "unargmaxable": self.unargmaxable.tolist(),
-            "unknown": self.unknown.tolist(),
-            "certificates": {str(k): c.to_dict() for k, c in self.certificates.items()},
+            **{name: self._with(name).tolist() for name in STATUSES[1:]},
+            "duplicate_groups": [group.tolist() for group in self.duplicate_groups],
+            "margins": {str(k): float(m) for k, m in
+                        zip(self.classes[decided], self.margin[decided], strict=True)},
         }
-        if include_witnesses:
+        if include_evidence:
             payload["witnesses"] = {str(k): z.tolist() for k, z in self.witnesses.items()}
+            payload["certificates"] = {str(k): c.to_dict() for k, c in self.certificates.items()}
         return json.dumps(payload)
 
 
 def _as_float64(name: str, value: Any) -> np.ndarray:
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu().numpy()
+    if hasattr(value, "detach"):  # a torch tensor (any dtype, any device)
+        value = value.detach().cpu().double().numpy()
     try:
         array = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError) as error:
@@ -115,7 +139,7 @@ def _as_float64(name: str, value: Any) -> np.ndarray:
 
 
 def _validated(
-    weight: Any, bias: Any, classes: Any, method: str, box: float | None
+    weight: Any, bias: Any, classes: Any, method: str, box: float | None, tol: float,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -129,18 +153,50 @@ def _validated(
             raise ValueError(f"bias must have shape ({w.shape[0]},) to match weight; got {b.shape}")
     if box is not None and not (np.isfinite(box) and box > 0):
         raise ValueError(f"box must be a positive finite number, got {box}")
+    if not (0 < tol < 1e-2):
+        raise ValueError(f"tol must lie in (0, 0.01), got {tol}")
     if classes is None:
-        ids = np.arange(w.shape[0])
-    else:
-        ids = np.asarray(classes)
-        if ids.ndim != 1 or len(ids) == 0 or not np.issubdtype(ids.dtype, np.integer):
-            raise ValueError("classes must be a non-empty 1-D sequence of integer class ids")
-        if ids.min() < 0 or ids.max() >= w.shape[0]:
-            raise ValueError(f"class ids must lie in [0, {w.shape[0] - 1}]")
-        if len(np.unique(ids)) != len(ids):
-            raise ValueError("classes contains repeated ids")
-        ids = ids.astype(np.int64)
-    return w, b, ids
+        return w, b, np.arange(w.shape[0])
+    ids = np.asarray(classes)
+    if ids.ndim != 1 or len(ids) == 0 or not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError("classes must be a non-empty 1-D sequence of integer class ids")
+    if ids.min() < 0 or ids.max() >= w.shape[0]:
+        raise ValueError(f"class ids must lie in [0, {w.shape[0] - 1}]")
+    if len(np.unique(ids)) != len(ids):
+        raise ValueError("classes contains repeated ids")
+    return w, b, ids.astype(np.int64)
+
+
+def power_of_two_scale(weight: np.ndarray) -> float:
+    """``2^-p`` with ``2^p`` near the median row norm: an exact rescaling to norms near 1."""
+    median = float(np.median(np.linalg.norm(weight, axis=1)))
+    return float(np.exp2(-np.round(np.log2(median)))) if median > 0 else 1.0
+
+
+def duplicate_rows(weight: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+    """``first[i]``: the lowest id whose row (and bias) equals row ``i`` exactly."""
+    rows = weight if bias is None else np.hstack([weight, bias[:, None]])
+    probe = np.random.default_rng(0).normal(size=(rows.shape[1], 2))
+    keys = rows @ probe  # equal rows give equal keys; equal keys are then compared exactly
+    order = np.lexsort((np.arange(len(rows)), keys[:, 1], keys[:, 0]))
+    first = np.arange(len(rows))
+    same_key = np.all(keys[order[1:]] == keys[order[:-1]], axis=1)
+    for start in np.flatnonzero(same_key & ~np.r_[False, same_key[:-1]]):
+        stop = start + 1
+        while stop < len(same_key) and same_key[stop]:
+            stop += 1
+        members = order[start:stop + 1]
+        for i in members:
+            equal = members[np.all(rows[members] == rows[i], axis=1)]
+            first[i] = equal.min()
+    return first
+
+
+def _relative(margin: float, z: np.ndarray | None, row_scale: float, bias_scale: float) -> float:
+    if z is None or not np.isfinite(margin):
+        return -np.inf
+    return margin / max(float(np.linalg.norm(z)) * row_scale + bias_scale,
+                        np.finfo(np.float64).tiny)
 
 
 def check_argmaxable(
@@ -154,66 +210,97 @@ def check_argmaxable(
     fw_radius: float = 100.0,
     fw_iterations: int = 200,
     keep_witnesses: bool = True,
-    device: str | torch.device | None = None,
+    jobs: int = 1,
     show_progress: bool = True,
 ) -> AuditResult:
     """Decide for each class of ``W z + b`` whether some input ``z`` makes it the strict argmax.
 
-    ``weight`` (V, d) and ``bias`` (V,) are arrays or tensors; ``classes`` restricts the audit to
-    these ids (all rows still compete). ``box`` bounds the inputs, ``|z|_inf <= box``; without it
-    inputs are unbounded. ``tol`` is the relative tolerance of certificates: "unargmaxable" means
-    that no input (in the normalised box) reaches a margin above ``tol`` times the largest possible
-    margin. ``fw_radius`` is Frank-Wolfe's L2-ball radius when there is no box (with a box it is
-    ``box``). The fast stage runs in float32 on ``device`` (default CPU); the LP stage uses HiGHS.
+    ``weight`` (V, d) and ``bias`` (V,) are arrays or tensors (any float dtype; computed in
+    float64); ``classes`` restricts the audit to these ids (all rows still compete). ``box`` bounds
+    the inputs, ``|z|_inf <= box``; without it inputs are unbounded. ``tol`` is the relative
+    tolerance that separates ties from the two strict verdicts (module doc). ``fw_radius`` is
+    Frank-Wolfe's L2-ball radius without a box. ``keep_witnesses=False`` drops the witness inputs
+    (V x d floats for a whole vocabulary) and keeps only certificates. ``jobs`` worker processes
+    share the exact stage (classes are independent).
     """
-    w, b, ids = _validated(weight, bias, classes, method, box)
-    compute = torch.device(device) if device is not None else torch.device("cpu")
-    threshold = tol * margin_scale(w, b, box)
-    status = np.full(len(ids), "unknown", dtype=object)
-    stage = np.full(len(ids), "none", dtype=object)
-    witnesses: dict[int, np.ndarray] = {}
-    certificates: dict[int, Certificate] = {}
-    timings: dict[str, float] = {}
-    settings = {"method": method, "box": box, "bias": b is not None, "tol": tol,
-                "shape": list(w.shape)}
+    w, b, ids = _validated(weight, bias, classes, method, box, tol)
     start = time.perf_counter()
-    with progress(total=len(ids), desc=f"audit ({method})", unit="class",
-                  **({} if show_progress else {"disable": True})) as bar:
-        if method == "frank_wolfe":
+    scale = power_of_two_scale(w)
+    w = w * scale
+    b = None if b is None else b * scale
+    first = duplicate_rows(w, b)
+    representatives = np.flatnonzero(first == np.arange(len(w)))
+    position = np.searchsorted(representatives, first)
+    w_r = np.ascontiguousarray(w[representatives])
+    b_r = None if b is None else b[representatives]
+    needed = np.unique(position[ids])
+    row_scale = float(np.median(np.linalg.norm(w, axis=1)))
+    bias_scale = 0.0 if b is None else float(np.median(np.abs(b - np.median(b))))
+    settings = {"method": method, "box": box, "bias": b is not None, "tol": tol,
+                "shape": list(w.shape), "distinct_rows": len(representatives)}
+    decisions: dict[int, Decision] = {}
+    stages: dict[int, str] = {}
+    timings: dict[str, float] = {}
+    with progress(total=len(needed), desc=f"audit ({method})", unit="class",
+                  disable=not show_progress) as bar:
+        if len(representatives) == 1:  # every row is the same: all of them always tie
+            decisions[0] = Decision("argmaxable", witness=np.zeros(w.shape[1]), margin=0.0)
+            stages[0] = "exact"
+        elif method == "frank_wolfe":
             radius = box if box is not None else fw_radius
             settings["fw_radius"] = radius
-            outcome = frank_wolfe(w, b, ids, radius=radius, box=box, threshold=threshold,
+            outcome = frank_wolfe(w_r, b_r, needed, radius=radius, box=box, tol=tol,
                                   iterations=fw_iterations, on_progress=bar.update)
-            status[:] = outcome.status
-            stage[status != "unknown"] = "frank_wolfe"
-            witnesses, certificates = outcome.witnesses, outcome.certificates
+            decisions = dict(zip(needed.tolist(), outcome, strict=True))
+            stages = {k: "frank_wolfe" for k in decisions}
         else:
-            w32 = torch.from_numpy(w.astype(np.float32)).to(compute)  # a writable copy
-            b32 = None if b is None else torch.from_numpy(b.astype(np.float32)).to(compute)
-            fast = certify_fast(w32, b32, ids, box=box, on_progress=bar.update)
-            del w32, b32
-            status[fast.certified] = "argmaxable"
-            stage[fast.certified] = "fast"
-            if keep_witnesses:
-                witnesses = {int(k): fast.witnesses[j] for j, k in enumerate(ids)
-                             if fast.certified[j]}
+            fast = certify_fast(w_r, b_r, needed, box=box, on_progress=bar.update)
+            for j, k in enumerate(needed.tolist()):
+                status = "argmaxable" if fast.certified[j] else "unknown"
+                decisions[k] = Decision(status, witness=fast.witnesses[j],
+                                        margin=float(fast.margins[j]))
+                stages[k] = "fast" if fast.certified[j] else "none"
             timings["fast_s"] = time.perf_counter() - start
             if method == "exact":
                 remaining = np.flatnonzero(~fast.certified)
                 bar.reset(total=len(remaining))
-                bar.set_description("audit (exact LP)")
-                for j in remaining:
-                    k = int(ids[j])
-                    decision = decide_class(w, b, k, fast.rivals[j], box, threshold)
-                    status[j] = decision.status
-                    stage[j] = "exact" if decision.status != "unknown" else "none"
-                    if decision.witness is not None and keep_witnesses:
-                        witnesses[k] = decision.witness
-                    if decision.certificate is not None:
-                        certificates[k] = decision.certificate
-                    bar.update(1)
+                bar.set_description("audit (exact)")
+                outcome = decide_many(w_r, b_r, needed[remaining], fast.rivals[remaining], box,
+                                      tol, jobs=jobs, on_done=bar.update)
+                for j, decision in zip(remaining, outcome, strict=True):
+                    k = int(needed[j])
+                    if decision.witness is None:
+                        decision.witness, decision.margin = fast.witnesses[j], fast.margins[j]
+                    decisions[k] = decision
+                    stages[k] = "exact" if decision.status != "unknown" else "none"
                 timings["exact_s"] = time.perf_counter() - start - timings["fast_s"]
     timings["total_s"] = time.perf_counter() - start
+    groups = [np.flatnonzero(first == r) for r in np.unique(first[ids])
+              if np.count_nonzero(first == r) > 1]
+    status = np.empty(len(ids), dtype=object)
+    stage = np.empty(len(ids), dtype=object)
+    margins = np.full(len(ids), -np.inf)
+    witnesses: dict[int, np.ndarray] = {}
+    certificates: dict[int, Certificate] = {}
+    for j, k in enumerate(ids.tolist()):
+        rep = int(position[k])
+        decision = decisions[rep]
+        status[j], stage[j] = decision.status, stages[rep]
+        margins[j] = _relative(decision.margin, decision.witness, row_scale, bias_scale)
+        twins = np.flatnonzero(first == first[k])
+        if len(twins) > 1 and decision.status == "argmaxable":
+            status[j], stage[j] = "tie", "duplicate"  # it ties with its twins, never beats them
+            other = int(twins[twins != k][0])
+            certificates[k] = Certificate(support=np.array([other]), weights=np.ones(1),
+                                          kind="hull", residual=0.0)
+        elif decision.certificate is not None:
+            cert = decision.certificate
+            certificates[k] = Certificate(support=representatives[cert.support],
+                                          weights=cert.weights, kind=cert.kind,
+                                          residual=cert.residual, bound=cert.bound / scale)
+        if keep_witnesses and decision.witness is not None and status[j] in ("argmaxable", "tie"):
+            witnesses[k] = decision.witness
+    settings["rescaled_by"] = scale
     return AuditResult(classes=ids, status=status.astype(str), stage=stage.astype(str),
-                       witnesses=witnesses, certificates=certificates, settings=settings,
-                       timings=timings)
+                       margin=margins, witnesses=witnesses, certificates=certificates,
+                       duplicate_groups=groups, settings=settings, timings=timings)

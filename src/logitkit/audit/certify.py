@@ -1,25 +1,18 @@
-"""Fast certification: batched witnesses ``z`` for many classes at once, verified in float32.
+"""Fast stage: cheap witnesses for most classes, proved in float64 (see :mod:`.verify`).
 
-For a block of classes ``K`` and inputs ``Z`` (one column per class) the logits are one matmul,
-``L = W Z + b`` (``V x |K|``). Class ``k_j`` is certified when its computed margin
-``L[k_j, j] - max_{i != k_j} L[i, j]`` exceeds a rigorous bound on the float32 rounding error:
-every computed logit is within ``gamma_n (|w_i| . |z| + |b_i|)`` of the exact one, with
-``gamma_n = n u / (1 - n u)``, ``u = 2^-24`` and ``n = d + 3`` (the dot product, the bias and the
-cast of float64 inputs to float32), and ``|w_i| . |z| <= |w_i|_2 |z|_2``; the margin bound is 4
-times that (two logits, and room for the final comparison). So a certified class wins for the
-exact weights at the float32 ``z`` that is kept as its witness.
+1. Nearest-neighbour inputs, ``z = alpha w_k`` with ``alpha`` a power of two (so ``z`` and its
+   logits ``alpha (W w_k) + b`` are exact scalings): without a bias ``alpha = 1`` wins for ``k``
+   whenever ``|w_k|^2 > w_i . w_k`` for all ``i``, e.g. for every distinct row when all rows have
+   the same norm; with a bias a ladder of ``alpha`` lets the weights outweigh the bias. The logits
+   of a block of classes are one float64 product ``W W_K^T``; each logit ``alpha G_ik + b_i`` is
+   within ``gamma (alpha |w_i| |w_k| + |b_i|)`` of the exact value (Cauchy-Schwarz bounds
+   ``|w_i| . |w_k|``), and a class is certified when its margin beats twice the two bounds for
+   every rival.
+2. Relaxation (Agmon-Motzkin) for the classes left: starting from their best ``z``, project in
+   turn onto ``d_i . z + c_i >= target`` for the ``r`` rows that beat ``k`` most, then check the
+   new ``z`` against all rows with :func:`~logitkit.audit.verify.witness_margins`.
 
-Witnesses tried, in order, for the classes still open:
-
-1. ``z = w_k`` (the nearest-neighbour input: it wins whenever ``|w_k|^2 + b_k > w_i . w_k + b_i``;
-   it wins for every distinct row when all rows have the same norm and there is no bias);
-2. with a bias, ``z = alpha w_k`` with ``alpha`` large enough that the weights outweigh the bias;
-3. a few rounds of relaxation (Agmon-Motzkin): take the ``r`` rows that beat ``k`` most at the
-   current ``z`` and project ``z`` in turn onto each half-space ``d_i . z + c_i >= delta``
-   (``d_i = w_k - w_i``, ``c_i = b_k - b_i``), clipping to the box if there is one.
-
-The rows that still beat ``k`` at its best ``z`` are returned as the starting active set of the
-exact LP stage.
+The rows that still beat ``k`` at its best ``z`` are returned to seed the exact stage.
 """
 
 from __future__ import annotations
@@ -28,148 +21,184 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-UNIT_ROUNDOFF_32 = 2.0**-24
+from logitkit.audit.verify import UNIT_ROUNDOFF_64, in_box, witness_margins
 
 
 @dataclass
 class FastOutcome:
-    certified: np.ndarray  # bool, per class
-    witnesses: np.ndarray  # float32 (n_classes, d); rows of uncertified classes are their best z
-    rivals: np.ndarray  # int64 (n_classes, r): rows beating each class most at its best z
+    certified: np.ndarray  # bool per class
+    witnesses: np.ndarray  # float64 (n_classes, d): the best input tried for each class
+    margins: np.ndarray  # float64: the margin at that input (verified when certified)
+    rivals: np.ndarray  # int64 (n_classes, r): rows beating each class most at its best input
 
 
-def _rounding_bound(d: int, weight_norm: float, bias_abs: float, z: torch.Tensor) -> torch.Tensor:
-    n = d + 3
-    gamma = n * UNIT_ROUNDOFF_32 / (1.0 - n * UNIT_ROUNDOFF_32)
-    return 4.0 * gamma * (weight_norm * torch.linalg.vector_norm(z.double(), dim=1) + bias_abs)
+def _ladder(weight: np.ndarray, bias: np.ndarray | None, ids: np.ndarray,
+            box: float | None) -> np.ndarray:
+    """Powers of two ``alpha`` (n_alpha, n_classes) for the inputs ``alpha w_k``."""
+    norms2 = np.maximum((weight[ids] ** 2).sum(1), np.finfo(np.float64).tiny)
+    if bias is None:
+        exponents = np.zeros((1, len(ids)))
+    else:
+        spread = float(bias.max() - bias.min())
+        base = np.log2(max(spread, np.finfo(np.float64).tiny) / norms2) if spread > 0 else \
+            np.zeros(len(ids))
+        exponents = np.ceil(base)[None, :] + np.arange(-2, 9)[:, None]
+    if box is not None:
+        peak = np.maximum(np.abs(weight[ids]).max(1), np.finfo(np.float64).tiny)
+        largest = np.floor(np.log2(box / peak))  # 2^largest * |w_k|_inf <= box
+        exponents = np.minimum(exponents, largest[None, :])
+        if bias is None:
+            exponents = largest[None, :]
+    return np.exp2(exponents)
 
 
-def _margins(
-    weight: torch.Tensor, bias: torch.Tensor | None, classes: torch.Tensor, z: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Margins (float64) of each class at its ``z``, and the logits with the own class masked."""
-    logits = z @ weight.T  # (B, V): rows contiguous, so the reductions below run along rows
-    if bias is not None:
-        logits += bias
-    rows = torch.arange(len(classes), device=weight.device)
-    own = logits[rows, classes].clone()
-    logits[rows, classes] = -torch.inf
-    return own.double() - logits.amax(1).double(), logits
+def _nearest(weight: np.ndarray, bias: np.ndarray | None, ids: np.ndarray, box: float | None,
+             n_rivals: int):
+    """Stage 1 for one block of classes: margins, proofs, best alpha and rivals."""
+    d = weight.shape[1]
+    gamma = 2.0 * (d + 2) * UNIT_ROUNDOFF_64
+    gram = weight @ weight[ids].T  # (V, B): gram[i, j] = w_i . w_{k_j}
+    norms = np.sqrt((weight * weight).sum(1))
+    columns = np.arange(len(ids))
+    alphas = _ladder(weight, bias, ids, box)
+    best_margin = np.full(len(ids), -np.inf)
+    best_alpha = alphas[0].copy()
+    proved = np.zeros(len(ids), dtype=bool)
+    for alpha in alphas:
+        logits = gram * alpha
+        error = np.outer(norms, norms[ids] * alpha)
+        if bias is not None:
+            logits += bias[:, None]
+            error += np.abs(bias)[:, None]
+        error *= gamma
+        own, own_error = logits[ids, columns].copy(), error[ids, columns].copy()
+        logits[ids, columns] = -np.inf
+        margin = own - logits.max(0)
+        logits += 2.0 * error
+        slack = own - 2.0 * own_error - logits.max(0)
+        better = ~proved & (margin > best_margin)
+        best_margin[better], best_alpha[better] = margin[better], alpha[better]
+        proved |= slack > 0
+    witnesses = weight[ids] * best_alpha[:, None]
+    open_ = np.flatnonzero(~proved)
+    rivals = np.zeros((len(ids), n_rivals), dtype=np.int64)
+    if len(open_):
+        rivals[open_] = _rivals(weight, bias, ids[open_], witnesses[open_], n_rivals, len(open_))
+    return proved, witnesses, best_margin, rivals
 
 
-def _relax(
-    weight: torch.Tensor, bias: torch.Tensor | None, classes: torch.Tensor, z: torch.Tensor,
-    rivals: torch.Tensor, box: float | None, target: torch.Tensor, sweeps: int,
-) -> torch.Tensor:
+def _nearest_all(weight: np.ndarray, box: float | None, block: int,
+                 on_progress: Callable[[int], None] | None):
+    """Stage 1 without a bias for EVERY row: ``z = w_k`` (times a power of two for a box).
+
+    ``W W^T`` is symmetric, so each block of columns ``K`` meets only the rows from ``K`` on:
+    the column maxima serve the classes in ``K``, the row maxima the later classes (half the
+    products of :func:`_nearest`). Returns the proofs, the margins at ``z = w_k`` and ``alpha``.
+    """
+    n_rows, d = weight.shape
+    gamma = 2.0 * (d + 2) * UNIT_ROUNDOFF_64
+    norms = np.sqrt((weight * weight).sum(1))
+    own = np.empty(n_rows)
+    rival = np.full(n_rows, -np.inf)  # max_{i != k} w_i . w_k
+    rival_bound = np.full(n_rows, -np.inf)  # the same plus the rounding allowance of the pair
+    for start in range(0, n_rows, block):
+        stop = min(start + block, n_rows)
+        gram = weight[start:] @ weight[start:stop].T  # rows start.., columns start..stop
+        diagonal = np.arange(stop - start)
+        own[start:stop] = gram[diagonal, diagonal]
+        gram[diagonal, diagonal] = -np.inf
+        np.maximum(rival[start:stop], gram.max(0), out=rival[start:stop])
+        np.maximum(rival[start:], gram.max(1), out=rival[start:])
+        gram += (2.0 * gamma) * np.outer(norms[start:], norms[start:stop])
+        np.maximum(rival_bound[start:stop], gram.max(0), out=rival_bound[start:stop])
+        np.maximum(rival_bound[start:], gram.max(1), out=rival_bound[start:])
+        if on_progress is not None:
+            on_progress(stop - start)
+    proved = own - 2.0 * gamma * norms**2 - rival_bound > 0
+    alpha = _ladder(weight, None, np.arange(n_rows), box)[0]
+    return proved, own - rival, alpha
+
+
+def _rivals(weight: np.ndarray, bias: np.ndarray | None, ids: np.ndarray, z: np.ndarray,
+            n_rivals: int, block: int) -> np.ndarray:
+    """The ``n_rivals`` rows with the largest logits at each ``z[j]`` besides ``ids[j]``."""
+    out = np.zeros((len(ids), n_rivals), dtype=np.int64)
+    for start in range(0, len(ids), block):
+        part = slice(start, start + block)
+        logits = z[part] @ weight.T  # (B, V), rows contiguous for the partition
+        if bias is not None:
+            logits += bias
+        logits[np.arange(len(logits)), ids[part]] = -np.inf
+        out[part] = np.argpartition(-logits, n_rivals - 1, axis=1)[:, :n_rivals]
+    return out
+
+
+def _relax(weight: np.ndarray, bias: np.ndarray | None, ids: np.ndarray, z: np.ndarray,
+           rivals: np.ndarray, box: float | None, sweeps: int) -> np.ndarray:
     """Sequential projections of each ``z`` onto ``d_i . z + c_i >= target`` for its rivals."""
-    diffs = weight[classes][:, None, :] - weight[rivals]  # (B, r, d)
-    gaps = None if bias is None else bias[classes][:, None] - bias[rivals]
-    norms2 = (diffs * diffs).sum(-1)
-    z = z.clone()
+    diffs = weight[ids][:, None, :] - weight[rivals]  # (B, r, d)
+    gaps = np.zeros(rivals.shape) if bias is None else bias[ids][:, None] - bias[rivals]
+    norms2 = np.maximum((diffs * diffs).sum(-1), np.finfo(np.float64).tiny)
+    scale = np.sqrt(norms2.max(1)) * np.linalg.norm(z, axis=1) + np.abs(gaps).max(1)
+    target = 1e-3 * scale
+    z = z.copy()
     for _ in range(sweeps):
         for i in range(rivals.shape[1]):
-            margin = (diffs[:, i] * z).sum(-1)
-            if gaps is not None:
-                margin = margin + gaps[:, i]
-            shortfall = (target - margin).clamp_min(0)
-            step = torch.where(norms2[:, i] > 0, shortfall / norms2[:, i].clamp_min(1e-30), 0.0)
+            margin = (diffs[:, i] * z).sum(-1) + gaps[:, i]
+            step = np.maximum(target - margin, 0.0) / norms2[:, i]
             z += step[:, None] * diffs[:, i]
             if box is not None:
-                z.clamp_(-box, box)
+                np.clip(z, -box, box, out=z)
     return z
 
 
-def _float32_at_most(value: float | None) -> float | None:
-    """The largest float32 not above ``value``, so that clamped float32 inputs stay in the box."""
-    if value is None:
-        return None
-    rounded = np.float32(value)
-    return float(np.nextafter(rounded, np.float32(0)) if rounded > value else rounded)
-
-
-def _initial_inputs(
-    weight: torch.Tensor, bias: torch.Tensor | None, classes: torch.Tensor, box: float | None,
-) -> list[torch.Tensor]:
-    rows = weight[classes]
-    candidates = [rows]
-    if bias is not None:
-        spread = float(bias.max() - bias.min())
-        sq = (rows * rows).sum(1, keepdim=True).clamp_min(1e-30)
-        candidates.append(rows * (1.0 + 4.0 * spread / sq))
-    if box is not None:
-        fitted = []
-        for z in candidates:
-            peak = z.abs().amax(1, keepdim=True).clamp_min(1e-30)
-            fitted += [z * torch.clamp(box / peak, max=1.0), z * (box / peak)]
-        fitted = [z.clamp(-box, box) for z in fitted]
-        candidates = fitted
-    return candidates
-
-
 def certify_fast(
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
+    weight: np.ndarray,
+    bias: np.ndarray | None,
     classes: np.ndarray,
     *,
     box: float | None = None,
-    block: int = 2048,
-    rounds: int = 8,
+    block: int = 128,
+    rounds: int = 3,
     n_rivals: int = 64,
-    n_relax: int = 16,
     on_progress: Callable[[int], None] | None = None,
 ) -> FastOutcome:
-    """Certify as many of ``classes`` as possible with verified float32 witnesses (module doc).
+    """Certify as many of ``classes`` as possible with witnesses proved in float64 (module doc).
 
-    ``weight`` (V, d) and ``bias`` (V,) are float32 tensors on the compute device; work is done
-    ``block`` classes at a time so that the ``V x block`` logits stay small. Relaxation uses the
-    ``n_relax`` strongest rivals; the ``n_rivals`` strongest seed the exact LP.
+    ``weight`` (V, d) and ``bias`` are float64. Work goes ``block`` classes at a time, so the
+    ``V x block`` logits stay small.
     """
     n_rows, d = weight.shape
-    box = _float32_at_most(box)
     n_rivals = min(n_rivals, n_rows - 1)
-    weight_norm = float(torch.linalg.vector_norm(weight.double(), dim=1).max())
-    bias_abs = 0.0 if bias is None else float(bias.abs().max())
     certified = np.zeros(len(classes), dtype=bool)
-    witnesses = np.zeros((len(classes), d), dtype=np.float32)
-    rivals_out = np.zeros((len(classes), n_rivals), dtype=np.int64)
-    device = weight.device
-    for start in range(0, len(classes), block):
-        index = np.arange(start, min(start + block, len(classes)))
-        ids = torch.as_tensor(classes[index], device=device)
-        best_margin = torch.full((len(index),), -torch.inf, dtype=torch.float64, device=device)
-        best_z = torch.zeros((len(index), d), dtype=weight.dtype, device=device)
-        best_rivals = torch.zeros((len(index), n_rivals), dtype=torch.long, device=device)
-        open_ = torch.ones(len(index), dtype=torch.bool, device=device)
-        current_z, current_rivals = best_z.clone(), best_rivals.clone()
-        candidates = _initial_inputs(weight, bias, ids, box)
-        for step in range(len(candidates) + rounds):
-            where = torch.nonzero(open_).flatten()
-            if len(where) == 0:
-                break
-            if step < len(candidates):
-                z = candidates[step][where]
-            else:  # relax from the best candidate, then from the latest z, against its rivals
-                first = step == len(candidates)
-                z = (best_z if first else current_z)[where]
-                rivals = (best_rivals if first else current_rivals)[where]
-                target = 1e-3 * (torch.linalg.vector_norm(z, dim=1) * weight_norm + bias_abs)
-                z = _relax(weight, bias, ids[where], z, rivals[:, :n_relax], box, target, 2)
-            margin, logits = _margins(weight, bias, ids[where], z)
-            verified = margin > _rounding_bound(d, weight_norm, bias_abs, z)
-            rivals = torch.topk(logits[~verified], n_rivals, dim=1).indices
-            open_where = where[~verified]
-            current_z[open_where], current_rivals[open_where] = z[~verified], rivals
-            take = verified | (margin > best_margin[where])
-            best_margin[where[take]] = margin[take]
-            best_z[where[take]] = z[take]
-            improved = take[~verified]
-            best_rivals[open_where[improved]] = rivals[improved]
-            open_[where[verified]] = False
-        certified[index] = ~open_.cpu().numpy()
-        witnesses[index] = best_z.cpu().numpy()
-        rivals_out[index] = best_rivals.cpu().numpy()
-        if on_progress is not None:
-            on_progress(len(index))
-    return FastOutcome(certified=certified, witnesses=witnesses, rivals=rivals_out)
+    witnesses = np.zeros((len(classes), d))
+    margins = np.full(len(classes), -np.inf)
+    rivals = np.zeros((len(classes), n_rivals), dtype=np.int64)
+    if bias is None and len(classes) == n_rows and np.array_equal(classes, np.arange(n_rows)):
+        certified, margins, alpha = _nearest_all(weight, box, block, on_progress)
+        witnesses = weight * alpha[:, None]
+        margins = margins * alpha
+        open_ = np.flatnonzero(~certified)
+        rivals[open_] = _rivals(weight, None, open_, witnesses[open_], n_rivals, block)
+    else:
+        for start in range(0, len(classes), block):
+            part = slice(start, start + block)
+            proved, z, margin, rival = _nearest(weight, bias, classes[part], box, n_rivals)
+            certified[part], witnesses[part], margins[part] = proved, z, margin
+            rivals[part] = rival
+            if on_progress is not None:
+                on_progress(len(z))
+    for _ in range(rounds):
+        open_ = np.flatnonzero(~certified)
+        for start in range(0, len(open_), block):
+            where = open_[start:start + block]
+            z = _relax(weight, bias, classes[where], witnesses[where], rivals[where], box, 2)
+            margin, proved, top = witness_margins(weight, bias, classes[where], z,
+                                                  rivals=n_rivals)
+            proved &= in_box(z, box)
+            better = proved | (margin > margins[where])
+            certified[where[proved]] = True
+            witnesses[where[better]], margins[where[better]] = z[better], margin[better]
+            rivals[where[~proved]] = top[~proved]
+    return FastOutcome(certified=certified, witnesses=witnesses, margins=margins, rivals=rivals)

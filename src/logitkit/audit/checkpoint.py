@@ -1,120 +1,234 @@
 """Read the output layer (weight, bias, tokenizer) of a checkpoint without loading the model.
 
-``load_head(path, key=None) -> (weight, bias_or_None, tokenizer_or_None)`` accepts
+``read_head(path, key=None) -> Head`` (and ``load_head``, the same as a ``(weight, bias,
+tokenizer)`` tuple) accepts
 
-* a ``.safetensors`` file (memory-mapped with ``safetensors.safe_open``; only the head is read),
-* a Hugging Face model folder (``config.json`` plus ``*.safetensors`` or ``pytorch_model.bin``):
-  the LM head ``lm_head.weight``/``cls.predictions.decoder.weight`` or, for tied heads, the word
-  embeddings, with a bias such as ``lm_head.bias`` or ``cls.predictions.bias``; ``tokenizer.json``
-  is loaded with ``tokenizers`` when present (also for a file inside such a folder),
-* a ``.pt``/``.pth``/``.bin`` state dict (``torch.load(mmap=True, weights_only=True)``),
+* a ``.safetensors`` file (only the head is read; bf16/fp16 tensors are converted to float32),
+* a Hugging Face model folder (``config.json`` plus ``*.safetensors``, sharded or not, or
+  ``pytorch_model.bin``). A sharded checkpoint is read through its index
+  (``model.safetensors.index.json``: ``weight_map`` names the shard of every tensor). The OUTPUT
+  head (``lm_head.weight``, ``cls.predictions.decoder.weight``, ...) is preferred over the input
+  embeddings wherever it lives; the input embeddings stand in only for a tied head
+  (``tie_word_embeddings`` in ``config.json``, true unless the config says false). A bias such as
+  ``lm_head.bias`` or ``cls.predictions.bias`` is read too, and ``tokenizer.json`` is loaded with
+  ``tokenizers`` when present,
+* a ``.gguf`` file (llama.cpp; read with the ``gguf`` package, ``pip install "logitkit[gguf]"``):
+  ``output.weight`` or, for a tied head, ``token_embd.weight``, dequantised to float32 (e.g.
+  ``Q8_0``); its token strings serve as the tokenizer,
+* a ``.pt``/``.pth``/``.bin`` state dict or tensor (``torch.load(mmap=True, weights_only=True)``),
 * a ``.npy`` array or ``.npz`` archive (``np.load(mmap_mode="r")``).
 
-``key`` names the weight tensor explicitly; otherwise the first of ``WEIGHT_KEYS`` present is used.
-The bias is ``<name>.bias`` beside ``<name>.weight`` when present; for a weight found by the
-search, else the first of ``BIAS_KEYS`` present (e.g. ``cls.predictions.bias`` for a tied head).
+``key`` names the weight tensor explicitly. ``Head.source`` says which tensor was read, from which
+file, in which dtype, and whether it stands in for a tied head.
+
+Example::
+
+    from logitkit.audit import read_head
+    head = read_head("path/to/model")  # a Hugging Face folder, sharded or not
+    print(head.source)  # e.g. "lm_head.weight (bfloat16 -> float32) in model-00002-of-00002..."
 """
 
 from __future__ import annotations
 
 import json
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-WEIGHT_KEYS = (
+OUTPUT_KEYS = (
     "lm_head.weight",
     "cls.predictions.decoder.weight",
     "output.weight",
     "embed_out.weight",
+    "model.lm_head.weight",
+)
+INPUT_EMBEDDING_KEYS = (
     "model.embed_tokens.weight",
     "transformer.wte.weight",
     "embeddings.word_embeddings.weight",
     "bert.embeddings.word_embeddings.weight",
     "model.decoder.embed_tokens.weight",
     "gpt_neox.embed_in.weight",
-    "weight",
+    "transformer.word_embeddings.weight",
+    "embed_tokens.weight",
+    "wte.weight",
 )
 BIAS_KEYS = ("lm_head.bias", "cls.predictions.bias", "cls.predictions.decoder.bias",
-             "final_logits_bias", "bias")
+             "final_logits_bias", "output.bias", "embed_out.bias")
+GGUF_OUTPUT, GGUF_EMBEDDING = "output.weight", "token_embd.weight"
 
 
-def _pick_weight_key(keys: list[str], key: str | None, source: Path) -> str:
+class HeadNotFoundError(KeyError):
+    """No output-layer tensor under the expected names (a KeyError whose message prints plainly)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+@dataclass
+class Head:
+    """An output layer: ``weight`` (V, d), ``bias`` (V,) or None, a tokenizer or None.
+
+    ``weight_key``/``bias_key`` name the tensors read, ``tied`` is True when the input embeddings
+    stand in for the head, and ``source`` says all of that in one line for a report.
+    """
+
+    weight: np.ndarray
+    bias: np.ndarray | None
+    tokenizer: Any
+    weight_key: str
+    bias_key: str | None
+    file: str
+    dtype: str
+    tied: bool
+
+    @property
+    def source(self) -> str:
+        converted = "" if self.dtype == str(self.weight.dtype) else f" -> {self.weight.dtype}"
+        text = f"{self.weight_key} ({self.dtype}{converted}) in {self.file}"
+        if self.tied:
+            text += " [tied head: the input embeddings serve as the output layer]"
+        if self.bias_key is not None:
+            text += f", bias {self.bias_key}"
+        return text
+
+
+class _Reader:
+    """``names`` of the tensors of a checkpoint and ``get(name) -> (array, dtype name, file)``."""
+
+    names: list[str]
+
+    def get(self, name: str) -> tuple[np.ndarray, str, str]:
+        raise NotImplementedError
+
+
+def _to_numpy(tensor: Any) -> tuple[np.ndarray, str]:
+    """A torch tensor as a float32/float64 array (bf16/fp16 upcast), and its original dtype."""
+    import torch
+
+    dtype = str(tensor.dtype).replace("torch.", "")
+    if tensor.is_floating_point() and tensor.dtype not in (torch.float32, torch.float64):
+        tensor = tensor.float()
+    return tensor.detach().cpu().numpy(), dtype
+
+
+class _SafetensorsReader(_Reader):
+    """One or several safetensors files; ``weight_map`` (tensor -> file) from an index if any."""
+
+    def __init__(self, files: list[Path], weight_map: dict[str, str] | None = None) -> None:
+        from safetensors import SafetensorError, safe_open
+
+        self._open, self._error = safe_open, SafetensorError
+        self._where: dict[str, Path] = {}
+        if weight_map is not None:
+            folder = files[0].parent if files else Path(".")
+            self._where = {name: folder / shard for name, shard in weight_map.items()}
+        else:
+            for file in files:
+                with self._handle(file) as handle:
+                    for name in handle.keys():  # noqa: SIM118 (safe_open handles are not iterable)
+                        self._where.setdefault(name, file)
+        self.names = list(self._where)
+
+    def _handle(self, file: Path):
+        try:
+            return self._open(str(file), framework="pt")
+        except (self._error, OSError) as error:
+            raise ValueError(f"cannot read {file} as safetensors: {error}") from error
+
+    def get(self, name: str) -> tuple[np.ndarray, str, str]:
+        file = self._where[name]
+        if not file.exists():
+            raise FileNotFoundError(f"the index names {file.name} for {name}, but it is missing")
+        with self._handle(file) as handle:
+            array, dtype = _to_numpy(handle.get_tensor(name))
+        return array, dtype, file.name
+
+
+class _MappingReader(_Reader):
+    def __init__(self, tensors: dict[str, Any], file: str) -> None:
+        self._tensors, self._file = tensors, file
+        self.names = list(tensors)
+
+    def get(self, name: str) -> tuple[np.ndarray, str, str]:
+        value = self._tensors[name]
+        if isinstance(value, np.ndarray):
+            return value, str(value.dtype), self._file
+        array, dtype = _to_numpy(value)
+        return array, dtype, self._file
+
+
+def _pick(reader: _Reader, key: str | None, tie: bool, source: Path) -> tuple[str, bool]:
+    """The weight to audit: ``key``; else an output head; else (tied heads) the embeddings."""
+    names = set(reader.names)
     if key is not None:
-        if key not in keys:
-            raise KeyError(f"key {key!r} not found in {source}; available keys: {sorted(keys)}")
-        return key
-    for candidate in WEIGHT_KEYS:
-        if candidate in keys:
-            return candidate
-    raise KeyError(f"no output-layer weight found in {source} (looked for {list(WEIGHT_KEYS)}); "
-                   f"pass key=...; available keys: {sorted(keys)}")
+        if key not in names:
+            raise HeadNotFoundError(f"key {key!r} not found in {source}; available keys: "
+                                    f"{sorted(names)}")
+        return key, key in INPUT_EMBEDDING_KEYS
+    for name in OUTPUT_KEYS:
+        if name in names:
+            return name, False
+    embeddings = [name for name in INPUT_EMBEDDING_KEYS if name in names]
+    if embeddings and tie:
+        return embeddings[0], True
+    if embeddings:
+        raise HeadNotFoundError(
+            f"{source}: config.json sets tie_word_embeddings to false but no output head "
+            f"({', '.join(OUTPUT_KEYS)}) is in the checkpoint; the input embeddings "
+            f"{embeddings[0]} are not the output layer. Pass key=... to audit a tensor anyway")
+    if "weight" in names:
+        return "weight", False
+    raise HeadNotFoundError(f"no output-layer weight found in {source} (looked for "
+                            f"{list(OUTPUT_KEYS + INPUT_EMBEDDING_KEYS)}); pass key=...; "
+                            f"available keys: {sorted(names)}")
 
 
-def _pick_bias_key(keys: list[str], weight_key: str, searched: bool) -> str | None:
-    """The bias beside the weight (``x.weight`` -> ``x.bias``); for a weight found by the name
-    search (not given as ``key``), else a known LM-head bias such as ``cls.predictions.bias``."""
+def _pick_bias(names: list[str], weight_key: str, searched: bool) -> str | None:
+    """The bias beside the weight (``x.weight`` -> ``x.bias``); for a weight found by the search
+    (not given as ``key``), else a known LM-head bias such as ``cls.predictions.bias``."""
     if weight_key.endswith("weight"):
         own = weight_key[: -len("weight")] + "bias"
-        if own in keys:
+        if own in names:
             return own
     if not searched:
         return None
-    return next((name for name in BIAS_KEYS[:-1] if name in keys), None)
+    return next((name for name in BIAS_KEYS if name in names), None)
 
 
-def _check(weight: Any, bias: Any, weight_key: str, source: Path) -> tuple[np.ndarray, Any]:
+def _checked(weight: Any, bias: Any, weight_key: str, source: Path) -> tuple[np.ndarray, Any]:
     weight = np.asanyarray(weight)
     if weight.ndim != 2 or weight.shape[0] < 2:
-        raise ValueError(f"{weight_key!r} in {source} has shape {weight.shape}; "
+        raise ValueError(f"{weight_key} in {source} has shape {weight.shape}; "
                          "expected a 2-D (vocab, hidden) matrix")
     if not np.issubdtype(weight.dtype, np.floating):
-        raise ValueError(f"{weight_key!r} in {source} has dtype {weight.dtype}; expected floats")
+        raise ValueError(f"{weight_key} in {source} has dtype {weight.dtype}; expected floats")
     if not np.all(np.isfinite(weight)):
-        raise ValueError(f"{weight_key!r} in {source} contains NaN or infinite values")
+        raise ValueError(f"{weight_key} in {source} contains NaN or infinite values")
     if bias is not None:
         bias = np.asanyarray(bias)
         if bias.shape != (weight.shape[0],):
             raise ValueError(f"bias in {source} has shape {bias.shape}; expected "
-                             f"({weight.shape[0]},) to match {weight_key!r}")
+                             f"({weight.shape[0]},) to match {weight_key}")
         if not np.all(np.isfinite(bias)):
             raise ValueError(f"bias in {source} contains NaN or infinite values")
     return weight, bias
 
 
-def _from_mapping(tensors: dict[str, Any], key: str | None, source: Path):
-    keys = list(tensors)
-    weight_key = _pick_weight_key(keys, key, source)
-    bias_key = _pick_bias_key(keys, weight_key, searched=key is None)
-    bias = None if bias_key is None else tensors[bias_key]
-    return _check(tensors[weight_key], bias, weight_key, source)
+def _head(reader: _Reader, key: str | None, tie: bool, source: Path, tokenizer: Any) -> Head:
+    weight_key, tied = _pick(reader, key, tie, source)
+    bias_key = _pick_bias(reader.names, weight_key, searched=key is None)
+    weight, dtype, file = reader.get(weight_key)
+    bias = None if bias_key is None else reader.get(bias_key)[0]
+    weight, bias = _checked(weight, bias, weight_key, source)
+    return Head(weight=weight, bias=bias, tokenizer=tokenizer, weight_key=weight_key,
+                bias_key=bias_key, file=file, dtype=dtype, tied=tied)
 
 
-class _LazySafetensors(dict):
-    """``key -> array`` for a safetensors file, reading a tensor only when it is asked for."""
-
-    def __init__(self, handle: Any) -> None:
-        names = handle.keys()  # safe_open handles are not iterable
-        super().__init__(dict.fromkeys(names))
-        self._handle = handle
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        return self._handle.get_tensor(name)
-
-
-def _read_safetensors(path: Path, key: str | None):
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="np") as handle:
-            return _from_mapping(_LazySafetensors(handle), key, path)
-    except (SafetensorError, OSError) as error:
-        raise ValueError(f"cannot read {path} as safetensors: {error}") from error
-
-
-def _read_torch(path: Path, key: str | None):
+def _torch_reader(path: Path) -> _Reader:
     import pickle
 
     import torch
@@ -127,46 +241,101 @@ def _read_torch(path: Path, key: str | None):
         state = {"weight": state}
     if not isinstance(state, dict):
         raise ValueError(f"{path} holds a {type(state).__name__}; expected a state dict")
-    state = state.get("state_dict", state) if isinstance(state.get("state_dict"), dict) else state
-    arrays = {name: t.detach().float().numpy() if t.dtype in (torch.bfloat16, torch.float16)
-              else t.detach().numpy() for name, t in state.items() if isinstance(t, torch.Tensor)}
-    return _from_mapping(arrays, key, path)
+    if isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    tensors = {name: t for name, t in state.items() if isinstance(t, torch.Tensor)}
+    return _MappingReader(tensors, path.name)
 
 
-def _read_numpy(path: Path, key: str | None):
+def _numpy_head(path: Path, key: str | None, tokenizer: Any) -> Head:
     try:
         loaded = np.load(str(path), mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as error:
         raise ValueError(f"cannot read {path} as a numpy file: {error}") from error
     if isinstance(loaded, np.ndarray):
         if key is not None:
-            raise KeyError(f"{path} is a single array; key={key!r} does not apply")
-        return _check(loaded, None, "array", path)
+            raise HeadNotFoundError(f"{path} is a single array; key={key!r} does not apply")
+        weight, _ = _checked(loaded, None, "array", path)
+        return Head(weight=weight, bias=None, tokenizer=tokenizer, weight_key="array",
+                    bias_key=None, file=path.name, dtype=str(weight.dtype), tied=False)
     with loaded:
-        return _from_mapping({name: loaded[name] for name in loaded.files}, key, path)
+        reader = _MappingReader({name: loaded[name] for name in loaded.files}, path.name)
+        return _head(reader, key, True, path, tokenizer)
 
 
-def _read_folder(path: Path, key: str | None):
-    config = path / "config.json"
-    if not config.exists():
-        raise FileNotFoundError(f"{path} is a folder without config.json; expected a Hugging Face "
-                                "model folder (config.json + *.safetensors or pytorch_model.bin)")
+class GgufVocab:
+    """Token strings of a GGUF file, with the ``id_to_token`` method of a ``tokenizers`` object."""
+
+    def __init__(self, tokens: list[str]) -> None:
+        self.tokens = tokens
+
+    def id_to_token(self, k: int) -> str | None:
+        return self.tokens[k] if 0 <= k < len(self.tokens) else None
+
+
+def _gguf_head(path: Path, key: str | None) -> Head:
+    from logitkit._utils import require
+
+    gguf = require("gguf", extra="gguf", purpose="reading GGUF checkpoints")
     try:
-        json.loads(config.read_text())
+        reader = gguf.GGUFReader(str(path))
+    except (ValueError, OSError, EOFError) as error:
+        raise ValueError(f"cannot read {path} as GGUF: {error}") from error
+    tensors = {tensor.name: tensor for tensor in reader.tensors}
+    if key is not None and key not in tensors:
+        raise HeadNotFoundError(f"key {key!r} not found in {path}; available keys: "
+                                f"{sorted(tensors)}")
+    name = key or next((n for n in (GGUF_OUTPUT, GGUF_EMBEDDING) if n in tensors), None)
+    if name is None:
+        raise HeadNotFoundError(f"no {GGUF_OUTPUT} or {GGUF_EMBEDDING} in {path}; available "
+                                f"keys: {sorted(tensors)}")
+    tensor = tensors[name]
+    weight = np.asarray(gguf.quants.dequantize(tensor.data, tensor.tensor_type), np.float32)
+    bias_name = name[: -len("weight")] + "bias" if name.endswith("weight") else None
+    bias = None
+    if bias_name in tensors:
+        raw = tensors[bias_name]
+        bias = np.asarray(gguf.quants.dequantize(raw.data, raw.tensor_type), np.float32)
+    else:
+        bias_name = None
+    weight, bias = _checked(weight, bias, name, path)
+    field = reader.fields.get("tokenizer.ggml.tokens")
+    vocab = None
+    if field is not None:
+        vocab = GgufVocab([bytes(field.parts[i]).decode("utf-8", "replace") for i in field.data])
+    return Head(weight=weight, bias=bias, tokenizer=vocab, weight_key=name, bias_key=bias_name,
+                file=path.name, dtype=tensor.tensor_type.name, tied=name == GGUF_EMBEDDING)
+
+
+def _config_ties(folder: Path) -> bool:
+    config = folder / "config.json"
+    try:
+        settings = json.loads(config.read_text())
     except json.JSONDecodeError as error:
         raise ValueError(f"{config} is not valid JSON: {error}") from error
+    text = settings.get("text_config") if isinstance(settings.get("text_config"), dict) else {}
+    return bool(settings.get("tie_word_embeddings", text.get("tie_word_embeddings", True)))
+
+
+def _folder_head(path: Path, key: str | None, tokenizer: Any) -> Head:
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"{path} is a folder without config.json; expected a Hugging Face "
+                                "model folder (config.json + *.safetensors or pytorch_model.bin)")
+    tie = _config_ties(path)
+    index = path / "model.safetensors.index.json"
+    if index.exists():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            raise ValueError(f"{index} has no readable weight_map: {error}") from error
+        files = sorted({path / shard for shard in weight_map.values()})
+        return _head(_SafetensorsReader(files, weight_map), key, tie, path, tokenizer)
     shards = sorted(path.glob("*.safetensors"))
     if shards:
-        errors = []
-        for shard in shards:  # sharded checkpoints: the head lives in one shard
-            try:
-                return _read_safetensors(shard, key)
-            except KeyError as error:
-                errors.append(str(error))
-        raise KeyError("; ".join(errors))
+        return _head(_SafetensorsReader(shards), key, tie, path, tokenizer)
     for name in ("pytorch_model.bin", "model.pt", "model.pth"):
         if (path / name).exists():
-            return _read_torch(path / name, key)
+            return _head(_torch_reader(path / name), key, tie, path, tokenizer)
     raise FileNotFoundError(f"{path} has config.json but no *.safetensors or pytorch_model.bin")
 
 
@@ -179,24 +348,31 @@ def _tokenizer(path: Path) -> Any:
     return Tokenizer.from_file(str(folder / "tokenizer.json"))
 
 
-def load_head(path: str | Path, *, key: str | None = None) -> tuple[np.ndarray, Any, Any]:
-    """``(weight (V, d), bias (V,) or None, tokenizer or None)`` of the checkpoint at ``path``.
+def read_head(path: str | Path, *, key: str | None = None) -> Head:
+    """The output layer of the checkpoint at ``path`` as a :class:`Head` (formats: module doc).
 
-    Arrays are memory-mapped where the format allows; see the module docstring for the formats
-    and the key search. Raises FileNotFoundError, KeyError (listing the available keys) or
+    Raises FileNotFoundError, HeadNotFoundError (a KeyError listing the available keys) or
     ValueError (corrupt file, wrong shape, NaN/inf values).
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}")
     if path.is_dir():
-        weight, bias = _read_folder(path, key)
-    else:
-        suffix = path.suffix.lower()
-        readers = {".safetensors": _read_safetensors, ".pt": _read_torch, ".pth": _read_torch,
-                   ".bin": _read_torch, ".npy": _read_numpy, ".npz": _read_numpy}
-        if suffix not in readers:
-            raise ValueError(f"unsupported checkpoint type {suffix!r} for {path}; expected one of "
-                             f"{sorted(readers)} or a Hugging Face model folder")
-        weight, bias = readers[suffix](path, key)
-    return weight, bias, _tokenizer(path)
+        return _folder_head(path, key, _tokenizer(path))
+    suffix = path.suffix.lower()
+    if suffix == ".gguf":
+        return _gguf_head(path, key)
+    if suffix in (".npy", ".npz"):
+        return _numpy_head(path, key, _tokenizer(path))
+    if suffix == ".safetensors":
+        return _head(_SafetensorsReader([path]), key, True, path, _tokenizer(path))
+    if suffix in (".pt", ".pth", ".bin"):
+        return _head(_torch_reader(path), key, True, path, _tokenizer(path))
+    raise ValueError(f"unsupported checkpoint type {suffix!r} for {path}; expected .safetensors, "
+                     ".gguf, .pt, .pth, .bin, .npy, .npz or a Hugging Face model folder")
+
+
+def load_head(path: str | Path, *, key: str | None = None) -> tuple[np.ndarray, Any, Any]:
+    """``(weight (V, d), bias (V,) or None, tokenizer or None)``: :func:`read_head` as a tuple."""
+    head = read_head(path, key=key)
+    return head.weight, head.bias, head.tokenizer

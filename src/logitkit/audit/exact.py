@@ -1,167 +1,241 @@
-"""Exact decision for one class: the margin LP with incremental constraint generation (HiGHS).
+"""Exact decision for one class: argmaxable, tie or unargmaxable, each with verified evidence.
 
-The margin LP for class ``k`` over a set ``S`` of rival rows (``d_i = w_k - w_i``,
-``c_i = b_k - b_i``)::
+Without a box (or without a bias, where a box changes nothing: the problem is homogeneous) the
+decision uses the minimum-norm point of :mod:`~logitkit.audit.hull` twice at most:
 
-    maximise t  subject to  d_i . z + c_i s >= t  (i in S),  |z|_inf <= R,  s in [0, 1]
+1. on the points pushed by the tolerance (``w_k`` moved away from the centroid of the other rows by
+   the fraction ``tol``, or ``b_k`` raised by ``delta``): a certificate there means "unargmaxable"
+   with room to spare; a witness there that also wins for the real head means "argmaxable";
+2. otherwise on the real points: a witness means "argmaxable"; a certificate means "tie": ``k``
+   cannot win, yet it wins after a push of the size of the tolerance (duplicate rows, points on a
+   facet, and points closer to the hull's boundary than the tolerance).
 
-with ``R = B, s = 1`` under a box ``B``; without a box the problem is homogeneous, so ``R = 1``
-and ``s`` is free in ``[0, 1]`` (``z / s`` is the input; ``s`` is dropped without a bias). The LP
-over a subset ``S`` relaxes the LP over all rows, so its dual (the convex combination ``a`` of the
-rows in ``S``, read from the inequality marginals) certifies unargmaxability for the whole head
-whenever the relaxed optimum is not positive. Otherwise its ``z`` is checked against every row;
-the rows it violates most join ``S`` and the LP is solved again. HiGHS tolerances are tightened
-and every answer is re-verified by :mod:`logitkit.audit.verify`.
+With a box and a bias, the margin LP ``max t s.t. d_i . z + c_i >= t, |z|_inf <= B`` is solved by
+HiGHS with constraint generation (start with a few rival rows, add the rows the current ``z``
+violates most); its optimum ``t*`` is the best margin: a verified witness if ``t* > 0``, a dual
+certificate bounding it below ``-tau`` ("unargmaxable"), or both sides within ``tau`` ("tie"),
+where ``tau = tol * (B max_S |d_i|_1 + max_S |c_i|)`` over the LP's rows ``S`` (a per-class scale).
 """
 
 from __future__ import annotations
 
+import multiprocessing as mp
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import linprog, nnls
+from scipy.optimize import linprog
 
-from logitkit.audit.verify import Certificate, certificate_bound, is_witness
+from logitkit.audit.hull import nearest_point
+from logitkit.audit.verify import (
+    Certificate,
+    box_certificate,
+    box_tolerance,
+    hull_certificate,
+    in_box,
+    witness_margins,
+)
 
-HIGHS_OPTIONS = {
-    "primal_feasibility_tolerance": 1e-10,
-    "dual_feasibility_tolerance": 1e-10,
-    "presolve": True,
-}
+HIGHS_OPTIONS = {"primal_feasibility_tolerance": 1e-10, "dual_feasibility_tolerance": 1e-10}
 
 
 @dataclass
 class Decision:
-    status: str  # "argmaxable", "unargmaxable" or "unknown"
-    witness: np.ndarray | None = None
+    status: str  # "argmaxable", "tie", "unargmaxable" or "unknown"
+    witness: np.ndarray | None = None  # a winning input; for a tie, an input where k ties
+    margin: float = -np.inf  # the margin at ``witness`` (float64)
     certificate: Certificate | None = None
-    rounds: int = 0
-    rows: int = 0
+    rows: int = 0  # rows the solver looked at
+
+
+def bias_push(bias: np.ndarray, k: int, tol: float) -> float:
+    """``delta = tol * median_i |b_k - b_i|`` (a per-class logit scale a masked token leaves be)."""
+    gaps = np.abs(bias[k] - bias)
+    scale = float(np.median(gaps)) or float(gaps.max())
+    return tol * scale if scale > 0 else float(np.finfo(np.float64).tiny)
+
+
+def _input(x: np.ndarray, d: int, lifted: bool, box: float | None) -> np.ndarray | None:
+    """The input behind a minimum-norm point: ``x`` or ``x_z / x_s``; powers of two into a box."""
+    if lifted and not x[d] > 0:
+        return None
+    z = x[:d] / x[d] if lifted else x.copy()
+    if not lifted and z.any():  # homogeneous: any positive multiple wins; keep |z|_inf = 1
+        z = z * np.exp2(-np.ceil(np.log2(np.abs(z).max())))
+    if box is not None and z.any():
+        peak = float(np.abs(z).max())
+        if peak > box:
+            if lifted:
+                return None
+            z = z * np.exp2(np.floor(np.log2(box / peak)))
+    return z if np.all(np.isfinite(z)) else None
+
+
+def _check(weight, bias, k, z, box) -> tuple[float, bool]:
+    if z is None:
+        return -np.inf, False
+    margin, verified, _ = witness_margins(weight, bias, np.array([k]), z[None])
+    return float(margin[0]), bool(verified[0] and in_box(z, box)[0])
+
+
+def _certificate(weight, bias, k, outcome, tol, shift) -> Certificate | None:
+    """The corral of a converged minimum-norm point as a certificate, if it checks out."""
+    total = float(outcome.weights.sum())
+    if not outcome.converged or total <= 0:
+        return None
+    return hull_certificate(weight, bias, k, outcome.support, outcome.weights / total, tol,
+                            shift=shift)
+
+
+def _onto_ties(weight, bias, k, support, z) -> np.ndarray:
+    """``z`` moved (least squares) so that ``k`` ties exactly with the certificate's rows:
+    ``d_i . z + c_i = 0`` on the support. Removes the cancellation error of a near-zero
+    minimum-norm point, so the tie shows at the scale of the rows, not of the rounding."""
+    diffs = weight[k] - weight[support]
+    residual = diffs @ z + (0.0 if bias is None else bias[k] - bias[support])
+    return z - np.linalg.lstsq(diffs, residual, rcond=None)[0]
+
+
+def decide_hull(
+    weight: np.ndarray, bias: np.ndarray | None, k: int, start_rows: np.ndarray,
+    box: float | None, tol: float, row_sum: np.ndarray,
+) -> Decision:
+    """Steps 1-2 of the module doc (no box, or no bias)."""
+    d = weight.shape[1]
+    lifted = bias is not None
+    if lifted:
+        push = bias_push(bias, k, tol)
+        shift: np.ndarray | float = push
+    else:
+        push = tol
+        shift = tol * (weight[k] - (row_sum - weight[k]) / (len(weight) - 1))
+    pushed = nearest_point(weight, bias, k, start_rows, push, row_sum=row_sum)
+    certificate = _certificate(weight, bias, k, pushed, tol, shift)
+    if certificate is not None:
+        return Decision("unargmaxable", certificate=certificate, rows=pushed.pool_size)
+    near = _input(pushed.x, d, lifted, box) if np.any(pushed.x) else None
+    margin, verified = _check(weight, bias, k, near, box)
+    if verified:
+        return Decision("argmaxable", witness=near, margin=margin, rows=pushed.pool_size)
+    seed = pushed.support if len(pushed.support) else start_rows
+    plain = nearest_point(weight, bias, k, seed, 0.0, row_sum=row_sum)
+    rows = max(pushed.pool_size, plain.pool_size)
+    if np.any(plain.x):
+        z = _input(plain.x, d, lifted, box)
+        plain_margin, verified = _check(weight, bias, k, z, box)
+        if verified:
+            return Decision("argmaxable", witness=z, margin=plain_margin, rows=rows)
+    certificate = _certificate(weight, bias, k, plain, tol, None)
+    if certificate is not None and near is not None:
+        z = _onto_ties(weight, bias, k, certificate.support, near)
+        tie_margin, _ = _check(weight, bias, k, z, box)
+        size = float(np.linalg.norm(weight[k] - weight[certificate.support], axis=1).max())
+        scale = np.linalg.norm(z) * size + (0.0 if bias is None else push / tol)
+        if tie_margin >= -tol * scale:
+            return Decision("tie", witness=z, margin=tie_margin, certificate=certificate,
+                            rows=rows)
+    return Decision("unknown", witness=near, margin=margin, rows=rows)
 
 
 @dataclass
 class MarginLp:
     z: np.ndarray
-    s: float
     t: float
-    duals: np.ndarray  # a_i >= 0 over the rows of S, summing to 1
+    duals: np.ndarray  # a_i >= 0 over the LP's rows, summing to 1
 
 
-def solve_margin_lp(
-    weight: np.ndarray, bias: np.ndarray | None, k: int, rows: np.ndarray, box: float | None
-) -> MarginLp:
-    """Solve the margin LP of class ``k`` over ``rows`` with HiGHS (formulation: module doc)."""
+def solve_box_lp(weight: np.ndarray, bias: np.ndarray, k: int, rows: np.ndarray,
+                 box: float) -> MarginLp:
+    """``max t s.t. d_i . z + c_i >= t (i in rows), |z|_inf <= box`` with HiGHS."""
     d = weight.shape[1]
     diffs = weight[k] - weight[rows]
-    gaps = np.zeros(len(rows)) if bias is None else bias[k] - bias[rows]
-    lifted = box is None and bias is not None
-    radius = 1.0 if box is None else box
-    blocks = [-diffs] + ([-gaps[:, None]] if lifted else []) + [np.ones((len(rows), 1))]
-    a_ub = np.hstack(blocks)
-    b_ub = gaps if box is not None else np.zeros(len(rows))
-    bounds = [(-radius, radius)] * d + ([(0.0, 1.0)] if lifted else []) + [(None, None)]
-    objective = np.zeros(a_ub.shape[1])
+    gaps = bias[k] - bias[rows]
+    a_ub = np.hstack([-diffs, np.ones((len(rows), 1))])
+    objective = np.zeros(d + 1)
     objective[-1] = -1.0
-    res = linprog(objective, A_ub=a_ub, b_ub=b_ub, bounds=bounds, method="highs",
+    bounds = [(-box, box)] * d + [(None, None)]
+    res = linprog(objective, A_ub=a_ub, b_ub=gaps, bounds=bounds, method="highs",
                   options=HIGHS_OPTIONS)
     if res.status != 0:
         raise RuntimeError(f"HiGHS failed on the margin LP of class {k}: {res.message}")
     duals = np.maximum(-res.ineqlin.marginals, 0.0)
-    duals = duals / duals.sum()
-    s = float(res.x[d]) if lifted else 1.0
-    return MarginLp(z=res.x[:d], s=s, t=float(res.x[-1]), duals=duals)
+    total = duals.sum()
+    duals = duals / total if total > 0 else np.full(len(rows), 1.0 / len(rows))
+    return MarginLp(z=np.clip(res.x[:d], -box, box), t=float(res.x[-1]), duals=duals)
 
 
-def polish_certificate(
-    weight: np.ndarray, bias: np.ndarray | None, k: int, rows: np.ndarray, duals: np.ndarray
-) -> np.ndarray:
-    """Re-fit the LP's dual on its support: min ``|sum_i a_i d_i|`` with ``a >= 0, sum a = 1``.
-
-    Non-negative least squares on ``[d_i ; rho]`` against ``[0 ; rho]``; it removes the
-    solver-tolerance residual so that ``g = sum_i a_i d_i`` is zero to float64 accuracy.
-    """
-    support = duals > 1e-12 * duals.max()
-    diffs = (weight[k] - weight[rows[support]]).T
-    rho = max(1.0, float(np.abs(diffs).max()))
-    system = np.vstack([diffs, np.full((1, diffs.shape[1]), rho)])
-    target = np.concatenate([np.zeros(diffs.shape[0]), [rho]])
-    fitted, _ = nnls(system, target)
-    polished = np.zeros_like(duals)
-    if fitted.sum() > 0:
-        polished[support] = fitted / fitted.sum()
-    return polished
-
-
-def _certificate(
-    weight: np.ndarray,
-    bias: np.ndarray | None,
-    k: int,
-    rows: np.ndarray,
-    duals: np.ndarray,
-    box: float | None,
-    threshold: float,
-) -> Certificate | None:
-    candidates = [duals]
-    if box is None:
-        candidates.append(polish_certificate(weight, bias, k, rows, duals))
-    for weights in candidates:
-        keep = weights > 0
-        bound = certificate_bound(weight, bias, k, rows[keep], weights[keep], box)
-        if bound <= threshold:
-            return Certificate(support=rows[keep], weights=weights[keep], bound=bound)
-    return None
-
-
-def _input_from(lp: MarginLp, gap_max: float) -> np.ndarray:
-    """``z / s`` for the homogeneous LP; a zero ``s`` is raised just enough to keep ``t / 2``."""
-    s = lp.s
-    if gap_max > 0 and lp.t > 0:
-        s = s + lp.t / (2.0 * gap_max)
-    return lp.z / s if s > 0 else lp.z
-
-
-def decide_class(
-    weight: np.ndarray,
-    bias: np.ndarray | None,
-    k: int,
-    start_rows: np.ndarray,
-    box: float | None,
-    threshold: float,
-    *,
-    add_rows: int = 64,
-    max_rounds: int = 200,
+def decide_box(
+    weight: np.ndarray, bias: np.ndarray, k: int, start_rows: np.ndarray, box: float,
+    tol: float, *, add_rows: int = 64, max_rounds: int = 200,
 ) -> Decision:
-    """Decide class ``k`` exactly by constraint generation, starting from ``start_rows``.
-
-    ``threshold`` (= tol * margin scale) is the largest best-margin bound accepted as a
-    certificate. Returns "unknown" only if the best margin lies between the witness rounding bound
-    and ``threshold`` (then neither check passes), or after ``max_rounds`` rounds.
-    """
-    n_rows = weight.shape[0]
+    """The margin LP with constraint generation (box and bias; module doc)."""
     rows = np.unique(start_rows[start_rows != k])
-    lifted = box is None and bias is not None
-    gap_max = float(np.abs(bias[k] - bias).max()) if lifted else 0.0
-    others = np.ones(n_rows, dtype=bool)
+    others = np.ones(len(weight), dtype=bool)
     others[k] = False
-    for round_index in range(1, max_rounds + 1):
-        lp = solve_margin_lp(weight, bias, k, rows, box)
-        if lp.t <= threshold:
-            certificate = _certificate(weight, bias, k, rows, lp.duals, box, threshold)
-            status = "unargmaxable" if certificate is not None else "unknown"
-            return Decision(status, certificate=certificate, rounds=round_index, rows=len(rows))
-        z = _input_from(lp, gap_max) if lifted else lp.z
-        if box is not None:  # the solver may overshoot a bound by its feasibility tolerance
-            z = np.clip(z, -box, box)
-        if is_witness(weight, bias, k, z, box):
-            return Decision("argmaxable", witness=z, rounds=round_index, rows=len(rows))
-        margins = (weight[k] - weight) @ lp.z
-        if bias is not None:
-            margins += (bias[k] - bias) * lp.s
+    best = Decision("unknown")
+    for _ in range(max_rounds):
+        lp = solve_box_lp(weight, bias, k, rows, box)
+        tau = box_tolerance(weight, bias, k, rows, box, tol)
+        margin, verified = _check(weight, bias, k, lp.z, box)
+        if verified:
+            return Decision("argmaxable", witness=lp.z, margin=margin, rows=len(rows))
+        if margin > best.margin:
+            best = Decision("unknown", witness=lp.z, margin=margin, rows=len(rows))
+        keep = lp.duals > 0
+        certificate = box_certificate(weight, bias, k, rows[keep], lp.duals[keep], box)
+        if certificate is not None and certificate.bound < -tau:
+            return Decision("unargmaxable", certificate=certificate, rows=len(rows))
+        if certificate is not None and certificate.bound <= tau and best.margin >= -tau:
+            return Decision("tie", witness=best.witness, margin=best.margin,
+                            certificate=certificate, rows=len(rows))
+        logits_gap = (weight[k] - weight) @ lp.z + (bias[k] - bias)
         outside = others.copy()
         outside[rows] = False
-        candidates = np.flatnonzero(outside & (margins < lp.t * (1.0 - 1e-9)))
+        candidates = np.flatnonzero(outside & (logits_gap < lp.t - 1e-12 * abs(lp.t)))
         if len(candidates) == 0:
-            return Decision("unknown", rounds=round_index, rows=len(rows))
-        worst = candidates[np.argsort(margins[candidates])[:add_rows]]
-        rows = np.concatenate([rows, worst])
-    return Decision("unknown", rounds=max_rounds, rows=len(rows))
+            break
+        rows = np.concatenate([rows, candidates[np.argsort(logits_gap[candidates])[:add_rows]]])
+    best.rows = len(rows)
+    return best
+
+
+_SHARED: dict = {}  # the head, set before worker processes fork (they inherit it, no copy)
+
+
+def _decide(task: tuple[int, int, np.ndarray]) -> tuple[int, Decision]:
+    j, k, rivals = task
+    weight, bias, box, tol = _SHARED["weight"], _SHARED["bias"], _SHARED["box"], _SHARED["tol"]
+    if bias is None or box is None:
+        return j, decide_hull(weight, bias, k, rivals, box, tol, _SHARED["row_sum"])
+    return j, decide_box(weight, bias, k, rivals, box, tol)
+
+
+def decide_many(
+    weight: np.ndarray, bias: np.ndarray | None, classes: np.ndarray, rivals: np.ndarray,
+    box: float | None, tol: float, *, jobs: int = 1,
+    on_done: Callable[[int], None] | None = None,
+) -> list[Decision]:
+    """Decide every class in ``classes`` (starting rows ``rivals[j]``), in ``jobs`` processes.
+
+    Classes are independent, so ``jobs > 1`` runs them in forked worker processes that share
+    the head read-only (where the platform can fork; otherwise one process does all).
+    """
+    _SHARED.update(weight=weight, bias=bias, box=box, tol=tol, row_sum=weight.sum(0))
+    tasks = [(j, int(k), rivals[j]) for j, k in enumerate(classes)]
+    decisions: list[Decision | None] = [None] * len(tasks)
+    try:
+        if jobs > 1 and len(tasks) > 1 and "fork" in mp.get_all_start_methods():
+            with mp.get_context("fork").Pool(min(jobs, len(tasks))) as pool:
+                for j, decision in pool.imap_unordered(_decide, tasks):
+                    decisions[j] = decision
+                    if on_done is not None:
+                        on_done(1)
+        else:
+            for task in tasks:
+                j, decision = _decide(task)
+                decisions[j] = decision
+                if on_done is not None:
+                    on_done(1)
+    finally:
+        _SHARED.clear()
+    return decisions  # type: ignore[return-value]

@@ -20,19 +20,18 @@ there; with a box its L2-ball bound ``r |g|_2`` is weaker than the box bound ``B
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from logitkit.audit.verify import Certificate, certificate_bound, is_witness
-
-
-@dataclass
-class FrankWolfeOutcome:
-    status: list[str]
-    witnesses: dict[int, np.ndarray]
-    certificates: dict[int, Certificate]
+from logitkit.audit.exact import Decision, bias_push
+from logitkit.audit.verify import (
+    box_certificate,
+    box_tolerance,
+    hull_certificate,
+    in_box,
+    witness_margins,
+)
 
 
 def _line_search(g, d_j, c_a, c_j, radius: float) -> torch.Tensor:
@@ -57,6 +56,23 @@ def _line_search(g, d_j, c_a, c_j, radius: float) -> torch.Tensor:
     return torch.where(a > 0, step.clamp(0.0, 1.0), monotone)
 
 
+def _certify(weight, bias, k, support, weights, box, tol) -> Decision | None:
+    """An "unargmaxable" decision if the simplex point ``a`` proves it (box bound or depth)."""
+    if box is not None:
+        certificate = box_certificate(weight, bias, k, support, weights, box)
+        if certificate is None:
+            return None
+        if certificate.bound < -box_tolerance(weight, bias, k, support, box, tol):
+            return Decision("unargmaxable", certificate=certificate, rows=len(support))
+        return None
+    if bias is None:
+        return None  # without a bias the hull point must be exact: FW only approaches it
+    certificate = hull_certificate(weight, bias, k, support, weights, tol,
+                                   shift=bias_push(bias, k, tol))
+    return None if certificate is None else Decision("unargmaxable", certificate=certificate,
+                                                     rows=len(support))
+
+
 def frank_wolfe(
     weight: np.ndarray,
     bias: np.ndarray | None,
@@ -64,17 +80,15 @@ def frank_wolfe(
     *,
     radius: float,
     box: float | None,
-    threshold: float,
+    tol: float,
     iterations: int = 200,
     block: int = 256,
     on_progress: Callable[[int], None] | None = None,
-) -> FrankWolfeOutcome:
+) -> list[Decision]:
     """Run Frank-Wolfe for each class (module doc); verified answers only, else "unknown"."""
     w = torch.from_numpy(weight)
     b = None if bias is None else torch.from_numpy(bias)
-    status = ["unknown"] * len(classes)
-    witnesses: dict[int, np.ndarray] = {}
-    certificates: dict[int, Certificate] = {}
+    decisions = [Decision("unknown") for _ in classes]
     for start in range(0, len(classes), block):
         ids = torch.as_tensor(classes[start:start + block])
         rows = w[ids]
@@ -103,23 +117,27 @@ def frank_wolfe(
                 simplex *= (1 - step)[:, None]
                 simplex[columns, rival] += step
             objective = radius * torch.linalg.vector_norm(g, dim=1) + c_a
-            for j in np.flatnonzero(open_):
-                k = int(ids[j])
-                z = u[j].numpy()
-                if margins[j].min() > 0 and is_witness(weight, bias, k, z, box):
-                    status[start + j], witnesses[k], open_[j] = "argmaxable", z.copy(), False
-                elif objective[j] <= 0:
-                    support = torch.nonzero(simplex[j]).flatten().numpy()
-                    weights = simplex[j, support].numpy()
-                    weights = weights / weights.sum()
-                    bound = certificate_bound(weight, bias, k, support, weights, box)
-                    if bound <= threshold:
-                        certificates[k] = Certificate(support, weights, bound)
-                        status[start + j], open_[j] = "unargmaxable", False
+            winning = np.flatnonzero(open_ & (margins.min(1).values > 0).numpy())
+            if len(winning):
+                z = u[winning].numpy()
+                margin, verified, _ = witness_margins(weight, bias, classes[start + winning], z)
+                verified &= in_box(z, box)
+                for j, m, ok, zj in zip(winning, margin, verified, z, strict=True):
+                    if ok:
+                        decisions[start + j] = Decision("argmaxable", witness=zj.copy(),
+                                                        margin=float(m))
+                        open_[j] = False
+            for j in np.flatnonzero(open_ & (objective <= 0).numpy()):
+                support = torch.nonzero(simplex[j]).flatten().numpy()
+                weights = simplex[j, support].numpy()
+                decision = _certify(weight, bias, int(ids[j]), support, weights / weights.sum(),
+                                    box, tol)
+                if decision is not None:
+                    decisions[start + j], open_[j] = decision, False
             if not open_.any():
                 break
             norm = torch.linalg.vector_norm(g, dim=1, keepdim=True)
             u = torch.where(norm > 0, radius * g / norm.clamp_min(1e-300), torch.zeros_like(g))
         if on_progress is not None:
             on_progress(len(ids))
-    return FrankWolfeOutcome(status=status, witnesses=witnesses, certificates=certificates)
+    return decisions

