@@ -221,3 +221,47 @@ def test_whole_head_shortcut_matches_the_per_class_path(box):
     assert (part.status == whole.status[order]).all()
     assert (part.stage == whole.stage[order]).all()
     np.testing.assert_allclose(part.margin, whole.margin[order], rtol=1e-9)
+
+
+@pytest.mark.parametrize("use_bias", [False, True])
+def test_float32_check_proves_one_ulp_wins_and_rejects_one_ulp_losses(use_bias):
+    from logitkit.audit.verify import float32_copy, witness_margins
+
+    rng = np.random.default_rng(5)
+    weight32 = (0.5 * rng.normal(size=(40, 8))).astype(np.float32)
+    weight32[0] = np.abs(rng.normal(size=8)) + 1.0  # the two near-twins dominate the rest
+    weight32[1] = weight32[0]
+    weight32[1, 0] = np.nextafter(weight32[0, 0], np.float32(np.inf))  # one float32 ulp apart
+    bias32 = rng.normal(size=40).astype(np.float32) * 1e-3 if use_bias else None
+    if use_bias:
+        bias32[:2] = 0.0
+    weight = weight32.astype(np.float64)
+    bias = None if bias32 is None else bias32.astype(np.float64)
+    assert float32_copy(weight) is not None
+    # at z = w_1 row 1 wins by one ulp * w_1[0] (far below the float32 rounding bound), at z = w_0
+    # row 0 loses to row 1 by one ulp * w_0[0]: the float32 check must defer both to float64
+    classes, z = np.array([1, 0]), weight[[1, 0]]
+    plain = witness_margins(weight, bias, classes, z)
+    fast = witness_margins(weight, bias, classes, z, weight32=weight32, bias32=bias32)
+    assert plain[1].tolist() == fast[1].tolist() == [True, False]
+    np.testing.assert_array_equal(plain[0], fast[0])
+    for k, verified in zip(classes, fast[1], strict=True):
+        assert wins(weight, bias, int(k), z[list(classes).index(k)]) == verified
+
+
+def test_float32_check_agrees_with_float64_on_random_witnesses():
+    from logitkit.audit.verify import witness_margins
+
+    rng = np.random.default_rng(6)
+    weight32 = rng.normal(size=(500, 16)).astype(np.float32)
+    bias32 = rng.normal(size=500).astype(np.float32)
+    classes = rng.integers(0, 500, size=300)
+    z = (weight32[classes] * 4 + rng.normal(size=(300, 16)).astype(np.float32)).astype(np.float64)
+    weight, bias = weight32.astype(np.float64), bias32.astype(np.float64)
+    plain = witness_margins(weight, bias, classes, z, rivals=5)
+    fast = witness_margins(weight, bias, classes, z, rivals=5, weight32=weight32, bias32=bias32)
+    assert 50 < plain[1].sum() < 300  # both verdicts occur
+    np.testing.assert_array_equal(plain[1], fast[1])
+    np.testing.assert_allclose(plain[0], fast[0], rtol=1e-4, atol=1e-4)
+    truth = [wins(weight, bias, int(k), zk) for k, zk in zip(classes, z, strict=True)]
+    assert (fast[1] <= np.array(truth)).all()  # never a false witness

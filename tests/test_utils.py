@@ -32,6 +32,8 @@ def test_progress_is_silent_when_switched_off(monkeypatch, capsys):
     monkeypatch.setenv("LOGITKIT_PROGRESS", "0")
     monkeypatch.setenv("LOGITKIT_HEARTBEAT_S", "0")
     assert sum(_utils.progress(range(4))) == 6
+    with _utils.progress(total=3, disable=False) as bar:  # callers may pass disable themselves
+        bar.update(3)
     assert capsys.readouterr().err == ""
 
 

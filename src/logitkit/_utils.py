@@ -64,7 +64,8 @@ def progress(iterable: Iterable[T] | None = None, **kwargs: Any) -> tqdm:
     kwargs.setdefault("dynamic_ncols", True)
     kwargs.setdefault("leave", False)
     if forced == "0":
-        return tqdm(iterable, disable=True, **kwargs)
+        kwargs["disable"] = True
+        return tqdm(iterable, **kwargs)
     if forced == "1" or sys.stderr.isatty():
         return tqdm(iterable, **kwargs)
     interval = float(os.environ.get("LOGITKIT_HEARTBEAT_S", HEARTBEAT_SECONDS))

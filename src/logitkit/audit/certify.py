@@ -10,7 +10,8 @@
    every rival.
 2. Relaxation (Agmon-Motzkin) for the classes left: starting from their best ``z``, project in
    turn onto ``d_i . z + c_i >= target`` for the ``r`` rows that beat ``k`` most, then check the
-   new ``z`` against all rows with :func:`~logitkit.audit.verify.witness_margins`.
+   new ``z`` against all rows with :func:`~logitkit.audit.verify.witness_margins` (rounded to
+   float32 when the head is exact in float32, so that the float32 product can check it).
 
 The rows that still beat ``k`` at its best ``z`` are returned to seed the exact stage.
 """
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from logitkit.audit.verify import UNIT_ROUNDOFF_64, in_box, witness_margins
+from logitkit.audit.verify import UNIT_ROUNDOFF_64, float32_copy, in_box, witness_margins
 
 
 @dataclass
@@ -122,13 +123,19 @@ def _nearest_all(weight: np.ndarray, box: float | None, block: int,
 
 def _rivals(weight: np.ndarray, bias: np.ndarray | None, ids: np.ndarray, z: np.ndarray,
             n_rivals: int, block: int) -> np.ndarray:
-    """The ``n_rivals`` rows with the largest logits at each ``z[j]`` besides ``ids[j]``."""
+    """The ``n_rivals`` rows with the largest logits at each ``z[j]`` besides ``ids[j]``.
+
+    A heuristic (rivals only seed the relaxation and the exact stage; no verdict rests on them),
+    so the logits are float32: half the time of the float64 product.
+    """
     out = np.zeros((len(ids), n_rivals), dtype=np.int64)
+    weight32 = weight.astype(np.float32)
+    bias32 = None if bias is None else bias.astype(np.float32)
     for start in range(0, len(ids), block):
         part = slice(start, start + block)
-        logits = z[part] @ weight.T  # (B, V), rows contiguous for the partition
-        if bias is not None:
-            logits += bias
+        logits = z[part].astype(np.float32) @ weight32.T  # (B, V), rows contiguous
+        if bias32 is not None:
+            logits += bias32
         logits[np.arange(len(logits)), ids[part]] = -np.inf
         out[part] = np.argpartition(-logits, n_rivals - 1, axis=1)[:, :n_rivals]
     return out
@@ -151,6 +158,17 @@ def _relax(weight: np.ndarray, bias: np.ndarray | None, ids: np.ndarray, z: np.n
             if box is not None:
                 np.clip(z, -box, box, out=z)
     return z
+
+
+def _round_to_float32(z: np.ndarray, box: float | None) -> np.ndarray:
+    """``z`` rounded to float32 values (kept in float64), still inside the box."""
+    rounded = z.astype(np.float32)
+    if box is not None:
+        edge = np.float32(box)
+        if edge > box:
+            edge = np.nextafter(edge, np.float32(0))
+        np.clip(rounded, -edge, edge, out=rounded)
+    return rounded.astype(np.float64)
 
 
 def certify_fast(
@@ -189,13 +207,17 @@ def certify_fast(
             rivals[part] = rival
             if on_progress is not None:
                 on_progress(len(z))
+    weight32, bias32 = float32_copy(weight), float32_copy(bias)
     for _ in range(rounds):
         open_ = np.flatnonzero(~certified)
         for start in range(0, len(open_), block):
             where = open_[start:start + block]
             z = _relax(weight, bias, classes[where], witnesses[where], rivals[where], box, 2)
+            if weight32 is not None:  # an input exact in float32 is checked twice as fast
+                z = _round_to_float32(z, box)
             margin, proved, top = witness_margins(weight, bias, classes[where], z,
-                                                  rivals=n_rivals)
+                                                  rivals=n_rivals, weight32=weight32,
+                                                  bias32=bias32)
             proved &= in_box(z, box)
             better = proved | (margin > margins[where])
             certified[where[proved]] = True

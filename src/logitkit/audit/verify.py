@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 
 UNIT_ROUNDOFF_64 = 2.0**-53
+UNIT_ROUNDOFF_32 = 2.0**-24
+SMALLEST_NORMAL_32 = 2.0**-126
 RESIDUAL_SHARE = 1.0 / 64  # a certificate's residual stays below tol / 64, so that a push of
 # tol (see :mod:`logitkit.audit.exact`) is never mistaken for rounding
 
@@ -53,13 +55,49 @@ class Certificate:
                 "kind": self.kind, "residual": self.residual, "bound": self.bound}
 
 
-def _gamma(n: int) -> float:
-    return n * UNIT_ROUNDOFF_64 / (1.0 - n * UNIT_ROUNDOFF_64)
+def _gamma(n: int, unit_roundoff: float = UNIT_ROUNDOFF_64) -> float:
+    return n * unit_roundoff / (1.0 - n * unit_roundoff)
+
+
+def float32_copy(array: np.ndarray | None) -> np.ndarray | None:
+    """A float32 copy of ``array`` if it holds every value exactly (else None; None for None).
+
+    Heads stored in float32, bf16, fp16 or GGUF blocks are exact in float32 (also after the
+    power-of-two rescaling), and so are witnesses rounded to float32: their logits can then be
+    computed by the float32 product, twice as fast, under the float32 rounding bound.
+    """
+    if array is None:
+        return None
+    with np.errstate(over="ignore", invalid="ignore"):
+        copy = array.astype(np.float32)
+    return copy if np.array_equal(copy, array) else None
+
+
+def _float32_logits(weight32: np.ndarray, bias32: np.ndarray | None, zs: np.ndarray,
+                    row_norms: np.ndarray) -> tuple[np.ndarray, float, np.ndarray] | None:
+    """Logits ``(B, V)`` by the float32 product, with ``gamma`` and the underflow allowance.
+
+    None unless every ``z`` is exact in float32 and no logit overflows. The allowance covers
+    flushed subnormals (a BLAS may flush them to zero): at most ``2^-126`` per product and per
+    sum, and ``2^-126`` times an input entry for each flushed subnormal factor.
+    """
+    z32 = zs.astype(np.float32)
+    if not np.array_equal(z32, zs):
+        return None
+    logits = z32 @ weight32.T
+    if bias32 is not None:
+        logits += bias32
+    if not np.isfinite(logits).all():  # float32 overflow: leave this block to float64
+        return None
+    d = weight32.shape[1]
+    allowance = SMALLEST_NORMAL_32 * (np.abs(zs).sum(1) + np.sqrt(d) * row_norms.max() + 2 * d + 2)
+    return logits.astype(np.float64), _gamma(d + 2, UNIT_ROUNDOFF_32), allowance
 
 
 def witness_margins(
     weight: np.ndarray, bias: np.ndarray | None, classes: np.ndarray, z: np.ndarray,
-    *, block: int = 256, rivals: int = 0,
+    *, block: int = 256, rivals: int = 0, weight32: np.ndarray | None = None,
+    bias32: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For each ``classes[j]`` and input ``z[j]``: ``(margin, verified, top rivals)``, float64.
 
@@ -67,35 +105,62 @@ def witness_margins(
     bounds (module doc, with ``|w_i| . |z| <= |w_i|_2 |z|_2``) prove that ``k`` wins strictly for
     the exact weights. ``rivals > 0`` also returns the ids of the ``rivals`` rows with the largest
     logits besides ``k`` (else an empty array). ``block`` inputs go per matrix product.
+    ``weight32`` (and ``bias32`` with a bias) are exact float32 copies (:func:`float32_copy`):
+    inputs exact in float32 are then checked with the float32 product and its bound, and only
+    those it cannot prove are checked again in float64.
     """
     weight = np.asarray(weight, dtype=np.float64)
     z = np.asarray(z, dtype=np.float64)
-    gamma = _gamma(weight.shape[1] + 2)
+    gamma64 = _gamma(weight.shape[1] + 2)
+    use32 = weight32 is not None and (bias is None or bias32 is not None)
     margins = np.full(len(classes), -np.inf)
     verified = np.zeros(len(classes), dtype=bool)
     top = np.zeros((len(classes), rivals), dtype=np.int64)
     row_norms = np.sqrt((weight * weight).sum(1))
+    largest_bias = 0.0 if bias is None else float(np.abs(bias).max())
     for start in range(0, len(classes), block):
         part = slice(start, start + block)
         ids, zs = classes[part], z[part]
         finite = np.all(np.isfinite(zs), axis=1)
-        logits = weight @ zs.T  # (V, B)
-        if bias is not None:
-            logits += bias[:, None]
-        columns = np.arange(len(ids))
-        own = logits[ids, columns].copy()
-        logits[ids, columns] = -np.inf
-        margins[part] = np.where(finite, own - logits.max(0), -np.inf)
-        errors = np.outer(row_norms, np.linalg.norm(zs, axis=1))
-        if bias is not None:
-            errors += np.abs(bias)[:, None]
-        errors *= 2.0 * gamma
-        own_error = errors[ids, columns].copy()
-        logits += errors
-        verified[part] = finite & (own - own_error - logits.max(0) > 0)
+        computed = _float32_logits(weight32, bias32, zs, row_norms) if use32 else None
+        if computed is None:
+            logits = zs @ weight.T  # (B, V): rows contiguous for the maxima and the partition
+            if bias is not None:
+                logits += bias
+            gamma, allowance = gamma64, np.zeros(len(ids))
+        else:
+            logits, gamma, allowance = computed
+        rows = np.arange(len(ids))
+        own = logits[rows, ids].copy()
+        logits[rows, ids] = -np.inf
+        margin = np.where(finite, own - logits.max(1), -np.inf)
+        z_norms = np.linalg.norm(zs, axis=1)
+        own_bias = 0.0 if bias is None else np.abs(bias[ids])
+        # One bound for every rival first (the largest |w_i| and |b_i|): it decides almost all.
+        shared = 2.0 * (gamma * (row_norms[ids] * z_norms + own_bias) + allowance) + \
+            2.0 * (gamma * (row_norms.max() * z_norms + largest_bias) + allowance)
+        proved = finite & (margin - shared > 0)
+        # The per-pair bounds, in float64, where that did not decide.
+        could_win = margin > (0.0 if computed is None else -shared)
+        undecided = np.flatnonzero(finite & ~proved & could_win)
+        if len(undecided):
+            exact = zs[undecided] @ weight.T
+            if bias is not None:
+                exact += bias
+            here = np.arange(len(undecided))
+            own_exact = exact[here, ids[undecided]].copy()
+            exact[here, ids[undecided]] = -np.inf
+            margin[undecided] = own_exact - exact.max(1)
+            errors = np.outer(z_norms[undecided], row_norms)
+            if bias is not None:
+                errors += np.abs(bias)
+            errors *= 2.0 * gamma64
+            own_error = errors[here, ids[undecided]].copy()
+            errors += exact
+            proved[undecided] = own_exact - own_error - errors.max(1) > 0
+        margins[part], verified[part] = margin, proved
         if rivals:
-            logits -= errors
-            top[part] = np.argpartition(-logits.T, rivals - 1, axis=1)[:, :rivals]
+            top[part] = np.argpartition(-logits, rivals - 1, axis=1)[:, :rivals]
     return margins, verified, top
 
 
