@@ -197,8 +197,10 @@ def test_every_experiment_runs_at_smoke_size(name, tmp_path):
     result = payload["experiments"][name]
     assert result["claims"], "an experiment must state at least one claim"
     for claim in result["claims"]:
-        assert claim["verdict"] in {"reproduced", "not reproduced", "partly"}
+        assert claim["verdict"] in {"reproduced", "not reproduced", "partly", "inconclusive"}
         assert claim["measured"] and claim["seeds"]
+    if name == "matching":  # 4 training steps cannot decide the training claims
+        assert [c["verdict"] for c in result["claims"][:2]] == ["inconclusive"] * 2
     assert _finite_numbers(result["numbers"])
     for plot in result["plots"]:
         assert (tmp_path / name / plot).stat().st_size > 0

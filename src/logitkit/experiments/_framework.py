@@ -27,7 +27,9 @@ from logitkit import __version__
 from logitkit._utils import MissingExtra, atomic_write_text, check_writable, progress
 
 SIZES = ("smoke", "quick", "full")
-VERDICTS = ("reproduced", "not reproduced", "partly")
+# "inconclusive": this size of the experiment cannot decide the claim (too little training or
+# data for the mechanism to act); its numbers are reported, the full size decides.
+VERDICTS = ("reproduced", "not reproduced", "partly", "inconclusive")
 # "all" runs experiments in this order (cheap first); any other module found runs after them.
 PREFERRED_ORDER = ("thresholds", "audit", "losses", "optim", "matching")
 DEFAULT_THREADS = 2

@@ -316,12 +316,14 @@ def run(ctx: Context) -> Result:
     seed_note = ("One seed: no interval, so no difference is established; run the full size "
                  "for 3 paired seeds." if one_seed else
                  f"{len(seeds)} paired seeds; 95% Student-t intervals of the paired differences.")
-    if ctx.size != "full":
+    decisive = ctx.size == "full"
+    if not decisive:
         steps = -(-len(train) // cfg["batch_size"]) * cfg["epochs"]
         seed_note += (f" Size {ctx.size}: {steps} training steps at one learning rate, far too "
-                      "few to decide this claim (the cross-encoder's head starts from scratch).")
-    claims = [_claim_objectives(runs, chosen_lr, settings, seeds, seed_note),
-              _claim_cross(runs, chosen_lr, settings, seeds, seed_note, data_label),
+                      "few to decide this claim (the cross-encoder's head starts from scratch), "
+                      "so the verdict is 'inconclusive' whatever the numbers say.")
+    claims = [_claim_objectives(runs, chosen_lr, settings, seeds, seed_note, decisive),
+              _claim_cross(runs, chosen_lr, settings, seeds, seed_note, data_label, decisive),
               _claim_theory(projection, premise, settings, seeds, data_label)]
     methods = [ZERO_SHOT, *OBJECTIVES]
     plot = _plot(runs, methods, projection, data_label, model_label, ctx.out_dir)
@@ -337,7 +339,7 @@ def run(ctx: Context) -> Result:
 
 
 def _claim_objectives(runs: dict, lrs: dict, settings: dict, seeds: list[int],
-                      seed_note: str) -> Claim:
+                      seed_note: str, decisive: bool) -> Claim:
     cosent = _collect(runs, COSENT, "test_spearman")
     differences = {other: paired_difference(cosent, _collect(runs, other, "test_spearman"))
                    for other in (MSE, SOFTMAX)}
@@ -348,6 +350,8 @@ def _claim_objectives(runs: dict, lrs: dict, settings: dict, seeds: list[int],
         verdict = "not reproduced"
     else:
         verdict = "partly"
+    if not decisive:
+        verdict = "inconclusive"
     rows = _method_rows(runs, [ZERO_SHOT, COSENT, MSE, SOFTMAX], lrs)
     rows += [_difference_row(f"test Spearman: CoSENT - {other}", d)
              for other, d in differences.items()]
@@ -363,7 +367,7 @@ def _claim_objectives(runs: dict, lrs: dict, settings: dict, seeds: list[int],
 
 
 def _claim_cross(runs: dict, lrs: dict, settings: dict, seeds: list[int], seed_note: str,
-                 data_label: str) -> Claim:
+                 data_label: str, decisive: bool) -> Claim:
     spearman_gap = paired_difference(_collect(runs, CROSS, "test_spearman"),
                                      _collect(runs, COSENT, "test_spearman"))
 
@@ -382,6 +386,8 @@ def _claim_cross(runs: dict, lrs: dict, settings: dict, seeds: list[int], seed_n
         verdict = "not reproduced"
     else:
         verdict = "partly"
+    if not decisive:
+        verdict = "inconclusive"
     rows = _method_rows(runs, [ZERO_SHOT, COSENT, CROSS], lrs)
     rows += [_difference_row("test Spearman: cross - bi CoSENT", spearman_gap),
              _difference_row("accuracy gain (cross - bi) on swaps minus on test",
