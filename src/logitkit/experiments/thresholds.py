@@ -43,7 +43,7 @@ from logitkit.thresholds import (
 
 TITLE = "Per-class decision weights under a class-prior shift (seed 002, claim c)"
 THREADS = 1
-MINUTES = {"smoke": 0.1, "quick": 0.5, "full": 1.5}  # on 2 idle CPU cores (1 thread used)
+MINUTES = {"smoke": 0.1, "quick": 0.3, "full": 1.5}  # on 2 idle CPU cores (1 thread used)
 NEEDS = ("sklearn", "matplotlib")
 
 N_CLASSES = 8
