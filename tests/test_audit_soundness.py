@@ -265,3 +265,15 @@ def test_float32_check_agrees_with_float64_on_random_witnesses():
     np.testing.assert_allclose(plain[0], fast[0], rtol=1e-4, atol=1e-4)
     truth = [wins(weight, bias, int(k), zk) for k, zk in zip(classes, z, strict=True)]
     assert (fast[1] <= np.array(truth)).all()  # never a false witness
+
+
+def test_progress_names_each_phase_of_a_long_audit(monkeypatch, capsys):
+    monkeypatch.delenv("LOGITKIT_PROGRESS", raising=False)
+    monkeypatch.setenv("LOGITKIT_HEARTBEAT_S", "0")  # a heartbeat line at every update
+    check_argmaxable(planted_head(3, n=300, d=6, interior=20), show_progress=True)
+    err = capsys.readouterr().err
+    phases = [name for name in ("nearest rows", "relaxation", "exact stage")
+              if f"audit ({name})" in err]
+    assert phases == ["nearest rows", "relaxation", "exact stage"]
+    assert err.index("audit (nearest rows)") < err.index("audit (relaxation)") \
+        < err.index("audit (exact stage)")

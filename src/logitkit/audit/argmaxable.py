@@ -241,8 +241,14 @@ def check_argmaxable(
     decisions: dict[int, Decision] = {}
     stages: dict[int, str] = {}
     timings: dict[str, float] = {}
-    with progress(total=len(needed), desc=f"audit ({method})", unit="class",
+    first_phase = "frank_wolfe" if method == "frank_wolfe" else "nearest rows"
+    with progress(total=len(needed), desc=f"audit ({first_phase})", unit="class",
                   disable=not show_progress) as bar:
+
+        def phase(name: str, total: int) -> None:
+            bar.reset(total=total)
+            bar.set_description(f"audit ({name})")
+
         if len(representatives) == 1:  # every row is the same: all of them always tie
             decisions[0] = Decision("argmaxable", witness=np.zeros(w.shape[1]), margin=0.0)
             stages[0] = "exact"
@@ -254,7 +260,8 @@ def check_argmaxable(
             decisions = dict(zip(needed.tolist(), outcome, strict=True))
             stages = {k: "frank_wolfe" for k in decisions}
         else:
-            fast = certify_fast(w_r, b_r, needed, box=box, on_progress=bar.update)
+            fast = certify_fast(w_r, b_r, needed, box=box, on_progress=bar.update,
+                                on_phase=phase)
             for j, k in enumerate(needed.tolist()):
                 status = "argmaxable" if fast.certified[j] else "unknown"
                 decisions[k] = Decision(status, witness=fast.witnesses[j],
@@ -263,8 +270,7 @@ def check_argmaxable(
             timings["fast_s"] = time.perf_counter() - start
             if method == "exact":
                 remaining = np.flatnonzero(~fast.certified)
-                bar.reset(total=len(remaining))
-                bar.set_description("audit (exact)")
+                phase("exact stage", len(remaining))
                 outcome = decide_many(w_r, b_r, needed[remaining], fast.rivals[remaining], box,
                                       tol, jobs=jobs, on_done=bar.update)
                 for j, decision in zip(remaining, outcome, strict=True):

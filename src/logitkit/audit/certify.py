@@ -181,11 +181,13 @@ def certify_fast(
     rounds: int = 3,
     n_rivals: int = 64,
     on_progress: Callable[[int], None] | None = None,
+    on_phase: Callable[[str, int], None] | None = None,
 ) -> FastOutcome:
     """Certify as many of ``classes`` as possible with witnesses proved in float64 (module doc).
 
     ``weight`` (V, d) and ``bias`` are float64. Work goes ``block`` classes at a time, so the
-    ``V x block`` logits stay small.
+    ``V x block`` logits stay small. ``on_progress(n)`` counts classes done in the current phase;
+    ``on_phase(name, total)`` announces the relaxation and how many classes it takes.
     """
     n_rows, d = weight.shape
     n_rivals = min(n_rivals, n_rows - 1)
@@ -208,8 +210,11 @@ def certify_fast(
             if on_progress is not None:
                 on_progress(len(z))
     weight32, bias32 = float32_copy(weight), float32_copy(bias)
-    for _ in range(rounds):
+    for round_ in range(rounds):
         open_ = np.flatnonzero(~certified)
+        first = round_ == 0 and len(open_) > 0
+        if first and on_phase is not None:
+            on_phase("relaxation", len(open_))
         for start in range(0, len(open_), block):
             where = open_[start:start + block]
             z = _relax(weight, bias, classes[where], witnesses[where], rivals[where], box, 2)
@@ -223,4 +228,6 @@ def certify_fast(
             certified[where[proved]] = True
             witnesses[where[better]], margins[where[better]] = z[better], margin[better]
             rivals[where[~proved]] = top[~proved]
+            if first and on_progress is not None:
+                on_progress(len(where))
     return FastOutcome(certified=certified, witnesses=witnesses, margins=margins, rivals=rivals)
