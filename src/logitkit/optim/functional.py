@@ -290,7 +290,7 @@ def touched_rows(grad: Tensor, row_sums: Tensor | None = None) -> tuple[Tensor, 
         rows, values = grad.indices()[0], grad.values()
         if values.shape[0] == 0:
             return rows, values
-        nonzero = values.reshape(values.shape[0], -1).ne(0).any(dim=1)
+        nonzero = row_max_abs(values.reshape(values.shape[0], -1)).ne(0)  # NaN counts as touched
     else:
         sums = row_sums if row_sums is not None else gradient_sums(grad, per_row=True)
         if not bool(sums.eq(0).any()):
