@@ -1,4 +1,4 @@
-"""The checks behind every verdict: witnesses in float64 with rounding bounds, certificates.
+"""The checks behind every verdict: witnesses under rigorous rounding bounds, certificates.
 
 Notation, for the audited class ``k`` and every other row ``i``: ``d_i = w_k - w_i`` and
 ``c_i = b_k - b_i`` (``c = 0`` without a bias); the logits are ``l = W z + b``.
@@ -9,7 +9,10 @@ is); each computed logit is within ``e_i = gamma (|w_i|_2 |z|_2 + |b_i|)`` of th
 exact weights when ``l_k - l_i > 2 (e_k + e_i)`` for every ``i`` (the factor 2 covers the
 subtraction). The bound is per pair, so one huge logit (a masked token with bias -1e9) does not
 blunt the check for the others, and scaling ``W, b`` by a power of two scales both sides alike.
-A box ``|z|_inf <= B`` is checked in float64 too.
+When ``W``, ``b`` and ``z`` are exact in float32 (heads stored in float32, bf16, fp16 or GGUF; the
+witnesses are then rounded to float32), ``l`` is first computed by the float32 product with
+``u = 2^-24`` plus an allowance for flushed subnormals; only the inputs that check cannot prove are
+checked again in float64. A box ``|z|_inf <= B`` is checked in float64.
 
 Certificate. For ``a`` on the simplex over a support ``S`` put ``g = sum_i a_i d_i`` and
 ``c_a = sum_i a_i c_i``. For every ``z``, ``min_i (d_i . z + c_i) <= g . z + c_a``: with
