@@ -272,3 +272,40 @@ def test_bad_inputs_raise_clear_errors():
         linear_cross_entropy(hidden[:0], weight, target[:0])
     with pytest.raises(ValueError, match="zero norm"):
         linear_emo_loss(hidden, weight, target, torch.zeros(11, 3))
+
+
+@pytest.mark.parametrize("mle_weight", [None, "adaptive"])
+def test_the_head_itself_as_cost_equals_a_frozen_copy_and_passes_no_gradient(mle_weight):
+    torch.manual_seed(3)
+    hidden = torch.randn(10, 6, dtype=torch.float64, requires_grad=True)
+    head = torch.randn(40, 6, dtype=torch.float64, requires_grad=True)
+    target = torch.randint(0, 40, (10,))
+    tied = linear_emo_loss(hidden, head, target, head, mle_weight=mle_weight, chunk_size=4)
+    tied.backward()
+    grads = hidden.grad.clone(), head.grad.clone()
+    hidden.grad = head.grad = None
+    reference = linear_emo_loss(hidden, head, target, head.detach().clone(), mle_weight=mle_weight,
+                                chunk_size=4)
+    reference.backward()
+    torch.testing.assert_close(tied, reference)
+    torch.testing.assert_close(grads[0], hidden.grad)
+    torch.testing.assert_close(grads[1], head.grad)  # the cost passes no gradient to the head
+
+
+def test_cosine_cost_matches_normalised_rows_without_copying_a_float32_embedding():
+    from logitkit.losses.functional import cosine_cost
+
+    embedding = torch.randn(30, 5) * torch.rand(30, 1) * 10
+    cost = cosine_cost(embedding, 30)
+    assert cost.embedding.data_ptr() == embedding.data_ptr()  # no V x D copy
+    unit = embedding / embedding.norm(dim=1, keepdim=True)
+    r = torch.randn(4, 5)
+    torch.testing.assert_close(cost.similarities(r), r @ unit.T)
+    ids = torch.tensor([0, 7, 29])
+    torch.testing.assert_close(cost.target_rows(ids), unit[ids])
+    soft = torch.softmax(torch.randn(2, 30), -1)
+    torch.testing.assert_close(cost.target_rows(soft), soft @ unit)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        cosine_cost(torch.tensor([[1.0, float("nan")], [1.0, 0.0]]))
+    with pytest.raises(ValueError, match="zero norm"):
+        cosine_cost(torch.tensor([[1.0, 2.0], [0.0, 0.0]]))

@@ -133,36 +133,35 @@ def tailr_terms(rows: Rows, need_grad: bool, *, gamma: float,
     return values[:, None], grads
 
 
-def _emo_value_and_gradient(rows: Rows, unit_embedding: Tensor) -> tuple[Tensor, Tensor]:
+def _emo_value_and_gradient(rows: Rows, cost: CosineCost) -> tuple[Tensor, Tensor]:
     """EMO values (M,) and their gradient wrt the logits (M, V) in a new buffer; ``rows.p`` kept.
 
-    With unit embeddings ``E`` (V, D), ``r = e_t`` (ids) or ``sum_j tau_j e_j`` (probabilities)
-    and ``s = E r`` (M, V): value ``1 - <p, s>`` and gradient ``d/dz_i = p_i (<p, s> - s_i)``.
-    ``-s`` is formed directly (from ``-r``, an M x D negation) so that the gradient
-    ``p * (-s - <p, -s>)`` takes two in-place passes over the M x V block; one (M x D x V) product.
+    With unit embeddings ``e_i`` (``cost``), ``r = e_t`` (ids) or ``sum_j tau_j e_j``
+    (probabilities) and ``s_i = <e_i, r>`` (M, V): value ``1 - <p, s>`` and gradient
+    ``d/dz_i = p_i (<p, s> - s_i)``. ``-s`` is formed directly (from ``-r``, an M x D negation) so
+    that the gradient ``p * (-s - <p, -s>)`` takes in-place passes over the M x V block; one
+    (M x D x V) product.
     """
     target, p = rows.target, rows.p
-    r = target @ unit_embedding if target.is_floating_point() else unit_embedding[target]
-    minus_s = r.neg() @ unit_embedding.T
+    minus_s = cost.similarities(cost.target_rows(target).neg())
     minus_expected = (p[:, None, :] @ minus_s[:, :, None]).reshape(-1)
     grad = minus_s.sub_(minus_expected[:, None]).mul_(p)
     return 1.0 + minus_expected, grad
 
 
 def emo_terms(rows: Rows, need_grad: bool, *,
-              unit_embedding: Tensor) -> tuple[Tensor, list[Tensor] | None]:
+              cost: CosineCost) -> tuple[Tensor, list[Tensor] | None]:
     """EMO with cosine cost ``1 - <e_i, e_j>`` over unit embeddings ``E`` (V, D).
 
-    ``r = e_t`` (ids) or ``sum_j tau_j e_j`` (probabilities), ``q = sum_i p_i e_i = p @ E``;
+    ``r = e_t`` (ids) or ``sum_j tau_j e_j`` (probabilities), ``q = sum_i p_i e_i``;
     value ``1 - <q, r>`` (exact EMO for one-hot targets, an upper bound for soft ones). Gradient
     ``d/dz_i = p_i (<q, r> - <e_i, r>)`` (see ``_emo_value_and_gradient``). A value alone costs
     one (M x V x D) product (``q``); no V x V matrix is ever formed.
     """
     if not need_grad:
-        target = rows.target
-        r = target @ unit_embedding if target.is_floating_point() else unit_embedding[target]
-        return (1.0 - ((rows.p @ unit_embedding) * r).sum(-1))[:, None], None
-    values, grad = _emo_value_and_gradient(rows, unit_embedding)
+        r = cost.target_rows(rows.target)
+        return (1.0 - (cost.combine(rows.p) * r).sum(-1))[:, None], None
+    values, grad = _emo_value_and_gradient(rows, cost)
     return values[:, None], [grad]
 
 
@@ -181,14 +180,14 @@ def _mix_with_cross_entropy_(emo_grad: Tensor, rows: Rows, emo_scale: Tensor | f
                                  emo_grad.new_full((emo_grad.shape[0], 1), -ce_scale))
 
 
-def emo_mle_fixed_terms(rows: Rows, need_grad: bool, *, unit_embedding: Tensor,
+def emo_mle_fixed_terms(rows: Rows, need_grad: bool, *, cost: CosineCost,
                         mle_weight: float) -> tuple[Tensor, list[Tensor] | None]:
     """One term per token, ``w * ce_i + (1 - w) * emo_i``; its gradient in one M x V buffer."""
     ce = -rows.logp_t
     if not need_grad:
-        emo = emo_terms(rows, False, unit_embedding=unit_embedding)[0][:, 0]
+        emo = emo_terms(rows, False, cost=cost)[0][:, 0]
         return (mle_weight * ce + (1.0 - mle_weight) * emo)[:, None], None
-    emo, grad = _emo_value_and_gradient(rows, unit_embedding)
+    emo, grad = _emo_value_and_gradient(rows, cost)
     grad = _mix_with_cross_entropy_(grad, rows, 1.0 - mle_weight, mle_weight)
     return (mle_weight * ce + (1.0 - mle_weight) * emo)[:, None], [grad]
 
@@ -202,7 +201,7 @@ def adaptive_token_ratio(ce: Tensor, emo: Tensor, cap: float | None) -> Tensor:
     return ratio if cap is None else ratio.clamp(max=cap)
 
 
-def emo_mle_adaptive_terms(rows: Rows, need_grad: bool, *, unit_embedding: Tensor,
+def emo_mle_adaptive_terms(rows: Rows, need_grad: bool, *, cost: CosineCost,
                            cap: float | None) -> tuple[Tensor, list[Tensor] | None]:
     """The EMO authors' per-token mixture ``0.5 * (ce_i + r_i * emo_i)``, ``r_i`` detached.
 
@@ -211,9 +210,9 @@ def emo_mle_adaptive_terms(rows: Rows, need_grad: bool, *, unit_embedding: Tenso
     """
     ce = -rows.logp_t
     if need_grad:
-        emo, grad = _emo_value_and_gradient(rows, unit_embedding)
+        emo, grad = _emo_value_and_gradient(rows, cost)
     else:
-        emo, grad = emo_terms(rows, False, unit_embedding=unit_embedding)[0][:, 0], None
+        emo, grad = emo_terms(rows, False, cost=cost)[0][:, 0], None
     ratio = adaptive_token_ratio(ce, emo, cap)
     values = (0.5 * (ce + ratio * emo))[:, None]
     if grad is None:
@@ -222,10 +221,10 @@ def emo_mle_adaptive_terms(rows: Rows, need_grad: bool, *, unit_embedding: Tenso
 
 
 def emo_mle_terms(rows: Rows, need_grad: bool, *,
-                  unit_embedding: Tensor) -> tuple[Tensor, list[Tensor] | None]:
+                  cost: CosineCost) -> tuple[Tensor, list[Tensor] | None]:
     """Terms (CE, EMO) kept apart for the batch-ratio mixture; EMO reads ``p`` before CE
     overwrites it."""
-    emo_values, emo_grads = emo_terms(rows, need_grad, unit_embedding=unit_embedding)
+    emo_values, emo_grads = emo_terms(rows, need_grad, cost=cost)
     ce_values, ce_grads = cross_entropy_terms(rows, need_grad)
     grads = ce_grads + emo_grads if need_grad else None
     return torch.cat([ce_values, emo_values], dim=1), grads
@@ -250,12 +249,39 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
-def normalize_cost_embedding(cost_embedding: Tensor, vocab_size: int | None = None, *,
-                             like: Tensor | None = None) -> Tensor:
-    """Rows of ``cost_embedding`` (V, D) scaled to unit length, detached.
+@dataclass(frozen=True)
+class CosineCost:
+    """The unit rows ``e_i = E_i / |E_i|`` of a frozen embedding ``E`` (V, D), never formed.
 
-    Returned in the compute dtype of ``like`` (float32, or float64 for float64) and on its device;
-    without ``like``, in the compute dtype of ``cost_embedding``.
+    ``embedding`` is ``E`` (detached, in the compute dtype) and ``inverse_norms`` holds
+    ``1 / |E_i|``: each product below scales by them instead of reading a V x D copy of unit rows.
+    """
+
+    embedding: Tensor
+    inverse_norms: Tensor
+
+    def combine(self, weights: Tensor) -> Tensor:
+        """``sum_i w_i e_i`` for each row of ``weights`` (M, V): (M, D)."""
+        return (weights * self.inverse_norms) @ self.embedding
+
+    def target_rows(self, target: Tensor) -> Tensor:
+        """``e_t`` for ids (M,), or ``sum_j tau_j e_j`` for probabilities (M, V): (M, D)."""
+        if target.is_floating_point():
+            return self.combine(target)
+        return self.embedding[target] * self.inverse_norms[target, None]
+
+    def similarities(self, r: Tensor) -> Tensor:
+        """``<e_i, r_m>`` for every token i and row ``r_m`` of ``r`` (M, D): a new (M, V) tensor."""
+        return (r @ self.embedding.T).mul_(self.inverse_norms)
+
+
+def cosine_cost(cost_embedding: Tensor, vocab_size: int | None = None, *,
+                like: Tensor | None = None) -> CosineCost:
+    """The cosine cost of ``cost_embedding`` (V, D), detached, with its rows' inverse norms.
+
+    Kept in the compute dtype of ``like`` (float32, or float64 for float64) and on its device;
+    without ``like``, in the compute dtype of ``cost_embedding``. No copy is made when the
+    embedding already has that dtype and device (e.g. the head's own weight).
     """
     if not isinstance(cost_embedding, Tensor) or cost_embedding.dim() != 2:
         raise ValueError("cost_embedding must be a 2-D tensor (V, D), got "
@@ -263,16 +289,17 @@ def normalize_cost_embedding(cost_embedding: Tensor, vocab_size: int | None = No
     if vocab_size is not None and cost_embedding.shape[0] != vocab_size:
         raise ValueError(f"cost_embedding has {cost_embedding.shape[0]} rows but the vocabulary "
                          f"has {vocab_size} classes")
-    embedding = cost_embedding.detach().to(compute_dtype(cost_embedding.dtype))
-    if not torch.isfinite(embedding).all():
-        raise ValueError("cost_embedding contains NaN or inf")
-    norms = torch.linalg.vector_norm(embedding, dim=1, keepdim=True)
-    zero = (norms.squeeze(1) == 0).nonzero().flatten()
+    reference = cost_embedding if like is None else like
+    embedding = cost_embedding.detach().to(device=reference.device,
+                                           dtype=compute_dtype(reference.dtype))
+    norms = torch.linalg.vector_norm(embedding, dim=1)
+    if not torch.isfinite(norms).all():  # a NaN or inf entry makes its row's norm non-finite
+        raise ValueError("cost_embedding contains NaN or inf (or rows too large for the norm)")
+    zero = (norms == 0).nonzero().flatten()
     if zero.numel():
         raise ValueError(f"cost_embedding rows {zero[:10].tolist()} have zero norm; every token "
                          "needs a nonzero embedding for the cosine cost")
-    unit = embedding / norms
-    return unit if like is None else unit.to(device=like.device, dtype=compute_dtype(like.dtype))
+    return CosineCost(embedding, norms.reciprocal())
 
 
 def cross_entropy_loss_spec() -> RowLoss:
@@ -282,7 +309,7 @@ def cross_entropy_loss_spec() -> RowLoss:
 MLE_WEIGHTS = ("adaptive", "adaptive_batch")
 
 
-def emo_loss_spec(unit_embedding: Tensor, *, mle_weight: str | float | None = None,
+def emo_loss_spec(cost: CosineCost, *, mle_weight: str | float | None = None,
                   adaptive_cap: float | None = None) -> RowLoss:
     """EMO alone (``mle_weight=None``) or mixed with CE (see ``emo_mle_loss``)."""
     adaptive = isinstance(mle_weight, str)
@@ -304,16 +331,16 @@ def emo_loss_spec(unit_embedding: Tensor, *, mle_weight: str | float | None = No
                              f"got {adaptive_cap!r}")
         adaptive_cap = float(adaptive_cap)
     if mle_weight is None:
-        return RowLoss(terms=partial(emo_terms, unit_embedding=unit_embedding), soft_targets=True,
+        return RowLoss(terms=partial(emo_terms, cost=cost), soft_targets=True,
                        buffers=2)
     if mle_weight == "adaptive":
-        return RowLoss(terms=partial(emo_mle_adaptive_terms, unit_embedding=unit_embedding,
+        return RowLoss(terms=partial(emo_mle_adaptive_terms, cost=cost,
                                      cap=adaptive_cap), buffers=2)
     if mle_weight == "adaptive_batch":
-        return RowLoss(terms=partial(emo_mle_terms, unit_embedding=unit_embedding),
+        return RowLoss(terms=partial(emo_mle_terms, cost=cost),
                        coefficients=partial(adaptive_batch_coefficients, cap=adaptive_cap),
                        num_terms=2, buffers=2)
-    return RowLoss(terms=partial(emo_mle_fixed_terms, unit_embedding=unit_embedding,
+    return RowLoss(terms=partial(emo_mle_fixed_terms, cost=cost,
                                  mle_weight=float(mle_weight)), buffers=2)
 
 
@@ -488,8 +515,8 @@ def emo_loss(logits: Tensor, target: Tensor, cost_embedding: Tensor, *, ignore_i
     ``sum_i p_i e_i`` is formed first, never a V x V cost matrix; ``cost_embedding`` gets no
     gradient (it is detached) and a zero-norm row is an error.
     """
-    unit_embedding = normalize_cost_embedding(cost_embedding, logits.shape[-1], like=logits)
-    loss = emo_loss_spec(unit_embedding)
+    cost = cosine_cost(cost_embedding, logits.shape[-1], like=logits)
+    loss = emo_loss_spec(cost)
     return _apply_logits_loss(logits, target, loss, ignore_index, reduction)
 
 
@@ -523,8 +550,8 @@ def emo_mle_loss(logits: Tensor, target: Tensor, cost_embedding: Tensor, *,
     >>> emb = torch.randn(50, 16)
     >>> loss = emo_mle_loss(logits, target, emb, adaptive_cap=3.0)
     """
-    unit_embedding = normalize_cost_embedding(cost_embedding, logits.shape[-1], like=logits)
-    loss = emo_loss_spec(unit_embedding, mle_weight=mle_weight, adaptive_cap=adaptive_cap)
+    cost = cosine_cost(cost_embedding, logits.shape[-1], like=logits)
+    loss = emo_loss_spec(cost, mle_weight=mle_weight, adaptive_cap=adaptive_cap)
     return _apply_logits_loss(logits, target, loss, ignore_index, reduction)
 
 

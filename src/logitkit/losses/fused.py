@@ -27,7 +27,7 @@ Strategy, chosen for memory and speed:
 
 Plain PyTorch, so it runs on CPU and CUDA alike (no Triton kernel). Higher-order gradients are not
 supported. PyTorch >= 2.13 has its own chunked ``F.linear_cross_entropy(..., options=
-torch.nn.LinearCrossEntropyOptions())``; measured on CPU (``benchmarks/losses.py``) it is slower
+torch.nn.LinearCrossEntropyOptions())``; measured on CPU (``logitkit bench losses``) it is slower
 than this engine, so ``linear_cross_entropy`` does not delegate to it.
 """
 
@@ -43,11 +43,11 @@ from logitkit.losses.functional import (
     check_finite_values,
     check_reduction,
     compute_dtype,
+    cosine_cost,
     cross_entropy_loss_spec,
     emo_loss_spec,
     flatten_target,
     loss_rows,
-    normalize_cost_embedding,
     reduce_rows,
     reduction_scale,
     tailr_loss_spec,
@@ -256,16 +256,19 @@ def linear_emo_loss(hidden: Tensor, weight: Tensor, target: Tensor, cost_embeddi
     form but ``"adaptive_batch"`` combines CE and EMO per token, so a mixture costs the memory of
     EMO alone; ``"adaptive_batch"`` needs its batch sums first and keeps one more set of gradient
     buffers (an extra V x d and N x d).
-    ``cost_embedding`` (V, D) is normalised once and never receives a gradient; it may be the
-    head's own weight (pass ``weight`` itself: the cost uses a detached copy). Soft targets
+    ``cost_embedding`` (V, D) never receives a gradient and is not copied (its rows' norms are
+    folded into the products), unless it is the head's own weight: then the cost is a detached
+    copy of it. Soft targets
     (..., V) are accepted when ``mle_weight`` is None.
 
     >>> hidden, head = torch.randn(64, 32, requires_grad=True), torch.randn(1000, 32)
     >>> target = torch.randint(0, 1000, (64,))
     >>> linear_emo_loss(hidden, head, target, head, mle_weight="adaptive").backward()
     """
-    unit_embedding = normalize_cost_embedding(cost_embedding, weight.shape[0], like=weight)
-    loss = emo_loss_spec(unit_embedding, mle_weight=mle_weight, adaptive_cap=adaptive_cap)
+    if cost_embedding.untyped_storage().data_ptr() == weight.untyped_storage().data_ptr():
+        cost_embedding = cost_embedding.detach().clone()  # the head itself: freeze its values now
+    cost = cosine_cost(cost_embedding, weight.shape[0], like=weight)
+    loss = emo_loss_spec(cost, mle_weight=mle_weight, adaptive_cap=adaptive_cap)
     return _fused(hidden, weight, target, loss, bias=bias, ignore_index=ignore_index,
                   reduction=reduction, chunk_size=chunk_size)
 

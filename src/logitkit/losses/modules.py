@@ -33,9 +33,9 @@ from torch import Tensor, nn
 from logitkit.losses.causal_lm import causal_lm_loss, reduce_by_items, shifted
 from logitkit.losses.functional import (
     check_reduction,
+    cosine_cost,
     emo_loss,
     emo_mle_loss,
-    normalize_cost_embedding,
     tailr_loss,
     tailr_loss_spec,
 )
@@ -98,7 +98,8 @@ class EMOLoss(OutputLoss):
     def __init__(self, cost_embedding: Tensor, *, mle_weight: str | float | None = None,
                  ignore_index: int = -100, reduction: str = "mean", **options: Any) -> None:
         super().__init__(ignore_index=ignore_index, reduction=reduction)
-        self.register_buffer("unit_embedding", normalize_cost_embedding(cost_embedding))
+        cost = cosine_cost(cost_embedding)  # validated, then stored as unit rows (a frozen copy)
+        self.register_buffer("unit_embedding", cost.embedding * cost.inverse_norms[:, None])
         self.mle_weight = mle_weight
         self.options = options
         vocab_size = self.unit_embedding.shape[0]
