@@ -132,6 +132,7 @@ def _worker(rank, port, out):
             grads = {name: grad.full_tensor() for name, grad in grads.items()}
             results["fsdp", arch, kind] = loss / WORLD, grads
         torch.save(results, f"{out}.{rank}")
+        dist.barrier()  # no rank tears gloo down while another still talks to it
     finally:
         dist.destroy_process_group()
 

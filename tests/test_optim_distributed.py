@@ -63,6 +63,7 @@ def _worker(rank, port, mode, options, out):
             params = [p.full_tensor().detach() for p in model.parameters()]
         if rank == 0:
             torch.save(params, out)
+        dist.barrier()  # no rank tears gloo down while another still talks to it
     finally:
         dist.destroy_process_group()
 
