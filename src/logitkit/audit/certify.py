@@ -1,4 +1,4 @@
-"""Fast stage: cheap witnesses for most classes, proved in float64 (see :mod:`.verify`).
+"""Fast stage: cheap witnesses for most classes, each proved under a rounding bound (.verify).
 
 1. Nearest-neighbour inputs, ``z = alpha w_k`` with ``alpha`` a power of two (so ``z`` and its
    logits ``alpha (W w_k) + b`` are exact scalings): without a bias ``alpha = 1`` wins for ``k``
