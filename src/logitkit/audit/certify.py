@@ -55,8 +55,10 @@ def _ladder(weight: np.ndarray, bias: np.ndarray | None, ids: np.ndarray,
 
 
 def _nearest(weight: np.ndarray, bias: np.ndarray | None, ids: np.ndarray, box: float | None,
-             n_rivals: int):
-    """Stage 1 for one block of classes: margins, proofs, best alpha and rivals."""
+             n_rivals: int, rough: tuple[np.ndarray, np.ndarray | None]):
+    """Stage 1 for one block of classes: margins, proofs, best alpha and rivals.
+
+    ``rough``: ``weight`` and ``bias`` in float32 (for :func:`_rivals`)."""
     d = weight.shape[1]
     gamma = 2.0 * (d + 2) * UNIT_ROUNDOFF_64
     gram = weight @ weight[ids].T  # (V, B): gram[i, j] = w_i . w_{k_j}
@@ -85,7 +87,7 @@ def _nearest(weight: np.ndarray, bias: np.ndarray | None, ids: np.ndarray, box: 
     open_ = np.flatnonzero(~proved)
     rivals = np.zeros((len(ids), n_rivals), dtype=np.int64)
     if len(open_):
-        rivals[open_] = _rivals(weight, bias, ids[open_], witnesses[open_], n_rivals, len(open_))
+        rivals[open_] = _rivals(*rough, ids[open_], witnesses[open_], n_rivals, len(open_))
     return proved, witnesses, best_margin, rivals
 
 
@@ -121,16 +123,15 @@ def _nearest_all(weight: np.ndarray, box: float | None, block: int,
     return proved, own - rival, alpha
 
 
-def _rivals(weight: np.ndarray, bias: np.ndarray | None, ids: np.ndarray, z: np.ndarray,
+def _rivals(weight32: np.ndarray, bias32: np.ndarray | None, ids: np.ndarray, z: np.ndarray,
             n_rivals: int, block: int) -> np.ndarray:
     """The ``n_rivals`` rows with the largest logits at each ``z[j]`` besides ``ids[j]``.
 
     A heuristic (rivals only seed the relaxation and the exact stage; no verdict rests on them),
-    so the logits are float32: half the time of the float64 product.
+    so the logits come from ``weight32`` and ``bias32``, float32 copies (rounded if need be) of
+    the head: half the time of the float64 product.
     """
     out = np.zeros((len(ids), n_rivals), dtype=np.int64)
-    weight32 = weight.astype(np.float32)
-    bias32 = None if bias is None else bias.astype(np.float32)
     for start in range(0, len(ids), block):
         part = slice(start, start + block)
         logits = z[part].astype(np.float32) @ weight32.T  # (B, V), rows contiguous
@@ -183,7 +184,7 @@ def certify_fast(
     on_progress: Callable[[int], None] | None = None,
     on_phase: Callable[[str, int], None] | None = None,
 ) -> FastOutcome:
-    """Certify as many of ``classes`` as possible with witnesses proved in float64 (module doc).
+    """Certify as many of ``classes`` as possible with witnesses proved under rounding bounds.
 
     ``weight`` (V, d) and ``bias`` are float64. Work goes ``block`` classes at a time, so the
     ``V x block`` logits stay small. ``on_progress(n)`` counts classes done in the current phase;
@@ -195,21 +196,24 @@ def certify_fast(
     witnesses = np.zeros((len(classes), d))
     margins = np.full(len(classes), -np.inf)
     rivals = np.zeros((len(classes), n_rivals), dtype=np.int64)
+    weight32, bias32 = float32_copy(weight), float32_copy(bias)  # exact copies, or None
+    rough = (weight.astype(np.float32) if weight32 is None else weight32,
+             None if bias is None else bias.astype(np.float32) if bias32 is None else bias32)
     if bias is None and len(classes) == n_rows and np.array_equal(classes, np.arange(n_rows)):
         certified, margins, alpha = _nearest_all(weight, box, block, on_progress)
         witnesses = weight * alpha[:, None]
         margins = margins * alpha
         open_ = np.flatnonzero(~certified)
-        rivals[open_] = _rivals(weight, None, open_, witnesses[open_], n_rivals, block)
+        rivals[open_] = _rivals(*rough, open_, witnesses[open_], n_rivals, block)
     else:
         for start in range(0, len(classes), block):
             part = slice(start, start + block)
-            proved, z, margin, rival = _nearest(weight, bias, classes[part], box, n_rivals)
+            proved, z, margin, rival = _nearest(weight, bias, classes[part], box, n_rivals,
+                                                rough)
             certified[part], witnesses[part], margins[part] = proved, z, margin
             rivals[part] = rival
             if on_progress is not None:
                 on_progress(len(z))
-    weight32, bias32 = float32_copy(weight), float32_copy(bias)
     for round_ in range(rounds):
         open_ = np.flatnonzero(~certified)
         first = round_ == 0 and len(open_) > 0

@@ -97,6 +97,22 @@ def _float32_logits(weight32: np.ndarray, bias32: np.ndarray | None, zs: np.ndar
     return logits.astype(np.float64), _gamma(d + 2, UNIT_ROUNDOFF_32), allowance
 
 
+def _float64_logits(weight: np.ndarray, bias: np.ndarray | None, zs: np.ndarray) -> np.ndarray:
+    """``W z + b`` for each row of ``zs``: (B, V), rows contiguous for maxima and partitions."""
+    logits = zs @ weight.T
+    if bias is not None:
+        logits += bias
+    return logits
+
+
+def _take_own(logits: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Each row's logit of its own class; that entry becomes -inf in place (rivals only left)."""
+    rows = np.arange(len(ids))
+    own = logits[rows, ids].copy()
+    logits[rows, ids] = -np.inf
+    return own
+
+
 def witness_margins(
     weight: np.ndarray, bias: np.ndarray | None, classes: np.ndarray, z: np.ndarray,
     *, block: int = 256, rivals: int = 0, weight32: np.ndarray | None = None,
@@ -127,15 +143,11 @@ def witness_margins(
         finite = np.all(np.isfinite(zs), axis=1)
         computed = _float32_logits(weight32, bias32, zs, row_norms) if use32 else None
         if computed is None:
-            logits = zs @ weight.T  # (B, V): rows contiguous for the maxima and the partition
-            if bias is not None:
-                logits += bias
+            logits = _float64_logits(weight, bias, zs)
             gamma, allowance = gamma64, np.zeros(len(ids))
         else:
             logits, gamma, allowance = computed
-        rows = np.arange(len(ids))
-        own = logits[rows, ids].copy()
-        logits[rows, ids] = -np.inf
+        own = _take_own(logits, ids)
         margin = np.where(finite, own - logits.max(1), -np.inf)
         z_norms = np.linalg.norm(zs, axis=1)
         own_bias = 0.0 if bias is None else np.abs(bias[ids])
@@ -147,18 +159,14 @@ def witness_margins(
         could_win = margin > (0.0 if computed is None else -shared)
         undecided = np.flatnonzero(finite & ~proved & could_win)
         if len(undecided):
-            exact = zs[undecided] @ weight.T
-            if bias is not None:
-                exact += bias
-            here = np.arange(len(undecided))
-            own_exact = exact[here, ids[undecided]].copy()
-            exact[here, ids[undecided]] = -np.inf
+            exact = _float64_logits(weight, bias, zs[undecided])
+            own_exact = _take_own(exact, ids[undecided])
             margin[undecided] = own_exact - exact.max(1)
             errors = np.outer(z_norms[undecided], row_norms)
             if bias is not None:
                 errors += np.abs(bias)
             errors *= 2.0 * gamma64
-            own_error = errors[here, ids[undecided]].copy()
+            own_error = errors[np.arange(len(undecided)), ids[undecided]]
             errors += exact
             proved[undecided] = own_exact - own_error - errors.max(1) > 0
         margins[part], verified[part] = margin, proved
