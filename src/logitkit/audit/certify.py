@@ -12,6 +12,8 @@
    turn onto ``d_i . z + c_i >= target`` for the ``r`` rows that beat ``k`` most, then check the
    new ``z`` against all rows with :func:`~logitkit.audit.verify.witness_margins` (rounded to
    float32 when the head is exact in float32, so that the float32 product can check it).
+3. Without a bias, the smooth search of :mod:`~logitkit.audit.smooth_witness` for the classes
+   still open (L-BFGS on a log-sum-exp bound of the margin, many classes per matrix product).
 
 The rows that still beat ``k`` at its best ``z`` are returned to seed the exact stage.
 """
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from logitkit.audit.smooth_witness import smooth_witnesses
 from logitkit.audit.verify import UNIT_ROUNDOFF_64, float32_copy, in_box, witness_margins
 
 
@@ -172,6 +175,29 @@ def _round_to_float32(z: np.ndarray, box: float | None) -> np.ndarray:
     return rounded.astype(np.float64)
 
 
+def _smooth_stage(weight: np.ndarray, weight32: np.ndarray | None, rough32: np.ndarray,
+                  classes: np.ndarray, box: float | None,
+                  on_progress: Callable[[int], None] | None) -> dict[int, tuple[np.ndarray, float]]:
+    """Stage 3 (no bias): ``{class: (witness, margin)}`` for the classes it proves."""
+    proved_witnesses: dict[int, tuple[np.ndarray, float]] = {}
+
+    def accept(ids: np.ndarray, z: np.ndarray) -> np.ndarray:
+        peak = np.abs(z).max(1, keepdims=True)  # homogeneous: any positive multiple wins
+        z = z * np.exp2(-np.ceil(np.log2(np.maximum(peak, np.finfo(np.float64).tiny))))
+        if box is not None:  # now |z|_inf <= 1; powers of two keep float32 values exact
+            z = z * np.exp2(np.floor(np.log2(box)))
+        if weight32 is not None:
+            z = _round_to_float32(z, box)
+        margin, proved, _ = witness_margins(weight, None, ids, z, weight32=weight32)
+        proved &= in_box(z, box)
+        for j in np.flatnonzero(proved):
+            proved_witnesses[int(ids[j])] = (z[j], float(margin[j]))
+        return proved
+
+    smooth_witnesses(rough32, classes, accept, on_progress=on_progress)
+    return proved_witnesses
+
+
 def certify_fast(
     weight: np.ndarray,
     bias: np.ndarray | None,
@@ -234,4 +260,13 @@ def certify_fast(
             rivals[where[~proved]] = top[~proved]
             if first and on_progress is not None:
                 on_progress(len(where))
+    open_ = np.flatnonzero(~certified)
+    if bias is None and len(open_):
+        if on_phase is not None:
+            on_phase("smooth search", len(open_))
+        proved = _smooth_stage(weight, weight32, rough[0], classes[open_], box, on_progress)
+        for j in open_:
+            if int(classes[j]) in proved:
+                certified[j] = True
+                witnesses[j], margins[j] = proved[int(classes[j])]
     return FastOutcome(certified=certified, witnesses=witnesses, margins=margins, rivals=rivals)

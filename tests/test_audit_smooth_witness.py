@@ -1,0 +1,86 @@
+"""The log-sum-exp witness search: finds witnesses for open argmaxable classes, never for others.
+
+References are brute-force margin LPs over all rows, written here."""
+
+import numpy as np
+import pytest
+from scipy.optimize import linprog
+
+import logitkit.audit.certify as certify
+from logitkit.audit import check_argmaxable
+from logitkit.audit.smooth_witness import smooth_witnesses
+
+
+def best_margin(weight, k):
+    """max t s.t. (w_k - w_i) . z >= t for all i != k, |z|_inf <= 1 (HiGHS, all rows)."""
+    diffs = weight[k] - np.delete(weight, k, axis=0)
+    a_ub = np.hstack([-diffs, np.ones((len(diffs), 1))])
+    cost = np.zeros(a_ub.shape[1])
+    cost[-1] = -1.0
+    res = linprog(cost, A_ub=a_ub, b_ub=np.zeros(len(diffs)),
+                  bounds=[(-1, 1)] * weight.shape[1] + [(None, None)], method="highs")
+    return -res.fun
+
+
+def spread_head(seed, n=300, d=12, sigma=1.0):
+    """Gaussian directions with lognormal row norms: small rows sink into the hull."""
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, d)) * np.exp(sigma * rng.normal(size=(n, 1)))
+
+
+def strictly_wins(weight, k, z):
+    logits = weight @ z
+    return bool(logits[k] > np.delete(logits, k).max())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_finds_witnesses_for_argmaxable_classes_and_nothing_for_the_others(seed):
+    weight = spread_head(seed)
+    weight32 = weight.astype(np.float32)
+    weight = weight32.astype(np.float64)
+    margins = np.array([best_margin(weight, k) for k in range(len(weight))])
+    offered = []
+
+    def accept(ids, z):
+        verdicts = np.array([strictly_wins(weight, k, zk) for k, zk in zip(ids, z, strict=True)])
+        offered.extend(zip(ids.tolist(), verdicts.tolist(), strict=True))
+        return verdicts
+
+    classes = np.random.default_rng(seed).permutation(len(weight))
+    found, z = smooth_witnesses(weight32, classes, accept, max_evaluations=200, block=64)
+    for j, k in enumerate(classes.tolist()):
+        if found[j]:
+            assert margins[k] > 0 and strictly_wins(weight, k, z[j])
+    assert not any(ok for k, ok in offered if margins[k] <= 0)  # never a win inside the hull
+    argmaxable = margins[classes] > 1e-6
+    assert (margins <= 0).sum() > 50 and argmaxable.sum() > 50
+    assert found[argmaxable].mean() >= 0.95
+
+
+def test_fast_stage_uses_the_search_and_keeps_every_verdict(monkeypatch):
+    weight = spread_head(7, n=400, d=10)
+    results = []
+
+    def recording(*args, **kwargs):
+        found, z = smooth_witnesses(*args, **kwargs)
+        results.append(found)
+        return found, z
+
+    monkeypatch.setattr(certify, "smooth_witnesses", recording)
+    audit = check_argmaxable(weight, show_progress=False)
+    found = np.concatenate(results)
+    assert found.sum() >= 5 and not found.all()  # it decided some, the rest went to Wolfe
+    for k, status in zip(audit.classes.tolist(), audit.status.tolist(), strict=True):
+        margin = best_margin(weight, k)
+        assert status == ("argmaxable" if margin > 1e-7 else "unargmaxable"), (k, margin)
+        if status == "argmaxable":
+            assert strictly_wins(weight, k, audit.witnesses[k])
+
+
+@pytest.mark.parametrize("box", [0.3, 4.0])
+def test_search_witnesses_respect_a_box(box):
+    weight = spread_head(3, n=300, d=10)
+    audit = check_argmaxable(weight, box=box, show_progress=False)
+    for k in audit.argmaxable.tolist():
+        z = audit.witnesses[k]
+        assert np.abs(z).max() <= box and strictly_wins(weight, k, z)
