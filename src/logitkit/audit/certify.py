@@ -26,7 +26,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from logitkit.audit.smooth_witness import smooth_witnesses
-from logitkit.audit.verify import UNIT_ROUNDOFF_64, float32_copy, in_box, witness_margins
+from logitkit.audit.verify import (
+    UNIT_ROUNDOFF_64,
+    float32_copy,
+    homogeneous_into_box,
+    in_box,
+    witness_margins,
+)
 
 
 @dataclass
@@ -182,10 +188,7 @@ def _smooth_stage(weight: np.ndarray, weight32: np.ndarray | None, rough32: np.n
     proved_witnesses: dict[int, tuple[np.ndarray, float]] = {}
 
     def accept(ids: np.ndarray, z: np.ndarray) -> np.ndarray:
-        peak = np.abs(z).max(1, keepdims=True)  # homogeneous: any positive multiple wins
-        z = z * np.exp2(-np.ceil(np.log2(np.maximum(peak, np.finfo(np.float64).tiny))))
-        if box is not None:  # now |z|_inf <= 1; powers of two keep float32 values exact
-            z = z * np.exp2(np.floor(np.log2(box)))
+        z = homogeneous_into_box(z, box)  # powers of two keep float32 values exact
         if weight32 is not None:
             z = _round_to_float32(z, box)
         margin, proved, _ = witness_margins(weight, None, ids, z, weight32=weight32)

@@ -32,6 +32,7 @@ from logitkit.audit.verify import (
     Certificate,
     box_certificate,
     box_tolerance,
+    homogeneous_into_box,
     hull_certificate,
     in_box,
     witness_margins,
@@ -58,17 +59,12 @@ def bias_push(bias: np.ndarray, k: int, tol: float) -> float:
 
 def _input(x: np.ndarray, d: int, lifted: bool, box: float | None) -> np.ndarray | None:
     """The input behind a minimum-norm point: ``x`` or ``x_z / x_s``; powers of two into a box."""
-    if lifted and not x[d] > 0:
-        return None
-    z = x[:d] / x[d] if lifted else x.copy()
-    if not lifted and z.any():  # homogeneous: any positive multiple wins; keep |z|_inf = 1
-        z = z * np.exp2(-np.ceil(np.log2(np.abs(z).max())))
-    if box is not None and z.any():
-        peak = float(np.abs(z).max())
-        if peak > box:
-            if lifted:
-                return None
-            z = z * np.exp2(np.floor(np.log2(box / peak)))
+    if lifted:
+        z = x[:d] / x[d] if x[d] > 0 else None
+        if z is None or (box is not None and np.abs(z).max() > box):
+            return None
+    else:
+        z = homogeneous_into_box(x, box)[0]
     return z if np.all(np.isfinite(z)) else None
 
 

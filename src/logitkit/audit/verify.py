@@ -183,6 +183,21 @@ def in_box(z: np.ndarray, box: float | None) -> np.ndarray:
     return np.abs(z).max(1) <= float(box)
 
 
+def homogeneous_into_box(z: np.ndarray, box: float | None) -> np.ndarray:
+    """Rows of ``z`` scaled by powers of two (exact) to ``1/2 < |z_j|_inf <= 1``, then into
+    ``|z_j|_inf <= box``; zero rows stay zero. For inputs of a head without a bias, where any
+    positive multiple of a witness wins alike."""
+    z = np.atleast_2d(np.asarray(z, dtype=np.float64))
+    peak = np.abs(z).max(1, keepdims=True)
+    nonzero = peak > 0
+    z = z * np.where(nonzero, np.exp2(-np.ceil(np.log2(np.where(nonzero, peak, 1.0)))), 1.0)
+    if box is not None:
+        peak = np.abs(z).max(1, keepdims=True)
+        over = peak > box
+        z = z * np.where(over, np.exp2(np.floor(np.log2(box / np.where(over, peak, 1.0)))), 1.0)
+    return z
+
+
 def relative_margin(margin: np.ndarray | float, logits_gap: np.ndarray | float) -> np.ndarray:
     """A margin as a fraction of the median logit gap at the same input (scale-free)."""
     return np.asarray(margin) / np.maximum(np.asarray(logits_gap), np.finfo(np.float64).tiny)
