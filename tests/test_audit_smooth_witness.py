@@ -1,4 +1,5 @@
-"""The log-sum-exp witness search: finds witnesses for open argmaxable classes, never for others.
+"""The log-sum-exp witness search: finds witnesses for open argmaxable classes, never for others,
+and settles near the minimiser of its bound for classes inside the hull.
 
 References are brute-force margin LPs over all rows, written here."""
 
@@ -8,7 +9,7 @@ from scipy.optimize import linprog
 
 import logitkit.audit.certify as certify
 from logitkit.audit import check_argmaxable
-from logitkit.audit.smooth_witness import smooth_witnesses
+from logitkit.audit.smooth_witness import SETTLED_GRADIENT, smooth_witnesses
 
 
 def best_margin(weight, k):
@@ -47,7 +48,8 @@ def test_finds_witnesses_for_argmaxable_classes_and_nothing_for_the_others(seed)
         return verdicts
 
     classes = np.random.default_rng(seed).permutation(len(weight))
-    found, z = smooth_witnesses(weight32, classes, accept, max_evaluations=200, block=64)
+    outcome = smooth_witnesses(weight32, classes, accept, max_evaluations=200, block=64)
+    found, settled, z = outcome.found, outcome.settled, outcome.z
     for j, k in enumerate(classes.tolist()):
         if found[j]:
             assert margins[k] > 0 and strictly_wins(weight, k, z[j])
@@ -55,6 +57,15 @@ def test_finds_witnesses_for_argmaxable_classes_and_nothing_for_the_others(seed)
     argmaxable = margins[classes] > 1e-6
     assert (margins <= 0).sum() > 50 and argmaxable.sum() > 50
     assert found[argmaxable].mean() >= 0.95
+    # Inside the hull the search settles where the softmax mean of the other rows is near w_k.
+    interior = margins[classes] <= 1e-9  # the LP margin is 0 at z = 0 for these
+    assert not (found & settled).any() and settled[interior].mean() >= 0.9
+    for j in np.flatnonzero(settled):
+        k = classes[j]
+        logits = np.delete(weight, k, axis=0) @ z[j]
+        p = np.exp(logits - logits.max())
+        mean = (p / p.sum()) @ np.delete(weight, k, axis=0)
+        assert np.abs(mean - weight[k]).sum() <= 2 * SETTLED_GRADIENT * np.abs(weight[k]).sum()
 
 
 def test_fast_stage_uses_the_search_and_keeps_every_verdict(monkeypatch):
@@ -62,14 +73,16 @@ def test_fast_stage_uses_the_search_and_keeps_every_verdict(monkeypatch):
     results = []
 
     def recording(*args, **kwargs):
-        found, z = smooth_witnesses(*args, **kwargs)
-        results.append(found)
-        return found, z
+        outcome = smooth_witnesses(*args, **kwargs)
+        results.append(outcome.found)
+        return outcome
 
     monkeypatch.setattr(certify, "smooth_witnesses", recording)
     audit = check_argmaxable(weight, show_progress=False)
     found = np.concatenate(results)
-    assert found.sum() >= 5 and not found.all()  # it decided some, the rest went to Wolfe
+    assert found.sum() >= 5 and not found.all()  # it decided some, the rest went further
+    dense = [c for c in audit.certificates.values() if len(c.support) > weight.shape[1] + 1]
+    assert len(dense) >= 5  # entropy certificates from the settled points
     for k, status in zip(audit.classes.tolist(), audit.status.tolist(), strict=True):
         margin = best_margin(weight, k)
         assert status == ("argmaxable" if margin > 1e-7 else "unargmaxable"), (k, margin)

@@ -272,7 +272,8 @@ def check_argmaxable(
                 remaining = np.flatnonzero(~fast.certified)
                 phase("exact stage", len(remaining))
                 outcome = decide_many(w_r, b_r, needed[remaining], fast.rivals[remaining], box,
-                                      tol, jobs=jobs, on_done=bar.update)
+                                      tol, jobs=jobs, on_done=bar.update,
+                                      settled=[fast.settled.get(j) for j in remaining.tolist()])
                 for j, decision in zip(remaining, outcome, strict=True):
                     k = int(needed[j])
                     if decision.witness is None:

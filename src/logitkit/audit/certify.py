@@ -15,7 +15,9 @@
 3. Without a bias, the smooth search of :mod:`~logitkit.audit.smooth_witness` for the classes
    still open (L-BFGS on a log-sum-exp bound of the margin, many classes per matrix product).
 
-The rows that still beat ``k`` at its best ``z`` are returned to seed the exact stage.
+The rows that still beat ``k`` at its best ``z`` are returned to seed the exact stage, and so are
+the points where the smooth search settled (near the minimiser of its bound: the start of an
+entropy certificate, :mod:`~logitkit.audit.entropy_certificate`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class FastOutcome:
     witnesses: np.ndarray  # float64 (n_classes, d): the best input tried for each class
     margins: np.ndarray  # float64: the margin at that input (verified when certified)
     rivals: np.ndarray  # int64 (n_classes, r): rows beating each class most at its best input
+    settled: dict[int, np.ndarray]  # position -> a point near the minimiser of the smooth bound
 
 
 def _ladder(weight: np.ndarray, bias: np.ndarray | None, ids: np.ndarray,
@@ -183,8 +186,8 @@ def _round_to_float32(z: np.ndarray, box: float | None) -> np.ndarray:
 
 def _smooth_stage(weight: np.ndarray, weight32: np.ndarray | None, rough32: np.ndarray,
                   classes: np.ndarray, box: float | None,
-                  on_progress: Callable[[int], None] | None) -> dict[int, tuple[np.ndarray, float]]:
-    """Stage 3 (no bias): ``{class: (witness, margin)}`` for the classes it proves."""
+                  on_progress: Callable[[int], None] | None):
+    """Stage 3 (no bias): ``({class: (witness, margin)}, {class: settled point})``."""
     proved_witnesses: dict[int, tuple[np.ndarray, float]] = {}
 
     def accept(ids: np.ndarray, z: np.ndarray) -> np.ndarray:
@@ -197,8 +200,9 @@ def _smooth_stage(weight: np.ndarray, weight32: np.ndarray | None, rough32: np.n
             proved_witnesses[int(ids[j])] = (z[j], float(margin[j]))
         return proved
 
-    smooth_witnesses(rough32, classes, accept, on_progress=on_progress)
-    return proved_witnesses
+    outcome = smooth_witnesses(rough32, classes, accept, on_progress=on_progress)
+    settled = {int(classes[j]): outcome.z[j] for j in np.flatnonzero(outcome.settled)}
+    return proved_witnesses, settled
 
 
 def certify_fast(
@@ -264,12 +268,18 @@ def certify_fast(
             if first and on_progress is not None:
                 on_progress(len(where))
     open_ = np.flatnonzero(~certified)
+    settled: dict[int, np.ndarray] = {}
     if bias is None and len(open_):
         if on_phase is not None:
             on_phase("smooth search", len(open_))
-        proved = _smooth_stage(weight, weight32, rough[0], classes[open_], box, on_progress)
-        for j in open_:
-            if int(classes[j]) in proved:
+        proved, points = _smooth_stage(weight, weight32, rough[0], classes[open_], box,
+                                       on_progress)
+        for j in open_.tolist():
+            k = int(classes[j])
+            if k in proved:
                 certified[j] = True
-                witnesses[j], margins[j] = proved[int(classes[j])]
-    return FastOutcome(certified=certified, witnesses=witnesses, margins=margins, rivals=rivals)
+                witnesses[j], margins[j] = proved[k]
+            elif k in points:
+                settled[j] = points[k]
+    return FastOutcome(certified=certified, witnesses=witnesses, margins=margins, rivals=rivals,
+                       settled=settled)

@@ -61,7 +61,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-bias", action="store_true", help="ignore the bias if there is one")
     parser.add_argument("--json", type=Path, help="write the result (statuses, margins) here")
     parser.add_argument("--evidence", action="store_true",
-                        help="with --json: also write every witness and certificate")
+                        help="with --json: also write every witness and certificate (an "
+                             "interior class's certificate may list every row of the head)")
     parser.add_argument("--plot", type=Path, help="write a PNG of each class's margin here")
     parser.add_argument("--fail-on", default="",
                         metavar="STATUS[,STATUS]",

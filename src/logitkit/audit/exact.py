@@ -1,7 +1,10 @@
 """Exact decision for one class: argmaxable, tie or unargmaxable, each with verified evidence.
 
 Without a box (or without a bias, where a box changes nothing: the problem is homogeneous) the
-decision uses the minimum-norm point of :mod:`~logitkit.audit.hull` twice at most:
+decision first tries, where the witness search settled near the minimiser of its bound (no bias),
+an entropy certificate (:mod:`~logitkit.audit.entropy_certificate`) for the pushed row (step 1's
+"unargmaxable"); otherwise, or if that fails, it uses the minimum-norm point of
+:mod:`~logitkit.audit.hull` twice at most:
 
 1. on the points pushed by the tolerance (``w_k`` moved away from the centroid of the other rows by
    the fraction ``tol``, or ``b_k`` raised by ``delta``): a certificate there means "unargmaxable"
@@ -27,6 +30,7 @@ import numpy as np
 from scipy.optimize import linprog
 from threadpoolctl import threadpool_limits
 
+from logitkit.audit.entropy_certificate import entropy_certificate
 from logitkit.audit.hull import nearest_point
 from logitkit.audit.verify import (
     Certificate,
@@ -95,9 +99,12 @@ def _onto_ties(weight, bias, k, support, z) -> np.ndarray:
 
 def decide_hull(
     weight: np.ndarray, bias: np.ndarray | None, k: int, start_rows: np.ndarray,
-    box: float | None, tol: float, row_sum: np.ndarray,
+    box: float | None, tol: float, row_sum: np.ndarray, *,
+    settled: np.ndarray | None = None, weight32: np.ndarray | None = None,
 ) -> Decision:
-    """Steps 1-2 of the module doc (no box, or no bias)."""
+    """Steps 1-2 of the module doc (no box, or no bias). ``settled``: where the witness search
+    settled for ``k`` (no bias), the start of an entropy certificate; ``weight32``: a float32
+    copy of ``weight`` for its Gram matrix."""
     d = weight.shape[1]
     lifted = bias is not None
     if lifted:
@@ -106,6 +113,12 @@ def decide_hull(
     else:
         push = tol
         shift = tol * (weight[k] - (row_sum - weight[k]) / (len(weight) - 1))
+        if settled is not None:
+            certificate = entropy_certificate(weight, k, settled, tol=tol, shift=shift,
+                                              weight32=weight32)
+            if certificate is not None:
+                return Decision("unargmaxable", certificate=certificate,
+                                rows=len(certificate.support))
     pushed = nearest_point(weight, bias, k, start_rows, push, row_sum=row_sum)
     certificate = _certificate(weight, bias, k, pushed, tol, shift)
     if certificate is not None:
@@ -199,11 +212,12 @@ def decide_box(
 _SHARED: dict = {}  # the head, set before worker processes fork (they inherit it, no copy)
 
 
-def _decide(task: tuple[int, int, np.ndarray]) -> tuple[int, Decision]:
-    j, k, rivals = task
+def _decide(task: tuple[int, int, np.ndarray, np.ndarray | None]) -> tuple[int, Decision]:
+    j, k, rivals, settled = task
     weight, bias, box, tol = _SHARED["weight"], _SHARED["bias"], _SHARED["box"], _SHARED["tol"]
     if bias is None or box is None:
-        return j, decide_hull(weight, bias, k, rivals, box, tol, _SHARED["row_sum"])
+        return j, decide_hull(weight, bias, k, rivals, box, tol, _SHARED["row_sum"],
+                              settled=settled, weight32=_SHARED["weight32"])
     return j, decide_box(weight, bias, k, rivals, box, tol)
 
 
@@ -211,16 +225,22 @@ def decide_many(
     weight: np.ndarray, bias: np.ndarray | None, classes: np.ndarray, rivals: np.ndarray,
     box: float | None, tol: float, *, jobs: int = 1,
     on_done: Callable[[int], None] | None = None,
+    settled: list[np.ndarray | None] | None = None,
 ) -> list[Decision]:
     """Decide every class in ``classes`` (starting rows ``rivals[j]``), in ``jobs`` processes.
 
-    Classes are independent, so ``jobs > 1`` runs them in forked worker processes that share
-    the head read-only (where the platform can fork; otherwise one process does all). Each
-    process keeps its BLAS to one thread: the stage is a long chain of small products, which a
-    second thread slows down (3.5x on 768-wide heads) instead of speeding up.
+    ``settled[j]`` (no bias; None where absent) is the point where the witness search settled
+    for ``classes[j]``, the start of an entropy certificate. Classes are independent, so
+    ``jobs > 1`` runs them in forked worker processes that share the head read-only (where the
+    platform can fork; otherwise one process does all). Each process keeps its BLAS to one
+    thread: the stage is a long chain of small products, which a second thread slows down (3.5x
+    on 768-wide heads) instead of speeding up.
     """
-    _SHARED.update(weight=weight, bias=bias, box=box, tol=tol, row_sum=weight.sum(0))
-    tasks = [(j, int(k), rivals[j]) for j, k in enumerate(classes)]
+    starts = [None] * len(classes) if settled is None or bias is not None else settled
+    weight32 = weight.astype(np.float32) if any(z is not None for z in starts) else None
+    _SHARED.update(weight=weight, bias=bias, box=box, tol=tol, row_sum=weight.sum(0),
+                   weight32=weight32)
+    tasks = [(j, int(k), rivals[j], starts[j]) for j, k in enumerate(classes)]
     decisions: list[Decision | None] = [None] * len(tasks)
     try:
         with threadpool_limits(limits=1):

@@ -33,6 +33,7 @@ import numpy as np
 UNIT_ROUNDOFF_64 = 2.0**-53
 UNIT_ROUNDOFF_32 = 2.0**-24
 SMALLEST_NORMAL_32 = 2.0**-126
+COMBINATION_BLOCK = 4096  # certificate rows per block when a combination is summed
 RESIDUAL_SHARE = 1.0 / 64  # a certificate's residual stays below tol / 64, so that a push of
 # tol (see :mod:`logitkit.audit.exact`) is never mistaken for rounding
 
@@ -209,10 +210,14 @@ def combination(
 ) -> tuple[np.ndarray, float, float, float]:
     """``(g, c_a, size, rounding)``: ``g = sum a_i d_i``, ``c_a``, ``sum a_i |d_i|_1`` and a
     bound on the float64 rounding error of ``|g|_1`` (so ``|g_exact|_1 <= |g|_1 + rounding``)."""
-    diffs = weight[k] - weight[support]
-    g = weights @ diffs
-    magnitude = weights @ np.abs(diffs)
-    size = float(magnitude.sum())
+    g = np.zeros(weight.shape[1])
+    size = 0.0
+    for start in range(0, len(support), COMBINATION_BLOCK):  # dense certificates: no V x d copy
+        part = slice(start, start + COMBINATION_BLOCK)
+        diffs = weight[k] - weight[support[part]]
+        g += weights[part] @ diffs
+        np.abs(diffs, out=diffs)
+        size += float((weights[part] @ diffs).sum())
     rounding = _gamma(len(support) + 2) * size
     c_a = 0.0 if bias is None else float(weights @ (bias[k] - bias[support]))
     return g, c_a, size, rounding

@@ -1,0 +1,105 @@
+"""Entropy certificates: exact convex combinations for interior rows, nothing for the others.
+
+References are written here: the combination is summed independently, and the hull membership
+of a row is decided by an LP over all rows."""
+
+import numpy as np
+import pytest
+from scipy.optimize import linprog
+
+from logitkit.audit.entropy_certificate import entropy_certificate
+from logitkit.audit.exact import decide_hull
+
+
+def in_hull_of_others(weight, k):
+    """Is w_k a convex combination of the other rows? (feasibility LP, HiGHS)"""
+    others = np.delete(weight, k, axis=0)
+    a_eq = np.vstack([others.T, np.ones(len(others))])
+    res = linprog(np.zeros(len(others)), A_eq=a_eq, b_eq=np.append(weight[k], 1.0),
+                  bounds=(0, None), method="highs")
+    return res.status == 0
+
+
+def spread_head(seed, n=400, d=16, sigma=1.0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, d)) * np.exp(sigma * rng.normal(size=(n, 1)))
+
+
+def minimiser(weight, k, steps=2000):
+    """Gradient descent with backtracking on F(z) = LSE_{i != k}(w_i . z) - w_k . z (float64)."""
+    others = np.delete(weight, k, axis=0)
+
+    def value_and_gradient(z):
+        logits = others @ z
+        top = logits.max()
+        p = np.exp(logits - top)
+        total = p.sum()
+        return top + np.log(total) - weight[k] @ z, (p / total) @ others - weight[k]
+
+    z = np.zeros(weight.shape[1])
+    value, gradient = value_and_gradient(z)
+    step = 1.0
+    for _ in range(steps):
+        while True:
+            trial = z - step * gradient
+            new_value, new_gradient = value_and_gradient(trial)
+            if new_value <= value - 0.5 * step * gradient @ gradient or step < 1e-12:
+                break
+            step /= 2
+        z, value, gradient = trial, new_value, new_gradient
+        step *= 2
+    return z
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_interior_rows_get_exact_combinations(seed):
+    weight = spread_head(seed)
+    interior = [k for k in range(60) if in_hull_of_others(weight, k)]
+    assert len(interior) >= 10
+    tol = 1e-9
+    centroid_free = weight.sum(0)
+    for k in interior:
+        shift = tol * (weight[k] - (centroid_free - weight[k]) / (len(weight) - 1))
+        cert = entropy_certificate(weight, k, minimiser(weight, k), tol=tol, shift=shift)
+        assert cert is not None and cert.kind == "depth", k
+        a, rows = cert.weights, cert.support
+        assert k not in rows and np.all(a >= 0) and abs(a.sum() - 1) < 1e-12
+        assert len(rows) > weight.shape[1] + 1  # dense: the maximum-entropy combination
+        combined = sum(ai * weight[i] for ai, i in zip(a.tolist(), rows.tolist(), strict=True))
+        scale = float(a @ np.abs(weight[k] - weight[rows]).sum(1))
+        assert np.abs(combined - weight[k] - shift).sum() <= tol / 64 * scale
+
+
+def test_a_plain_hull_certificate_without_a_shift():
+    weight = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0], [0.1, 0.2]])
+    cert = entropy_certificate(weight, 4, np.zeros(2), tol=1e-9)
+    assert cert is not None and cert.kind == "hull"
+    assert np.allclose(cert.weights @ weight[cert.support], weight[4], rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("z_scale", [0.0, 1.0, 10.0])
+def test_no_certificate_outside_the_hull_or_on_its_boundary(z_scale):
+    rng = np.random.default_rng(3)
+    weight = rng.normal(size=(50, 6))
+    weight[3] *= 3.0  # far outside the others: a vertex
+    weight[7] = weight[3]  # twins: each in the hull of the others, on its boundary (ties)
+    weight[8] *= 3.0  # far outside: argmaxable
+    tol = 1e-9
+    for k in (3, 7, 8):
+        assert in_hull_of_others(weight, k) == (k != 8)  # the twins tie; 8 is a vertex
+        shift = tol * (weight[k] - (weight.sum(0) - weight[k]) / (len(weight) - 1))
+        z = z_scale * rng.normal(size=6)
+        assert entropy_certificate(weight, k, z, tol=tol, shift=shift) is None
+
+
+def test_a_failed_entropy_certificate_falls_back_to_the_exact_algorithm():
+    weight = spread_head(5, n=200, d=8)
+    row_sum = weight.sum(0)
+    rivals = np.arange(len(weight))
+    for k in range(40):
+        expected = "unargmaxable" if in_hull_of_others(weight, k) else "argmaxable"
+        far = np.full(weight.shape[1], 50.0)  # a useless start: the step leaves the simplex
+        for start in (far, minimiser(weight, k)):
+            decision = decide_hull(weight, None, k, rivals, None, 1e-9, row_sum, settled=start,
+                                   weight32=weight.astype(np.float32))
+            assert decision.status == expected, (k, decision.status)
