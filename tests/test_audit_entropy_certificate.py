@@ -103,3 +103,15 @@ def test_a_failed_entropy_certificate_falls_back_to_the_exact_algorithm():
             decision = decide_hull(weight, None, k, rivals, None, 1e-9, row_sum, settled=start,
                                    weight32=weight.astype(np.float32))
             assert decision.status == expected, (k, decision.status)
+
+
+def test_a_tolerance_below_the_rounding_of_a_dense_sum_leaves_it_to_wolfe():
+    weight = spread_head(0)
+    k = next(k for k in range(60) if in_hull_of_others(weight, k))
+    z = minimiser(weight, k)
+    tol = 64 * 0.5 * len(weight) * 2.0**-53  # a dense certificate's own rounding exceeds tol/64
+    assert entropy_certificate(weight, k, z, tol=tol) is None
+    assert entropy_certificate(weight, k, z, tol=1e3 * tol) is not None
+    decision = decide_hull(weight, None, k, np.arange(len(weight)), None, tol, weight.sum(0),
+                           settled=z)
+    assert decision.status == "unargmaxable" and len(decision.certificate.support) <= 17

@@ -33,6 +33,7 @@ from logitkit.audit.verify import (
     float32_copy,
     homogeneous_into_box,
     in_box,
+    row_norms_of,
     witness_margins,
 )
 
@@ -67,14 +68,13 @@ def _ladder(weight: np.ndarray, bias: np.ndarray | None, ids: np.ndarray,
 
 
 def _nearest(weight: np.ndarray, bias: np.ndarray | None, ids: np.ndarray, box: float | None,
-             n_rivals: int, rough: tuple[np.ndarray, np.ndarray | None]):
+             n_rivals: int, rough: tuple[np.ndarray, np.ndarray | None], norms: np.ndarray):
     """Stage 1 for one block of classes: margins, proofs, best alpha and rivals.
 
-    ``rough``: ``weight`` and ``bias`` in float32 (for :func:`_rivals`)."""
+    ``rough``: ``weight`` and ``bias`` in float32 (for :func:`_rivals`); ``norms``: ``|w_i|_2``."""
     d = weight.shape[1]
     gamma = 2.0 * (d + 2) * UNIT_ROUNDOFF_64
     gram = weight @ weight[ids].T  # (V, B): gram[i, j] = w_i . w_{k_j}
-    norms = np.sqrt((weight * weight).sum(1))
     columns = np.arange(len(ids))
     alphas = _ladder(weight, bias, ids, box)
     best_margin = np.full(len(ids), -np.inf)
@@ -185,8 +185,9 @@ def _round_to_float32(z: np.ndarray, box: float | None) -> np.ndarray:
 
 
 def _smooth_stage(weight: np.ndarray, weight32: np.ndarray | None, rough32: np.ndarray,
-                  classes: np.ndarray, box: float | None,
-                  on_progress: Callable[[int], None] | None):
+                  classes: np.ndarray, box: float | None, norms: np.ndarray,
+                  on_progress: Callable[[int], None] | None,
+                  ) -> tuple[dict[int, tuple[np.ndarray, float]], dict[int, np.ndarray]]:
     """Stage 3 (no bias): ``({class: (witness, margin)}, {class: settled point})``."""
     proved_witnesses: dict[int, tuple[np.ndarray, float]] = {}
 
@@ -194,7 +195,8 @@ def _smooth_stage(weight: np.ndarray, weight32: np.ndarray | None, rough32: np.n
         z = homogeneous_into_box(z, box)  # powers of two keep float32 values exact
         if weight32 is not None:
             z = _round_to_float32(z, box)
-        margin, proved, _ = witness_margins(weight, None, ids, z, weight32=weight32)
+        margin, proved, _ = witness_margins(weight, None, ids, z, weight32=weight32,
+                                            row_norms=norms)
         proved &= in_box(z, box)
         for j in np.flatnonzero(proved):
             proved_witnesses[int(ids[j])] = (z[j], float(margin[j]))
@@ -230,6 +232,7 @@ def certify_fast(
     margins = np.full(len(classes), -np.inf)
     rivals = np.zeros((len(classes), n_rivals), dtype=np.int64)
     weight32, bias32 = float32_copy(weight), float32_copy(bias)  # exact copies, or None
+    norms = row_norms_of(weight)
     rough = (weight.astype(np.float32) if weight32 is None else weight32,
              None if bias is None else bias.astype(np.float32) if bias32 is None else bias32)
     if bias is None and len(classes) == n_rows and np.array_equal(classes, np.arange(n_rows)):
@@ -242,7 +245,7 @@ def certify_fast(
         for start in range(0, len(classes), block):
             part = slice(start, start + block)
             proved, z, margin, rival = _nearest(weight, bias, classes[part], box, n_rivals,
-                                                rough)
+                                                rough, norms)
             certified[part], witnesses[part], margins[part] = proved, z, margin
             rivals[part] = rival
             if on_progress is not None:
@@ -259,7 +262,7 @@ def certify_fast(
                 z = _round_to_float32(z, box)
             margin, proved, top = witness_margins(weight, bias, classes[where], z,
                                                   rivals=n_rivals, weight32=weight32,
-                                                  bias32=bias32)
+                                                  bias32=bias32, row_norms=norms)
             proved &= in_box(z, box)
             better = proved | (margin > margins[where])
             certified[where[proved]] = True
@@ -272,7 +275,7 @@ def certify_fast(
     if bias is None and len(open_):
         if on_phase is not None:
             on_phase("smooth search", len(open_))
-        proved, points = _smooth_stage(weight, weight32, rough[0], classes[open_], box,
+        proved, points = _smooth_stage(weight, weight32, rough[0], classes[open_], box, norms,
                                        on_progress)
         for j in open_.tolist():
             k = int(classes[j])

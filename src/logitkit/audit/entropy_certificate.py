@@ -36,7 +36,12 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg import cho_factor, cho_solve
 
-from logitkit.audit.verify import Certificate, hull_certificate
+from logitkit.audit.verify import (
+    RESIDUAL_SHARE,
+    Certificate,
+    hull_certificate,
+    rounding_share,
+)
 
 REFINEMENTS = 6  # float64 refinement steps at most (each one matrix-vector pair over the head)
 ROUNDING_LEVEL = 1e-14  # |residual|_1 / |target|_1 at which refinement stops
@@ -53,9 +58,12 @@ def entropy_certificate(
     (module doc); ``shift`` the push of row ``k`` by the tolerance (a "depth" certificate, see
     :func:`~logitkit.audit.verify.hull_certificate`), None for a plain "hull" certificate.
     ``weight32``, a float32 copy of ``weight``, is reused for the Gram matrix if given.
-    Returns None when no step stays on the simplex or the check fails (the caller then falls
-    back to an exact method).
+    Returns None when no step stays on the simplex, the check fails, or ``tol`` is too small for
+    a certificate over all ``V`` rows (``tol / 64 <= gamma_{V+1}``, about ``64 V 2^-53``); the
+    caller then falls back to an exact method.
     """
+    if rounding_share(len(weight) - 1) >= tol * RESIDUAL_SHARE:
+        return None  # a dense certificate's rounding allowance alone exceeds the tolerance
     target = weight[k] if shift is None else weight[k] + shift
     rows32 = weight.astype(np.float32) if weight32 is None else weight32
     p, mu = _softmax_mean(rows32, k, z)

@@ -114,10 +114,16 @@ def _take_own(logits: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return own
 
 
+def row_norms_of(weight: np.ndarray) -> np.ndarray:
+    """``|w_i|_2`` per row, float64 (the size term of the witness bounds)."""
+    weight = np.asarray(weight, dtype=np.float64)
+    return np.sqrt(np.einsum("ij,ij->i", weight, weight))
+
+
 def witness_margins(
     weight: np.ndarray, bias: np.ndarray | None, classes: np.ndarray, z: np.ndarray,
     *, block: int = 256, rivals: int = 0, weight32: np.ndarray | None = None,
-    bias32: np.ndarray | None = None,
+    bias32: np.ndarray | None = None, row_norms: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For each ``classes[j]`` and input ``z[j]``: ``(margin, verified, top rivals)``, float64.
 
@@ -127,7 +133,8 @@ def witness_margins(
     logits besides ``k`` (else an empty array). ``block`` inputs go per matrix product.
     ``weight32`` (and ``bias32`` with a bias) are exact float32 copies (:func:`float32_copy`):
     inputs exact in float32 are then checked with the float32 product and its bound, and only
-    those it cannot prove are checked again in float64.
+    those it cannot prove are checked again in float64. ``row_norms``: ``|w_i|_2`` computed once
+    by :func:`row_norms_of` (for callers that check many small batches).
     """
     weight = np.asarray(weight, dtype=np.float64)
     z = np.asarray(z, dtype=np.float64)
@@ -136,7 +143,7 @@ def witness_margins(
     margins = np.full(len(classes), -np.inf)
     verified = np.zeros(len(classes), dtype=bool)
     top = np.zeros((len(classes), rivals), dtype=np.int64)
-    row_norms = np.sqrt((weight * weight).sum(1))
+    row_norms = row_norms_of(weight) if row_norms is None else row_norms
     largest_bias = 0.0 if bias is None else float(np.abs(bias).max())
     for start in range(0, len(classes), block):
         part = slice(start, start + block)
@@ -204,6 +211,12 @@ def relative_margin(margin: np.ndarray | float, logits_gap: np.ndarray | float) 
     return np.asarray(margin) / np.maximum(np.asarray(logits_gap), np.finfo(np.float64).tiny)
 
 
+def rounding_share(support_size: int) -> float:
+    """The rounding allowance of a certificate over ``support_size`` rows, relative to
+    ``sum_i a_i |d_i|_1`` (``gamma_{n+2}``)."""
+    return _gamma(support_size + 2)
+
+
 def combination(
     weight: np.ndarray, bias: np.ndarray | None, k: int, support: np.ndarray,
     weights: np.ndarray,
@@ -218,7 +231,7 @@ def combination(
         g += weights[part] @ diffs
         np.abs(diffs, out=diffs)
         size += float((weights[part] @ diffs).sum())
-    rounding = _gamma(len(support) + 2) * size
+    rounding = rounding_share(len(support)) * size
     c_a = 0.0 if bias is None else float(weights @ (bias[k] - bias[support]))
     return g, c_a, size, rounding
 
