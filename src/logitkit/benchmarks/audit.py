@@ -11,8 +11,8 @@ stage on ``EXACT_SAMPLE`` random open classes, scaled to all of them: an estimat
 Baseline: the margin LP of one class over ALL rows (no witnesses, no pool) solved by scipy's
 HiGHS, timed side by side with our audit of the same class alone, on up to 3 classes that needed
 our exact stage (the hard ones; 2 on the 50257-row heads, whose LPs run into the time limit); a
-whole baseline audit is extrapolated as that LP time x the classes our exact stage took. An LP that hits the time limit makes the baseline a lower bound
-(said in the case).
+whole baseline audit is extrapolated as that LP time x the classes our exact stage took. An LP
+that hits the time limit makes the baseline a lower bound (said in the case).
 
 Targets (issue 13, on 2 cores): sigma 0.5 in < 600 s, sigma 1 in < 3600 s, SmolLM2 in < 180 s
 (``met.time_under_target_s``). ``--quick``: 4000 x 48 heads of the same kind (about a minute).
