@@ -103,17 +103,17 @@ def _nearest(weight: np.ndarray, bias: np.ndarray | None, ids: np.ndarray, box: 
     return proved, witnesses, best_margin, rivals
 
 
-def _nearest_all(weight: np.ndarray, box: float | None, block: int,
+def _nearest_all(weight: np.ndarray, box: float | None, block: int, norms: np.ndarray,
                  on_progress: Callable[[int], None] | None):
     """Stage 1 without a bias for EVERY row: ``z = w_k`` (times a power of two for a box).
 
     ``W W^T`` is symmetric, so each block of columns ``K`` meets only the rows from ``K`` on:
     the column maxima serve the classes in ``K``, the row maxima the later classes (half the
-    products of :func:`_nearest`). Returns the proofs, the margins at ``z = w_k`` and ``alpha``.
+    products of :func:`_nearest`). ``norms``: ``|w_i|_2``. Returns the proofs, the margins at
+    ``z = w_k`` and ``alpha``.
     """
     n_rows, d = weight.shape
     gamma = 2.0 * (d + 2) * UNIT_ROUNDOFF_64
-    norms = np.sqrt((weight * weight).sum(1))
     own = np.empty(n_rows)
     rival = np.full(n_rows, -np.inf)  # max_{i != k} w_i . w_k
     rival_bound = np.full(n_rows, -np.inf)  # the same plus the rounding allowance of the pair
@@ -236,7 +236,7 @@ def certify_fast(
     rough = (weight.astype(np.float32) if weight32 is None else weight32,
              None if bias is None else bias.astype(np.float32) if bias32 is None else bias32)
     if bias is None and len(classes) == n_rows and np.array_equal(classes, np.arange(n_rows)):
-        certified, margins, alpha = _nearest_all(weight, box, block, on_progress)
+        certified, margins, alpha = _nearest_all(weight, box, block, norms, on_progress)
         witnesses = weight * alpha[:, None]
         margins = margins * alpha
         open_ = np.flatnonzero(~certified)
