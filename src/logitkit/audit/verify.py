@@ -276,7 +276,7 @@ def box_certificate(
         return None
     g, c_a, size, rounding = combination(weight, bias, k, support, weights)
     c_size = 0.0 if bias is None else float(weights @ np.abs(bias[k] - bias[support]))
-    bound = box * (float(np.abs(g).sum()) + rounding) + c_a + _gamma(len(support) + 2) * c_size
+    bound = box * (float(np.abs(g).sum()) + rounding) + c_a + rounding_share(len(support)) * c_size
     residual = float(np.abs(g).sum()) / max(size, np.finfo(np.float64).tiny)
     return Certificate(support=support, weights=weights, kind="box", residual=residual,
                        bound=bound)
