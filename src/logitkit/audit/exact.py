@@ -13,6 +13,10 @@ an entropy certificate (:mod:`~logitkit.audit.entropy_certificate`) for the push
    cannot win, yet it wins after a push of the size of the tolerance (duplicate rows, points on a
    facet, and points closer to the hull's boundary than the tolerance).
 
+A converged corral whose weights miss the certificate's equations by more than rounding (an
+ill-conditioned corral of ``d + 1`` rows) gets them polished by least squares
+(:func:`polished_weights`) and is checked again; only :mod:`~logitkit.audit.verify` decides.
+
 With a box and a bias, the margin LP ``max t s.t. d_i . z + c_i >= t, |z|_inf <= B`` is solved by
 HiGHS with constraint generation (start with a few rival rows, add the rows the current ``z``
 violates most); its optimum ``t*`` is the best margin: a verified witness if ``t* > 0``, a dual
@@ -79,12 +83,68 @@ def _check(weight, bias, k, z, box) -> tuple[float, bool]:
     return float(margin[0]), bool(verified[0] and in_box(z, box)[0])
 
 
+def polished_weights(
+    weight: np.ndarray, bias: np.ndarray | None, k: int, support: np.ndarray,
+    weights: np.ndarray, shift: np.ndarray | float | None = None, *, slack: bool = False,
+    rounds: int = 2,
+) -> np.ndarray | None:
+    """``weights`` refined until a certificate's equations hold to rounding; None if a weight
+    turns negative. ``d_i = w_k - w_i``, ``c_i = b_k - b_i`` over ``support``:
+
+    * no bias: ``sum_i a_i d_i = -shift`` (``shift`` a vector, None for 0), ``sum_i a_i = 1``;
+    * bias: ``sum_i a_i d_i = 0``, ``sum_i a_i c_i + v = -shift`` (``shift`` the push
+      ``delta``, None for 0) and ``sum_i a_i = 1``, with ``v >= 0`` where the corral held the
+      virtual point (``slack``: ``c_a`` has room below ``-delta``) and ``v = 0`` where it did not.
+
+    Wolfe's corral weights solve an affine system whose conditioning grows with the corral (an
+    interior point needs ``d + 1`` rows, some with weights near 0); they can miss it by more
+    than a certificate allows. Least squares on the residual, computed in float64 and solved by
+    SVD (backward stable), brings it to rounding level in a round or two (iterative refinement).
+    """
+    d, m = weight.shape[1], len(support)
+    lifted = bias is not None
+    system = np.zeros((d + 1 + lifted, m + (lifted and slack)))
+    target = np.zeros(len(system))
+    system[:d, :m] = (weight[k] - weight[support]).T
+    system[-1, :m] = 1.0
+    target[-1] = 1.0
+    start = weights.astype(np.float64)
+    if not lifted and shift is not None:
+        target[:d] = -np.asarray(shift)
+    if lifted:
+        gaps = bias[k] - bias[support]
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            balance = np.linalg.norm(system[:d, :m]) / np.linalg.norm(gaps)  # rows of one size
+        balance = float(balance) if np.isfinite(balance) and balance > 0 else 1.0
+        system[d, :m] = balance * gaps
+        target[d] = -balance * float(shift or 0.0)
+        if slack:
+            system[d, m] = balance
+            start = np.append(start, max(target[d] - system[d, :m] @ start, 0.0) / balance)
+    refined = start
+    try:
+        for _ in range(rounds):
+            refined = refined + np.linalg.lstsq(system, target - system @ refined, rcond=None)[0]
+    except np.linalg.LinAlgError:  # SVD did not converge: no polished weights, no certificate
+        return None
+    return refined[:m] if np.all(refined >= 0) else None
+
+
 def _certificate(weight, bias, k, outcome, tol, shift) -> Certificate | None:
-    """The corral of a converged minimum-norm point as a certificate, if it checks out."""
+    """The corral of a converged minimum-norm point as a certificate, if it checks out (its
+    weights polished by :func:`polished_weights` where they miss by more than rounding)."""
     total = float(outcome.weights.sum())
     if not outcome.converged or total <= 0:
         return None
-    return hull_certificate(weight, bias, k, outcome.support, outcome.weights / total, tol,
+    weights = outcome.weights / total
+    certificate = hull_certificate(weight, bias, k, outcome.support, weights, tol, shift=shift)
+    if certificate is not None:
+        return certificate
+    polished = polished_weights(weight, bias, k, outcome.support, weights, shift,
+                                slack=outcome.virtual_weight > 0)
+    if polished is None:
+        return None
+    return hull_certificate(weight, bias, k, outcome.support, polished / polished.sum(), tol,
                             shift=shift)
 
 

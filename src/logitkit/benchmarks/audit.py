@@ -15,7 +15,9 @@ that hits the time limit makes the baseline a lower bound (said in the case).
 
 Targets (issue 13, on 2 cores): sigma 0.5 in < 600 s, sigma 1 in < 3600 s, SmolLM2 in < 180 s
 (``met.time_under_target_s``). ``--quick``: 4000 x 48 heads of the same kind (about a minute).
-The full run took 45 minutes on 2 idle cores, 20 of them in the four baseline LPs.
+The full run took 45 minutes on 2 idle cores at 610cf96, when sigma 1's exact stage was timed on
+a sample; sigma 1 end to end, run alone by ``audit_case``, takes 52 minutes plus 10 for its two
+baseline LPs, so a full run now takes about 77 minutes.
 """
 
 from __future__ import annotations
