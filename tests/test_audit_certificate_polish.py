@@ -4,8 +4,8 @@ rounding level; the refinement never turns a winning class into a certificate.
 
 Found on the lognormal sigma-1 GPT-2-shaped head: class 42001's corral (769 rows, smallest weight
 4e-8) missed by 3.2e-11 relative, the certificate allows tol / 64 = 1.6e-11, and the class came out
-"unknown". References are written here: hull membership by an LP over all rows, the combination
-summed again row by row."""
+"unknown". References are written in the tests: hull membership by an LP over all rows
+(``tests/audit_references.py``), the combination summed again row by row."""
 
 import numpy as np
 import pytest
@@ -16,17 +16,9 @@ from logitkit.audit import exact as exact_module
 from logitkit.audit.exact import decide_hull, polished_weights
 from logitkit.audit.hull import HullOutcome, nearest_point
 from logitkit.audit.verify import hull_certificate
+from tests.audit_references import in_hull_of_others, spread_head
 
 TOL = 1e-9
-
-
-def in_hull_of_others(weight, k):
-    """Is w_k a convex combination of the other rows? (feasibility LP, HiGHS)"""
-    others = np.delete(weight, k, axis=0)
-    a_eq = np.vstack([others.T, np.ones(len(others))])
-    res = linprog(np.zeros(len(others)), A_eq=a_eq, b_eq=np.append(weight[k], 1.0),
-                  bounds=(0, None), method="highs")
-    return res.status == 0
 
 
 def cannot_win(weight, bias, k):
@@ -38,11 +30,6 @@ def cannot_win(weight, bias, k):
     res = linprog(np.zeros(len(others)), A_ub=(bias[k] - bias[others])[None], b_ub=[0.0],
                   A_eq=a_eq, b_eq=b_eq, bounds=(0, None), method="highs")
     return res.status == 0
-
-
-def spread_head(seed, n=300, d=12, sigma=1.0):
-    rng = np.random.default_rng(seed)
-    return rng.normal(size=(n, d)) * np.exp(sigma * rng.normal(size=(n, 1)))
 
 
 def push(weight, k, tol=TOL):

@@ -1,28 +1,14 @@
 """Entropy certificates: exact convex combinations for interior rows, nothing for the others.
 
-References are written here: the combination is summed independently, and the hull membership
-of a row is decided by an LP over all rows."""
+References are written in the tests: the combination is summed independently, and the hull
+membership of a row is decided by an LP over all rows (``tests/audit_references.py``)."""
 
 import numpy as np
 import pytest
-from scipy.optimize import linprog
 
 from logitkit.audit.entropy_certificate import entropy_certificate
 from logitkit.audit.exact import decide_hull
-
-
-def in_hull_of_others(weight, k):
-    """Is w_k a convex combination of the other rows? (feasibility LP, HiGHS)"""
-    others = np.delete(weight, k, axis=0)
-    a_eq = np.vstack([others.T, np.ones(len(others))])
-    res = linprog(np.zeros(len(others)), A_eq=a_eq, b_eq=np.append(weight[k], 1.0),
-                  bounds=(0, None), method="highs")
-    return res.status == 0
-
-
-def spread_head(seed, n=400, d=16, sigma=1.0):
-    rng = np.random.default_rng(seed)
-    return rng.normal(size=(n, d)) * np.exp(sigma * rng.normal(size=(n, 1)))
+from tests.audit_references import in_hull_of_others, spread_head
 
 
 def minimiser(weight, k, steps=2000):
@@ -53,7 +39,7 @@ def minimiser(weight, k, steps=2000):
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_interior_rows_get_exact_combinations(seed):
-    weight = spread_head(seed)
+    weight = spread_head(seed, n=400, d=16)
     interior = [k for k in range(60) if in_hull_of_others(weight, k)]
     assert len(interior) >= 10
     tol = 1e-9
@@ -106,7 +92,7 @@ def test_a_failed_entropy_certificate_falls_back_to_the_exact_algorithm():
 
 
 def test_a_tolerance_below_the_rounding_of_a_dense_sum_leaves_it_to_wolfe():
-    weight = spread_head(0)
+    weight = spread_head(0, n=400, d=16)
     k = next(k for k in range(60) if in_hull_of_others(weight, k))
     z = minimiser(weight, k)
     tol = 64 * 0.5 * len(weight) * 2.0**-53  # a dense certificate's own rounding exceeds tol/64

@@ -10,6 +10,7 @@ from scipy.optimize import linprog
 import logitkit.audit.certify as certify
 from logitkit.audit import check_argmaxable
 from logitkit.audit.smooth_witness import SETTLED_GRADIENT, smooth_witnesses
+from tests.audit_references import spread_head
 
 
 def best_margin(weight, k):
@@ -21,12 +22,6 @@ def best_margin(weight, k):
     res = linprog(cost, A_ub=a_ub, b_ub=np.zeros(len(diffs)),
                   bounds=[(-1, 1)] * weight.shape[1] + [(None, None)], method="highs")
     return -res.fun
-
-
-def spread_head(seed, n=300, d=12, sigma=1.0):
-    """Gaussian directions with lognormal row norms: small rows sink into the hull."""
-    rng = np.random.default_rng(seed)
-    return rng.normal(size=(n, d)) * np.exp(sigma * rng.normal(size=(n, 1)))
 
 
 def strictly_wins(weight, k, z):
