@@ -100,6 +100,12 @@ def polished_weights(
     interior point needs ``d + 1`` rows, some with weights near 0); they can miss it by more
     than a certificate allows. Least squares on the residual, computed in float64 and solved by
     SVD (backward stable), brings it to rounding level in a round or two (iterative refinement).
+
+    Example (the centre of a square, from rough weights)::
+
+        W = np.array([[1.0, 0], [0, 1], [-1, 0], [0, -1], [0, 0]])
+        a = polished_weights(W, None, 4, np.arange(4), np.array([0.3, 0.2, 0.25, 0.25]))
+        assert abs(a @ W[:4] - W[4]).max() < 1e-15 and abs(a.sum() - 1) < 1e-15
     """
     d, m = weight.shape[1], len(support)
     lifted = bias is not None
