@@ -4,13 +4,22 @@ import numpy as np
 from scipy.optimize import linprog
 
 
+def hull_reference(weight, bias, k):
+    """Can k win (unbounded inputs)? k is unargmaxable iff some a >= 0, sum a = 1 over i != k has
+    sum a_i w_i = w_k and sum a_i (b_k - b_i) <= 0 (minimise the latter over that polytope)."""
+    others = np.array([i for i in range(len(weight)) if i != k])
+    a_eq = np.vstack([weight[others].T, np.ones((1, len(others)))])
+    b_eq = np.concatenate([weight[k], [1.0]])
+    cost = np.zeros(len(others)) if bias is None else bias[k] - bias[others]
+    res = linprog(cost, A_eq=a_eq, b_eq=b_eq, bounds=(0, None), method="highs")
+    if res.status == 2:  # infeasible: w_k is a vertex of the hull, so it wins
+        return True
+    return res.fun > 1e-9
+
+
 def in_hull_of_others(weight, k):
-    """Is w_k a convex combination of the other rows? (feasibility LP, HiGHS)"""
-    others = np.delete(weight, k, axis=0)
-    a_eq = np.vstack([others.T, np.ones(len(others))])
-    res = linprog(np.zeros(len(others)), A_eq=a_eq, b_eq=np.append(weight[k], 1.0),
-                  bounds=(0, None), method="highs")
-    return res.status == 0
+    """Is w_k a convex combination of the other rows?"""
+    return not hull_reference(weight, None, k)
 
 
 def spread_head(seed, n=300, d=12, sigma=1.0):

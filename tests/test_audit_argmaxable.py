@@ -8,24 +8,12 @@ import torch
 from scipy.optimize import linprog
 
 from logitkit.audit import AuditResult, check_argmaxable
+from tests.audit_references import hull_reference
 
 BLOG_W = np.array([[1.0, 2.0], [2.0, 1.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
 
 
 # ---------------------------------------------------------------- naive references (test-only)
-def hull_reference(weight, bias, k):
-    """Unbounded inputs: k is unargmaxable iff some a >= 0, sum a = 1 over i != k has
-    sum a_i w_i = w_k and sum a_i (b_k - b_i) <= 0 (minimise the latter over that polytope)."""
-    others = np.array([i for i in range(len(weight)) if i != k])
-    a_eq = np.vstack([weight[others].T, np.ones((1, len(others)))])
-    b_eq = np.concatenate([weight[k], [1.0]])
-    cost = np.zeros(len(others)) if bias is None else bias[k] - bias[others]
-    res = linprog(cost, A_eq=a_eq, b_eq=b_eq, bounds=(0, None), method="highs")
-    if res.status == 2:  # infeasible: w_k is a vertex of the hull, so it wins
-        return True
-    return res.fun > 1e-9
-
-
 def box_reference(weight, bias, k, box):
     """|z|_inf <= box: maximise t with (w_k - w_i).z + b_k - b_i >= t for ALL i != k."""
     others = np.array([i for i in range(len(weight)) if i != k])
