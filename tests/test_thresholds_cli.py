@@ -45,9 +45,9 @@ def fit(tmp_path, probs_file, labels_file, *extra):
     return code, (np.load(out) if code == 0 else None)
 
 
-def apply(probs_file, weights_file, capsys):
+def apply(probs_file, weights_file, capsys, *extra):
     code = main(["thresholds", "apply", "--probs", str(probs_file), "--weights",
-                 str(weights_file)])
+                 str(weights_file), *extra])
     captured = capsys.readouterr()
     printed = [int(line) for line in captured.out.split()] if code == 0 else None
     return code, printed, captured.err
@@ -73,43 +73,59 @@ def test_fit_then_apply_round_trip(problem, tmp_path, capsys):
 
 @pytest.mark.parametrize("index", [False, True])
 def test_pandas_csv_files_fit_and_apply_like_the_arrays(problem, tmp_path, capsys, index):
-    # to_csv(index=False): a numeric header 0,1,2,3 that must not become a data row;
-    # to_csv(): the same header after an empty cell, and an index column that must not become
-    # a class
+    # to_csv(): a header ",0,1,2,3" (non-numeric: a header by itself) over an index column that
+    # must not become a class; to_csv(index=False): a numeric header 0,1,2,3, a header only when
+    # the user says so with --header
     probs, labels = problem
     (tmp_path / "p.csv").write_text(pandas_csv(probs, index=index))
     (tmp_path / "y.csv").write_text(pandas_csv(labels, index=index))
-    code, weights = fit(tmp_path, tmp_path / "p.csv", tmp_path / "y.csv")
+    flag = [] if index else ["--header"]
+    code, weights = fit(tmp_path, tmp_path / "p.csv", tmp_path / "y.csv", *flag)
     assert code == 0
     _, reference = fit(tmp_path, tmp_path / "probs.npy", tmp_path / "labels.csv")
     np.testing.assert_allclose(weights, reference)
     capsys.readouterr()
     np.save(tmp_path / "w.npy", weights)
-    code, printed, err = apply(tmp_path / "p.csv", tmp_path / "w.npy", capsys)
+    code, printed, err = apply(tmp_path / "p.csv", tmp_path / "w.npy", capsys, *flag)
     assert code == 0 and printed == naive_predictions(probs, weights)  # N predictions, not N + 1
-    assert "header" in err and (("index" in err) == index)
+    assert "read as a header" in err and (("row index" in err) == index)
 
 
 def test_header_of_class_names_that_are_numbers(problem, tmp_path, capsys):
+    # column names 1,2,3,4 over probabilities: data unless --header (changed: they were taken
+    # for a header on their own, being integers over non-integer data)
     probs, labels = problem
     (tmp_path / "p.csv").write_text(pandas_csv(probs, index=False, column_names=list("1234")))
-    code, weights = fit(tmp_path, tmp_path / "p.csv", tmp_path / "labels.csv")
+    code, _ = fit(tmp_path, tmp_path / "p.csv", tmp_path / "labels.csv")
+    err = capsys.readouterr().err
+    assert code == 2 and "has 301 rows" in err and "has 300 labels" in err
+    assert "pass --header probs" in err
+    code, weights = fit(tmp_path, tmp_path / "p.csv", tmp_path / "labels.csv", "--header")
     assert code == 0
     capsys.readouterr()
-    assert apply(tmp_path / "p.csv", tmp_path / "w.npy", capsys)[1] == naive_predictions(
-        probs, weights)
+    assert apply(tmp_path / "p.csv", tmp_path / "w.npy", capsys, "--header")[1] == (
+        naive_predictions(probs, weights))
 
 
-def test_index_column_without_header(problem, tmp_path, capsys):
+def test_index_column_without_header_is_data(problem, tmp_path, capsys):
+    # changed: a headerless first column 0..N-1 was dropped as an index; it is data now, noted,
+    # and the error it leads to says it may be a row index
     probs, labels = problem
     (tmp_path / "p.csv").write_text(pandas_csv(probs, index=True, header=False))
     (tmp_path / "y.csv").write_text(pandas_csv(labels, index=True, header=False))
-    code, weights = fit(tmp_path, tmp_path / "p.csv", tmp_path / "y.csv")
-    assert code == 0 and weights.shape == (4,)
-    assert "row index" in capsys.readouterr().err
+    code, _ = fit(tmp_path, tmp_path / "probs.npy", tmp_path / "y.csv")
+    err = capsys.readouterr().err
+    assert code == 2 and "shape (300, 2)" in err and "row index" in err
+    np.save(tmp_path / "w.npy", np.ones(4))
+    code, _, err = apply(tmp_path / "p.csv", tmp_path / "w.npy", capsys)
+    assert code == 2 and "shape (300, 5)" in err and "if it is a row index" in err
+    assert "counts the rows (0, 1, ...) and is read as data" in err
 
 
-def test_labels_starting_with_zero_are_data_unless_a_row_too_many(problem, tmp_path, capsys):
+def test_labels_starting_with_zero_are_data_and_a_row_too_many_is_an_error(problem, tmp_path,
+                                                                          capsys):
+    # changed: a pandas header "0" over N labels was dropped because the probabilities have N
+    # rows; now the count mismatch is an error that suggests --header, which reads it
     probs, labels = problem
     labels = labels.copy()
     labels[0] = 0
@@ -117,24 +133,39 @@ def test_labels_starting_with_zero_are_data_unless_a_row_too_many(problem, tmp_p
     (tmp_path / "plain.csv").write_text("\n".join(map(str, labels)) + "\n")  # first line "0"
     (tmp_path / "pandas.csv").write_text(pandas_csv(labels, index=False))  # header "0" + N
     code, plain = fit(tmp_path, tmp_path / "probs.npy", tmp_path / "plain.csv")
-    assert code == 0
-    code, headed = fit(tmp_path, tmp_path / "probs.npy", tmp_path / "pandas.csv")
+    assert code == 0 and "300 samples" in capsys.readouterr().out
+    code, _ = fit(tmp_path, tmp_path / "probs.npy", tmp_path / "pandas.csv")
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "has 300 rows" in err and "has 301 labels" in err and "--header labels" in err
+    code, headed = fit(tmp_path, tmp_path / "probs.npy", tmp_path / "pandas.csv", "--header")
     assert code == 0
     np.testing.assert_array_equal(plain, headed)
-    assert "read as a header" in capsys.readouterr().err
+    assert "read as a header (--header)" in capsys.readouterr().err
 
 
 def test_integer_probabilities_with_a_pandas_header(tmp_path, capsys):
-    # one-hot integer scores: "0,1,2" above them is ambiguous; the labels' row count decides
+    # one-hot integer scores under "0,1,2" (changed: the labels' row count decided that it was a
+    # header): without --header they are data, and the count mismatch is an error
     probs = np.eye(3, dtype=int)[[0, 1, 2, 2, 1, 0, 1]]
     labels = np.array([0, 1, 2, 1, 1, 0, 2])
     (tmp_path / "p.csv").write_text(pandas_csv(probs, index=False))
     (tmp_path / "y.csv").write_text("\n".join(map(str, labels)) + "\n")
-    code, weights = fit(tmp_path, tmp_path / "p.csv", tmp_path / "y.csv")
-    assert code == 0 and weights.shape == (3,)
-    capsys.readouterr()
-    code, printed, err = apply(tmp_path / "p.csv", tmp_path / "w.npy", capsys)
+    code, _ = fit(tmp_path, tmp_path / "p.csv", tmp_path / "y.csv")
+    err = capsys.readouterr().err
+    assert code == 2 and "8 rows" in err and "7 labels" in err and "--header probs" in err
+    assert "first line 0,1,2 read as data" in err
+    code, _ = fit(tmp_path, tmp_path / "p.csv", tmp_path / "y.csv", "--header")  # both files
+    err = capsys.readouterr().err
+    assert code == 2 and "8 rows" not in err and "6 labels" in err
+    assert "name only the other files after --header" in err
+    code, weights = fit(tmp_path, tmp_path / "p.csv", tmp_path / "y.csv", "--header", "probs")
+    assert code == 0 and weights.shape == (3,) and "7 samples" in capsys.readouterr().out
+    code, printed, err = apply(tmp_path / "p.csv", tmp_path / "w.npy", capsys, "--header", "probs")
     assert printed == naive_predictions(probs, weights) and "header" in err
+    code, printed, err = apply(tmp_path / "p.csv", tmp_path / "w.npy", capsys)
+    assert printed == naive_predictions([[0, 1, 2], *probs], weights)  # told: the line is data
+    assert "first line 0,1,2 read as data" in err
 
 
 @pytest.mark.parametrize("layout", ["csv_row", "npy_1d", "npy_row"])
@@ -197,7 +228,8 @@ def test_bad_files_give_a_clear_error(setup, message, tmp_path, capsys):
 def test_fit_reports_label_problems(problem, tmp_path, capsys):
     (tmp_path / "few.csv").write_text("0\n1\n")
     assert fit(tmp_path, tmp_path / "probs.npy", tmp_path / "few.csv")[0] == 2
-    assert "labels has 2 entries" in capsys.readouterr().err
+    err = capsys.readouterr().err  # changed: the CLI names both files and counts
+    assert "has 300 rows" in err and "few.csv has 2 labels" in err
     assert main(["thresholds", "fit", "--probs", str(tmp_path / "probs.npy"), "--labels",
                  str(tmp_path / "labels.csv"), "--out", str(tmp_path / "w.txt")]) == 2
     assert "expected a .npy or .csv file name" in capsys.readouterr().err
@@ -286,3 +318,176 @@ def test_an_unwritable_output_fails_before_reading_inputs(tmp_path, capsys):
     code = main(["thresholds", "fit", "--probs", str(tmp_path / "missing.npy"), "--labels",
                  str(tmp_path / "missing.csv"), "--out", str(blocker / "w.npy")])
     assert code == 2 and "cannot write" in capsys.readouterr().err
+
+
+# The rules of the CSV reader, end to end (user report: silent header guesses shifted rows)
+
+
+def write_rows(path, rows, *, encoding="utf-8"):
+    path.write_text("".join(",".join(map(str, row)) + "\n" for row in rows), encoding=encoding)
+    return path
+
+
+def separable(n_rows, n_classes=3, seed=2):
+    """Probabilities whose argmax is the label (argmax accuracy 1.0), and the labels, the first
+    one 0."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, n_classes, size=n_rows)
+    labels[0] = 0
+    labels[1:n_classes + 1] = np.arange(n_classes)
+    probs = rng.uniform(0.05, 0.3, size=(n_rows, n_classes))
+    probs[np.arange(n_rows), labels] = 0.6
+    return np.round(probs / probs.sum(axis=1, keepdims=True), 6), labels
+
+
+def test_a_stray_labels_row_is_an_error_not_a_shift(tmp_path, capsys):
+    # the report: labels with one stray row at the end, first label 0; the 0 was dropped as a
+    # "pandas header" and every label shifted by one
+    probs, labels = separable(40)
+    np.save(tmp_path / "p.npy", probs)
+    write_rows(tmp_path / "stray.csv", [[y] for y in [*labels, 1]])
+    code, _ = fit(tmp_path, tmp_path / "p.npy", tmp_path / "stray.csv")
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "p.npy has 40 rows" in err and "stray.csv has 41 labels" in err
+    assert err.strip().splitlines()[-1].startswith("logitkit thresholds: error: ")
+    write_rows(tmp_path / "y.csv", [[y] for y in labels])  # the same without the stray row
+    code, _ = fit(tmp_path, tmp_path / "p.npy", tmp_path / "y.csv")
+    out = capsys.readouterr().out
+    assert code == 0 and "40 samples" in out and "argmax 1.000000 -> weighted 1.000000" in out
+    write_rows(tmp_path / "short.csv", [[y] for y in labels[1:]])
+    code, _ = fit(tmp_path, tmp_path / "p.npy", tmp_path / "short.csv")
+    err = capsys.readouterr().err
+    assert code == 2 and "has 40 rows" in err and "has 39 labels" in err
+
+
+def test_a_headerless_zero_one_file_keeps_its_first_row(tmp_path, capsys):
+    # 0/1 scores whose first row is "0,1" (and labels whose first is 0) are data: no row lost
+    onehot = [[0, 1], [0, 1], [1, 0], [0, 1], [1, 0], [1, 0], [0, 1], [1, 0], [0, 1], [1, 0]]
+    labels = [0, 1, 0, 1, 0, 0, 1, 1, 1, 0]
+    write_rows(tmp_path / "p.csv", onehot)
+    write_rows(tmp_path / "y.csv", [[y] for y in labels])
+    code, weights = fit(tmp_path, tmp_path / "p.csv", tmp_path / "y.csv")
+    captured = capsys.readouterr()
+    assert code == 0 and "10 samples, 2 classes" in captured.out
+    assert "argmax 0.800000" in captured.out  # rows 0 and 7 are missed: 8 of 10
+    assert "first line 0,1 read as data" in captured.err
+    code, printed, _ = apply(tmp_path / "p.csv", tmp_path / "w.npy", capsys)
+    assert code == 0 and printed == naive_predictions(onehot, weights) and len(printed) == 10
+
+
+@pytest.mark.parametrize("header", [None, ["p0", "p1", "p2"], ['"class, a"', '"b"', "c"]])
+def test_apply_on_an_excel_csv_utf8_file_gives_one_prediction_per_row(tmp_path, capsys, header):
+    # a byte-order mark before the first line must not make it a header (40 rows: 40
+    # predictions, in order)
+    probs, _ = separable(40, seed=3)
+    rows = ([header] if header else []) + probs.tolist()
+    write_rows(tmp_path / "p.csv", rows, encoding="utf-8-sig")
+    assert (tmp_path / "p.csv").read_bytes().startswith(b"\xef\xbb\xbf")
+    weights = [1.0, 0.5, 2.0]
+    write_rows(tmp_path / "w.csv", [[w] for w in weights])
+    code, printed, err = apply(tmp_path / "p.csv", tmp_path / "w.csv", capsys)
+    assert code == 0 and printed == naive_predictions(probs, weights) and len(printed) == 40
+    assert ("read as a header" in err) == (header is not None)
+
+
+def test_a_quoted_header_with_commas_is_one_cell_per_column(tmp_path, capsys):
+    probs, _ = separable(12, seed=4)
+    text = '"class, a","class, b", "class, c"\n' + "".join(
+        ",".join(map(str, row)) + "\n" for row in probs.tolist())
+    (tmp_path / "p.csv").write_text(text)
+    np.save(tmp_path / "w.npy", np.array([1.0, 3.0, 1.0]))
+    code, printed, err = apply(tmp_path / "p.csv", tmp_path / "w.npy", capsys)
+    assert code == 0 and printed == naive_predictions(probs, [1.0, 3.0, 1.0])
+    assert "non-numeric cell 'class, a'" in err
+
+
+def test_header_flag_reads_numeric_column_names(tmp_path, capsys):
+    probs, _ = separable(6, seed=5)
+    write_rows(tmp_path / "p.csv", [[1, 2, 3], *probs.tolist()])  # class names 1,2,3
+    write_rows(tmp_path / "w.csv", [[1], [1], [4]])  # headerless: only probs has a header
+    weights = [1, 1, 4]
+    code, printed, err = apply(tmp_path / "p.csv", tmp_path / "w.csv", capsys, "--header",
+                               "probs")
+    assert code == 0 and printed == naive_predictions(probs, weights)
+    assert "line 1 read as a header (--header)" in err
+    code, printed, err = apply(tmp_path / "p.csv", tmp_path / "w.csv", capsys)
+    assert code == 0 and printed == naive_predictions([[1, 2, 3], *probs], weights)
+    assert "first line 1,2,3 read as data" in err
+    code, _, err = apply(tmp_path / "p.csv", tmp_path / "w.csv", capsys, "--header")
+    assert code == 2 and "has 2 entries" in err and "--header made the first line" in err
+
+
+def test_a_pandas_header_on_the_weights_or_prior_needs_header(problem, tmp_path, capsys):
+    probs, labels = problem
+    write_rows(tmp_path / "w.csv", [[0], [1.0], [1.0], [1.0], [9.0]])  # to_csv(index=False)
+    np.save(tmp_path / "p.npy", probs)
+    code, _, err = apply(tmp_path / "p.npy", tmp_path / "w.csv", capsys)
+    assert code == 2 and "has 5 entries" in err and "pass --header weights" in err
+    code, printed, _ = apply(tmp_path / "p.npy", tmp_path / "w.csv", capsys, "--header")
+    assert code == 0 and printed == naive_predictions(probs, [1, 1, 1, 9])
+    write_rows(tmp_path / "prior.csv", [[0], [25], [25], [25], [25]])
+    args = ("--shrink", "1", "--train-prior", str(tmp_path / "prior.csv"))
+    code, _ = fit(tmp_path, tmp_path / "probs.npy", tmp_path / "labels.csv", *args)
+    err = capsys.readouterr().err
+    assert code == 2 and "has 5 entries" in err and "--header train-prior" in err
+    code, _ = fit(tmp_path, tmp_path / "probs.npy", tmp_path / "labels.csv", *args, "--header",
+                  "train-prior")
+    assert code == 0
+
+
+@pytest.mark.parametrize("text", ["0.2;0.8\n0.1;0.9\n", "0,2;0,8\n0,1;0,9\n", "a;b\n0.2;0.8\n",
+                                  "0.2;0.8\n", "0.2\t0.8\n0.1\t0.9\n"])
+def test_semicolon_or_tab_separated_files_are_a_clear_error(tmp_path, capsys, text):
+    (tmp_path / "p.csv").write_text(text)
+    np.save(tmp_path / "w.npy", np.ones(2))
+    code, _, err = apply(tmp_path / "p.csv", tmp_path / "w.npy", capsys)
+    assert code == 2 and "must be separated by ','" in err
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("x,y\n0.5,0.5\n\n0.5,oops\n", "line 4, column 2: non-numeric cell 'oops'"),
+        ("0.5,0.5\n0.5,\n", "line 2, column 2: empty cell"),
+        ("0.5,,0.5\n0.5,0.1,0.4\n", "line 1, column 2: empty cell"),  # not a header
+        ("0.5,0.5\n0.5,0.5\n0.5\n", "line 3 has 1, line 1 has 2"),
+        ('"a\nb",c\n0.5,0.5\n1,2,3\n', "line 4 has 3, line 2 has 2"),  # a cell over two lines
+        ("\ufeffa,b\n0.5,1e-3\n0.5,1_000\n", "line 3, column 2: non-numeric cell '1_000'"),
+        ("a,b\n1,2,3\n", "a row index column without a header cell"),  # R's write.table
+    ],
+)
+def test_errors_name_the_line_and_column(tmp_path, capsys, text, message):
+    (tmp_path / "p.csv").write_text(text)
+    np.save(tmp_path / "w.npy", np.ones(2))
+    code, _, err = apply(tmp_path / "p.csv", tmp_path / "w.npy", capsys)
+    assert code == 2 and message in err
+
+
+@pytest.mark.parametrize("first", ["", "Unnamed: 0", "index", '"Index"', "id"])
+def test_only_a_header_drops_an_index_column(tmp_path, capsys, first):
+    probs, _ = separable(5, seed=6)
+    rows = [[first, "a", "b", "c"], *([i, *row] for i, row in enumerate(probs.tolist()))]
+    write_rows(tmp_path / "p.csv", rows)
+    np.save(tmp_path / "w.npy", np.array([2.0, 1.0, 1.0]))
+    code, printed, err = apply(tmp_path / "p.csv", tmp_path / "w.npy", capsys)
+    if first == "id":  # a column like any other: kept, and the error says what it may be
+        assert code == 2 and "shape (5, 4)" in err and "if it is a row index" in err
+    else:
+        assert code == 0 and printed == naive_predictions(probs, [2.0, 1.0, 1.0])
+        assert "read as a row index and dropped" in err
+
+
+def test_blank_and_empty_cell_lines_are_skipped_and_noted(tmp_path, capsys):
+    (tmp_path / "p.csv").write_text("a,b\n0.2,0.8\n\n , \n0.9,0.1\n,\n,\n")  # Excel's ",,"
+    np.save(tmp_path / "w.npy", np.ones(2))
+    code, printed, err = apply(tmp_path / "p.csv", tmp_path / "w.npy", capsys)
+    assert code == 0 and printed == [1, 0]
+    assert "2 blank line(s) skipped (line 3, 4)" in err
+
+
+def test_a_file_that_is_not_utf8_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "p.csv").write_bytes("classé,b\n0.2,0.8\n".encode("latin-1"))
+    np.save(tmp_path / "w.npy", np.ones(2))
+    code, _, err = apply(tmp_path / "p.csv", tmp_path / "w.npy", capsys)
+    assert code == 2 and "is not UTF-8 text" in err

@@ -1,15 +1,33 @@
 """``logitkit thresholds fit|apply``: decision weights or a binary threshold on .npy/.csv files.
 
     logitkit thresholds fit --probs P --labels L [--metric M] [--method X] [--shrink S]
-                            [--train-prior T] --out weights.npy
-    logitkit thresholds apply --probs P --weights W [--out preds.npy|preds.csv]
+                            [--train-prior T] [--header [FILE ...]] --out weights.npy
+    logitkit thresholds apply --probs P --weights W [--header [FILE ...]]
+                              [--out preds.npy|preds.csv]
 
 Multi-class: probabilities are (N, n) non-negative scores, labels N integer class ids in [0, n),
 weights n numbers, predictions ``argmax(probs * weights)``; ``apply`` takes any number of rows,
-one included. Binary: ``--probs`` holds one score per sample (a 1-D array or a single column, any
-real numbers), labels are 0/1, ``fit`` writes a single threshold ``t`` (exact, metric "accuracy"
-or "f1") and ``apply`` predicts ``score >= t``. CSV files may carry a header and an index column
-as pandas writes them (``_files``); what was read as a header or an index is said on stderr.
+one included, and gives one prediction per row, in order. Binary: ``--probs`` holds one score per
+sample (a 1-D array or a single column, any real numbers), labels are 0/1, ``fit`` writes a single
+threshold ``t`` (exact, metric "accuracy" or "f1") and ``apply`` predicts ``score >= t``.
+
+CSV files are read by ``_files`` (Python's ``csv`` module, UTF-8 with or without a byte-order
+mark, commas only). Nothing is guessed:
+
+* a first line with a text cell (``a,b``; ``"class, a"``) or an empty first cell before others
+  (pandas' ``,0,1``) is a header; a first line of numbers only is data unless ``--header`` says
+  it is a header: bare ``--header``, the first line of every CSV input; ``--header probs labels``
+  (names among probs, labels, train-prior for ``fit``; probs, weights for ``apply``), of those
+  files only;
+* a first column is a row index, dropped, only when the header's first cell is empty (pandas'
+  ``to_csv()``), ``Unnamed: 0`` or ``index``; otherwise it is data;
+* ``fit``: probabilities and labels must have as many rows, else an error gives both counts (and
+  suggests ``--header`` when a numeric first line makes the difference of one); likewise the
+  weights of ``apply`` and the ``--train-prior`` of ``fit`` must have one entry per class.
+
+What was read as a header or an index, a first line of integers read as data and skipped blank
+lines are said on stderr; lines of different widths and non-numeric or empty cells are errors
+that name the line (and column).
 """
 
 from __future__ import annotations
@@ -25,8 +43,8 @@ from logitkit.thresholds._files import (
     as_matrix,
     as_vector,
     check_out,
+    index_hint,
     read_table,
-    resolve_header,
     write_array,
 )
 from logitkit.thresholds.metrics import (
@@ -45,6 +63,10 @@ from logitkit.thresholds.search import (
 )
 
 _METRICS = tuple(dict.fromkeys(CLASS_METRICS + BINARY_METRICS))
+_HEADER_HELP = ("the first line of every CSV input (with names, e.g. '--header probs', of those "
+                "inputs only) is a header, even when it is all numbers (pandas' column names "
+                "0,1,...). Without it a first line of numbers is data; one with text, or with an "
+                "empty first cell (pandas' index), is always a header")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -65,6 +87,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                           "(with --train-prior) or toward plain argmax")
     fit.add_argument("--train-prior", type=Path, default=None,
                      help="n class frequencies or counts of the model's training data")
+    fit.add_argument("--header", nargs="*", choices=("probs", "labels", "train-prior"),
+                     default=None, metavar="FILE", help=_HEADER_HELP)
     fit.add_argument("--out", type=Path, required=True,
                      help="weights (or threshold) file, .npy or .csv")
     apply = actions.add_parser(
@@ -73,6 +97,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                        help="(N, n) probabilities, or N binary scores")
     apply.add_argument("--weights", type=Path, required=True,
                        help="n weights (or the threshold) from `fit`")
+    apply.add_argument("--header", nargs="*", choices=("probs", "weights"), default=None,
+                       metavar="FILE", help=_HEADER_HELP)
     apply.add_argument("--out", type=Path, default=None,
                        help="predictions file (.npy or .csv); default: print them")
     parser.set_defaults(handler=run)
@@ -87,10 +113,12 @@ def run(args: argparse.Namespace) -> int:
 def _fit(args: argparse.Namespace) -> int:
     check_out(args.out)
     shrink = _parse_shrink(args.shrink)
-    probs_table, labels_table = _same_rows(read_table(args.probs, single_column=False),
-                                           read_table(args.labels, single_column=True))
+    probs_table = _read(args, "probs")
+    labels_table = _read(args, "labels")
     probs = as_matrix(probs_table, "--probs")
-    labels = as_int_labels(as_vector(labels_table, "--labels"), name=f"labels in {args.labels}")
+    labels = as_vector(labels_table, "--labels")
+    _check_rows(args, probs_table, probs.shape[0], labels_table, labels.size)
+    labels = as_int_labels(labels, name=f"labels in {args.labels}")
     if probs.ndim == 1:
         return _fit_binary(args, probs, labels)
     if args.metric not in CLASS_METRICS:
@@ -99,9 +127,12 @@ def _fit(args: argparse.Namespace) -> int:
     check_probs(probs, name=f"--probs {args.probs}")
     prior = None
     if args.train_prior is not None:
-        prior_table = read_table(args.train_prior, single_column=True)
-        _say(prior_table)
-        prior = as_vector(resolve_header(prior_table, probs.shape[1]), "--train-prior")
+        prior_table = _read(args, "train-prior")
+        prior = as_vector(prior_table, "--train-prior")
+        if prior.size != probs.shape[1]:
+            hint = _header_hint(args, prior_table, "train-prior", prior.size, probs.shape[1])
+            raise ValueError(f"--train-prior {args.train_prior} has {prior.size} entries but "
+                             f"--probs {args.probs} has {probs.shape[1]} classes{hint}")
     weights = fit_class_weights(probs, labels, metric=args.metric, method=args.method,
                                 shrink=shrink, train_prior=prior)
     n = probs.shape[1]
@@ -122,25 +153,42 @@ def _parse_shrink(text: str | None) -> float | str | None:
         raise ValueError(f"--shrink must be 'cv' or a number in [0, 1], got {text!r}") from None
 
 
-def _same_rows(probs: Table, labels: Table) -> tuple[Table, Table]:
-    """Resolve ambiguous first rows (``0..k-1``, maybe pandas' column names) so that both files
-    have as many rows; both ambiguous: both headers."""
-    options = [(1, 1), (0, 0), (1, 0), (0, 1)]
-    for drop_probs, drop_labels in options:
-        if (drop_probs and not probs.maybe_header) or (drop_labels and not labels.maybe_header):
-            continue
-        if probs.data.shape[0] - drop_probs == labels.data.shape[0] - drop_labels:
-            probs = probs.without_first_row() if drop_probs else probs
-            labels = labels.without_first_row() if drop_labels else labels
-            break
-    _say(probs)
-    _say(labels)
-    return probs, labels
-
-
-def _say(table: Table) -> None:
+def _read(args: argparse.Namespace, name: str) -> Table:
+    """Read the input ``--name``, with a header if ``--header`` (bare, or naming it) says so;
+    print the reader's notes."""
+    table = read_table(getattr(args, name.replace("-", "_")), header=_header(args, name))
     for note in table.notes:
         print(f"note: {note}", file=sys.stderr)
+    return table
+
+
+def _header(args: argparse.Namespace, name: str) -> bool:
+    """``--header`` given bare (every CSV input) or naming ``name``."""
+    return args.header is not None and (not args.header or name in args.header)
+
+
+def _check_rows(args: argparse.Namespace, probs: Table, n_probs: int, labels: Table,
+                n_labels: int) -> None:
+    """Probabilities and labels pair up row by row: a different count is an error."""
+    if n_probs == n_labels:
+        return
+    hint = (_header_hint(args, probs, "probs", n_probs, n_labels)
+            or _header_hint(args, labels, "labels", n_labels, n_probs))
+    raise ValueError(f"--probs {args.probs} has {n_probs} rows but --labels {args.labels} has "
+                     f"{n_labels} labels; they must match row by row{hint}")
+
+
+def _header_hint(args: argparse.Namespace, table: Table, name: str, count: int,
+                 expected: int) -> str:
+    """Why ``table`` may hold ``count`` entries where ``expected`` are needed: a header line read
+    as data (one too many), or one that ``--header`` made a header (one too few)."""
+    if count == expected + 1 and table.first_line_is_data:
+        return (f" (the first line of {table.path}, all numbers, was read as data: if it is a "
+                f"header, pass --header {name})")
+    if count == expected - 1 and table.header and _header(args, name):
+        return (f" (--header made the first line of {table.path} a header: if it is data, "
+                f"name only the other files after --header)")
+    return ""
 
 
 def _fit_binary(args: argparse.Namespace, scores: np.ndarray, labels: np.ndarray) -> int:
@@ -161,13 +209,8 @@ def _fit_binary(args: argparse.Namespace, scores: np.ndarray, labels: np.ndarray
 def _apply(args: argparse.Namespace) -> int:
     if args.out is not None:
         check_out(args.out)
-    probs_table = read_table(args.probs, single_column=False)
-    weights_table = read_table(args.weights, single_column=True)
-    probs_table = resolve_header(probs_table)
-    columns = probs_table.data.shape[1] if probs_table.data.ndim == 2 else None
-    weights_table = resolve_header(weights_table, columns)
-    _say(probs_table)
-    _say(weights_table)
+    probs_table = _read(args, "probs")
+    weights_table = _read(args, "weights")
     weights = as_vector(weights_table, "--weights")
     if weights.size == 1:  # a binary threshold: one score per sample, any real numbers
         scores = as_vector(probs_table, "--probs")
@@ -179,9 +222,13 @@ def _apply(args: argparse.Namespace) -> int:
         if probs.ndim == 1 and probs.size == weights.size:  # one sample saved as a 1-D array
             probs = probs[None, :]
         if probs.ndim != 2 or probs.shape[1] != weights.size:
+            columns = probs.shape[1] if probs.ndim == 2 else 0
+            hint = _header_hint(args, weights_table, "weights", weights.size, columns)
+            if not hint and columns == weights.size + 1:
+                hint = index_hint(probs_table)
             raise ValueError(f"--probs {args.probs} has shape {probs.shape} but --weights "
                              f"{args.weights} has {weights.size} entries: expected (N, "
-                             f"{weights.size}) probabilities")
+                             f"{weights.size}) probabilities{hint}")
         check_probs(probs, name=f"--probs {args.probs}")
         preds = apply_class_weights(probs, weights)
     if args.out is None:
