@@ -193,6 +193,37 @@ def test_evaluator_rejects_empty_inputs():
         TunedThresholdEvaluator(dev, swaps=swaps.subset([]))
 
 
+def test_evaluator_with_binary_labels_is_not_perfect_and_matches_sentence_transformers(
+        tiny_model_dir):
+    st_evaluation = pytest.importorskip("sentence_transformers.sentence_transformer.evaluation")
+    first, second = [*TOY_A, *TOY_B], [*TOY_B, *TOY_A[::-1]]
+    labels = np.array([1, 0, 1, 0, 1, 0, 1, 1, 0, 1, 0, 0, 1, 0, 1, 0])
+    pairs = PairSet(first, second, labels.astype(float))
+    model = load_bi_encoder(tiny_model_dir)
+    metrics = TunedThresholdEvaluator(pairs)(model)
+    scores = pair_scores(model, first, second)
+    best = max(np.mean((scores >= t) == (labels == 1)) for t in [*scores, np.inf])
+    assert best < 1  # a random tiny model: a perfect score could only come from the 3 cutoff
+    assert metrics["dev_accuracy"] == pytest.approx(best)
+    reference = st_evaluation.BinaryClassificationEvaluator(first, second, labels.tolist(),
+                                                            write_csv=False)(model)
+    for key in ("accuracy", "f1", "precision", "recall", "ap", "mcc"):
+        assert metrics[f"dev_{key}"] == pytest.approx(reference[f"cosine_{key}"], abs=1e-6), key
+    assert metrics["f1_threshold"] == pytest.approx(reference["cosine_f1_threshold"], abs=1e-6)
+
+
+def test_evaluator_refuses_one_class_before_encoding():
+    dev, test, _ = _toy_sets()
+    scaled = PairSet(dev.sentences_a, dev.sentences_b, dev.scores / 5)  # 0-1 floats
+    with pytest.raises(ValueError, match=r"dev labels: 0 similar and 8 dissimilar .* gold >= 3"):
+        TunedThresholdEvaluator(scaled)
+    evaluator = TunedThresholdEvaluator(scaled, cutoff=0.6)
+    assert evaluator.cutoff == 0.6 and evaluator.get_config_dict() == {"cutoff": 0.6}
+    similar_test = test.subset(np.flatnonzero(test.scores >= 3))
+    with pytest.raises(ValueError, match=r"test labels: 5 similar and 0 dissimilar"):
+        TunedThresholdEvaluator(dev, similar_test)
+
+
 def test_missing_sentence_transformers_names_the_extra(monkeypatch, tiny_model_dir):
     monkeypatch.setitem(sys.modules, "sentence_transformers", None)
     with pytest.raises(ImportError, match=r"logitkit\[matching\]"):

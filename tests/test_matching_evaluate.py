@@ -1,4 +1,5 @@
-"""STS-B loader, Spearman, dev-tuned accuracy and swap-set metrics vs naive computations."""
+"""STS-B loader, Spearman, tuned thresholds and their metrics, swap-set metrics: against naive
+computations, scikit-learn and sentence-transformers' BinaryClassificationEvaluator."""
 
 import gzip
 import math
@@ -9,7 +10,12 @@ import pytest
 from logitkit.matching import (
     PairSet,
     accuracy_at,
+    average_precision,
+    best_f1,
+    binary_metrics,
     load_stsb,
+    matthews_corrcoef,
+    resolve_cutoff,
     similar_labels,
     spearman,
     swap_metrics,
@@ -67,15 +73,18 @@ def test_tuned_threshold_reaches_the_brute_force_dev_optimum():
     for trial in range(20):
         n = int(rng.integers(2, 40))
         dev_gold = rng.integers(0, 26, size=n) / 5  # STS-B steps, ties included
+        dev_gold[:2] = [1.0, 4.0]  # both classes (one class is refused, see below)
         dev_pred = np.round(dev_gold / 5 + rng.normal(scale=0.3, size=n), 1)  # ties in scores
         threshold = tune_threshold(dev_pred, dev_gold)
         candidates = [*dev_pred, np.inf]  # "similar iff score >= t" only changes at a dev score
         best = max(np.mean((dev_pred >= t) == (dev_gold >= 3)) for t in candidates)
         assert np.mean((dev_pred >= threshold) == (dev_gold >= 3)) == pytest.approx(best), trial
-    # one class only: the constant rule, with a finite threshold
+    # one class only: the constant rule would score 1.0 whatever the scores; refused
     scores = np.array([0.2, 0.9, 0.5])
-    assert accuracy_at(scores, [4.0, 3.0, 5.0], tune_threshold(scores, [4.0, 3.0, 5.0])) == 1.0
-    assert accuracy_at(scores, [1.0, 0.0, 2.9], tune_threshold(scores, [1.0, 0.0, 2.9])) == 1.0
+    with pytest.raises(ValueError, match=r"3 similar and 0 dissimilar .* gold >= 3"):
+        tune_threshold(scores, [4.0, 3.0, 5.0])
+    with pytest.raises(ValueError, match=r"0 similar and 3 dissimilar"):
+        tune_threshold(scores, [1.5, 0.5, 2.9])
 
 
 def naive_swap_metrics(paraphrase, swap, threshold):
@@ -112,8 +121,9 @@ def test_threshold_metrics_tune_on_dev_and_apply_everywhere():
     assert metrics["test_spearman"] == pytest.approx(naive_spearman(test_pred, test_gold))
     for key, value in naive_swap_metrics(paraphrase, swap, t).items():
         assert metrics[f"swap_set_{key}"] == pytest.approx(value)
-    assert set(threshold_metrics(dev_pred, dev_gold)) == {"threshold", "dev_accuracy",
-                                                          "dev_spearman"}
+    assert set(threshold_metrics(dev_pred, dev_gold)) == {
+        "threshold", "f1_threshold", "dev_accuracy", "dev_f1", "dev_precision", "dev_recall",
+        "dev_ap", "dev_mcc", "dev_spearman"}
 
 
 @pytest.mark.parametrize(
@@ -198,3 +208,148 @@ def test_real_stsb_file(shared_data):
     # the binary "similar" task is not degenerate on any split
     for pairs in splits.values():
         assert 0.2 < similar_labels(pairs.scores).mean() < 0.8
+
+
+# --- binary labels, the cutoff rule, one class refused (issue 6) ---
+
+
+def brute_force_accuracy(scores, labels):
+    """Best accuracy of "similar iff score >= t" over every t that changes a prediction."""
+    scores, labels = np.asarray(scores), np.asarray(labels)
+    return max(np.mean((scores >= t) == (labels == 1)) for t in [*scores, np.inf])
+
+
+def test_binary_labels_are_used_as_given_not_cut_at_3():
+    rng = np.random.default_rng(6)
+    labels = rng.integers(0, 2, size=80)
+    scores = 0.5 * labels + rng.normal(scale=0.4, size=80)  # overlapping classes
+    metrics = threshold_metrics(scores, labels, scores, labels)
+    best = brute_force_accuracy(scores, labels)
+    assert best < 0.95  # not separable: a perfect score could only come from the bug
+    assert metrics["dev_accuracy"] == pytest.approx(best)
+    assert metrics["test_accuracy"] == pytest.approx(best)
+    assert tune_threshold(scores, labels.astype(bool)) == metrics["threshold"]  # booleans too
+    assert similar_labels(labels).tolist() == labels.tolist()
+    assert accuracy_at(scores, labels, metrics["threshold"]) == pytest.approx(best)
+    # an explicit cutoff is applied as given: (0, 1] keeps 0/1 labels, 3 leaves one class
+    assert threshold_metrics(scores, labels, cutoff=0.5) == threshold_metrics(scores, labels)
+    with pytest.raises(ValueError, match=r"0 similar and 80 dissimilar .* gold >= 3"):
+        threshold_metrics(scores, labels, cutoff=3.0)
+
+
+def test_resolve_cutoff_rules():
+    assert resolve_cutoff([0, 1, 1, 0]) == 1.0
+    assert resolve_cutoff([True, False]) == 1.0
+    assert resolve_cutoff([0.0, 1.0], [1, 1]) == 1.0  # dev and test together
+    assert resolve_cutoff([0.0, 1.0], [0.0, 4.2]) == 3.0  # graded somewhere: STS rule for both
+    assert resolve_cutoff([0.0, 2.5, 5.0]) == 3.0
+    assert resolve_cutoff([0.2, 0.8]) == 3.0  # within 0-5: the one-class check explains it
+    assert resolve_cutoff([0, 1], cutoff=0.5) == 0.5
+    assert resolve_cutoff([-1.0, 0.5], cutoff=0) == 0.0
+    for gold in ([-1.0, 0.5, 1.0], [0.0, 50.0, 100.0]):
+        with pytest.raises(ValueError, match="explicit cutoff"):
+            resolve_cutoff(gold)
+    with pytest.raises(ValueError, match="finite"):
+        resolve_cutoff([0, 1], cutoff=float("nan"))
+
+
+@pytest.mark.parametrize(
+    ("dev_gold", "test_gold", "cutoff", "match"),
+    [
+        ([0.2, 0.8, 0.4, 0.6], None, None,
+         r"tuning labels: 0 similar and 4 dissimilar .* gold >= 3 .*\[0.2, 0.8\].*lies above"),
+        ([1, 1, 1, 1], None, None, r"4 similar and 0 dissimilar .* gold >= 1"),
+        ([0.0, 1.0, 4.0, 5.0], [3.5, 4.0, 5.0, 4.5], None,
+         r"test labels: 4 similar and 0 dissimilar"),
+        ([0, 1, 0, 1], [0, 0, 0, 0], None, r"test labels: 0 similar and 4 dissimilar"),
+        ([0.2, 0.8, 0.4, 0.6], None, 0.1, r"4 similar and 0 dissimilar .*at or below"),
+    ],
+)
+def test_one_class_after_the_cutoff_is_refused(dev_gold, test_gold, cutoff, match):
+    scores = np.array([0.1, 0.9, 0.3, 0.7])
+    test_scores = None if test_gold is None else scores[::-1]
+    with pytest.raises(ValueError, match=match):
+        threshold_metrics(scores, dev_gold, test_scores, test_gold, cutoff=cutoff)
+
+
+def test_labels_in_0_1_need_their_cutoff():
+    scores = np.array([0.1, 0.9, 0.3, 0.7, 0.5])
+    gold = np.array([0.2, 0.8, 0.4, 0.6, 0.1])
+    metrics = threshold_metrics(scores, gold, cutoff=0.5)
+    assert metrics["dev_accuracy"] == pytest.approx(brute_force_accuracy(scores, gold >= 0.5))
+
+
+# --- the metrics of sentence-transformers' BinaryClassificationEvaluator (issue 7) ---
+
+
+def _tied_problem(seed, n):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, size=n)
+    labels[:2] = [0, 1]
+    scores = np.round(0.4 * labels + rng.normal(scale=0.3, size=n), 1)  # many ties
+    return scores, labels
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_metrics_equal_sklearn_and_sentence_transformers(seed):
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    evaluation = pytest.importorskip("sentence_transformers.sentence_transformer.evaluation")
+    reference = evaluation.BinaryClassificationEvaluator
+    scores, labels = _tied_problem(seed, 12 + 9 * seed)
+    ours = best_f1(scores, labels)
+    f1, precision, recall, f1_threshold = reference.find_best_f1_and_threshold(
+        scores, labels, True)
+    assert ours == pytest.approx({"f1": f1, "precision": precision, "recall": recall,
+                                  "threshold": f1_threshold})
+    accuracy, _ = reference.find_best_acc_and_threshold(scores, labels, True)
+    metrics = threshold_metrics(scores, labels)
+    predicted = (scores >= f1_threshold).astype(int)
+    assert metrics["dev_accuracy"] == pytest.approx(accuracy)
+    assert metrics["f1_threshold"] == pytest.approx(f1_threshold)
+    assert metrics["dev_f1"] == pytest.approx(sklearn_metrics.f1_score(labels, predicted))
+    assert metrics["dev_f1"] == pytest.approx(f1)
+    assert metrics["dev_precision"] == pytest.approx(
+        sklearn_metrics.precision_score(labels, predicted))
+    assert metrics["dev_recall"] == pytest.approx(sklearn_metrics.recall_score(labels, predicted))
+    assert metrics["dev_ap"] == pytest.approx(
+        sklearn_metrics.average_precision_score(labels, scores))
+    assert metrics["dev_mcc"] == pytest.approx(sklearn_metrics.matthews_corrcoef(labels, predicted))
+
+
+def test_test_metrics_use_the_dev_thresholds():
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    dev_scores, dev_labels = _tied_problem(11, 60)
+    test_scores, test_labels = _tied_problem(12, 50)
+    test_scores[-1] = 5.0  # no dev score there: AP must still group it alone
+    metrics = threshold_metrics(dev_scores, dev_labels, test_scores, test_labels)
+    t, f1_t = metrics["threshold"], metrics["f1_threshold"]
+    predicted = (test_scores >= f1_t).astype(int)
+    assert metrics["test_accuracy"] == pytest.approx(np.mean((test_scores >= t) == test_labels))
+    expected = {
+        "f1": sklearn_metrics.f1_score(test_labels, predicted),
+        "precision": sklearn_metrics.precision_score(test_labels, predicted, zero_division=0),
+        "recall": sklearn_metrics.recall_score(test_labels, predicted),
+        "ap": sklearn_metrics.average_precision_score(test_labels, test_scores),
+        "mcc": sklearn_metrics.matthews_corrcoef(test_labels, predicted),
+    }
+    for key, value in expected.items():
+        assert metrics[f"test_{key}"] == pytest.approx(value), key
+
+
+def test_binary_metrics_edge_cases_match_sklearn():
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    scores = np.array([0.1, 0.2, 0.3, 0.4])
+    labels = np.array([0, 1, 0, 1])
+    nothing = binary_metrics(scores, labels, threshold=0.9)  # nothing predicted similar
+    assert nothing["precision"] == 0.0 and nothing["f1"] == 0.0 and nothing["mcc"] == 0.0
+    everything = binary_metrics(scores, labels, threshold=0.0)
+    assert everything["precision"] == 0.5 and everything["recall"] == 1.0
+    assert everything["mcc"] == sklearn_metrics.matthews_corrcoef(labels, [1, 1, 1, 1])
+    tied = np.full(4, 0.5)  # one group: AP = the positive rate
+    assert average_precision(tied, labels) == pytest.approx(
+        sklearn_metrics.average_precision_score(labels, tied))
+    predictions = np.array([1, 1, 0, 1])
+    assert matthews_corrcoef(labels, predictions) == pytest.approx(
+        sklearn_metrics.matthews_corrcoef(labels, predictions))
+    with pytest.raises(ValueError, match="test labels: 0 similar"):
+        binary_metrics(scores, [0, 0, 0, 0], threshold=0.2, name="test labels")

@@ -23,6 +23,8 @@ from logitkit._utils import MissingExtra
 VERBS = {
     "audit": ("logitkit.audit.cli", "can each class ever win the argmax of W z + b? (exact)"),
     "thresholds": ("logitkit.thresholds.cli", "fit or apply per-class decision weights"),
+    "pairs": ("logitkit.matching.cli", "score sentence pairs (bi- or cross-encoder); tune or "
+              "apply a similarity threshold"),
     "reproduce": ("logitkit.experiments.cli", "run the experiments and write report.md"),
     "bench": ("logitkit.bench", "run benchmark scripts; each prints one JSON object"),
 }

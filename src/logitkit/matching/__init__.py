@@ -2,15 +2,16 @@
 sentence-transformers lacks (a dev-tuned threshold evaluator, the swap-set evaluation).
 
 Models, losses and trainers come from sentence-transformers (extra ``matching``), imported only
-when an encoder or the evaluator is used, so the loss and the metrics work without it.
+when an encoder or the evaluator is used, so the loss and the metrics work without it. torch is
+imported with ``cosent_loss`` (on first use of the name), so ``logitkit pairs --help`` stays fast.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from logitkit.matching.adversarial import SwapSet, role_swap, swap_set
-from logitkit.matching.cosent import cosent_loss
 from logitkit.matching.encoders import (
     load_bi_encoder,
     load_cross_encoder,
@@ -21,7 +22,14 @@ from logitkit.matching.encoders import (
 from logitkit.matching.evaluate import (
     PairSet,
     accuracy_at,
+    average_precision,
+    best_f1,
+    binary_metrics,
+    check_both_classes,
+    is_binary,
     load_stsb,
+    matthews_corrcoef,
+    resolve_cutoff,
     similar_labels,
     spearman,
     swap_metrics,
@@ -29,14 +37,14 @@ from logitkit.matching.evaluate import (
     tune_threshold,
 )
 
-_LAZY = {"TunedThresholdEvaluator"}  # they subclass sentence-transformers
+# imported on first use: the evaluator subclasses sentence-transformers, the loss needs torch
+_LAZY = {"TunedThresholdEvaluator": "evaluators", "cosent_loss": "cosent"}
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        from logitkit.matching import evaluators
-
-        return getattr(evaluators, name)
+        module = importlib.import_module(f"logitkit.matching.{_LAZY[name]}")
+        return getattr(module, name)
     raise AttributeError(f"module 'logitkit.matching' has no attribute {name!r}")
 
 
@@ -45,13 +53,20 @@ __all__ = [
     "SwapSet",
     "TunedThresholdEvaluator",
     "accuracy_at",
+    "average_precision",
+    "best_f1",
+    "binary_metrics",
+    "check_both_classes",
     "cosent_loss",
+    "is_binary",
     "load_bi_encoder",
     "load_cross_encoder",
     "load_stsb",
+    "matthews_corrcoef",
     "max_seq_length",
     "minilm_path",
     "pair_scores",
+    "resolve_cutoff",
     "role_swap",
     "similar_labels",
     "spearman",

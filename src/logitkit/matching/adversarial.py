@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from logitkit.matching.evaluate import SIMILAR_CUTOFF, PairSet
+from logitkit.matching.evaluate import PairSet, resolve_cutoff
 
 DETERMINERS = frozenset({
     "a", "an", "the", "one", "two", "three", "four", "five", "some", "several", "many", "his",
@@ -145,12 +145,15 @@ class SwapSet:
                        [self.swapped[i] for i in indices], self.gold[indices])
 
 
-def swap_set(pairs: PairSet, *, min_score: float = SIMILAR_CUTOFF) -> SwapSet:
+def swap_set(pairs: PairSet, *, min_score: float | None = None) -> SwapSet:
     """Every role swap of a similar pair (gold >= ``min_score``), in both directions.
 
     For a pair (a, b): the triple ``(a, b, role_swap(b))`` when b can be swapped, and
-    ``(b, a, role_swap(a))`` when a can.
+    ``(b, a, role_swap(a))`` when a can. ``min_score=None``: the cutoff of
+    :func:`~logitkit.matching.resolve_cutoff` (0/1 labels: the pairs labelled 1; graded 0-5
+    labels: gold >= 3).
     """
+    min_score = resolve_cutoff(pairs.scores, cutoff=min_score)
     kept, paraphrase, swapped, gold = [], [], [], []
     for a, b, score in zip(pairs.sentences_a, pairs.sentences_b, pairs.scores, strict=True):
         if score < min_score:

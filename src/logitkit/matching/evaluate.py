@@ -1,26 +1,41 @@
 """Scored sentence pairs, the STS-B reader, and metrics: Spearman, accuracy at a tuned threshold.
 
-The binary task follows the usual STS convention: a pair is "similar" when its gold score is
-at least 3 (of 5). The decision threshold on predicted scores is tuned on dev with
-:func:`logitkit.thresholds.fit_threshold` (exact, rule "similar iff score >= t"), then applied
-on test.
+Binary task ("similar" or not) from the gold labels, by :func:`resolve_cutoff`:
+
+* labels that are all 0 or 1 are **binary**: similar iff label == 1 (no STS cutoff);
+* other (graded) labels follow the STS convention: similar iff gold >= 3, for labels on STS's
+  0-5 scale only (another scale needs an explicit ``cutoff``);
+* an explicit ``cutoff`` always means "similar iff gold >= cutoff", binary labels included (any
+  cutoff in (0, 1] keeps 0/1 labels as they are).
+
+Tuning or scoring a threshold needs both classes: when the pairs that tune it (or the test pairs)
+hold only one class after the cutoff, a ValueError names the counts and the cutoff, instead of a
+constant rule reporting a perfect score.
+
+The decision threshold on predicted scores is tuned on dev with
+:func:`logitkit.thresholds.fit_threshold` (exact, rule "similar iff score >= t"), then applied on
+test. Beside accuracy, :func:`binary_metrics` reports what sentence-transformers'
+``BinaryClassificationEvaluator`` reports: F1, precision and recall at the F1-tuned threshold
+(:func:`best_f1`), average precision and Matthews' correlation.
 """
 
 from __future__ import annotations
 
 import csv
 import gzip
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import spearmanr
 
 from logitkit.thresholds import fit_threshold
 
 STSB_SPLITS = ("train", "dev", "test")
-SIMILAR_CUTOFF = 3.0
+SIMILAR_CUTOFF = 3.0  # graded labels: similar iff gold >= 3 (STS convention, 0-5 scale)
+BINARY_CUTOFF = 1.0  # 0/1 labels: similar iff gold >= 1, i.e. label == 1
+STS_SCALE = (0.0, 5.0)
 
 
 @dataclass(frozen=True)
@@ -115,38 +130,201 @@ def _check_paired(predicted: object, gold: object) -> tuple[np.ndarray, np.ndarr
 
 def spearman(predicted: object, gold: object) -> float:
     """Spearman rank correlation of predicted vs gold scores (``scipy.stats.spearmanr``)."""
+    from scipy.stats import spearmanr  # imported here: the command line's --help stays fast
+
     predicted, gold = _check_paired(predicted, gold)
     if np.ptp(predicted) == 0 or np.ptp(gold) == 0:
         raise ValueError("Spearman correlation is undefined when all scores are equal")
     return float(spearmanr(predicted, gold).statistic)
 
 
-def similar_labels(gold: object, *, cutoff: float = SIMILAR_CUTOFF) -> np.ndarray:
-    """Binary gold labels: 1 where ``gold >= cutoff`` ("similar"), else 0."""
-    return (np.asarray(gold, dtype=np.float64) >= cutoff).astype(np.int64)
+def is_binary(gold: object) -> bool:
+    """True when every gold label is 0 or 1 (booleans included) and there is at least one."""
+    values = np.asarray(gold, dtype=np.float64).ravel()
+    return values.size > 0 and bool(np.all((values == 0) | (values == 1)))
+
+
+def resolve_cutoff(*golds: object, cutoff: float | None = None) -> float:
+    """The cutoff of "similar iff gold >= cutoff" for these gold labels (``None`` arrays skipped).
+
+    * ``cutoff`` given: used as it is, whatever the labels (0/1 labels keep their meaning for any
+      cutoff in (0, 1]; any other cutoff leaves one class, which the metrics refuse).
+    * every label 0 or 1 (all arrays together): binary, :data:`BINARY_CUTOFF` (similar = 1).
+    * graded labels within STS's [0, 5]: :data:`SIMILAR_CUTOFF` (3, the STS convention).
+    * graded labels outside [0, 5]: ValueError, the scale is unknown (pass ``cutoff``).
+    """
+    if cutoff is not None:
+        value = float(cutoff)
+        if not math.isfinite(value):
+            raise ValueError(f"cutoff must be a finite number, got {cutoff!r}")
+        return value
+    arrays = [np.asarray(gold, dtype=np.float64).ravel() for gold in golds if gold is not None]
+    values = np.concatenate(arrays) if arrays else np.empty(0)
+    if values.size == 0:
+        return SIMILAR_CUTOFF
+    if not np.isfinite(values).all():
+        raise ValueError("gold labels contain NaN or infinite values")
+    if is_binary(values):
+        return BINARY_CUTOFF
+    low, high = float(values.min()), float(values.max())
+    if low < STS_SCALE[0] or high > STS_SCALE[1]:
+        raise ValueError(
+            f"gold labels range over [{low:g}, {high:g}]: neither 0/1 labels nor STS's 0-5 "
+            f"scale, so the STS cutoff {SIMILAR_CUTOFF:g} does not apply; pass an explicit "
+            "cutoff (similar iff gold >= cutoff)"
+        )
+    return SIMILAR_CUTOFF
+
+
+def similar_labels(gold: object, *, cutoff: float | None = None) -> np.ndarray:
+    """Binary gold labels: 1 where ``gold >= cutoff`` ("similar"), else 0.
+
+    ``cutoff=None``: 0/1 labels stay as they are, graded 0-5 labels use 3 (:func:`resolve_cutoff`).
+    """
+    gold = np.asarray(gold, dtype=np.float64)
+    return (gold >= resolve_cutoff(gold, cutoff=cutoff)).astype(np.int64)
+
+
+def check_both_classes(gold: object, *, cutoff: float | None = None,
+                       name: str = "gold labels") -> np.ndarray:
+    """:func:`similar_labels`, after checking that both classes are present (else ValueError).
+
+    With one class, a tuned threshold is the constant rule and scores 1.0 whatever the model;
+    F1, average precision and MCC are undefined. The error names the counts, the cutoff and the
+    range of the labels (and says when the cutoff lies outside it: labels on another scale).
+    """
+    gold = np.asarray(gold, dtype=np.float64)
+    cutoff = resolve_cutoff(gold, cutoff=cutoff)
+    labels = (gold >= cutoff).astype(np.int64)
+    n_similar = int(labels.sum())
+    if 0 < n_similar < labels.size:
+        return labels
+    low, high = float(gold.min()), float(gold.max())
+    hint = ""
+    if cutoff > high:
+        hint = "; the cutoff lies above every label (labels on another scale need a cutoff on it)"
+    elif cutoff <= low:
+        hint = "; the cutoff lies at or below every label"
+    raise ValueError(
+        f"{name}: {n_similar} similar and {labels.size - n_similar} dissimilar pairs with "
+        f"similar iff gold >= {cutoff:g} (gold labels in [{low:g}, {high:g}]); a threshold needs "
+        f"both classes{hint}"
+    )
 
 
 def accuracy_at(predicted: object, gold: object, threshold: float, *,
-                cutoff: float = SIMILAR_CUTOFF) -> float:
-    """Accuracy of "similar iff predicted >= threshold" against "similar iff gold >= cutoff"."""
+                cutoff: float | None = None) -> float:
+    """Accuracy of "similar iff predicted >= threshold" against :func:`similar_labels` of gold."""
     predicted, gold = _check_paired(predicted, gold)
-    return float(np.mean((predicted >= threshold) == (gold >= cutoff)))
+    return float(np.mean((predicted >= threshold) == similar_labels(gold, cutoff=cutoff)))
 
 
-def tune_threshold(predicted: object, gold: object, *, cutoff: float = SIMILAR_CUTOFF) -> float:
+def tune_threshold(predicted: object, gold: object, *, cutoff: float | None = None) -> float:
     """The threshold t that maximises the accuracy of "similar iff predicted >= t" (exact).
 
-    Labels are "similar iff gold >= cutoff"; the search is
-    :func:`logitkit.thresholds.fit_threshold` (sort once, every distinct score is a candidate).
-    When every label is the same, the constant rule is exact: t = the smallest score (all
-    similar) or just above the largest (none similar). Tune it on dev, then apply it on test
-    with :func:`accuracy_at`.
+    Labels are :func:`check_both_classes` of gold (0/1 as given, graded 0-5 at 3, or
+    ``gold >= cutoff``); one class only is a ValueError. The search is
+    :func:`logitkit.thresholds.fit_threshold` (sort once, every distinct score is a candidate; the
+    midpoint between the two scores around the best cut, the lowest such t among equal
+    accuracies). Tune it on dev, then apply it on test with :func:`accuracy_at`.
     """
     predicted, gold = _check_paired(predicted, gold)
-    labels = similar_labels(gold, cutoff=cutoff)
-    if labels.min() == labels.max():
-        return float(predicted.min() if labels[0] else np.nextafter(predicted.max(), np.inf))
+    labels = check_both_classes(gold, cutoff=cutoff, name="tuning labels")
     return float(fit_threshold(predicted, labels, metric="accuracy"))
+
+
+def best_f1(predicted: object, gold: object, *, cutoff: float | None = None) -> dict[str, float]:
+    """The F1-optimal rule "similar iff predicted >= t", as sentence-transformers chooses it.
+
+    Returns ``f1``, ``precision``, ``recall`` and ``threshold``, with the conventions of
+    ``BinaryClassificationEvaluator.find_best_f1_and_threshold``: over every cut between distinct
+    scores (tied scores share a prediction), F1 = 2 TP / (TP + FP + P) is maximised (exactly, on
+    the counts); among equal F1 the highest threshold wins (fewest "similar" predictions);
+    t = the midpoint of the lowest score predicted similar and the next lower score (the lowest
+    score itself when everything is similar, or when the midpoint rounds onto the lower score).
+    Precision = TP / (TP + FP), recall = TP / P, F1 reported as 2 p r / (p + r).
+    """
+    predicted, gold = _check_paired(predicted, gold)
+    labels = check_both_classes(gold, cutoff=cutoff, name="tuning labels")
+    order = np.argsort(-predicted, kind="stable")
+    scores, sorted_labels = predicted[order], labels[order]
+    ends = np.flatnonzero(np.append(scores[1:] != scores[:-1], True))  # last of each tie group
+    tp = np.cumsum(sorted_labels)[ends]
+    n_positive = int(labels.sum())
+    best = int(np.argmax(2 * tp / (ends + 1 + n_positive)))  # first maximum: highest threshold
+    end, hits = int(ends[best]), int(tp[best])
+    threshold = float(scores[end])
+    if end + 1 < scores.size:
+        middle = (scores[end] + scores[end + 1]) / 2
+        threshold = float(middle if middle != scores[end + 1] else scores[end])
+    precision, recall = hits / (end + 1), hits / n_positive
+    return {"f1": _f1(precision, recall), "precision": precision, "recall": recall,
+            "threshold": threshold}
+
+
+def _f1(precision: float, recall: float) -> float:
+    return 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+
+
+def average_precision(predicted: object, labels: object) -> float:
+    """AP = sum_k (R_k - R_(k-1)) P_k over the distinct scores in decreasing order, R_0 = 0.
+
+    P_k and R_k are the precision and recall of "similar iff predicted >= k-th distinct score"
+    (tied scores enter together); no interpolation, as scikit-learn's
+    ``average_precision_score``. ``labels`` are 0/1 with at least one 1.
+    """
+    predicted = np.asarray(predicted, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    order = np.argsort(-predicted, kind="stable")
+    scores = predicted[order]
+    ends = np.flatnonzero(np.append(scores[1:] != scores[:-1], True))
+    tp = np.cumsum(labels[order])[ends]
+    precision, recall = tp / (ends + 1), tp / tp[-1]
+    return float(np.sum(np.diff(recall, prepend=0.0) * precision))
+
+
+def matthews_corrcoef(labels: np.ndarray, predictions: np.ndarray) -> float:
+    """MCC = (TP TN - FP FN) / sqrt((TP + FP)(TP + FN)(TN + FP)(TN + FN)); 0 if a factor is 0."""
+    tp = float(np.sum((predictions == 1) & (labels == 1)))
+    tn = float(np.sum((predictions == 0) & (labels == 0)))
+    fp = float(np.sum((predictions == 1) & (labels == 0)))
+    fn = float(np.sum((predictions == 0) & (labels == 1)))
+    denominator = math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    return (tp * tn - fp * fn) / denominator if denominator > 0 else 0.0
+
+
+def binary_metrics(predicted: object, gold: object, *, threshold: float,
+                   f1_threshold: float | None = None, cutoff: float | None = None,
+                   name: str = "gold labels") -> dict[str, float]:
+    """The metrics of sentence-transformers' ``BinaryClassificationEvaluator``, at given thresholds.
+
+    * ``accuracy``: of "similar iff predicted >= threshold";
+    * ``f1``, ``precision``, ``recall`` and ``mcc`` (Matthews' correlation): of "similar iff
+      predicted >= f1_threshold" (default: ``threshold``), precision 0 when nothing is
+      predicted similar;
+    * ``ap``: :func:`average_precision` (no threshold).
+
+    Labels are :func:`check_both_classes` of gold (one class is a ValueError naming ``name``).
+    On the pairs that tuned them (``threshold`` from :func:`tune_threshold`, ``f1_threshold``
+    from :func:`best_f1`) these are the evaluator's numbers; on held-out pairs, what the tuned
+    thresholds give there.
+    """
+    predicted, gold = _check_paired(predicted, gold)
+    labels = check_both_classes(gold, cutoff=cutoff, name=name)
+    f1_threshold = threshold if f1_threshold is None else f1_threshold
+    predictions = (predicted >= f1_threshold).astype(np.int64)
+    hits = int(np.sum(predictions & labels))
+    n_predicted = int(predictions.sum())
+    precision = hits / n_predicted if n_predicted else 0.0
+    recall = hits / int(labels.sum())
+    return {
+        "accuracy": float(np.mean((predicted >= threshold) == labels)),
+        "f1": _f1(precision, recall),
+        "precision": precision,
+        "recall": recall,
+        "ap": average_precision(predicted, labels),
+        "mcc": matthews_corrcoef(labels, predictions),
+    }
 
 
 def swap_metrics(paraphrase_scores: object, swap_scores: object, threshold: float) -> dict:
@@ -183,23 +361,34 @@ def threshold_metrics(
     paraphrase_scores: object | None = None,
     swap_scores: object | None = None,
     *,
-    cutoff: float = SIMILAR_CUTOFF,
+    cutoff: float | None = None,
 ) -> dict[str, float]:
     """The metrics of :class:`TunedThresholdEvaluator`, from scores already computed.
 
-    ``threshold`` is tuned on dev (:func:`tune_threshold`); ``dev_accuracy``, ``test_accuracy``
-    and the swap-set metrics (prefixed ``swap_set_``, see :func:`swap_metrics`) use it;
-    ``dev_spearman`` / ``test_spearman`` are rank correlations with the gold scores.
+    The cutoff is resolved once from dev and test gold together (:func:`resolve_cutoff`: 0/1
+    labels are binary, graded 0-5 labels use 3); dev and test must each hold both classes
+    (ValueError otherwise). ``threshold`` is tuned on dev for accuracy (:func:`tune_threshold`),
+    ``f1_threshold`` for F1 (:func:`best_f1`); ``dev_*`` and ``test_*`` are
+    :func:`binary_metrics` at those two thresholds (accuracy, f1, precision, recall, ap, mcc)
+    plus ``*_spearman``, the rank correlation with the gold scores. The swap-set metrics
+    (prefixed ``swap_set_``, see :func:`swap_metrics`) use ``threshold``.
     """
+    if (test_scores is None) != (test_gold is None):
+        raise ValueError("test scores and test gold labels must be given together")
+    cutoff = resolve_cutoff(dev_gold, test_gold, cutoff=cutoff)
+    if test_gold is not None:  # refuse a one-class test set before any work
+        check_both_classes(test_gold, cutoff=cutoff, name="test labels")
     threshold = tune_threshold(dev_scores, dev_gold, cutoff=cutoff)
-    metrics = {
-        "threshold": threshold,
-        "dev_accuracy": accuracy_at(dev_scores, dev_gold, threshold, cutoff=cutoff),
-        "dev_spearman": spearman(dev_scores, dev_gold),
-    }
+    f1_threshold = best_f1(dev_scores, dev_gold, cutoff=cutoff)["threshold"]
+    metrics = {"threshold": threshold, "f1_threshold": f1_threshold}
+    splits = [("dev", dev_scores, dev_gold)]
     if test_scores is not None:
-        metrics["test_accuracy"] = accuracy_at(test_scores, test_gold, threshold, cutoff=cutoff)
-        metrics["test_spearman"] = spearman(test_scores, test_gold)
+        splits.append(("test", test_scores, test_gold))
+    for split, scores, gold in splits:
+        values = binary_metrics(scores, gold, threshold=threshold, f1_threshold=f1_threshold,
+                                cutoff=cutoff, name=f"{split} labels")
+        values["spearman"] = spearman(scores, gold)
+        metrics.update({f"{split}_{key}": value for key, value in values.items()})
     if paraphrase_scores is not None:
         swaps = swap_metrics(paraphrase_scores, swap_scores, threshold)
         metrics.update({f"swap_set_{key}": value for key, value in swaps.items()})
