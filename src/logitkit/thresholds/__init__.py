@@ -11,20 +11,24 @@ from __future__ import annotations
 from typing import Any
 
 from logitkit.thresholds.search import (
+    ClassWeightFit,
     apply_class_weights,
     class_prior,
     fit_class_weights,
     fit_threshold,
     prior_ratio_weights,
+    tune_class_weights,
 )
 
 __all__ = [
+    "ClassWeightFit",
     "ClassWeightTuner",
     "apply_class_weights",
     "class_prior",
     "fit_class_weights",
     "fit_threshold",
     "prior_ratio_weights",
+    "tune_class_weights",
 ]
 
 

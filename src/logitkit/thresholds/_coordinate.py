@@ -76,7 +76,13 @@ def coordinate_ascent(
         k = int(tuned[sweeps % tuned.size])
         sweeps += 1
         stale += 1
-        candidate = best_weight(columns[k], _rival(top, k), top[0], y, sw, actual, metric)
+        rival = _rival(top, k)
+        candidate = best_weight(columns[k], rival, top[0], y, sw, actual, metric)
+        switch_off = _switch_off(columns[k], rival, top[0], y, n, metric, sample_weight)
+        if switch_off is not None and switch_off[1] > max(current, (candidate or (0, -1))[1]):
+            v[k] = -np.inf  # weight 0 beats every positive weight of class k
+            top, current, stale = _top_two(L + v), switch_off[1], 0
+            continue
         if candidate is None or candidate[1] <= current + MIN_GAIN:
             continue
         column = columns[k].log_p + candidate[0]
@@ -86,6 +92,20 @@ def coordinate_ascent(
             v[k], top, current = candidate[0], new_top, value
             stale = 0
     return v, current
+
+
+def _switch_off(column: Column, rival: tuple[np.ndarray, np.ndarray], preds: np.ndarray,
+                y: np.ndarray, n: int, metric: str,
+                sample_weight: np.ndarray | None) -> tuple[float, float] | None:
+    """``(-inf, metric)`` for weight 0 on class k, where that differs from every positive
+    weight: rows whose only non-zero product is k's then predict 0 (``np.argmax`` of zeros)
+    instead of k; None where no such row exists (a tiny weight decides alike)."""
+    r, m = rival
+    if column.k == 0 or not np.any(m[column.free] == -np.inf):
+        return None
+    switched = preds.copy()  # rows with p_ik = 0 never predict k: they keep their class
+    switched[column.free] = np.where(m[column.free] > -np.inf, r[column.free], 0)
+    return -np.inf, class_metric(y, switched, n, metric, sample_weight)
 
 
 class Column:

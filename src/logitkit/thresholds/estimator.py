@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from logitkit._utils import require
-from logitkit.thresholds.search import _fit
+from logitkit.thresholds.search import tune_class_weights
 
 try:
     from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clone
@@ -106,7 +106,9 @@ class ClassWeightTuner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
     ``fit_class_weights``, toward plain argmax); ``response_method`` ("auto": predict_proba if the
     estimator has it, else decision_function); ``random_state`` (restarts and shrinkage folds).
     Fitted attributes: ``estimator_``, ``classes_``, ``weights_``, ``shrink_`` (the shrinkage
-    applied), ``n_features_in_`` (and ``feature_names_in_``) when the estimator has them.
+    applied), ``tuned_score_`` (the metric on the held-out scores the weights were tuned on) and
+    ``score_bound_`` (an upper bound on it for any weights: ``tune_class_weights``'s bound),
+    ``n_features_in_`` (and ``feature_names_in_``) when the estimator has them.
 
     >>> from sklearn.datasets import load_wine
     >>> from sklearn.linear_model import LogisticRegression
@@ -168,11 +170,12 @@ class ClassWeightTuner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         if self.classes_.size < 2:
             raise ValueError(f"{type(self).__name__} needs at least 2 classes in y, got "
                              f"{self.classes_.tolist()}")
-        fitted = _fit(_as_probs(scores, response), y_index, metric=self.metric,
-                      method=self.method, sample_weight=fit_params.get("sample_weight"),
-                      train_prior=None, shrink=self.shrink, folds=5, restarts=None,
-                      max_rounds=100, random_state=self.random_state)
+        fitted = tune_class_weights(_as_probs(scores, response), y_index, metric=self.metric,
+                                    method=self.method,
+                                    sample_weight=fit_params.get("sample_weight"),
+                                    shrink=self.shrink, random_state=self.random_state)
         self.weights_, self.shrink_ = fitted.weights, fitted.shrink
+        self.tuned_score_, self.score_bound_ = fitted.metric, fitted.bound
         for name in ("n_features_in_", "feature_names_in_"):
             if hasattr(self.estimator_, name):
                 setattr(self, name, getattr(self.estimator_, name))

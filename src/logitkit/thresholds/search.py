@@ -2,27 +2,34 @@
 
 Binary: predict 1 iff ``score >= t``; :func:`fit_threshold` finds the best ``t`` exactly.
 
-Multi-class: predict ``argmax_j p_ij w_j`` (ties: the LOWEST index, like ``np.argmax``) with
-positive weights; :func:`fit_class_weights` tunes ``w`` for accuracy or macro-F1. Weights are
-scale-invariant; the search runs on log-weights ``v = log w`` (see :mod:`._coordinate`). Methods:
+Multi-class: predict ``argmax_j p_ij w_j`` (ties, all-zero products included: the LOWEST index,
+like ``np.argmax``) with weights ``w >= 0``: a weight may be 0 (the class is switched off), as in
+the seed's ``(tanh(t) + 1) / 2``. :func:`tune_class_weights` tunes ``w`` for accuracy or macro-F1
+and reports the metric reached, an upper bound on the best any weights reach, and so the gap;
+:func:`fit_class_weights` returns the weights alone. Weights are scale-invariant; the search runs
+on log-weights ``v = log w`` (``-inf`` for 0; see :mod:`._coordinate`). Methods:
 
-* ``"exact"`` (n <= 3): the global optimum. n = 2 is one sweep of a threshold on the ratio
-  ``p_i1 / p_i0``; n = 3 enumerates the cells of the arrangement the rule induces, O(N^2 log N)
-  (:mod:`._cells`).
-* ``"coordinate"``: exact coordinate ascent (the best weight of one class at a time, found by a
-  sorted sweep of its breakpoints) from plain argmax, from the prior ratio ``pi_val / pi_train``
-  when ``train_prior`` is given, then ``restarts`` more times from random perturbations of the
-  best point so far. A coordinate-wise optimum, best of several starts: NOT guaranteed global
-  (maximising accuracy over the weights of many classes is a maximum feasible subsystem problem,
-  for which no efficient exact method is known).
-* ``"auto"`` (default): ``"exact"`` for n = 2, and for n = 3 up to ``EXACT_AUTO_ROWS`` rows;
-  ``"coordinate"`` otherwise.
+* ``"exact"``: the global optimum, proven. n = 2: one sweep of the ratio ``p_i1 / p_i0`` and the
+  supports with a zero; n = 3: the cells of the arrangement the rule induces, O(N^2 log N)
+  (:mod:`._cells`), and every support with a zero weight (one sweep each); n >= 4: a
+  mixed-integer program solved by HiGHS (:mod:`._milp`), seconds for about a hundred rows and
+  much longer beyond (``time_limit`` cuts it: the best weights found and the bound it proved).
+* ``"coordinate"``: exact coordinate ascent (the best weight of one class at a time, 0
+  included, found by a sorted sweep of its breakpoints) from plain argmax, from the prior ratio
+  ``pi_val / pi_train`` when ``train_prior`` is given, then ``restarts`` more times from random
+  perturbations of the best point so far. A coordinate-wise optimum, best of several starts: NOT
+  guaranteed global (maximising accuracy over the weights of many classes is a maximum feasible
+  subsystem problem, NP-hard); its bound is only "every row that can be right is right".
+* ``"auto"`` (default): ``"exact"`` for n = 2, for n = 3 up to ``EXACT_AUTO_ROWS`` rows, and for
+  n >= 4 when rows x classes <= ``AUTO_EXACT_SIZE`` (after coordinate ascent, the program cut at
+  ``AUTO_TIME_LIMIT`` seconds); ``"coordinate"`` otherwise.
 * ``"powell"``: seed 002's recipe as written (:mod:`._powell`), a baseline.
 
-Every method but Powell returns the CENTRE of the decision cell it found (:func:`._cells.centre`):
-the weights that keep every validation decision with the largest log-margin, divided by their
-maximum (so ``max(w) == 1``). Weights stay within a ratio of e^700 (~1e304) of each other, so they
-remain normal floats; a decision that needs a larger ratio is out of reach.
+Every method but Powell returns the CENTRE of the decision cell it found (:func:`._cells.centre`,
+on the classes of positive weight): the weights that keep every validation decision with the
+largest log-margin, divided by their maximum (so ``max(w) == 1``). Positive weights stay within a
+ratio of e^700 (~1e304) of each other (the program's: e^40), so they remain normal floats; a
+decision that needs a larger ratio is out of reach.
 
 Over-fitting: the tuned weights fit the validation set; with a few hundred samples they fit its
 noise too. ``shrink`` moves them toward the prior ratio (or toward plain argmax), by a fixed amount
@@ -36,6 +43,7 @@ for metrics such as macro-F1 whose best decisions are not argmax even for calibr
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,6 +56,7 @@ from logitkit.thresholds._coordinate import (
     predict_log,
 )
 from logitkit.thresholds._guard import choose_shrink, shrunk
+from logitkit.thresholds._milp import centre_on_support
 from logitkit.thresholds.metrics import (
     BINARY_METRICS,
     CLASS_METRICS,
@@ -63,7 +72,7 @@ from logitkit.thresholds.metrics import (
 
 METHODS = ("auto", "exact", "coordinate", "powell")
 # "auto" runs the exact O(N^2 log N) search for 3 classes up to this many rows.
-EXACT_AUTO_ROWS = 1000
+EXACT_AUTO_ROWS = 4000
 # Restarts of the coordinate ascent by default: min(MAX_RESTARTS, RESTART_ROWS // N). Many on
 # small sets (each is cheap, and a trap costs a few samples: a large share of the metric), none
 # from RESTART_ROWS rows on (each costs O(n N log N) per round; a trap costs O(1/N)).
@@ -74,6 +83,13 @@ MAX_RESTARTS = 16
 RESTART_SCALES = (0.5, 1.0, 2.0, 4.0)
 # Cells of the exact search realised and compared (by the decision rule and the margin).
 KEEP_CELLS = 32
+# "auto" runs the exact program (n >= 4) up to this many rows x classes, cut after
+# AUTO_TIME_LIMIT seconds (measured on one core: accuracy at 100 rows x 8 classes 1.6 s,
+# macro-F1 at 50 x 5 4 s and at 16 x 5 about 1 s; the time grows steeply with the rows).
+AUTO_EXACT_SIZE = {"accuracy": 200, "macro_f1": 80}
+AUTO_TIME_LIMIT = 1.0
+# A metric within this of the proved bound counts as proven optimal (solver tolerances).
+BOUND_SLACK = 1e-9
 
 
 def apply_class_weights(probs: object, weights: object) -> np.ndarray:
@@ -140,46 +156,115 @@ def fit_class_weights(
     folds: int = 5,
     restarts: int | None = None,
     max_rounds: int = 100,
+    time_limit: float | None = None,
     random_state: int = 0,
 ) -> np.ndarray:
     """Per-class weights ``w`` (n,) maximising ``metric`` of ``argmax(probs * w)`` on the data.
 
-    ``probs``: (N, n) finite non-negative scores (need not sum to 1); ``labels``: N ids in
-    [0, n), at least two classes present (a class with no sample keeps its starting weight while
-    the others are tuned around it). ``metric``: "accuracy" or "macro_f1" (the mean F1 of the
-    classes present). ``method``: "auto", "exact" (n <= 3, global optimum), "coordinate" (best of
-    several coordinate ascents, not guaranteed global) or "powell" (seed 002's baseline, weights
-    returned as it gives them); see the module docstring. ``sample_weight``: N non-negative weights
-    of the samples in the metric. ``train_prior``: the class frequencies (or counts) the model was
-    trained on: the prior ratio ``pi_val / pi_train`` (``pi_val`` from ``labels``, smoothed by
-    :func:`class_prior`) is then a starting point and the shrinkage target. ``shrink``: None (no
-    guard), a number in [0, 1] (``log w = shrink * log w_target + (1 - shrink) * log w_tuned``) or
-    "cv" (the amount chosen on ``folds`` stratified folds; see :mod:`._guard`). ``restarts``:
-    perturbed restarts of the coordinate ascent (default ``min(16, 16000 // N)``);
-    ``max_rounds`` bounds each ascent; ``random_state`` seeds restarts and folds.
+    The weights of :func:`tune_class_weights` (same arguments), which also reports the metric
+    they reach, an upper bound on the best any weights reach, and the method used.
 
     >>> p = [[.33, .44, .22], [.4, .2, .4], [.18, .55, .27]]
     >>> w = fit_class_weights(p, [0, 2, 1])  # exact for 3 classes: all three right
     >>> apply_class_weights(p, w).tolist()
     [0, 2, 1]
     """
-    return _fit(probs, labels, metric=metric, method=method, sample_weight=sample_weight,
-                train_prior=train_prior, shrink=shrink, folds=folds, restarts=restarts,
-                max_rounds=max_rounds, random_state=random_state).weights
+    return tune_class_weights(
+        probs, labels, metric=metric, method=method, sample_weight=sample_weight,
+        train_prior=train_prior, shrink=shrink, folds=folds, restarts=restarts,
+        max_rounds=max_rounds, time_limit=time_limit, random_state=random_state).weights
 
 
 @dataclass
-class WeightFit:
-    """Weights and how they were chosen: ``shrink`` applied, out-of-fold metric of each amount."""
+class ClassWeightFit:
+    """The result of :func:`tune_class_weights`.
+
+    Attributes:
+        weights: the n weights, ``max(weights) == 1`` (Powell: as the seed returns them).
+        metric: the metric they reach on the data they were tuned on.
+        bound: an upper bound on the metric any weights reach there (see
+            :func:`tune_class_weights`); ``gap = bound - metric`` is how far from optimal they
+            can be, 0 when ``proven_optimal``.
+        proven_optimal: the search proved ``metric`` is the best any weights reach.
+        method: the method that ran ("exact", "coordinate", "coordinate+exact" or "powell").
+        shrink: the shrinkage applied; ``cv_scores``: out-of-fold metric of each amount tried.
+    """
 
     weights: np.ndarray
+    metric: float
+    bound: float
+    proven_optimal: bool
+    method: str
     shrink: float = 0.0
     cv_scores: dict[float, float] = field(default_factory=dict)
 
+    @property
+    def gap(self) -> float:
+        """``bound - metric``: the most any other weights could gain on this data."""
+        return self.bound - self.metric
 
-def _fit(probs: object, labels: object, *, metric: str, method: str, sample_weight: object,
-         train_prior: object, shrink: float | str | None, folds: int, restarts: int | None,
-         max_rounds: int, random_state: int) -> WeightFit:
+
+def tune_class_weights(
+    probs: object,
+    labels: object,
+    *,
+    metric: str = "accuracy",
+    method: str = "auto",
+    sample_weight: object = None,
+    train_prior: object = None,
+    shrink: float | str | None = None,
+    folds: int = 5,
+    restarts: int | None = None,
+    max_rounds: int = 100,
+    time_limit: float | None = None,
+    random_state: int = 0,
+) -> ClassWeightFit:
+    """Tune per-class weights ``w >= 0`` so that ``argmax(probs * w)`` maximises ``metric``.
+
+    Decision rule: ``pred_i = argmax_j probs_ij * w_j``, ties (all-zero products included) to
+    the lowest index, like ``np.argmax``. Weights may be 0 (a class switched off), as the seed's
+    ``(tanh(t) + 1) / 2`` allows. The search space of every method but Powell includes the seed's
+    whole weight space, so wherever the search is exact (``proven_optimal``) the result is never
+    below the seed's Powell recipe on the data tuned on.
+
+    Args:
+        probs: (N, n) finite non-negative scores (need not sum to 1).
+        labels: N class ids in [0, n); at least two classes present. A class with no sample keeps
+            its starting weight while the others are tuned around it.
+        metric: "accuracy" (default) or "macro_f1" (the mean F1 of the classes present).
+        method: "auto" (default), "exact", "coordinate" or "powell" (see the module docstring):
+            "exact" is the global optimum for any n (cells for n <= 3; a mixed-integer program,
+            HiGHS, for n >= 4: minutes or more beyond a few hundred rows, ``time_limit`` bounds
+            it); "auto" is exact for n <= 3 up to ``EXACT_AUTO_ROWS`` rows and for small
+            problems with n >= 4, coordinate ascent otherwise.
+        sample_weight: N non-negative weights of the samples in the metric (None: all 1).
+        train_prior: class frequencies (or counts) the model was trained on; the prior ratio
+            ``pi_val / pi_train`` is then a starting point and the shrinkage target.
+        shrink: None (default, no guard), a number in [0, 1] or "cv" (see :mod:`._guard`).
+        folds: folds of ``shrink="cv"`` (default 5).
+        restarts: perturbed restarts of the coordinate ascent (default ``min(16, 16000 // N)``).
+        max_rounds: bound on the rounds of each coordinate ascent (default 100).
+        time_limit: seconds for the mixed-integer program of "exact" (default None: until
+            proven); a run cut short keeps its best weights and reports the bound it proved.
+        random_state: seeds the restarts and the folds (default 0).
+
+    Returns:
+        A :class:`ClassWeightFit`: weights, metric, ``bound`` and ``gap``. The bound is proved:
+        the optimum itself when exact; HiGHS's dual bound when the program was cut short; else
+        the metric with every row that can be right at all counted right. The program's bound
+        covers weight ratios up to e^40 and zeros (the seed's space); weights found beyond that
+        can exceed it, and then the bound is raised to their metric.
+
+    Raises:
+        ValueError: bad shapes or values, one class only, an unknown metric or method.
+
+    Reference: the seed (post 002) tunes ``argmax(p * w)`` with scipy's Powell method; the exact
+    program is described in :mod:`._milp`.
+
+    >>> fit = tune_class_weights([[.6, .4], [.55, .45], [.2, .8]], [0, 1, 1])
+    >>> fit.metric, fit.proven_optimal
+    (1.0, True)
+    """
     check_metric(metric, CLASS_METRICS)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -187,40 +272,66 @@ def _fit(probs: object, labels: object, *, metric: str, method: str, sample_weig
         raise ValueError(f"max_rounds must be >= 1, got {max_rounds}")
     if restarts is not None and restarts < 0:
         raise ValueError(f"restarts must be >= 0, got {restarts}")
+    if time_limit is not None and not time_limit > 0:
+        raise ValueError(f"time_limit must be a positive number of seconds, got {time_limit}")
     p, y = check_probs_labels(probs, labels)
     sw = check_sample_weight(sample_weight, y.size)
     n = p.shape[1]
-    if method == "exact" and n > 3:
-        raise ValueError(f"method='exact' finds the global optimum for at most 3 classes, got {n};"
-                         " use 'auto' or 'coordinate'")
     prior = None if train_prior is None else _check_prior(train_prior, "train_prior", size=n)
     rng = np.random.default_rng(random_state)
 
-    def tune(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def tune(rows: np.ndarray) -> tuple[Tuned, np.ndarray]:
         sub_w = None if sw is None else sw[rows]
         target = (np.zeros(n) if prior is None
                   else np.log(prior_ratio_weights(prior, class_prior(y[rows], n, sub_w))))
-        v = _tune(p[rows], y[rows], sub_w, metric, method, target, restarts, max_rounds, rng)
-        return v, target
+        tuned = _tune(p[rows], y[rows], sub_w, metric, method, target, restarts, max_rounds,
+                      time_limit, rng)
+        return tuned, target
 
+    def result(weights: np.ndarray, tuned: Tuned, lam: float = 0.0,
+               scores: dict[float, float] | None = None) -> ClassWeightFit:
+        value = class_metric(y, np.argmax(p * weights, axis=1), n, metric, sw)
+        bound = max(tuned.bound, value)
+        proven = tuned.proven and lam == 0 and value >= bound - BOUND_SLACK
+        return ClassWeightFit(weights, value, bound, proven, tuned.method, lam, scores or {})
+
+    if shrink is None and method == "powell":  # as the seed returns them, not normalised
+        from logitkit.thresholds._powell import seed_powell
+
+        bound = reachable_bound(log_probs(p), y, sw, metric)
+        return result(seed_powell(p, y, metric, sw), Tuned(np.zeros(n), bound, False, "powell"))
     if shrink is None:
-        if method == "powell":  # as the seed returns them, not normalised
-            from logitkit.thresholds._powell import seed_powell
-
-            return WeightFit(seed_powell(p, y, metric, sw))
-        return WeightFit(_to_weights(tune(np.arange(y.size))[0]))
+        tuned, _ = tune(np.arange(y.size))
+        return result(_to_weights(tuned.v), tuned)
     if isinstance(shrink, str):
         if shrink != "cv":
             raise ValueError(f"shrink must be None, a number in [0, 1] or 'cv', got {shrink!r}")
         if not 2 <= folds <= y.size:
             raise ValueError(f"folds must be in [2, {y.size}] (the number of samples), got {folds}")
-        lam, scores = choose_shrink(p, y, sw, metric, tune, folds, rng)
+        lam, scores = choose_shrink(p, y, sw, metric, lambda rows: _log_weights(tune(rows)),
+                                    folds, rng)
     else:
         lam, scores = float(shrink), {}
         if not 0 <= lam <= 1:
             raise ValueError(f"shrink must be in [0, 1], got {shrink}")
-    v_tuned, v_target = tune(np.arange(y.size))
-    return WeightFit(_to_weights(shrunk(v_tuned, v_target, lam)), lam, scores)
+    tuned, v_target = tune(np.arange(y.size))
+    return result(_to_weights(shrunk(tuned.v, v_target, lam)), tuned, lam, scores)
+
+
+def _log_weights(tuned_and_target: tuple[Tuned, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    tuned, target = tuned_and_target
+    return tuned.v, target
+
+
+@dataclass
+class Tuned:
+    """Tuned log-weights (``-inf``: weight 0), the bound proved on the metric, whether the
+    search was exact, and the method that ran."""
+
+    v: np.ndarray
+    bound: float
+    proven: bool
+    method: str
 
 
 def _to_weights(v: np.ndarray) -> np.ndarray:
@@ -235,34 +346,105 @@ def _default_restarts(rows: int) -> int:
 
 
 def _tune(p: np.ndarray, y: np.ndarray, sw: np.ndarray | None, metric: str, method: str,
-          target: np.ndarray, restarts: int | None, max_rounds: int,
-          rng: np.random.Generator) -> np.ndarray:
-    """Tuned log-weights (``-inf`` for a weight of 0, Powell only)."""
+          target: np.ndarray, restarts: int | None, max_rounds: int, time_limit: float | None,
+          rng: np.random.Generator) -> Tuned:
     n = p.shape[1]
+    L = log_probs(p)
     if method == "powell":
         from logitkit.thresholds._powell import seed_powell
 
-        return log_probs(seed_powell(p, y, metric, sw))
-    L = log_probs(p)
+        return Tuned(log_probs(seed_powell(p, y, metric, sw)), reachable_bound(L, y, sw, metric),
+                     False, "powell")
     tuned = np.flatnonzero(present_classes(y, n, sw))
     free = min(tuned.size, n - 1)  # dimensions of the search (weights are scale-invariant)
-    if method == "auto":
-        exact = free <= 1 or (n == 3 and y.size <= EXACT_AUTO_ROWS)
-        method = "exact" if exact else "coordinate"
-    starts = [np.zeros(n)] if not np.any(target) else [np.zeros(n), target]
-    if method == "exact" and free <= 1:  # one sweep of one weight covers every ratio
-        v, _ = coordinate_ascent(L, y, sw, metric, np.zeros(n), tuned[-1:], 1)
-        return _centred(L, p, y, sw, metric, [predict_log(L, v)], v)
-    count = _default_restarts(y.size) if restarts is None else restarts
-    v = _multi_start(L, y, sw, metric, starts, tuned, count, max_rounds, rng)
     # classes without samples keep their relative weights: centring would move them
     can_centre = n - tuned.size <= 1
-    cells = [predict_log(L, v)] if can_centre else []
-    if method == "exact":
-        cells = [pred for _, pred in best_cells(L, y, sw, metric, KEEP_CELLS)] + cells
-    return _centred(L, p, y, sw, metric, cells, v)
+    if free <= 1 or (n == 3 and (method == "exact"
+                                 or (method == "auto" and y.size <= EXACT_AUTO_ROWS))):
+        return _exact_small(L, y, sw, metric, tuned, can_centre)
+    starts = [np.zeros(n)] if not np.any(target) else [np.zeros(n), target]
+    count = _default_restarts(y.size) if restarts is None else restarts
+    v = _multi_start(L, y, sw, metric, starts, tuned, count, max_rounds, rng)
+    v = _centred(L, y, sw, metric, [predict_log(L, v)] if can_centre else [], v)
+    exact = method == "exact" or (method == "auto" and _program_is_small(L, y, metric))
+    if not exact:
+        return Tuned(v, reachable_bound(L, y, sw, metric), False, "coordinate")
+    from logitkit.thresholds._milp import solve_exact
+
+    weights = np.ones(y.size) if sw is None else sw
+    limit = time_limit if method == "exact" else min(time_limit or AUTO_TIME_LIMIT,
+                                                     AUTO_TIME_LIMIT)
+    solution = solve_exact(L, y, weights, "accuracy" if metric == "accuracy" else "f1",
+                           tuned, limit)
+    best = _best_of(L, y, sw, metric, [v, *solution.candidates])
+    return Tuned(best, solution.bound, solution.finished,
+                 "exact" if method == "exact" else "coordinate+exact")
 
 
+def _program_is_small(L: np.ndarray, y: np.ndarray, metric: str) -> bool:
+    """Whether "auto" runs the exact program: few enough rows x classes (AUTO_EXACT_SIZE)."""
+    return y.size * L.shape[1] <= AUTO_EXACT_SIZE[metric]
+
+
+def _exact_small(L: np.ndarray, y: np.ndarray, sw: np.ndarray | None, metric: str,
+                 tuned: np.ndarray, can_centre: bool) -> Tuned:
+    """The global optimum for n <= 3 (or one free weight): the cells of the positive weights
+    (:mod:`._cells`) and every support with a zero weight (one sweep each)."""
+    n = L.shape[1]
+    options = []
+    if n == 3:
+        cells = [pred for _, pred in best_cells(L, y, sw, metric, KEEP_CELLS)]
+        options = [found[0] for found in (centre(L, pred) for pred in cells) if found is not None]
+    for support in _supports(n):
+        start = np.where(support, 0.0, -np.inf)
+        swept = np.intersect1d(np.flatnonzero(support)[1:], tuned)
+        if swept.size:  # one sweep of one weight covers every ratio of the two
+            start, _ = coordinate_ascent(L, y, sw, metric, start, swept, 1)
+        options.append(start)
+    best = _best_of(L, y, sw, metric, options)
+    if can_centre:
+        best = _centred(L, y, sw, metric, [predict_log(L, best)], best)
+    value = class_metric(y, predict_log(L, best), n, metric, sw)
+    return Tuned(best, value, True, "exact")
+
+
+def _supports(n: int) -> list[np.ndarray]:
+    """Masks of the classes with positive weight that one sweep settles: every non-empty subset
+    of one or two classes (n <= 3; an empty support decides like ``{0}``, and for n = 3 the
+    cells cover the full one)."""
+    masks = []
+    for size in (1, 2):
+        for chosen in itertools.combinations(range(n), size):
+            mask = np.zeros(n, dtype=bool)
+            mask[list(chosen)] = True
+            masks.append(mask)
+    return masks
+
+
+def reachable_bound(L: np.ndarray, y: np.ndarray, sw: np.ndarray | None, metric: str) -> float:
+    """An upper bound on the metric of any weights: every row that can be right at all is right.
+
+    Row i can be predicted k only if ``p_ik > 0`` or k = 0 (all products 0); for macro-F1 each
+    class then reaches at most ``2 a_k / (a_k + A_k)`` (``a_k``: its rows that can be right,
+    ``A_k``: all its rows, no false positive).
+    """
+    n = L.shape[1]
+    weights = np.ones(y.size) if sw is None else sw
+    can = np.isfinite(L[np.arange(y.size), y]) | (y == 0)
+    if metric == "accuracy":
+        return float(weights[can].sum() / weights.sum())
+    actual = np.bincount(y, weights=weights, minlength=n)
+    reach = np.bincount(y[can], weights=weights[can], minlength=n)
+    present = actual > 0
+    return float(np.mean(2 * reach[present] / (reach[present] + actual[present])))
+
+
+def _best_of(L: np.ndarray, y: np.ndarray, sw: np.ndarray | None, metric: str,
+             options: list[np.ndarray]) -> np.ndarray:
+    """The log-weights of ``options`` that score best by the decision rule (first of equals)."""
+    n = L.shape[1]
+    scores = [class_metric(y, predict_log(L, v), n, metric, sw) for v in options]
+    return options[int(np.argmax(scores))]
 def _multi_start(L: np.ndarray, y: np.ndarray, sw: np.ndarray | None, metric: str,
                  starts: list[np.ndarray], tuned: np.ndarray, restarts: int, max_rounds: int,
                  rng: np.random.Generator) -> np.ndarray:
@@ -281,16 +463,19 @@ def _multi_start(L: np.ndarray, y: np.ndarray, sw: np.ndarray | None, metric: st
     return best_v
 
 
-def _centred(L: np.ndarray, p: np.ndarray, y: np.ndarray, sw: np.ndarray | None, metric: str,
+def _centred(L: np.ndarray, y: np.ndarray, sw: np.ndarray | None, metric: str,
              cells: list[np.ndarray], fallback: np.ndarray) -> np.ndarray:
-    """Among the centres of ``cells`` and ``fallback`` itself, the log-weights that score best by
-    the decision rule ``argmax(p * w)``; among equals, the one with the largest margin."""
+    """Among the centres of ``cells`` (on the support of ``fallback``: its classes of positive
+    weight) and ``fallback`` itself, the log-weights that score best by the decision rule
+    ``argmax(p * w)``; among equals, the one with the largest margin."""
+    support = np.isfinite(fallback)
     options = [(fallback, 0.0)]
     for pred in cells:
-        found = centre(L, pred)
+        found = centre_on_support(L, pred, support)
         if found is not None:
             options.append(found)
-    n = p.shape[1]
+    n = L.shape[1]
+    p = np.exp(L)
     scored = [(class_metric(y, np.argmax(p * _to_weights(v), axis=1), n, metric, sw), margin, i)
               for i, (v, margin) in enumerate(options)]
     return options[max(scored)[2]][0]
