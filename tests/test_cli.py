@@ -14,7 +14,7 @@ def test_help_lists_every_verb(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    for verb in ("audit", "thresholds", "reproduce", "bench"):
+    for verb in ("audit", "thresholds", "pairs", "reproduce", "bench"):
         assert verb in text
 
 

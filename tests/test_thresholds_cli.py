@@ -294,9 +294,32 @@ def test_binary_scores_reject_multi_class_options(binary_problem, tmp_path, caps
     assert "always fitted exactly" in capsys.readouterr().err
 
 
-def test_multi_class_probs_reject_binary_f1(problem, tmp_path, capsys):
+def test_multi_class_f1_needs_a_class(problem, tmp_path, capsys):
     assert fit(tmp_path, tmp_path / "probs.npy", tmp_path / "labels.csv", "--metric", "f1")[0] == 2
-    assert "is for binary scores" in capsys.readouterr().err
+    assert "--pos-label" in capsys.readouterr().err
+
+
+def test_multi_class_f1_of_one_class_and_balanced_accuracy(problem, tmp_path, capsys):
+    probs, labels = problem
+    for extra, reference in [
+            (["--metric", "f1", "--pos-label", "2"],
+             lambda preds: naive_class_f1(labels, preds, 2)),
+            (["--metric", "balanced_accuracy"], lambda preds: naive_balanced(labels, preds))]:
+        code, weights = fit(tmp_path, tmp_path / "probs.npy", tmp_path / "labels.csv", *extra)
+        assert code == 0
+        preds = [int(np.argmax(row * weights)) for row in probs]
+        assert f"weighted {reference(preds):.6f}" in capsys.readouterr().out
+
+
+def naive_class_f1(labels, preds, c):
+    tp = sum(1 for y, p in zip(labels, preds, strict=True) if y == p == c)
+    return 2 * tp / (sum(p == c for p in preds) + sum(y == c for y in labels))
+
+
+def naive_balanced(labels, preds):
+    recalls = [np.mean([p == c for y, p in zip(labels, preds, strict=True) if y == c])
+               for c in sorted(set(labels.tolist()))]
+    return float(np.mean(recalls))
 
 
 def test_apply_does_not_import_scipy(problem, tmp_path):
@@ -491,3 +514,148 @@ def test_a_file_that_is_not_utf8_is_a_clear_error(tmp_path, capsys):
     np.save(tmp_path / "w.npy", np.ones(2))
     code, _, err = apply(tmp_path / "p.csv", tmp_path / "w.npy", capsys)
     assert code == 2 and "is not UTF-8 text" in err
+
+
+# What `fit` says about the weights it found: optimal, or how far from optimal they can be
+
+
+def zipf_problem(n_classes, n_rows, seed=1):
+    """Zipf-prior labels (every class present) and softmax probabilities with a per-class bias,
+    so that plain argmax is mis-calibrated."""
+    rng = np.random.default_rng(seed)
+    prior = 1 / np.arange(1, n_classes + 1)
+    labels = rng.choice(n_classes, size=n_rows, p=prior / prior.sum())
+    labels[:n_classes] = np.arange(n_classes)
+    logits = (rng.normal(size=(n_rows, n_classes)) + np.eye(n_classes)[labels]
+              + rng.normal(size=n_classes))
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    return probs, labels
+
+
+def naive_accuracy(probs, labels, weights):
+    right = 0
+    for row, label in zip(probs, labels, strict=True):
+        products = [p * w for p, w in zip(row, weights, strict=True)]
+        best = 0
+        for k in range(1, len(products)):
+            if products[k] > products[best]:  # ties: the lowest index, like np.argmax
+                best = k
+        right += best == label
+    return right / len(labels)
+
+
+def fit_line(err):
+    """The one line about the fit on stderr."""
+    lines = [line for line in err.splitlines() if line.startswith("validation ")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def save_problem(tmp_path, probs, labels):
+    np.save(tmp_path / "p.npy", probs)
+    np.save(tmp_path / "y.npy", labels)
+    return tmp_path / "p.npy", tmp_path / "y.npy"
+
+
+def test_fit_says_an_exact_fit_is_proven_optimal(tmp_path, capsys):
+    probs, labels = zipf_problem(3, 150)
+    code, weights = fit(tmp_path, *save_problem(tmp_path, probs, labels))
+    line = fit_line(capsys.readouterr().err)
+    assert code == 0 and line.endswith("(exact: proven optimal)")
+    assert line.startswith("validation accuracy ")
+    assert float(line.split()[2]) == pytest.approx(naive_accuracy(probs, labels, weights),
+                                                   abs=5e-5)
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "macro_f1"])
+def test_fit_gives_a_bound_and_the_gap_when_not_proven(tmp_path, capsys, metric):
+    # 6 classes x 3000 rows: "auto" runs coordinate ascent, whose bound is only "every row that
+    # can be right is right"
+    probs, labels = zipf_problem(6, 3000)
+    code, _ = fit(tmp_path, *save_problem(tmp_path, probs, labels), "--metric", metric)
+    line = fit_line(capsys.readouterr().err)
+    assert code == 0 and "proven optimal" not in line
+    assert f"validation {metric} " in line and "upper bound" in line and "gap <=" in line
+    assert line.endswith("method coordinate)")
+    value = float(line.split()[2].rstrip(";"))
+    bound = float(line.split("upper bound ")[1].split()[0])
+    gap = float(line.split("gap <= ")[1].split(";")[0])
+    assert bound >= value and gap == pytest.approx(bound - value, abs=2e-4)
+
+
+@pytest.mark.parametrize(("n_classes", "n_rows", "proven"), [(3, 150, True), (6, 3000, False)])
+def test_fit_report_json(tmp_path, capsys, n_classes, n_rows, proven):
+    import json
+
+    probs, labels = zipf_problem(n_classes, n_rows)
+    report = tmp_path / "sub" / "fit.json"
+    code, weights = fit(tmp_path, *save_problem(tmp_path, probs, labels), "--report",
+                        str(report))
+    assert code == 0
+    found = json.loads(report.read_text())
+    assert set(found) == {"metric", "value", "bound", "gap", "proven_optimal", "method", "shrink",
+                          "weights"}
+    assert found["metric"] == "accuracy" and found["shrink"] == 0
+    assert found["weights"] == weights.tolist()  # the weights written to --out
+    assert found["value"] == pytest.approx(naive_accuracy(probs, labels, weights), abs=1e-12)
+    assert found["bound"] >= found["value"]
+    assert found["gap"] == pytest.approx(found["bound"] - found["value"], abs=1e-12)
+    assert found["proven_optimal"] is proven
+    assert found["method"] == ("exact" if proven else "coordinate")
+    if proven:
+        assert found["gap"] == pytest.approx(0, abs=1e-9)
+    assert not [p for p in report.parent.iterdir() if p.name != "fit.json"]  # no temporary left
+    line = fit_line(capsys.readouterr().err)
+    assert f"{found['value']:.4f}" in line
+
+
+def test_fit_passes_the_time_limit(tmp_path, capsys, monkeypatch):
+    from logitkit.thresholds import cli, tune_class_weights
+
+    seen = []
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs["time_limit"])
+        return tune_class_weights(*args, **kwargs)
+
+    monkeypatch.setattr(cli, "tune_class_weights", recording)
+    probs, labels = zipf_problem(4, 24)  # small: the exact program finishes well within it
+    code, weights = fit(tmp_path, *save_problem(tmp_path, probs, labels), "--method", "exact",
+                        "--time-limit", "60")
+    assert code == 0 and seen == [60.0]
+    assert fit_line(capsys.readouterr().err).endswith("(exact: proven optimal)")
+    assert weights.shape == (4,)
+
+
+@pytest.mark.parametrize("limit", ["0", "-1", "nan", "inf", "soon"])
+def test_a_bad_time_limit_is_an_error_before_any_work(tmp_path, capsys, limit):
+    # the inputs do not exist: the option is checked first
+    code = main(["thresholds", "fit", "--probs", str(tmp_path / "missing.npy"), "--labels",
+                 str(tmp_path / "missing.csv"), "--out", str(tmp_path / "w.npy"),
+                 "--time-limit", limit])
+    err = capsys.readouterr().err
+    assert code == 2 and "--time-limit must be a positive number of seconds" in err
+    assert err.startswith("logitkit thresholds: error: ")
+    assert not (tmp_path / "w.npy").exists()
+
+
+def test_an_unwritable_report_fails_before_the_work(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code = main(["thresholds", "fit", "--probs", str(tmp_path / "missing.npy"), "--labels",
+                 str(tmp_path / "missing.csv"), "--out", str(tmp_path / "w.npy"), "--report",
+                 str(blocker / "fit.json")])
+    assert code == 2 and "cannot write" in capsys.readouterr().err
+    code = main(["thresholds", "fit", "--probs", str(tmp_path / "missing.npy"), "--labels",
+                 str(tmp_path / "missing.csv"), "--out", str(tmp_path / "w.npy"), "--report",
+                 str(tmp_path / "w.npy")])
+    assert code == 2 and "is the --out file" in capsys.readouterr().err
+
+
+def test_binary_scores_reject_the_report_and_time_limit(binary_problem, tmp_path, capsys):
+    args = ["thresholds", "fit", "--probs", str(tmp_path / "scores.csv"), "--labels",
+            str(tmp_path / "labels.npy"), "--out", str(tmp_path / "t.npy")]
+    for extra in (["--time-limit", "5"], ["--report", str(tmp_path / "r.json")]):
+        assert main([*args, *extra]) == 2
+        assert "apply to (N, n) probabilities" in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()

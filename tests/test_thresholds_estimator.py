@@ -67,6 +67,9 @@ def test_scikit_learn_checks(estimator, check):
 
 @pytest.mark.slow
 @parametrize_with_checks([ClassWeightTuner(LinearSVC()),
+                          ClassWeightTuner(LinearSVC(), metric="macro_f1"),
+                          ClassWeightTuner(LogisticRegression(), metric="balanced_accuracy"),
+                          ClassWeightTuner(LogisticRegression(), metric="recall_macro"),
                           ClassWeightTuner(LogisticRegression(), metric="macro_f1",
                                            method="coordinate", shrink="cv")],
                          expected_failed_checks=expected_failures)
@@ -85,6 +88,56 @@ def wine():
 
 def model():
     return make_pipeline(StandardScaler(), LogisticRegression(C=0.01, max_iter=500))
+
+
+def out_of_fold_predictions(tuner, X, y):
+    """The tuner's decisions on the held-out scores it was tuned on (same folds as its fit)."""
+    scores = cross_val_predict(model(), X, y, cv=StratifiedKFold(3), method="predict_proba")
+    return tuner.classes_[np.argmax(scores * tuner.weights_, axis=1)]
+
+
+def test_any_scorer_or_function_is_tuned_and_reported(wine):
+    from sklearn.metrics import fbeta_score, make_scorer, recall_score
+
+    X, y = wine
+    y = np.where(np.arange(y.size) % 7 == 0, "barbera", y)  # some label noise: room to tune
+    cv = StratifiedKFold(3)
+    by_name = ClassWeightTuner(model(), metric="f1_macro", cv=cv).fit(X, y)
+    ours = ClassWeightTuner(model(), metric="macro_f1", cv=cv).fit(X, y)
+    np.testing.assert_array_equal(by_name.weights_, ours.weights_)
+    for metric, reference in [
+            ("recall_macro", lambda a, b: recall_score(a, b, average="macro")),
+            (make_scorer(fbeta_score, beta=2, average="macro"),
+             lambda a, b: fbeta_score(a, b, beta=2, average="macro")),
+            (lambda a, b: float(np.mean((a == b) | (a != "barbera"))),  # string labels
+             lambda a, b: float(np.mean((a == b) | (a != "barbera"))))]:
+        tuner = ClassWeightTuner(model(), metric=metric, cv=cv).fit(X, y)
+        preds = out_of_fold_predictions(tuner, X, y)
+        assert tuner.tuned_score_ == pytest.approx(reference(y, preds), abs=1e-12)
+        assert tuner.score_bound_ == np.inf
+        argmax = tuner.classes_[np.argmax(cross_val_predict(
+            model(), X, y, cv=cv, method="predict_proba"), axis=1)]
+        assert tuner.tuned_score_ >= reference(y, argmax)
+
+
+def test_a_cost_matrix_and_the_f1_of_one_class(wine):
+    from sklearn.metrics import f1_score
+
+    X, y = wine
+    cost = np.array([[0.0, 1.0, 1.0], [5.0, 0.0, 5.0], [1.0, 1.0, 0.0]])  # classes_ order
+    cv = StratifiedKFold(3)
+    tuner = ClassWeightTuner(model(), metric=cost, cv=cv).fit(X, y)
+    preds = np.searchsorted(tuner.classes_, out_of_fold_predictions(tuner, X, y))
+    truth = np.searchsorted(tuner.classes_, y)
+    assert tuner.tuned_score_ == pytest.approx(-cost[truth, preds].mean(), abs=1e-12)
+    tuner = ClassWeightTuner(model(), metric="f1", pos_label="grignolino", cv=cv).fit(X, y)
+    preds = out_of_fold_predictions(tuner, X, y)
+    assert tuner.tuned_score_ == pytest.approx(
+        f1_score(y, preds, pos_label="grignolino", labels=["grignolino"], average="macro"))
+    with pytest.raises(ValueError, match="pos_label"):
+        ClassWeightTuner(model(), metric="f1", cv=cv).fit(X, y)  # no class 1 among the names
+    with pytest.raises(ValueError, match="probabilities"):
+        ClassWeightTuner(model(), metric="neg_log_loss", cv=cv).fit(X, y)
 
 
 def test_prefit_tunes_on_the_given_data_and_predicts_weighted_argmax(wine):

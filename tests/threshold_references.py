@@ -60,9 +60,10 @@ def naive_metric(probs, labels, weights, metric, sample_weight=None):
 
 def brute_force_optimum(scores, labels, metric, box=None, zeros=True):
     """Best metric over EVERY decision vector that some weights w >= 0 produce (``zeros=False``:
-    w > 0 only). A weight vector with zeros on the classes outside a support S decides like
-    positive weights on the scores with those columns set to 0 (a row whose products are all 0
-    goes to class 0), so the closed space is the union over supports of positive problems.
+    w > 0 only). ``metric``: a name of ``naive_score`` or a function ``f(labels, preds)``. A
+    weight vector with zeros on the classes outside a support S decides like positive weights on
+    the scores with those columns set to 0 (a row whose products are all 0 goes to class 0), so
+    the closed space is the union over supports of positive problems.
 
     ``scores``: non-negative numbers, taken as exact fractions (integers stay integers).
     Decisions ``pred`` come from weights w > 0 iff ``w_a > R_ab w_b`` for all a != b, with
@@ -95,7 +96,9 @@ def brute_force_optimum(scores, labels, metric, box=None, zeros=True):
 
     def search(i, ratios, preds):
         if i == len(rows):
-            best[0] = max(best[0], naive_score(labels, preds, n, metric))
+            value = (metric(labels, preds) if callable(metric)
+                     else naive_score(labels, preds, n, metric))
+            best[0] = max(best[0], value)
             return
         row = rows[i]
         if not any(row):

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from logitkit.thresholds._coordinate import TOLERANCE
-from logitkit.thresholds.metrics import present_classes
+from logitkit.thresholds.metrics import Metric
 
 # Largest log-ratio between two weights (e^700 ~ 1e304: weights stay normal floats).
 BOX = 700.0
@@ -113,7 +113,7 @@ class Candidate:
 class _Family:
     """Sorted keys of one choice (j, l, k) of the swept class k and the line's pair j < l."""
 
-    def __init__(self, L: np.ndarray, y: np.ndarray, j: int, l: int, k: int, metric: str):
+    def __init__(self, L: np.ndarray, y: np.ndarray, j: int, l: int, k: int, metric: Metric):
         self.j, self.l, self.k = j, l, k
         has_j, has_l, has_k = L[:, j] > -np.inf, L[:, l] > -np.inf, L[:, k] > -np.inf
         self.rivalled = has_j | has_l  # rows whose best of (j, l) depends on u
@@ -130,9 +130,10 @@ class _Family:
         switching = self.rivalled & has_k
         self.all_j, self.all_key_j = _sorted_keys(L, j, k, switching & has_j)
         self.all_l, self.all_key_l = _sorted_keys(L, l, k, switching & has_l)
-        if metric == "accuracy":  # only rows labelled k or the rival change the count
-            swept_j = np.isin(y[self.all_j], (j, k))
-            swept_l = np.isin(y[self.all_l], (l, k))
+        if metric.linear:  # only rows whose utility differs between k and the rival count
+            u = metric.utility
+            swept_j = u[y[self.all_j], k] != u[y[self.all_j], j]
+            swept_l = u[y[self.all_l], k] != u[y[self.all_l], l]
         else:
             swept_j = np.ones(self.all_j.size, dtype=bool)
             swept_l = np.ones(self.all_l.size, dtype=bool)
@@ -171,14 +172,14 @@ class _Family:
         return pred
 
 
-def best_cells(L: np.ndarray, y: np.ndarray, sw: np.ndarray | None, metric: str,
+def best_cells(L: np.ndarray, y: np.ndarray, sw: np.ndarray | None, metric: Metric,
                keep: int) -> list[tuple[float, np.ndarray]]:
     """The ``keep`` best cells for 3 classes as (metric, decisions), best first (module docstring).
 
     Several lines cross the same cell, so a cell may appear more than once.
     """
     sw = np.ones(y.size) if sw is None else sw
-    present = present_classes(y, 3, sw)
+    present = metric.f1_counted(y, 3, sw)  # the classes whose F1 counts (F1 metrics)
     families = [_Family(L, y, j, l, k, metric) for j, l, k in ((0, 1, 2), (0, 2, 1), (1, 2, 0))]
     # beyond every vertex: a vertex's u in one family is a sum or difference of two others' d
     far = 1.0 + sum(float(np.abs(f.finite_d).max()) if f.finite_d.size else 0.0
@@ -196,7 +197,7 @@ def best_cells(L: np.ndarray, y: np.ndarray, sw: np.ndarray | None, metric: str,
     return [(c.value, families[c.family].predictions(c)) for c in candidates[:keep]]
 
 
-def _sweep_lines(family: _Family, y: np.ndarray, sw: np.ndarray, metric: str,
+def _sweep_lines(family: _Family, y: np.ndarray, sw: np.ndarray, metric: Metric,
                  present: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per line ``u[b]``: the best metric of a cut in v_k just above it, and where the cut is.
 
@@ -233,12 +234,13 @@ def _sweep_lines(family: _Family, y: np.ndarray, sw: np.ndarray, metric: str,
     fixed_w = np.bincount(f.fixed_pred, weights=sw[f.fixed], minlength=3)
     fixed_hit = f.fixed_pred == y[f.fixed]
     fixed_tp = np.bincount(f.fixed_pred[fixed_hit], weights=sw[f.fixed][fixed_hit], minlength=3)
-    if metric == "accuracy":
-        base_j, _ = by_rival(sw * (y == j))
-        _, base_l = by_rival(sw * (y == l))
-        base = fixed_tp.sum() + base_j + base_l
-        gain_j = sw * ((y == k).astype(np.float64) - (y == j))
-        gain_l = sw * ((y == k).astype(np.float64) - (y == l))
+    if metric.linear:  # utility U[y, pred]: rows at rival j predict j until they switch to k
+        util = metric.utility
+        base_j, _ = by_rival(sw * util[y, j])
+        _, base_l = by_rival(sw * util[y, l])
+        base = sw[f.fixed] @ util[y[f.fixed], f.fixed_pred] + base_j + base_l
+        gain_j = sw * (util[y, k] - util[y, j])
+        gain_l = sw * (util[y, k] - util[y, l])
         values = (base[:, None] + below(f.rows_j, members_j, gain_j, cut_j)
                   + below(f.rows_l, members_l, gain_l, cut_l)) / sw.sum()
     else:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from logitkit.thresholds.metrics import class_metric
+from logitkit.thresholds.metrics import Metric, class_metric
 
 # Breakpoints (log-ratios) closer than this are treated as one.
 TOLERANCE = 1e-9
@@ -34,6 +34,8 @@ TOLERANCE = 1e-9
 MIN_GAIN = 1e-12
 # Below the lowest / above the highest breakpoint, the weight is set this far (in log) from it.
 STEP = float(np.log(2.0))
+# A function metric is evaluated at this many intervals of a sweep at most.
+FUNCTION_CANDIDATES = 64
 
 Top = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
@@ -53,7 +55,7 @@ def coordinate_ascent(
     L: np.ndarray,
     y: np.ndarray,
     sample_weight: np.ndarray | None,
-    metric: str,
+    metric: Metric,
     start: np.ndarray,
     tuned: np.ndarray,
     max_rounds: int,
@@ -71,13 +73,14 @@ def coordinate_ascent(
     top = _top_two(L + v)
     current = class_metric(y, top[0], n, metric, sample_weight)
     actual = np.bincount(y, weights=sw, minlength=n)  # class totals (weighted)
+    counted = metric.f1_counted(y, n, sample_weight)
     stale, sweeps = 0, 0
     while sweeps < max_rounds * tuned.size and (sweeps < tuned.size or stale < tuned.size - 1):
         k = int(tuned[sweeps % tuned.size])
         sweeps += 1
         stale += 1
         rival = _rival(top, k)
-        candidate = best_weight(columns[k], rival, top[0], y, sw, actual, metric)
+        candidate = best_weight(columns[k], rival, top[0], y, sw, actual, metric, counted)
         switch_off = _switch_off(columns[k], rival, top[0], y, n, metric, sample_weight)
         if switch_off is not None and switch_off[1] > max(current, (candidate or (0, -1))[1]):
             v[k] = -np.inf  # weight 0 beats every positive weight of class k
@@ -95,7 +98,7 @@ def coordinate_ascent(
 
 
 def _switch_off(column: Column, rival: tuple[np.ndarray, np.ndarray], preds: np.ndarray,
-                y: np.ndarray, n: int, metric: str,
+                y: np.ndarray, n: int, metric: Metric,
                 sample_weight: np.ndarray | None) -> tuple[float, float] | None:
     """``(-inf, metric)`` for weight 0 on class k, where that differs from every positive
     weight: rows whose only non-zero product is k's then predict 0 (``np.argmax`` of zeros)
@@ -129,20 +132,22 @@ def best_weight(
     y: np.ndarray,
     sw: np.ndarray,
     actual: np.ndarray,
-    metric: str,
+    metric: Metric,
+    counted: np.ndarray,
 ) -> tuple[float, float] | None:
     """Best log-weight ``v_k`` (others fixed) and the metric there; None if nothing depends on it.
 
     ``rival = (r, m)``: per row the best other class and its score ``L + v``; ``preds``: the
     current predictions (used for the rows that do not depend on ``v_k``); ``actual``: the
-    (weighted) number of rows of each class.
+    (weighted) number of rows of each class; ``counted``: the classes whose F1 is averaged.
+    A function metric is evaluated at no more than FUNCTION_CANDIDATES intervals (not exact).
     """
     if column.free.size == 0:
         return None
     r, m = rival
     k, log_p, fixed = column.k, column.log_p, column.fixed
     total = float(sw.sum())
-    if metric == "accuracy":
+    if metric.is_accuracy:
         # only rows labelled k (gain) or labelled r_i (loss) change the count
         at_rival = y == r
         if not column.all_free:
@@ -157,18 +162,42 @@ def best_weight(
         start = (sw[losers].sum() + sw[fixed][preds[fixed] == y[fixed]].sum()) / total
         return pick_interval(float(start), breaks[order],
                              start + np.cumsum(gains[order]) / total)
+    base = r.copy()  # v_k below every breakpoint: free rows predict their rival
+    base[fixed] = preds[fixed]
     if column.all_free:  # (no gathers: every row depends on v_k)
-        base, breaks = r, m - log_p
-        order = np.argsort(breaks)  # ties need no order: only group ends are evaluated
-        rows, breaks = order, breaks[order]
+        breaks = m - log_p
+        rows = np.argsort(breaks)  # ties need no order: only group ends are evaluated
+        breaks = breaks[rows]
     else:
-        base = r.copy()  # v_k below every breakpoint: free rows predict their rival
-        base[fixed] = preds[fixed]
         breaks = m[column.free] - log_p[column.free]
         order = np.argsort(breaks)
         rows, breaks = column.free[order], breaks[order]
-    start, values = _macro_f1_sweep(y[rows], r[rows], sw[rows], y, sw, base, k, actual)
+    if metric.linear:  # switching row i from r_i to k gains U[y_i, k] - U[y_i, r_i]
+        u = metric.utility
+        start = float(sw @ u[y, base]) / total
+        gains = sw[rows] * (u[y[rows], k] - u[y[rows], r[rows]])
+        return pick_interval(start, breaks, start + np.cumsum(gains) / total)
+    if metric.function is not None:
+        return _function_sweep(metric, y, sw, base, rows, breaks, k)
+    start, values = _f1_sweep(y[rows], r[rows], sw[rows], y, sw, base, k, actual, counted)
     return pick_interval(start, breaks, values)
+
+
+def _function_sweep(metric: Metric, y: np.ndarray, sw: np.ndarray, base: np.ndarray,
+                    rows: np.ndarray, breaks: np.ndarray, k: int) -> tuple[float, float]:
+    """A function metric at the interval after each of at most FUNCTION_CANDIDATES group ends
+    (evenly spaced), and below every breakpoint: ``rows[:s + 1]`` predict k after end s."""
+    with np.errstate(invalid="ignore"):
+        ends = np.flatnonzero(np.append(np.diff(breaks) > TOLERANCE, True))
+    if ends.size > FUNCTION_CANDIDATES:
+        ends = ends[np.linspace(0, ends.size - 1, FUNCTION_CANDIDATES).round().astype(int)]
+    weights = None if np.all(sw == 1) else sw
+    values = np.full(breaks.size, -np.inf)
+    for end in ends:
+        preds = base.copy()
+        preds[rows[:end + 1]] = k
+        values[end] = metric.function(y, preds, weights)
+    return pick_interval(float(metric.function(y, base, weights)), breaks, values)
 
 
 def pick_interval(start: float, breaks: np.ndarray, values: np.ndarray) -> tuple[float, float]:
@@ -192,7 +221,7 @@ def pick_interval(start: float, breaks: np.ndarray, values: np.ndarray) -> tuple
     return float((low + high) / 2), float(values[best])
 
 
-def _macro_f1_sweep(
+def _f1_sweep(
     y_sorted: np.ndarray,
     r_sorted: np.ndarray,
     w_sorted: np.ndarray,
@@ -201,25 +230,27 @@ def _macro_f1_sweep(
     base: np.ndarray,
     k: int,
     actual: np.ndarray,
+    counted: np.ndarray,
 ) -> tuple[float, np.ndarray]:
-    """Macro-F1 before any switch and after each switch ``r_sorted[s] -> k`` (in order).
+    """Mean F1 of the ``counted`` classes before any switch and after each switch
+    ``r_sorted[s] -> k`` (in order).
 
     Switching row s (weight ``w_s``) moves its prediction from class ``r_s`` to ``k``: F1_k changes
     through cumulative sums over the switched rows; F1_{r_s} changes by its value after minus
     before, from the weight of the rows of rival ``r_s`` switched so far and of those labelled
     ``r_s`` (running sums within each rival's group, computed in rival-grouped order and scattered
-    back). Only classes present in the labels count in the mean.
+    back). Only the ``counted`` classes (each present in the labels) count in the mean.
     """
     n = actual.size
-    present = actual > 0
     tp0 = np.bincount(y, weights=sw * (base == y), minlength=n)
     # predicted + actual; an absent class gets 1 more: its F1 is 0 (no true positive) and no
     # denominator below is 0 (a present class has a positive actual weight)
-    both0 = np.bincount(base, weights=sw, minlength=n) + actual + ~present
-    f1_0 = 2 * tp0 / both0
-    count = np.count_nonzero(present)
+    both0 = np.bincount(base, weights=sw, minlength=n) + actual + (actual <= 0)
+    f1_0 = 2 * tp0 / both0 * counted
+    count = np.count_nonzero(counted)
     start = float(f1_0.sum()) / count
     f1_k = 2 * (tp0[k] + np.cumsum(w_sorted * (y_sorted == k))) / (both0[k] + np.cumsum(w_sorted))
+    f1_k *= counted[k]
     # group the rows by rival, keeping sweep order inside a group (a stable sort; numpy uses a
     # radix sort for 16-bit keys); running sums within a group = running sums over the grouped
     # rows minus their value where the group starts
@@ -233,7 +264,8 @@ def _macro_f1_sweep(
     tp_after = (tp0 + np.append(0.0, lost)[group_start])[grouped_r] - lost
     both_after = (both0 + np.append(0.0, moved)[group_start])[grouped_r] - moved
     change = np.empty(y_sorted.size)
-    change[by_rival] = 2 * (tp_after / both_after - (tp_after + hit) / (both_after + grouped_w))
+    change[by_rival] = 2 * counted[grouped_r] * (
+        tp_after / both_after - (tp_after + hit) / (both_after + grouped_w))
     others = f1_0.sum() - f1_0[k] + np.cumsum(change)
     return start, (f1_k + others) / count
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import numpy as np
 
 from logitkit.thresholds._coordinate import log_probs
-from logitkit.thresholds.metrics import class_metric
+from logitkit.thresholds.metrics import Metric, class_metric
 
 SHRINK_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 
@@ -45,7 +45,7 @@ def choose_shrink(
     p: np.ndarray,
     y: np.ndarray,
     sw: np.ndarray | None,
-    metric: str,
+    metric: Metric,
     tune: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
     folds: int,
     rng: np.random.Generator,

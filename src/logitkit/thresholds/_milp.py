@@ -16,6 +16,9 @@ Mixed-integer program (solved by HiGHS through ``scipy.optimize.milp``):
   ``e_i + s_j <= 1`` for ``j`` in ``P_i``;
 * accuracy (any sample weights; balanced accuracy is accuracy with weights ``1/count(y)``):
   maximise ``sum_i sw_i (x_{i,y_i} + [y_i = 0] e_i)``; only the label's variables are needed;
+  another linear metric (a cost matrix: utility ``U = -C``) needs every ``x_ik`` with
+  ``sum_k x_ik + e_i = 1`` per row and maximises ``sum_i sw_i (sum_k U[y_i, k] x_ik + U[y_i, 0]
+  e_i)``;
 * F1 of class k (macro-F1: the mean over the classes present): ``F1_k = 2 TP_k / (P_k + A_k)``
   is the largest ``f_k`` in [0, 1] with ``sum_i sw_i f_k X_ik + A_k f_k <= 2 TP_k``, where
   ``X_ik`` is "row i predicts k" (``sum_k X_ik = 1`` per row); the products ``f_k X_ik`` are
@@ -47,6 +50,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from logitkit.thresholds._cells import centre
+from logitkit.thresholds.metrics import Metric
 
 # Log-weights lie in [-BOX, 0]: every positive weight ratio up to e^40 (~2.4e17).
 BOX = 40.0
@@ -148,21 +152,21 @@ def _quiet_stdout() -> Iterator[None]:
         os.close(saved)
 
 
-def solve_exact(L: np.ndarray, y: np.ndarray, sw: np.ndarray, metric: str,
-                f1_classes: np.ndarray | None = None,
-                time_limit: float | None = None) -> Solution:
-    """Best log-weights for ``metric`` ("accuracy" or "f1": the mean F1 of ``f1_classes``) and
-    the bound HiGHS proved (module docstring). ``sw``: sample weights (ones for none)."""
+def solve_exact(L: np.ndarray, y: np.ndarray, sw: np.ndarray, metric: Metric,
+                counted: np.ndarray, time_limit: float | None = None) -> Solution:
+    """Best log-weights for ``metric`` (linear, or the mean F1 of the ``counted`` classes, a
+    mask) and the bound HiGHS proved (module docstring). ``sw``: sample weights (ones: none)."""
     total = float(sw.sum())
     full_L, full_y = L, y
-    merged, L, y, sw = merged_rows(L, y, sw, label_only=metric == "accuracy")
+    label_only = metric.is_accuracy  # only the label's decision matters
+    merged, L, y, sw = merged_rows(L, y, sw, label_only=label_only)
     N, n = L.shape
     live = np.isfinite(L)  # P_i
     prog = _Program()
     v = prog.variables(n, -BOX, 0.0, integer=False)
     s = prog.variables(n, 0.0, 1.0, integer=True)
     empty = ~live.any(axis=1)  # rows predicted 0 by every weight vector
-    if metric == "accuracy":
+    if label_only:
         rows = np.flatnonzero(~empty & live[np.arange(N), y])
         pair_rows, pair_classes = rows, y[rows]
         zero_rows = np.flatnonzero(~empty & (y == 0))  # correct also when P_i is switched off
@@ -175,19 +179,27 @@ def solve_exact(L: np.ndarray, y: np.ndarray, sw: np.ndarray, metric: str,
     _win_constraints(prog, L, live, pair_rows, pair_classes, x, v, s)
     zi, zj = np.nonzero(live[zero_rows])
     prog.constraints([e[zi], s[zj]], [1.0, 1.0], -np.inf, 1.0)  # e_i + s_j <= 1
-    if metric == "accuracy":  # minimise minus the weight of the rows labelled right
-        constant, scale = float(sw[empty & (y == 0)].sum()), 1.0 / total
+    if not label_only:  # one decision per non-empty row: its x and its e sum to 1
+        row_of = np.full(N, -1)
+        row_of[zero_rows] = np.arange(zero_rows.size)
+        prog.grouped([x, e], [np.ones(x.size), np.ones(e.size)],
+                     [row_of[pair_rows], np.arange(zero_rows.size)], zero_rows.size, 1.0, 1.0)
+    if metric.linear:  # minimise minus the utility of the decisions
+        u = metric.utility
+        constant, scale = float(sw[empty] @ u[y[empty], 0]), 1.0 / total
         objective = np.zeros(prog.n_vars)
-        objective[x], objective[e] = -sw[pair_rows], -sw[zero_rows]
+        objective[x] = -sw[pair_rows] * u[y[pair_rows], pair_classes]
+        objective[e] = -sw[zero_rows] * u[y[zero_rows], 0]
     else:  # minimise minus the sum of the f_k
-        f = _f1_program(prog, y, sw, pair_rows, pair_classes, x, zero_rows, e, empty, f1_classes)
-        constant, scale = 0.0, 1.0 / f1_classes.size
+        classes = np.flatnonzero(counted)
+        f = _f1_program(prog, y, sw, pair_rows, pair_classes, x, zero_rows, e, empty, classes)
+        constant, scale = 0.0, 1.0 / classes.size
         objective = np.zeros(prog.n_vars)
         objective[f] = -1.0
     result = prog.solve(objective, time_limit)
     finished = result.status == 0
-    bound = result.mip_dual_bound if result.mip_dual_bound is not None else -np.inf
-    bound = min(1.0, (constant - float(bound)) * scale) if np.isfinite(bound) else 1.0
+    dual = result.mip_dual_bound if result.mip_dual_bound is not None else -np.inf
+    bound = (constant - float(dual)) * scale if np.isfinite(dual) else np.inf
     if result.x is None:
         return Solution([], bound, False)
     solution = result.x
@@ -196,7 +208,7 @@ def solve_exact(L: np.ndarray, y: np.ndarray, sw: np.ndarray, metric: str,
     chosen, emptied = solution[x] > 0.5, solution[e] > 0.5
     pred = np.zeros(N, dtype=np.int64)  # the program's decisions (rows in ``emptied``: 0)
     pred[pair_rows[chosen]] = pair_classes[chosen]
-    if metric == "accuracy":  # the rows it counts as right must be right; the others may fall
+    if label_only:  # the rows it counts as right must be right; the others may fall
         right = np.zeros(N, dtype=bool)
         right[pair_rows[chosen]] = right[zero_rows[emptied]] = True
         rows = np.flatnonzero(right[merged])
@@ -263,13 +275,7 @@ def _win_constraints(prog: _Program, L: np.ndarray, live: np.ndarray, pair_rows:
 def _f1_program(prog: _Program, y: np.ndarray, sw: np.ndarray, pair_rows: np.ndarray,
                 pair_classes: np.ndarray, x: np.ndarray, zero_rows: np.ndarray, e: np.ndarray,
                 empty: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    """Adds ``sum_k X_ik + e_i = 1`` per row and the exact F1 rows of ``classes``; returns the
-    indices of their ``f_k``."""
-    row_of = np.full(y.size, -1)
-    row_of[zero_rows] = np.arange(zero_rows.size)
-    # one equality per non-empty row: sum of its x and its e equals 1
-    prog.grouped([x, e], [np.ones(x.size), np.ones(e.size)],
-                 [row_of[pair_rows], np.arange(zero_rows.size)], zero_rows.size, 1.0, 1.0)
+    """Adds the exact F1 rows of ``classes``; returns the indices of their ``f_k``."""
     f = prog.variables(classes.size, 0.0, 1.0, integer=False)
     # X_ik as (variable, row) lists: x for k in P_i, plus e for k = 0
     for index, k in enumerate(classes):

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from logitkit.thresholds.metrics import class_metric
+from logitkit.thresholds.metrics import Metric, class_metric
 
 
-def seed_powell(p: np.ndarray, y: np.ndarray, metric: str,
+def seed_powell(p: np.ndarray, y: np.ndarray, metric: Metric,
                 sample_weight: np.ndarray | None) -> np.ndarray:
     """Weights ``(tanh(t*) + 1) / 2`` by Powell's method from ``t = 0`` (module docstring)."""
     from scipy.optimize import minimize  # here: `logitkit thresholds apply` must not need scipy

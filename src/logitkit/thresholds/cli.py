@@ -1,15 +1,20 @@
 """``logitkit thresholds fit|apply``: decision weights or a binary threshold on .npy/.csv files.
 
     logitkit thresholds fit --probs P --labels L [--metric M] [--method X] [--shrink S]
-                            [--train-prior T] [--header [FILE ...]] --out weights.npy
+                            [--train-prior T] [--time-limit SECONDS] [--report FIT.json]
+                            [--header [FILE ...]] --out weights.npy
     logitkit thresholds apply --probs P --weights W [--header [FILE ...]]
                               [--out preds.npy|preds.csv]
 
 Multi-class: probabilities are (N, n) non-negative scores, labels N integer class ids in [0, n),
-weights n numbers, predictions ``argmax(probs * weights)``; ``apply`` takes any number of rows,
-one included, and gives one prediction per row, in order. Binary: ``--probs`` holds one score per
-sample (a 1-D array or a single column, any real numbers), labels are 0/1, ``fit`` writes a single
-threshold ``t`` (exact, metric "accuracy" or "f1") and ``apply`` predicts ``score >= t``.
+weights n numbers (a weight may be 0: its class switched off), predictions
+``argmax(probs * weights)``. ``fit`` tunes them with ``tune_class_weights`` and says on stderr the
+validation metric reached and either that it is proven optimal or a proved upper bound on what any
+weights reach there and the gap (``--report`` writes the same as JSON); ``apply`` takes any number
+of rows, one included, and gives one prediction per row, in order. Binary: ``--probs`` holds one
+score per sample (a 1-D array or a single column, any real numbers), labels are 0/1, ``fit``
+writes a single threshold ``t`` (exact, metric "accuracy" or "f1") and ``apply`` predicts
+``score >= t``.
 
 CSV files are read by ``_files`` (Python's ``csv`` module, UTF-8 with or without a byte-order
 mark, commas only). Nothing is guessed:
@@ -33,11 +38,14 @@ that name the line (and column).
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from logitkit._utils import atomic_output, check_writable
 from logitkit.thresholds._files import (
     Table,
     as_matrix,
@@ -54,12 +62,14 @@ from logitkit.thresholds.metrics import (
     binary_metric,
     check_probs,
     class_metric,
+    resolve_metric,
 )
 from logitkit.thresholds.search import (
     METHODS,
+    ClassWeightFit,
     apply_class_weights,
-    fit_class_weights,
     fit_threshold,
+    tune_class_weights,
 )
 
 _METRICS = tuple(dict.fromkeys(CLASS_METRICS + BINARY_METRICS))
@@ -77,16 +87,31 @@ def configure(parser: argparse.ArgumentParser) -> None:
                      help="(N, n) probabilities, or N binary scores; .npy/.csv")
     fit.add_argument("--labels", type=Path, required=True, help="N class ids in [0, n)")
     fit.add_argument("--metric", choices=_METRICS, default="accuracy",
-                     help="multi-class: accuracy or macro_f1; binary scores: accuracy or f1")
+                     help="multi-class: accuracy, balanced_accuracy, macro_f1, or f1 of the "
+                          "class --pos-label; binary scores: accuracy or f1")
+    fit.add_argument("--pos-label", type=int, default=None, metavar="K",
+                     help="multi-class --metric f1: the class id whose F1 is tuned")
     fit.add_argument("--method", choices=METHODS, default="auto",
-                     help="multi-class only; auto: exact (global) for 2-3 classes, coordinate "
-                          "ascent with restarts otherwise; powell: seed 002's baseline")
+                     help="multi-class only; exact: the proven global optimum (any number of "
+                          "classes; beyond about 100 rows x 8 classes for accuracy, far fewer "
+                          "for macro_f1, it can take very long: see --time-limit); coordinate: "
+                          "coordinate ascent with restarts (not proven); auto: exact for 2 "
+                          "classes, 3 classes up to 4000 rows and tiny problems, coordinate "
+                          "otherwise; powell: seed 002's baseline")
     fit.add_argument("--shrink", default=None,
                      help="over-fitting guard (multi-class): 'cv' (chosen on 5 folds) or a "
                           "number in [0, 1]: log-weights moved that far toward the prior ratio "
                           "(with --train-prior) or toward plain argmax")
     fit.add_argument("--train-prior", type=Path, default=None,
                      help="n class frequencies or counts of the model's training data")
+    fit.add_argument("--time-limit", default=None, metavar="SECONDS",
+                     help="multi-class, 4 or more classes: seconds for the exact program "
+                          "(--method exact; auto caps it at 1 s); when cut short the best "
+                          "weights found are kept and the bound it proved is reported")
+    fit.add_argument("--report", type=Path, default=None, metavar="FILE.json",
+                     help="multi-class: also write the metric reached, the upper bound, the gap, "
+                          "whether it is proven optimal, the method, the shrinkage and the "
+                          "weights as JSON")
     fit.add_argument("--header", nargs="*", choices=("probs", "labels", "train-prior"),
                      default=None, metavar="FILE", help=_HEADER_HELP)
     fit.add_argument("--out", type=Path, required=True,
@@ -113,6 +138,11 @@ def run(args: argparse.Namespace) -> int:
 def _fit(args: argparse.Namespace) -> int:
     check_out(args.out)
     shrink = _parse_shrink(args.shrink)
+    time_limit = _parse_time_limit(args.time_limit)
+    if args.report is not None:
+        if args.report.resolve() == args.out.resolve():
+            raise ValueError(f"--report {args.report} is the --out file; give another name")
+        check_writable(args.report)
     probs_table = _read(args, "probs")
     labels_table = _read(args, "labels")
     probs = as_matrix(probs_table, "--probs")
@@ -121,9 +151,9 @@ def _fit(args: argparse.Namespace) -> int:
     labels = as_int_labels(labels, name=f"labels in {args.labels}")
     if probs.ndim == 1:
         return _fit_binary(args, probs, labels)
-    if args.metric not in CLASS_METRICS:
-        raise ValueError(f"--metric {args.metric} is for binary scores (a 1-D --probs file); "
-                         f"for (N, n) probabilities use one of {CLASS_METRICS}")
+    if args.metric == "f1" and args.pos_label is None:
+        raise ValueError("--metric f1 on (N, n) probabilities is the F1 of one class: give "
+                         "--pos-label K (or a 1-D --probs file of binary scores)")
     check_probs(probs, name=f"--probs {args.probs}")
     prior = None
     if args.train_prior is not None:
@@ -133,15 +163,41 @@ def _fit(args: argparse.Namespace) -> int:
             hint = _header_hint(args, prior_table, "train-prior", prior.size, probs.shape[1])
             raise ValueError(f"--train-prior {args.train_prior} has {prior.size} entries but "
                              f"--probs {args.probs} has {probs.shape[1]} classes{hint}")
-    weights = fit_class_weights(probs, labels, metric=args.metric, method=args.method,
-                                shrink=shrink, train_prior=prior)
+    fitted = tune_class_weights(probs, labels, metric=args.metric, method=args.method,
+                                shrink=shrink, train_prior=prior, time_limit=time_limit,
+                                pos_label=args.pos_label)
+    weights = fitted.weights
     n = probs.shape[1]
-    before = class_metric(labels, np.argmax(probs, axis=1), n, args.metric)
-    after = class_metric(labels, apply_class_weights(probs, weights), n, args.metric)
+    metric = resolve_metric(args.metric, n, args.pos_label) if args.metric == "f1" else args.metric
+    before = class_metric(labels, np.argmax(probs, axis=1), n, metric)
+    after = class_metric(labels, apply_class_weights(probs, weights), n, metric)
     write_array(args.out, weights)
+    if args.report is not None:
+        _write_report(args.report, args.metric, fitted)
     print(f"{args.metric}: argmax {before:.6f} -> weighted {after:.6f} "
           f"({args.method}, {labels.size} samples, {n} classes); weights written to {args.out}")
+    print(_fit_line(args.metric, fitted), file=sys.stderr)
     return 0
+
+
+def _fit_line(metric: str, fitted: ClassWeightFit) -> str:
+    """One line on the fit: the metric reached on the data, and that it is optimal or how far
+    from optimal it can be (the proved bound and the gap)."""
+    if fitted.proven_optimal:
+        return f"validation {metric} {fitted.metric:.4f} ({fitted.method}: proven optimal)"
+    shrink = f"; shrink {fitted.shrink:g}" if fitted.shrink else ""
+    return (f"validation {metric} {fitted.metric:.4f}; upper bound {fitted.bound:.4f} "
+            f"(gap <= {fitted.gap:.4f}; method {fitted.method}{shrink})")
+
+
+def _write_report(path: Path, metric: str, fitted: ClassWeightFit) -> None:
+    """``--report``: the fit as JSON, written atomically."""
+    report = {"metric": metric, "value": float(fitted.metric), "bound": float(fitted.bound),
+              "gap": float(fitted.gap), "proven_optimal": bool(fitted.proven_optimal),
+              "method": fitted.method, "shrink": float(fitted.shrink),
+              "weights": [float(w) for w in fitted.weights]}
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 
 
 def _parse_shrink(text: str | None) -> float | str | None:
@@ -151,6 +207,18 @@ def _parse_shrink(text: str | None) -> float | str | None:
         return float(text)
     except ValueError:
         raise ValueError(f"--shrink must be 'cv' or a number in [0, 1], got {text!r}") from None
+
+
+def _parse_time_limit(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"--time-limit must be a positive number of seconds, got {text!r}")
+    return seconds
 
 
 def _read(args: argparse.Namespace, name: str) -> Table:
@@ -195,9 +263,10 @@ def _fit_binary(args: argparse.Namespace, scores: np.ndarray, labels: np.ndarray
     if args.metric not in BINARY_METRICS:
         raise ValueError(f"--metric {args.metric} is for (N, n) probabilities; for binary scores "
                          f"(a 1-D --probs file) use one of {BINARY_METRICS}")
-    if args.method != "auto" or args.shrink is not None or args.train_prior is not None:
-        raise ValueError("--method, --shrink and --train-prior apply to (N, n) probabilities; a "
-                         "binary threshold is always fitted exactly")
+    if (args.method != "auto" or args.shrink is not None or args.train_prior is not None
+            or args.time_limit is not None or args.report is not None):
+        raise ValueError("--method, --shrink, --train-prior, --time-limit and --report apply to "
+                         "(N, n) probabilities; a binary threshold is always fitted exactly")
     threshold = fit_threshold(scores, labels, metric=args.metric)
     value = binary_metric(labels, (scores >= threshold).astype(np.int64), args.metric)
     write_array(args.out, np.array([threshold]))

@@ -97,10 +97,56 @@ def _uses_predict_proba(tuner: ClassWeightTuner) -> bool:
     return _response(tuner.estimator, tuner.response_method) == "predict_proba"
 
 
+# scikit-learn scorer names with an exact search of their own (name -> logitkit metric)
+_BUILT_IN = {"accuracy": "accuracy", "balanced_accuracy": "balanced_accuracy",
+             "macro_f1": "macro_f1", "f1_macro": "macro_f1", "f1": "f1"}
+
+
+def _search_metric(metric: Any, pos_label: Any, classes: np.ndarray) -> tuple[Any, int | None]:
+    """The metric for :func:`tune_class_weights` on class indices, and the index of
+    ``pos_label`` for "f1". Built-in names (and scikit-learn's "f1_macro") and cost matrices
+    are searched exactly; any other scorer name (``sklearn.metrics.get_scorer``), a scorer made
+    by ``make_scorer``, or a function ``f(y_true, y_pred)`` is evaluated on the original labels
+    (``sample_weight=`` passed when given)."""
+    if isinstance(metric, str) and metric in _BUILT_IN:
+        if _BUILT_IN[metric] != "f1":
+            return _BUILT_IN[metric], None
+        wanted = 1 if pos_label is None else pos_label
+        where = np.flatnonzero(classes == wanted)
+        if where.size == 0:
+            raise ValueError(f"metric 'f1' tunes the F1 of pos_label={wanted!r}, which is not a "
+                             f"class of y ({classes.tolist()}); set pos_label")
+        return "f1", int(where[0])
+    if isinstance(metric, str):
+        from sklearn.metrics import get_scorer
+
+        metric = get_scorer(metric)
+    if hasattr(metric, "_score_func"):  # a scikit-learn scorer: its function, sign and kwargs
+        if getattr(metric, "_response_method", "predict") != "predict":
+            raise ValueError(f"{metric!r} scores probabilities or decision values, not the "
+                             "decisions argmax(p * w) that the weights change; use a scorer of "
+                             "predictions")
+        function, sign, kwargs = metric._score_func, metric._sign, metric._kwargs
+    elif callable(metric):
+        function, sign, kwargs = metric, 1, {}
+    else:
+        return np.asarray(metric, dtype=np.float64), None
+
+    def on_labels(y: np.ndarray, pred: np.ndarray, sample_weight: np.ndarray | None) -> float:
+        extra = {} if sample_weight is None else {"sample_weight": sample_weight}
+        return sign * float(function(classes[y], classes[pred], **kwargs, **extra))
+
+    return on_labels, None
+
+
 class ClassWeightTuner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
     """Wrap a classifier; predict ``argmax(scores(X) * weights_)`` (see the module docstring).
 
-    Parameters: ``estimator``; ``metric`` ("accuracy" or "macro_f1"); ``method`` ("auto",
+    Parameters: ``estimator``; ``metric`` (default "accuracy"; see :func:`_search_metric`: the
+    built-in names, scikit-learn scorer names such as "f1_macro", "f1" or "recall_macro", a scorer
+    from ``make_scorer``, a function ``f(y_true, y_pred)``, or an (n, n) cost matrix
+    ``C[true, pred]`` in ``classes_`` order); ``pos_label`` (the class whose F1 "f1" tunes;
+    default None: the label 1, as scikit-learn's "f1" scorer); ``method`` ("auto",
     "exact", "coordinate" or "powell", as in ``fit_class_weights``); ``cv`` (folds, a splitter,
     or "prefit"); ``shrink`` (None, a number in [0, 1] or "cv": the over-fitting guard of
     ``fit_class_weights``, toward plain argmax); ``response_method`` ("auto": predict_proba if the
@@ -118,12 +164,13 @@ class ClassWeightTuner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
     (3,)
     """
 
-    def __init__(self, estimator: Any, *, metric: str = "accuracy", method: str = "auto",
-                 cv: Any = 5, shrink: float | str | None = None, response_method: str = "auto",
-                 random_state: int = 0) -> None:
+    def __init__(self, estimator: Any, *, metric: Any = "accuracy", pos_label: Any = None,
+                 method: str = "auto", cv: Any = 5, shrink: float | str | None = None,
+                 response_method: str = "auto", random_state: int = 0) -> None:
         _require_sklearn()
         self.estimator = estimator
         self.metric = metric
+        self.pos_label = pos_label
         self.method = method
         self.cv = cv
         self.shrink = shrink
@@ -170,8 +217,9 @@ class ClassWeightTuner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         if self.classes_.size < 2:
             raise ValueError(f"{type(self).__name__} needs at least 2 classes in y, got "
                              f"{self.classes_.tolist()}")
-        fitted = tune_class_weights(_as_probs(scores, response), y_index, metric=self.metric,
-                                    method=self.method,
+        metric, pos_index = _search_metric(self.metric, self.pos_label, self.classes_)
+        fitted = tune_class_weights(_as_probs(scores, response), y_index, metric=metric,
+                                    pos_label=pos_index, method=self.method,
                                     sample_weight=fit_params.get("sample_weight"),
                                     shrink=self.shrink, random_state=self.random_state)
         self.weights_, self.shrink_ = fitted.weights, fitted.shrink

@@ -4,18 +4,31 @@ Conventions: ``labels`` are integer class ids in ``[0, n)``; ``preds`` likewise;
 per-sample weights (``None``: every sample counts 1).
 
 * accuracy  = sum_i s_i [pred_i == y_i] / sum_i s_i
+* balanced accuracy = the mean recall of the classes present = accuracy with each sample's
+  weight divided by its class's total (scikit-learn's ``balanced_accuracy_score``)
+* cost matrix C (n x n, ``C[true, pred]``): minus the mean cost, - sum_i s_i C[y_i, pred_i] /
+  sum_i s_i (higher is better, like every metric here)
 * macro-F1  = mean over the classes PRESENT in ``labels`` (positive weighted count) of F1_c,
   F1_c = 2 TP_c / (#pred_c + #true_c)   (weighted counts; a class absent from the labels would
   add a constant 0, so it is left out, as in scikit-learn's ``f1_score(average="macro")`` when
   the class is not predicted either)
-* binary F1 = F1 of the positive class (label 1)
+* F1 of one class c (``f1`` with ``pos_label=c``; binary F1 = F1 of label 1)
+* a function ``f(labels, preds, sample_weight) -> float`` (higher is better)
+
+Accuracy, balanced accuracy and cost matrices are LINEAR metrics, ``sum_i s_i U[y_i, pred_i]`` with
+a utility matrix U (I, I, -C); the searches handle every linear metric and every mean of F1s
+exactly (:class:`Metric`), a function only by evaluating it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+
 import numpy as np
 
-CLASS_METRICS = ("accuracy", "macro_f1")
+CLASS_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "f1")
 BINARY_METRICS = ("accuracy", "f1")
 
 
@@ -26,19 +39,95 @@ def f1_from_counts(tp: np.ndarray, predicted: np.ndarray, actual: np.ndarray) ->
     return np.where(denominator > 0, 2.0 * tp / safe, 0.0)
 
 
-def class_metric(labels: np.ndarray, preds: np.ndarray, n_classes: int, metric: str,
+@dataclass(frozen=True)
+class Metric:
+    """A metric of decisions, as the searches see it (module docstring): ``utility`` (n x n) for
+    a linear one; else the mean F1 of the classes present (``f1_class`` None) or of one class;
+    or ``function``. ``name`` is what the user asked for."""
+
+    name: str
+    utility: np.ndarray | None = None
+    f1_class: int | None = None
+    function: Callable[..., float] | None = None
+
+    @property
+    def linear(self) -> bool:
+        return self.utility is not None
+
+    @cached_property
+    def is_accuracy(self) -> bool:
+        """A linear metric whose utility is the identity: only a row's own class gains."""
+        u = self.utility
+        return u is not None and bool(np.array_equal(u, np.eye(u.shape[0])))
+
+    def f1_counted(self, labels: np.ndarray, n_classes: int,
+                   weights: np.ndarray | None = None) -> np.ndarray:
+        """Mask of the classes whose F1 is averaged: those present, or the one class."""
+        if self.f1_class is not None:
+            return np.arange(n_classes) == self.f1_class
+        return present_classes(labels, n_classes, weights)
+
+
+def resolve_metric(metric: object, n_classes: int, pos_label: int | None = None) -> Metric:
+    """The :class:`Metric` for ``metric``: a name of CLASS_METRICS ("f1" needs ``pos_label``,
+    the class whose F1 counts), an (n, n) cost matrix ``C[true, pred]``, a :class:`Metric`, or a
+    function ``f(labels, preds, sample_weight) -> float``. ValueError for anything else."""
+    if isinstance(metric, Metric):
+        return metric
+    if isinstance(metric, str):
+        check_metric(metric, CLASS_METRICS)
+        if metric == "f1":
+            if pos_label is None or not 0 <= pos_label < n_classes:
+                raise ValueError(f"metric 'f1' is the F1 of one class: pos_label must be a class "
+                                 f"id in [0, {n_classes}), got {pos_label}")
+            return Metric("f1", f1_class=int(pos_label))
+        if metric == "macro_f1":
+            return Metric("macro_f1")
+        return Metric(metric, utility=np.eye(n_classes))
+    if callable(metric):
+        return Metric(getattr(metric, "__name__", "callable"), function=metric)
+    cost = np.asarray(metric, dtype=np.float64)
+    if cost.shape != (n_classes, n_classes) or not np.all(np.isfinite(cost)):
+        raise ValueError(f"metric must be one of {CLASS_METRICS}, a function, or a finite "
+                         f"({n_classes}, {n_classes}) cost matrix C[true, pred]; got "
+                         f"{metric!r:.80}")
+    return Metric("cost", utility=-cost)
+
+
+def metric_weights(metric: Metric, labels: np.ndarray, n_classes: int,
+                   weights: np.ndarray | None) -> np.ndarray | None:
+    """The sample weights a search uses for ``metric``: balanced accuracy divides each sample's
+    weight by its class's total; every other metric keeps them."""
+    if metric.name != "balanced_accuracy":
+        return weights
+    sw = np.ones(labels.size) if weights is None else weights
+    totals = np.bincount(labels, weights=sw, minlength=n_classes)
+    return sw / totals[labels]
+
+
+def class_metric(labels: np.ndarray, preds: np.ndarray, n_classes: int, metric: str | Metric,
                  weights: np.ndarray | None = None) -> float:
-    """``metric`` ("accuracy" or "macro_f1") of integer predictions against integer labels."""
-    hit = np.flatnonzero(preds == labels)
-    if metric == "accuracy":
+    """``metric`` (a name, see :func:`resolve_metric`, or a :class:`Metric`) of integer
+    predictions against integer labels. Balanced accuracy expects the weights of
+    :func:`metric_weights` when given a :class:`Metric`, and computes them from a name."""
+    if isinstance(metric, str):
+        spec = resolve_metric(metric, n_classes, pos_label=1 if metric == "f1" else None)
+        weights = metric_weights(spec, labels, n_classes, weights)
+        metric = spec
+    if metric.function is not None:
+        return float(metric.function(labels, preds, weights))
+    if metric.linear:
+        gains = metric.utility[labels, preds]
         if weights is None:
-            return float(hit.size) / labels.size
-        return float(weights[hit].sum() / weights.sum())
+            return float(gains.mean())
+        return float(gains @ weights / weights.sum())
+    hit = np.flatnonzero(preds == labels)
     tp = np.bincount(labels[hit], weights=None if weights is None else weights[hit],
                      minlength=n_classes)
     predicted = np.bincount(preds, weights=weights, minlength=n_classes)
     actual = np.bincount(labels, weights=weights, minlength=n_classes)
-    return float(f1_from_counts(tp, predicted, actual)[actual > 0].mean())
+    counted = metric.f1_counted(labels, n_classes, weights)
+    return float(f1_from_counts(tp, predicted, actual)[counted].mean())
 
 
 def present_classes(labels: np.ndarray, n_classes: int,

@@ -59,7 +59,7 @@ from logitkit.thresholds._guard import choose_shrink, shrunk
 from logitkit.thresholds._milp import centre_on_support
 from logitkit.thresholds.metrics import (
     BINARY_METRICS,
-    CLASS_METRICS,
+    Metric,
     check_metric,
     check_probs,
     check_probs_labels,
@@ -67,7 +67,9 @@ from logitkit.thresholds.metrics import (
     check_scores_binary,
     class_metric,
     f1_from_counts,
+    metric_weights,
     present_classes,
+    resolve_metric,
 )
 
 METHODS = ("auto", "exact", "coordinate", "powell")
@@ -86,7 +88,7 @@ KEEP_CELLS = 32
 # "auto" runs the exact program (n >= 4) up to this many rows x classes, cut after
 # AUTO_TIME_LIMIT seconds (measured on one core: accuracy at 100 rows x 8 classes 1.6 s,
 # macro-F1 at 50 x 5 4 s and at 16 x 5 about 1 s; the time grows steeply with the rows).
-AUTO_EXACT_SIZE = {"accuracy": 200, "macro_f1": 80}
+AUTO_EXACT_SIZE = {"linear": 200, "f1": 80}
 AUTO_TIME_LIMIT = 1.0
 # A metric within this of the proved bound counts as proven optimal (solver tolerances).
 BOUND_SLACK = 1e-9
@@ -157,6 +159,7 @@ def fit_class_weights(
     restarts: int | None = None,
     max_rounds: int = 100,
     time_limit: float | None = None,
+    pos_label: int | None = None,
     random_state: int = 0,
 ) -> np.ndarray:
     """Per-class weights ``w`` (n,) maximising ``metric`` of ``argmax(probs * w)`` on the data.
@@ -172,7 +175,8 @@ def fit_class_weights(
     return tune_class_weights(
         probs, labels, metric=metric, method=method, sample_weight=sample_weight,
         train_prior=train_prior, shrink=shrink, folds=folds, restarts=restarts,
-        max_rounds=max_rounds, time_limit=time_limit, random_state=random_state).weights
+        max_rounds=max_rounds, time_limit=time_limit, pos_label=pos_label,
+        random_state=random_state).weights
 
 
 @dataclass
@@ -217,6 +221,7 @@ def tune_class_weights(
     restarts: int | None = None,
     max_rounds: int = 100,
     time_limit: float | None = None,
+    pos_label: int | None = None,
     random_state: int = 0,
 ) -> ClassWeightFit:
     """Tune per-class weights ``w >= 0`` so that ``argmax(probs * w)`` maximises ``metric``.
@@ -231,7 +236,13 @@ def tune_class_weights(
         probs: (N, n) finite non-negative scores (need not sum to 1).
         labels: N class ids in [0, n); at least two classes present. A class with no sample keeps
             its starting weight while the others are tuned around it.
-        metric: "accuracy" (default) or "macro_f1" (the mean F1 of the classes present).
+        metric: "accuracy" (default), "balanced_accuracy" (mean recall of the classes present),
+            "macro_f1" (mean F1 of the classes present), "f1" (F1 of class ``pos_label``), an
+            (n, n) cost matrix ``C[true, pred]`` (minimises the mean cost: the metric is minus
+            it), or a function ``f(labels, preds, sample_weight) -> float`` to maximise
+            (``sample_weight`` None or an array). All but a function are searched exactly as
+            described; a function only by coordinate ascent, evaluated at up to 64 weights per
+            step, with no bound (``bound = inf``).
         method: "auto" (default), "exact", "coordinate" or "powell" (see the module docstring):
             "exact" is the global optimum for any n (cells for n <= 3; a mixed-integer program,
             HiGHS, for n >= 4: minutes or more beyond a few hundred rows, ``time_limit`` bounds
@@ -246,6 +257,7 @@ def tune_class_weights(
         max_rounds: bound on the rounds of each coordinate ascent (default 100).
         time_limit: seconds for the mixed-integer program of "exact" (default None: until
             proven); a run cut short keeps its best weights and reports the bound it proved.
+        pos_label: the class whose F1 is ``metric="f1"`` (default None: required for it).
         random_state: seeds the restarts and the folds (default 0).
 
     Returns:
@@ -265,7 +277,6 @@ def tune_class_weights(
     >>> fit.metric, fit.proven_optimal
     (1.0, True)
     """
-    check_metric(metric, CLASS_METRICS)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if max_rounds < 1:
@@ -275,8 +286,14 @@ def tune_class_weights(
     if time_limit is not None and not time_limit > 0:
         raise ValueError(f"time_limit must be a positive number of seconds, got {time_limit}")
     p, y = check_probs_labels(probs, labels)
-    sw = check_sample_weight(sample_weight, y.size)
     n = p.shape[1]
+    metric = resolve_metric(metric, n, pos_label)
+    if metric.function is not None and method == "exact":
+        raise ValueError("method='exact' needs a built-in metric or a cost matrix; a function "
+                         "metric is searched by 'auto' or 'coordinate'")
+    if metric.f1_class is not None and not np.any(y == metric.f1_class):
+        raise ValueError(f"metric 'f1' of class {metric.f1_class}: no label is {metric.f1_class}")
+    sw = metric_weights(metric, y, n, check_sample_weight(sample_weight, y.size))
     prior = None if train_prior is None else _check_prior(train_prior, "train_prior", size=n)
     rng = np.random.default_rng(random_state)
 
@@ -345,7 +362,7 @@ def _default_restarts(rows: int) -> int:
     return min(MAX_RESTARTS, RESTART_ROWS // rows)
 
 
-def _tune(p: np.ndarray, y: np.ndarray, sw: np.ndarray | None, metric: str, method: str,
+def _tune(p: np.ndarray, y: np.ndarray, sw: np.ndarray | None, metric: Metric, method: str,
           target: np.ndarray, restarts: int | None, max_rounds: int, time_limit: float | None,
           rng: np.random.Generator) -> Tuned:
     n = p.shape[1]
@@ -359,14 +376,16 @@ def _tune(p: np.ndarray, y: np.ndarray, sw: np.ndarray | None, metric: str, meth
     free = min(tuned.size, n - 1)  # dimensions of the search (weights are scale-invariant)
     # classes without samples keep their relative weights: centring would move them
     can_centre = n - tuned.size <= 1
-    if free <= 1 or (n == 3 and (method == "exact"
-                                 or (method == "auto" and y.size <= EXACT_AUTO_ROWS))):
+    searchable = metric.function is None  # the exact searches need a built-in metric
+    if searchable and (free <= 1 or (n == 3 and (method == "exact" or (
+            method == "auto" and y.size <= EXACT_AUTO_ROWS)))):
         return _exact_small(L, y, sw, metric, tuned, can_centre)
     starts = [np.zeros(n)] if not np.any(target) else [np.zeros(n), target]
     count = _default_restarts(y.size) if restarts is None else restarts
     v = _multi_start(L, y, sw, metric, starts, tuned, count, max_rounds, rng)
     v = _centred(L, y, sw, metric, [predict_log(L, v)] if can_centre else [], v)
-    exact = method == "exact" or (method == "auto" and _program_is_small(L, y, metric))
+    exact = method == "exact" or (method == "auto" and searchable
+                                  and _program_is_small(L, y, metric))
     if not exact:
         return Tuned(v, reachable_bound(L, y, sw, metric), False, "coordinate")
     from logitkit.thresholds._milp import solve_exact
@@ -374,19 +393,18 @@ def _tune(p: np.ndarray, y: np.ndarray, sw: np.ndarray | None, metric: str, meth
     weights = np.ones(y.size) if sw is None else sw
     limit = time_limit if method == "exact" else min(time_limit or AUTO_TIME_LIMIT,
                                                      AUTO_TIME_LIMIT)
-    solution = solve_exact(L, y, weights, "accuracy" if metric == "accuracy" else "f1",
-                           tuned, limit)
+    solution = solve_exact(L, y, weights, metric, metric.f1_counted(y, n, sw), limit)
     best = _best_of(L, y, sw, metric, [v, *solution.candidates])
     return Tuned(best, solution.bound, solution.finished,
                  "exact" if method == "exact" else "coordinate+exact")
 
 
-def _program_is_small(L: np.ndarray, y: np.ndarray, metric: str) -> bool:
+def _program_is_small(L: np.ndarray, y: np.ndarray, metric: Metric) -> bool:
     """Whether "auto" runs the exact program: few enough rows x classes (AUTO_EXACT_SIZE)."""
-    return y.size * L.shape[1] <= AUTO_EXACT_SIZE[metric]
+    return y.size * L.shape[1] <= AUTO_EXACT_SIZE["linear" if metric.linear else "f1"]
 
 
-def _exact_small(L: np.ndarray, y: np.ndarray, sw: np.ndarray | None, metric: str,
+def _exact_small(L: np.ndarray, y: np.ndarray, sw: np.ndarray | None, metric: Metric,
                  tuned: np.ndarray, can_centre: bool) -> Tuned:
     """The global optimum for n <= 3 (or one free weight): the cells of the positive weights
     (:mod:`._cells`) and every support with a zero weight (one sweep each)."""
@@ -421,31 +439,38 @@ def _supports(n: int) -> list[np.ndarray]:
     return masks
 
 
-def reachable_bound(L: np.ndarray, y: np.ndarray, sw: np.ndarray | None, metric: str) -> float:
-    """An upper bound on the metric of any weights: every row that can be right at all is right.
+def reachable_bound(L: np.ndarray, y: np.ndarray, sw: np.ndarray | None,
+                    metric: Metric) -> float:
+    """An upper bound on the metric of any weights: every row gets its best reachable class.
 
-    Row i can be predicted k only if ``p_ik > 0`` or k = 0 (all products 0); for macro-F1 each
-    class then reaches at most ``2 a_k / (a_k + A_k)`` (``a_k``: its rows that can be right,
-    ``A_k``: all its rows, no false positive).
+    Row i can be predicted k only if ``p_ik > 0`` or k = 0 (all products 0). A linear metric is
+    then at most the mean of each row's best utility among those; the mean F1 of some classes at
+    most the mean of ``2 a_k / (a_k + A_k)`` (``a_k``: the class's rows that can be right,
+    ``A_k``: all its rows, no false positive). A function metric has no bound: ``inf``.
     """
     n = L.shape[1]
+    if metric.function is not None:
+        return np.inf
     weights = np.ones(y.size) if sw is None else sw
-    can = np.isfinite(L[np.arange(y.size), y]) | (y == 0)
-    if metric == "accuracy":
-        return float(weights[can].sum() / weights.sum())
+    reachable = np.isfinite(L)
+    reachable[:, 0] = True
+    if metric.linear:
+        best = np.where(reachable, metric.utility[y], -np.inf).max(axis=1)
+        return float(best @ weights / weights.sum())
+    can = reachable[np.arange(y.size), y]
     actual = np.bincount(y, weights=weights, minlength=n)
     reach = np.bincount(y[can], weights=weights[can], minlength=n)
-    present = actual > 0
-    return float(np.mean(2 * reach[present] / (reach[present] + actual[present])))
+    counted = metric.f1_counted(y, n, sw)
+    return float(np.mean(2 * reach[counted] / (reach[counted] + actual[counted])))
 
 
-def _best_of(L: np.ndarray, y: np.ndarray, sw: np.ndarray | None, metric: str,
+def _best_of(L: np.ndarray, y: np.ndarray, sw: np.ndarray | None, metric: Metric,
              options: list[np.ndarray]) -> np.ndarray:
     """The log-weights of ``options`` that score best by the decision rule (first of equals)."""
     n = L.shape[1]
     scores = [class_metric(y, predict_log(L, v), n, metric, sw) for v in options]
     return options[int(np.argmax(scores))]
-def _multi_start(L: np.ndarray, y: np.ndarray, sw: np.ndarray | None, metric: str,
+def _multi_start(L: np.ndarray, y: np.ndarray, sw: np.ndarray | None, metric: Metric,
                  starts: list[np.ndarray], tuned: np.ndarray, restarts: int, max_rounds: int,
                  rng: np.random.Generator) -> np.ndarray:
     """Best coordinate-wise optimum from ``starts``, then from ``restarts`` random perturbations
@@ -463,7 +488,7 @@ def _multi_start(L: np.ndarray, y: np.ndarray, sw: np.ndarray | None, metric: st
     return best_v
 
 
-def _centred(L: np.ndarray, y: np.ndarray, sw: np.ndarray | None, metric: str,
+def _centred(L: np.ndarray, y: np.ndarray, sw: np.ndarray | None, metric: Metric,
              cells: list[np.ndarray], fallback: np.ndarray) -> np.ndarray:
     """Among the centres of ``cells`` (on the support of ``fallback``: its classes of positive
     weight) and ``fallback`` itself, the log-weights that score best by the decision rule
