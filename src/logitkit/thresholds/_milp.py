@@ -29,7 +29,8 @@ log-margin of ``MARGIN`` (cells narrower than that, ratios within ``1 + 1e-6`` o
 searched). ``BOX = 40`` covers the seed's weight space ``(tanh(t) + 1) / 2``: its smallest positive
 float is 5.6e-17 = e^-37.4, so every seed weight vector, zeros included, lies in the searched set.
 HiGHS's dual bound is an upper bound on the metric (the gap reported to the user); a run cut by
-``time_limit`` keeps its best solution and that bound. The decisions HiGHS returns are realised
+``time_limit`` (or ``node_limit``: branch-and-bound nodes, deterministic) keeps its best solution
+and that bound. The decisions HiGHS returns are realised
 by :func:`centre_on_support` and scored by the decision rule itself.
 
 Reference: maximising accuracy over such rules is a maximum feasible subsystem problem (Amaldi and
@@ -117,7 +118,8 @@ class _Program:
         self.upper.append(np.broadcast_to(np.asarray(upper, dtype=np.float64), (count,)))
         self.n_rows += count
 
-    def solve(self, objective: np.ndarray, time_limit: float | None) -> object:
+    def solve(self, objective: np.ndarray, time_limit: float | None,
+              node_limit: int | None) -> object:
         from scipy.optimize import Bounds, LinearConstraint, milp
         from scipy.sparse import csr_array
 
@@ -127,6 +129,8 @@ class _Program:
         options = {"mip_rel_gap": 0.0, **TOLERANCES}
         if time_limit is not None:
             options["time_limit"] = float(time_limit)
+        if node_limit is not None:
+            options["node_limit"] = int(node_limit)
         with _quiet_stdout(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", "Unrecognized options", RuntimeWarning)
             return milp(objective, integrality=np.concatenate(self.integer),
@@ -153,7 +157,8 @@ def _quiet_stdout() -> Iterator[None]:
 
 
 def solve_exact(L: np.ndarray, y: np.ndarray, sw: np.ndarray, metric: Metric,
-                counted: np.ndarray, time_limit: float | None = None) -> Solution:
+                counted: np.ndarray, time_limit: float | None = None,
+                node_limit: int | None = None) -> Solution:
     """Best log-weights for ``metric`` (linear, or the mean F1 of the ``counted`` classes, a
     mask) and the bound HiGHS proved (module docstring). ``sw``: sample weights (ones: none)."""
     total = float(sw.sum())
@@ -196,7 +201,7 @@ def solve_exact(L: np.ndarray, y: np.ndarray, sw: np.ndarray, metric: Metric,
         constant, scale = 0.0, 1.0 / classes.size
         objective = np.zeros(prog.n_vars)
         objective[f] = -1.0
-    result = prog.solve(objective, time_limit)
+    result = prog.solve(objective, time_limit, node_limit)
     finished = result.status == 0
     dual = result.mip_dual_bound if result.mip_dual_bound is not None else -np.inf
     bound = (constant - float(dual)) * scale if np.isfinite(dual) else np.inf

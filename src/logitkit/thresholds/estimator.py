@@ -142,19 +142,34 @@ def _search_metric(metric: Any, pos_label: Any, classes: np.ndarray) -> tuple[An
 class ClassWeightTuner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
     """Wrap a classifier; predict ``argmax(scores(X) * weights_)`` (see the module docstring).
 
-    Parameters: ``estimator``; ``metric`` (default "accuracy"; see :func:`_search_metric`: the
-    built-in names, scikit-learn scorer names such as "f1_macro", "f1" or "recall_macro", a scorer
-    from ``make_scorer``, a function ``f(y_true, y_pred)``, or an (n, n) cost matrix
-    ``C[true, pred]`` in ``classes_`` order); ``pos_label`` (the class whose F1 "f1" tunes;
-    default None: the label 1, as scikit-learn's "f1" scorer); ``method`` ("auto",
-    "exact", "coordinate" or "powell", as in ``fit_class_weights``); ``cv`` (folds, a splitter,
-    or "prefit"); ``shrink`` (None, a number in [0, 1] or "cv": the over-fitting guard of
-    ``fit_class_weights``, toward plain argmax); ``response_method`` ("auto": predict_proba if the
-    estimator has it, else decision_function); ``random_state`` (restarts and shrinkage folds).
+    Args:
+        estimator: a scikit-learn classifier with ``predict_proba`` or ``decision_function``.
+        metric: what the weights maximise (default "accuracy"): "accuracy",
+            "balanced_accuracy", "macro_f1" (or scikit-learn's "f1_macro"), "f1" (the F1 of
+            ``pos_label``), an (n, n) cost matrix ``C[true, pred]`` in ``classes_`` order (all
+            searched exactly, as ``tune_class_weights``); any other scikit-learn scorer name of
+            predictions ("recall_macro", ...), a ``make_scorer`` object, or a function
+            ``f(y_true, y_pred)`` on the original labels (coordinate ascent only).
+        pos_label: the class whose F1 "f1" tunes (default None: 1, as scikit-learn's "f1").
+        method: "auto" (default), "exact", "coordinate" or "powell" (``tune_class_weights``).
+        cv: folds (default 5), a scikit-learn splitter, or "prefit".
+        shrink: None (default), a number in [0, 1] or "cv": the over-fitting guard of
+            ``tune_class_weights``, toward plain argmax.
+        response_method: "auto" (default: predict_proba if the estimator has it, else
+            decision_function), "predict_proba" or "decision_function".
+        random_state: seeds the restarts and the shrinkage folds (default 0).
+
     Fitted attributes: ``estimator_``, ``classes_``, ``weights_``, ``shrink_`` (the shrinkage
-    applied), ``tuned_score_`` (the metric on the held-out scores the weights were tuned on) and
-    ``score_bound_`` (an upper bound on it for any weights: ``tune_class_weights``'s bound),
-    ``n_features_in_`` (and ``feature_names_in_``) when the estimator has them.
+    applied), ``tuned_score_`` (the metric on the held-out scores the weights were tuned on),
+    ``score_bound_`` (a proved upper bound on it for any weights; ``inf`` for a scorer or
+    function), and ``n_features_in_`` (``feature_names_in_``) when the estimator has them.
+
+    Raises (in ``fit``):
+        ValueError: fewer than 2 classes, a ``pos_label`` that is not a class, a scorer of
+            probabilities (weights change decisions only), bad options.
+
+    Reference: the seed (post 002) tunes ``argmax(p * w)`` with scipy's Powell method;
+    scikit-learn's ``TunedThresholdClassifierCV`` is the binary, one-threshold analogue.
 
     >>> from sklearn.datasets import load_wine
     >>> from sklearn.linear_model import LogisticRegression
