@@ -30,7 +30,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests
 
 test: lint
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" --doctest-modules src tests
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow

@@ -110,6 +110,33 @@ def test_cli_errors_are_clean_and_quoted_once(tmp_path, capsys):
     assert "error: key 'lm_head.weight' not found" in err and "error: \"" not in err
 
 
+def test_a_wrong_key_lists_the_closest_tensors_not_every_one(tmp_path, capsys):
+    tensors = {f"model.layers.{i}.{part}.weight": BLOG_W for i in range(20)
+               for part in ("q_proj", "k_proj", "v_proj", "o_proj", "mlp")}
+    tensors["lm_head.weight"] = BLOG_W
+    save_file(tensors, str(tmp_path / "big.safetensors"))
+    assert main(["audit", str(tmp_path / "big.safetensors"), "--key", "lm_haed.weight"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("logitkit audit: error: key 'lm_haed.weight' "
+                                                   "not found in ")
+    assert "closest: 'lm_head.weight'; 101 tensors, e.g. " in err
+    assert err.count("model.layers.") <= 5 and len(err) < 400
+    del tensors["lm_head.weight"]
+    save_file(tensors, str(tmp_path / "headless.safetensors"))
+    assert main(["audit", str(tmp_path / "headless.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "pass --key NAME; 100 tensors, e.g. " in err and err.count("model.layers.") <= 5
+
+
+def test_an_output_under_a_file_names_the_file(tmp_path, capsys):
+    np.save(tmp_path / "w.npy", BLOG_W)
+    (tmp_path / "afile").write_text("x")
+    png = tmp_path / "afile" / "x.png"
+    assert main(["audit", str(tmp_path / "w.npy"), "--plot", str(png)]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'afile'} is a file, not a folder" in err and "File exists" not in err
+
+
 def test_help_does_not_import_heavy_modules():
     code = ("import sys; from logitkit.cli import main\n"
             "try:\n    main(['audit', '--help'])\nexcept SystemExit:\n    pass\n"

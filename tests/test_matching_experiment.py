@@ -10,7 +10,8 @@ import torch
 from logitkit.experiments import _matching_theory as theory
 from logitkit.experiments._matching_train import similarity_classes
 from logitkit.experiments.matching import PAIR_KINDS, embedded_pairs
-from logitkit.matching import PairSet, similar_labels, swap_set
+from logitkit.matching import PairSet, swap_set
+from logitkit.matching.evaluate import similar_labels
 
 
 def test_embedded_pairs_are_split_deterministic_and_in_range():

@@ -115,8 +115,10 @@ def test_reader_refuses_malformed_quoting_and_empty_files(tmp_path):
     (tmp_path / "empty.csv").write_text("", encoding="utf-8")
     with pytest.raises(ValueError, match="empty"):
         read_pairs(tmp_path / "empty.csv")
-    with pytest.raises(FileNotFoundError, match="no such pair file"):
+    with pytest.raises(FileNotFoundError, match="no such file"):
         read_pairs(tmp_path / "absent.csv")
+    with pytest.raises(IsADirectoryError, match="is a folder; expected a file"):
+        read_pairs(tmp_path)
 
 
 # --- error paths of the verb (one line, exit 2, before any model is loaded) ---
@@ -144,13 +146,18 @@ def test_option_errors(tmp_path, capsys):
     unlabelled = write_csv(tmp_path / "u.csv", ["sentence1", "sentence2"], [["a", "b"]])
     labelled = labelled_file(tmp_path / "pairs.csv")
     cases = [
-        ([tmp_path / "absent.csv"], "no such pair file"),
+        ([tmp_path / "absent.csv"], "absent.csv: no such file"),
+        ([tmp_path], "is a folder; expected a file"),
         ([unlabelled, "--cutoff", "3"], "--cutoff applies to gold labels"),
         ([unlabelled, "--metrics", tmp_path / "m.json"], "--metrics needs gold labels"),
         ([labelled, "--out", labelled], "is the pair file itself"),
-        ([labelled, "--model", tmp_path / "no-model"], "holds no config.json"),
-        ([labelled, "--cross-encoder", tmp_path / "no-model"], "holds no config.json"),
-        ([labelled, "--threshold-file", tmp_path / "absent.json"], "no such threshold file"),
+        ([labelled, "--model", tmp_path / "no-model"], "no such folder"),
+        ([labelled, "--model", labelled], "is a file; expected a folder"),
+        ([labelled, "--model", tmp_path], "holds no config.json"),
+        ([labelled, "--cross-encoder", tmp_path / "no-model"], "no such folder"),
+        ([labelled, "--cross-encoder", tmp_path], "holds no config.json"),
+        ([labelled, "--threshold-file", tmp_path / "absent.json"], "absent.json: no such file"),
+        ([labelled, "--threshold-file", tmp_path], "is a folder; expected a file"),
     ]
     for args, match in cases:
         assert run_verb(*args) == 2, args

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 from torch.optim import lr_scheduler
 
-from logitkit.optim import HalfSwapTiedHead, Lion, Tiger, make_optimizer, param_groups, swap_halves
+from logitkit.optim import HalfSwapTiedHead, Lion, Tiger, make_optimizer, param_groups
+from logitkit.optim.tied import swap_halves
 
 
 class Net(nn.Module):

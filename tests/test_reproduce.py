@@ -179,7 +179,30 @@ def test_unknown_experiment_and_bad_values_are_rejected(fakes, tmp_path):
 
 def test_cli_reports_a_missing_data_folder(tmp_path, capsys):
     assert main(["reproduce", "--smoke", "--data", str(tmp_path / "absent")]) == 2
-    assert "is not a folder" in capsys.readouterr().err
+    assert "absent: no such folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("seed", [-5, 2**31, 2**32, 1.5, True])
+def test_a_seed_out_of_range_is_refused_before_any_work(fakes, tmp_path, capsys, seed):
+    with pytest.raises(ValueError, match="seed must be an integer from 0 to 2147483647"):
+        Context(size="smoke", out_dir=tmp_path, seed=seed)
+    if isinstance(seed, int) and not isinstance(seed, bool):
+        assert main(["reproduce", "alpha", "--smoke", "--seed", str(seed), "--out",
+                     str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert err == ("logitkit reproduce: error: --seed must be an integer from 0 to "
+                       f"2147483647 (2**31 - 1), got {seed}\n")
+        assert fakes == [] and not (tmp_path / "out").exists()
+    assert Context(size="smoke", out_dir=tmp_path, seed=2**31 - 1).seed == 2**31 - 1
+
+
+def test_the_cli_checks_its_flags_before_creating_the_output_folder(fakes, tmp_path, capsys):
+    assert main(["reproduce", "nope", "--smoke", "--out", str(tmp_path / "out")]) == 2
+    assert "unknown experiment(s) ['nope']" in capsys.readouterr().err
+    assert main(["reproduce", "alpha", "--smoke", "--threads", "0", "--out",
+                 str(tmp_path / "out")]) == 2
+    assert "--threads must be a positive integer, got 0" in capsys.readouterr().err
+    assert fakes == [] and not (tmp_path / "out").exists()
 
 
 def _finite_numbers(value):

@@ -133,7 +133,7 @@ def test_a_cost_matrix_and_the_f1_of_one_class(wine):
     tuner = ClassWeightTuner(model(), metric="f1", pos_label="grignolino", cv=cv).fit(X, y)
     preds = out_of_fold_predictions(tuner, X, y)
     assert tuner.tuned_score_ == pytest.approx(
-        f1_score(y, preds, pos_label="grignolino", labels=["grignolino"], average="macro"))
+        f1_score(y, preds, labels=["grignolino"], average="macro"))
     with pytest.raises(ValueError, match="pos_label"):
         ClassWeightTuner(model(), metric="f1", cv=cv).fit(X, y)  # no class 1 among the names
     with pytest.raises(ValueError, match="probabilities"):

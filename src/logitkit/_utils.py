@@ -6,11 +6,12 @@ Nothing here imports torch, scipy or matplotlib at module level, so the command 
 from __future__ import annotations
 
 import contextlib
+import difflib
 import importlib
 import os
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
@@ -74,14 +75,28 @@ def progress(iterable: Iterable[T] | None = None, **kwargs: Any) -> tqdm:
     return _HeartbeatBar(iterable, file=sys.stderr, **kwargs)
 
 
+def _blocking_file(folder: Path) -> Path | None:
+    """The first existing ``folder`` or ancestor of it when that is not a folder (a file stands
+    where a folder must be created or used), else None."""
+    for candidate in (folder, *folder.parents):
+        if candidate.exists() or candidate.is_symlink():
+            return None if candidate.is_dir() else candidate
+    return None
+
+
 def check_writable(path: str | os.PathLike[str]) -> Path:
     """Fail now, with a clear message, if ``path`` cannot be written later (before long work).
 
     Creates the parent folder if needed and tries a temporary file in it; returns ``Path(path)``.
+    A folder at ``path``, or a file where one of its parent folders should be, is named as such
+    (not "File exists").
     """
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a folder; expected a file name")
+    blocker = _blocking_file(path.parent)
+    if blocker is not None:
+        raise NotADirectoryError(f"cannot write {path}: {blocker} is a file, not a folder")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=True):
@@ -89,6 +104,72 @@ def check_writable(path: str | os.PathLike[str]) -> Path:
     except OSError as error:
         raise OSError(f"cannot write {path}: {error.strerror or error}") from error
     return path
+
+
+def check_output_folder(path: str | os.PathLike[str], *, flag: str) -> Path:
+    """An output folder (``--out DIR``): created if needed and tried now; a file at ``path`` or in
+    its parents' place is refused with a clear message. Returns ``Path(path)``."""
+    path = Path(path)
+    blocker = _blocking_file(path)
+    if blocker == path:
+        raise NotADirectoryError(f"{flag} {path} is a file; expected a folder")
+    if blocker is not None:
+        raise NotADirectoryError(f"cannot write to {flag} {path}: {blocker} is a file, not a "
+                                 "folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".logitkit-check.", delete=True):
+            pass
+    except OSError as error:
+        raise OSError(f"cannot write to {flag} {path}: {error.strerror or error}") from error
+    return path
+
+
+def check_input_file(path: str | os.PathLike[str], *, flag: str) -> Path:
+    """An input file (``--probs P``): it must exist and be a file, not a folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{flag} {path} is a folder; expected a file")
+    if not path.exists():
+        raise FileNotFoundError(f"{flag} {path}: no such file")
+    return path
+
+
+def check_input_folder(path: str | os.PathLike[str], *, flag: str) -> Path:
+    """An input folder (``--data DIR``): it must exist and be a folder, not a file."""
+    path = Path(path)
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise NotADirectoryError(f"{flag} {path} is a file; expected a folder")
+    raise FileNotFoundError(f"{flag} {path}: no such folder")
+
+
+def describe_names(names: Sequence[str], wanted: str | None = None, *, what: str = "names",
+                   shown: int = 5) -> str:
+    """A short account of ``names`` for an error message: the closest ones to ``wanted`` (difflib,
+    or those that contain it), how many there are, and a few of them; never the whole list.
+
+    >>> describe_names(["lm_head.weight", "model.norm.weight", "model.embed_tokens.weight"],
+    ...                "lm_head.wieght", what="tensors")
+    "closest: 'lm_head.weight'; 3 tensors: 'lm_head.weight', 'model.embed_tokens.weight', \
+'model.norm.weight'"
+    """
+    ordered = sorted(dict.fromkeys(names))
+    parts = []
+    if wanted is not None and ordered:
+        close = difflib.get_close_matches(wanted, ordered, n=3, cutoff=0.6)
+        close += [name for name in ordered if wanted and wanted in name and name not in close]
+        if close:
+            parts.append("closest: " + ", ".join(map(repr, close[:3])))
+    if not ordered:
+        parts.append(f"no {what}")
+    elif len(ordered) <= shown:
+        parts.append(f"{len(ordered)} {what}: " + ", ".join(map(repr, ordered)))
+    else:
+        parts.append(f"{len(ordered)} {what}, e.g. " + ", ".join(map(repr, ordered[:shown]))
+                     + ", ...")
+    return "; ".join(parts)
 
 
 @contextlib.contextmanager

@@ -4,8 +4,12 @@ The benchmarks are the modules of ``logitkit.benchmarks`` (they ship with the pa
 measures logitkit and its baselines in the same process and prints one JSON object (see
 ``logitkit.benchmarks.harness``). This verb runs the chosen ones in fresh interpreters
 (``python -m logitkit.benchmarks.NAME``), one after another, and saves each object to
-``OUT/<name>.json``. The baselines come with the ``bench`` extra: ``pip install
-"logitkit[bench]"``. ``--dir`` runs the scripts of another folder instead (``NAME.py`` each).
+``OUT/<name>.json``: ``--out`` is always a folder (created if needed), never a file name; an
+``--out`` that is an existing file or ends in ``.json`` is refused before anything runs. Each
+benchmark also prints a table of its cases (ratios, targets, met) on stderr as it finishes; with
+``--quick`` a target that the smaller sizes cannot test says so instead of "not met". The baselines
+come with the ``bench`` extra: ``pip install "logitkit[bench]"``. ``--dir`` runs the scripts of
+another folder instead (``NAME.py`` each).
 """
 
 from __future__ import annotations
@@ -18,7 +22,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from logitkit._utils import MissingExtra, atomic_write_text, check_writable
+from logitkit._utils import (
+    MissingExtra,
+    atomic_write_text,
+    check_input_folder,
+    check_output_folder,
+)
 
 PACKAGE = "logitkit.benchmarks"
 
@@ -36,8 +45,12 @@ def available(directory: Path | None = None) -> list[str]:
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("names", nargs="*", default=["all"],
                         help=f"benchmarks to run ({', '.join(available())}) or all")
-    parser.add_argument("--quick", action="store_true", help="smaller shapes, for a quick look")
-    parser.add_argument("--out", type=Path, default=Path("bench-out"), help="where JSON goes")
+    parser.add_argument("--quick", action="store_true",
+                        help="smaller shapes, for a quick look; targets those shapes cannot test "
+                             "are marked so in the table")
+    parser.add_argument("--out", type=Path, default=Path("bench-out"), metavar="DIR",
+                        help="folder (created if needed) that receives NAME.json for each "
+                             "benchmark run (default: bench-out)")
     parser.add_argument("--dir", type=Path, default=None,
                         help="run NAME.py scripts from this folder instead of the bundled ones")
     parser.set_defaults(handler=run)
@@ -60,16 +73,28 @@ def command(name: str, directory: Path | None, quick: bool) -> list[str]:
     return [sys.executable, *target, *(["--quick"] if quick else [])]
 
 
+def check_out(out: Path) -> None:
+    """``--out`` names a folder: a file, or a ``.json`` name that is no folder, is refused."""
+    if out.suffix.lower() == ".json" and not out.is_dir():
+        raise ValueError(f"--out {out} looks like a file name, but --out is a folder: each "
+                         f"benchmark's JSON is saved in it as NAME.json (e.g. --out "
+                         f"{out.with_suffix('')} writes {out.with_suffix('')}/NAME.json)")
+    check_output_folder(out, flag="--out")
+
+
 def run(args: argparse.Namespace) -> int:
-    if args.dir is not None and not args.dir.is_dir():
-        raise FileNotFoundError(f"--dir {args.dir} is not a folder")
+    if args.dir is not None:
+        check_input_folder(args.dir, flag="--dir")
     names = available(args.dir)
     chosen = names if args.names == ["all"] else args.names
     unknown = sorted(set(chosen) - set(names))
     if unknown:
         raise ValueError(f"unknown benchmark(s) {unknown}; available: {names}")
+    check_out(args.out)
     for name in chosen:
-        check_writable(args.out / f"{name}.json")
+        if (args.out / f"{name}.json").is_dir():
+            raise IsADirectoryError(f"{args.out / f'{name}.json'} is a folder; move it away, "
+                                    f"it is where benchmark {name!r} saves its JSON")
         if args.dir is None:
             check_baselines(name)
     failed = []

@@ -26,7 +26,8 @@ VERBS = {
     "pairs": ("logitkit.matching.cli", "score sentence pairs (bi- or cross-encoder); tune or "
               "apply a similarity threshold"),
     "reproduce": ("logitkit.experiments.cli", "run the experiments and write report.md"),
-    "bench": ("logitkit.bench", "run benchmark scripts; each prints one JSON object"),
+    "bench": ("logitkit.bench", "run benchmark scripts; each prints a table of its cases and "
+              "saves one JSON object in --out DIR"),
 }
 INTERRUPTED = 130
 

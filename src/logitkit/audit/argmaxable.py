@@ -14,7 +14,8 @@ in the convex hull of the other rows. Statuses, each with evidence checked in fl
 * "unargmaxable": ``k`` stays unable to win even after its row is pushed outward by the tolerance
   (``w_k`` moved away from the centroid of the other rows by the fraction ``tol``; with a bias,
   ``b_k`` raised by ``tol`` times the median bias gap);
-* "unknown": undecided (``method="fast"`` or ``"frank_wolfe"`` only).
+* "unknown": undecided (``method="fast"`` or ``"frank_wolfe"``; with ``"exact"`` only where the
+  exact stage ends without a verified witness or certificate).
 
 The tolerance is relative and per class, so verdicts do not change when ``W, b`` are scaled by a
 power of two (the audit itself rescales them exactly by one) or when one row gets an extreme bias
@@ -23,14 +24,18 @@ power of two (the audit itself rescales them exactly by one) or when one row get
 Methods: ``"exact"`` (fast witnesses, then the exact stage of :mod:`~logitkit.audit.exact` for the
 classes left), ``"fast"`` (the witness stage only) and ``"frank_wolfe"`` (the blog's method).
 
-Example::
+Reference:
+    Grivas, Bogoychev and Lopez, "Low-Rank Softmax Can Have Unargmaxable Classes in Theory but
+    Rarely in Practice", ACL 2022, arXiv 2203.06462. Demeter, Kimmel and Downey, "Stolen
+    Probability: A Structural Weakness of Neural Language Models", ACL 2020.
 
-    import numpy as np
-    from logitkit.audit import check_argmaxable
-    W = np.array([[1, 2], [2, 1], [1, 0], [0, 1], [1, 1]], dtype=float)
-    check_argmaxable(W).counts  # class 4 = (1, 1) lies inside the hull: unargmaxable
+Example:
+    >>> import numpy as np
+    >>> from logitkit.audit import check_argmaxable
+    >>> W = np.array([[1, 2], [2, 1], [1, 0], [0, 1], [1, 1]], dtype=float)
+    >>> check_argmaxable(W, show_progress=False).counts  # (1, 1) lies inside the hull
+    {'argmaxable': 4, 'tie': 0, 'unargmaxable': 1, 'unknown': 0}
 """
-
 from __future__ import annotations
 
 import json
@@ -50,14 +55,62 @@ from logitkit.audit.verify import Certificate
 
 @dataclass
 class AuditResult:
-    """Per audited class: ``status``, the ``stage`` that decided it and ``margin``, plus evidence.
+    """The verdict of :func:`check_argmaxable` for each audited class, with its evidence.
 
-    ``margin`` is the margin ``l_k - max_{i != k} l_i`` at the best input found (a witness for
-    argmaxable classes, a tie input for ties), relative to ``|z|_2 * median_i |w_i|_2 +
-    median_i |b_i - median(b)|`` (scale-free; -inf where no input was tried). ``witnesses[k]`` is
-    that input, ``certificates[k]`` the convex combination proving that ``k`` cannot win.
-    ``duplicate_groups`` lists the ids of identical rows (weights and bias), lowest id first.
-    ``stage`` is "fast", "exact", "frank_wolfe", "duplicate" or "none" (undecided).
+    Row ``j`` describes class ``classes[j]``: ``status[j]`` is "argmaxable", "tie",
+    "unargmaxable" or "unknown" (the question, the evidence and the tolerance are in
+    :func:`check_argmaxable`); ``stage[j]`` is the stage that decided it: "fast", "exact",
+    "frank_wolfe", "duplicate" (an identical row of an argmaxable class: a tie) or "none"
+    (undecided). ``margin[j]`` is the margin ``l_k - max_{i != k} l_i`` of the logits
+    ``l = W z + b`` at the best input ``z`` found (the witness of an argmaxable class, the input of
+    a tie, the best try of the witness search otherwise), relative to ``|z|_2 * median_i |w_i|_2 +
+    median_i |b_i - median(b)|`` (scale-free); it is -inf where no input was tried.
+
+    Args:
+        classes: (n,) int64 ids of the audited classes, in the order asked for.
+        status: (n,) str, the verdict of each class.
+        stage: (n,) str, the stage that decided each class.
+        margin: (n,) float64 relative margins (-inf where no input was tried).
+        witnesses: ``{k: z}``, the input ``z`` (d,) at which ``k`` wins ("argmaxable") or ties
+            ("tie"); empty when ``check_argmaxable(..., keep_witnesses=False)``.
+        certificates: ``{k: Certificate}``, the convex combination of other rows proving that
+            ``k`` cannot win ("unargmaxable" and "tie"; see :class:`~logitkit.audit.verify.
+            Certificate`); support ids refer to the rows of the original head.
+        duplicate_groups: the ids of identical rows (weights and bias), one array per group,
+            lowest id first; only groups that contain an audited class.
+        settings: the audit's settings: ``method``, ``box``, ``bias`` (bool), ``tol``, ``shape``
+            ``[V, d]``, ``distinct_rows``, ``rescaled_by`` (the exact power-of-two factor the head
+            was scaled by), ``fw_radius`` (Frank-Wolfe only); the CLI adds ``source``.
+        timings: seconds per stage (``fast_s``, ``exact_s``, ``total_s``); default ``{}``.
+
+    Returns:
+        The constructed record (normally built by :func:`check_argmaxable`, not by hand).
+
+    Raises:
+        KeyError: from :meth:`status_of` for a class that was not audited.
+
+    Reference:
+        Grivas, Bogoychev and Lopez, "Low-Rank Softmax Can Have Unargmaxable Classes in Theory
+        but Rarely in Practice", ACL 2022, arXiv 2203.06462. Demeter, Kimmel and Downey, "Stolen
+        Probability: A Structural Weakness of Neural Language Models", ACL 2020.
+
+    Example:
+        >>> import numpy as np
+        >>> from logitkit.audit import check_argmaxable
+        >>> W = np.array([[1, 2], [2, 1], [1, 0], [0, 1], [1, 1]], dtype=float)
+        >>> result = check_argmaxable(W, show_progress=False)
+        >>> result.argmaxable.tolist(), result.unargmaxable.tolist(), result.tie.tolist()
+        ([0, 1, 2, 3], [4], [])
+        >>> result.stage_counts
+        {'exact': 1, 'fast': 4}
+        >>> z = result.witnesses[0]  # class 0 wins at z
+        >>> int(np.argmax(W @ z))
+        0
+        >>> cert = result.certificates[4]  # w_4 is a convex combination of the other rows
+        >>> cert.kind, cert.support.tolist(), cert.weights.tolist()
+        ('depth', [0, 1, 2, 3], [0.25, 0.25, 0.25, 0.25])
+        >>> bool(np.allclose(cert.weights @ W[cert.support], W[4]))
+        True
     """
 
     classes: np.ndarray
@@ -75,39 +128,150 @@ class AuditResult:
 
     @property
     def argmaxable(self) -> np.ndarray:
+        """Ids of the classes with a verified witness: each wins strictly at some input.
+
+        Returns:
+            An int64 array of class ids, in the order of :attr:`classes`.
+
+        Example:
+            >>> import numpy as np
+            >>> from logitkit.audit import check_argmaxable
+            >>> check_argmaxable(np.eye(3), show_progress=False).argmaxable.tolist()
+            [0, 1, 2]
+        """
         return self._with("argmaxable")
 
     @property
     def tie(self) -> np.ndarray:
+        """Ids of the classes that cannot win strictly but reach the top (a tie), or would win
+        after a push of the size of the tolerance.
+
+        Returns:
+            An int64 array of class ids, in the order of :attr:`classes`.
+
+        Example:
+            >>> import numpy as np
+            >>> from logitkit.audit import check_argmaxable
+            >>> W = np.array([[1.0, 0], [1, 0], [0, 1]])  # rows 0 and 1 are identical
+            >>> check_argmaxable(W, show_progress=False).tie.tolist()
+            [0, 1]
+        """
         return self._with("tie")
 
     @property
     def unargmaxable(self) -> np.ndarray:
-        """Ids of the classes proved unargmaxable."""
+        """Ids of the classes proved unargmaxable (a certificate that holds with room to spare).
+
+        Returns:
+            An int64 array of class ids, in the order of :attr:`classes`.
+
+        Example:
+            >>> import numpy as np
+            >>> from logitkit.audit import check_argmaxable
+            >>> W = np.array([[1, 2], [2, 1], [1, 0], [0, 1], [1, 1]], dtype=float)
+            >>> check_argmaxable(W, show_progress=False).unargmaxable.tolist()
+            [4]
+        """
         return self._with("unargmaxable")
 
     @property
     def unknown(self) -> np.ndarray:
+        """Ids of the classes left undecided (``method="fast"`` or ``"frank_wolfe"`` mostly).
+
+        Returns:
+            An int64 array of class ids, in the order of :attr:`classes`.
+
+        Example:
+            >>> import numpy as np
+            >>> from logitkit.audit import check_argmaxable
+            >>> W = np.array([[1, 2], [2, 1], [1, 0], [0, 1], [1, 1]], dtype=float)
+            >>> check_argmaxable(W, method="fast", show_progress=False).unknown.tolist()
+            [4]
+        """
         return self._with("unknown")
 
     @property
     def counts(self) -> dict[str, int]:
+        """The number of audited classes per status.
+
+        Returns:
+            ``{"argmaxable": n, "tie": n, "unargmaxable": n, "unknown": n}`` (every key present).
+
+        Example:
+            >>> import numpy as np
+            >>> from logitkit.audit import check_argmaxable
+            >>> check_argmaxable(np.eye(3), show_progress=False).counts
+            {'argmaxable': 3, 'tie': 0, 'unargmaxable': 0, 'unknown': 0}
+        """
         return {name: int((self.status == name).sum()) for name in STATUSES}
 
     @property
     def stage_counts(self) -> dict[str, int]:
+        """The number of audited classes per deciding stage (only the stages that occur).
+
+        Returns:
+            ``{stage: n}`` sorted by stage name ("duplicate", "exact", "fast", "frank_wolfe",
+            "none").
+
+        Example:
+            >>> import numpy as np
+            >>> from logitkit.audit import check_argmaxable
+            >>> W = np.array([[1, 2], [2, 1], [1, 0], [0, 1], [1, 1]], dtype=float)
+            >>> check_argmaxable(W, show_progress=False).stage_counts
+            {'exact': 1, 'fast': 4}
+        """
         names, counts = np.unique(self.stage, return_counts=True)
         return {str(name): int(count) for name, count in zip(names, counts, strict=True)}
 
     def status_of(self, k: int) -> str:
+        """The status of class ``k``.
+
+        Args:
+            k: a class id (no default); it must be among :attr:`classes`.
+
+        Returns:
+            "argmaxable", "tie", "unargmaxable" or "unknown".
+
+        Raises:
+            KeyError: ``k`` was not audited (not in ``classes``).
+
+        Example:
+            >>> import numpy as np
+            >>> from logitkit.audit import check_argmaxable
+            >>> W = np.array([[1, 2], [2, 1], [1, 0], [0, 1], [1, 1]], dtype=float)
+            >>> check_argmaxable(W, classes=[4], show_progress=False).status_of(4)
+            'unargmaxable'
+        """
         where = np.flatnonzero(self.classes == k)
         if len(where) == 0:
             raise KeyError(f"class {k} was not audited")
         return str(self.status[where[0]])
 
     def to_json(self, *, include_evidence: bool = False) -> str:
-        """Settings, counts, timings, the ids per status, margins and duplicate groups; with
-        ``include_evidence`` also every witness and certificate."""
+        """The result as one line of JSON (what ``logitkit audit --json`` writes).
+
+        Keys: ``settings``, ``n_classes``, ``counts``, ``stage_counts``, ``timings``, the ids of
+        the "tie", "unargmaxable" and "unknown" classes (argmaxable ids are implied),
+        ``duplicate_groups`` and ``margins`` (``{"k": relative margin}`` where finite); with
+        ``include_evidence`` also ``witnesses`` (``{"k": z}``) and ``certificates`` (``{"k":
+        Certificate.to_dict()}``).
+
+        Args:
+            include_evidence: also write every witness and certificate; default False.
+
+        Returns:
+            A JSON string.
+
+        Example:
+            >>> import json
+            >>> import numpy as np
+            >>> from logitkit.audit import check_argmaxable
+            >>> W = np.array([[1, 2], [2, 1], [1, 0], [0, 1], [1, 1]], dtype=float)
+            >>> payload = json.loads(check_argmaxable(W, show_progress=False).to_json(
+            ...     include_evidence=True))
+            >>> payload["unargmaxable"], payload["certificates"]["4"]["weights"]
+            ([4], [0.25, 0.25, 0.25, 0.25])
+        """
         decided = np.isfinite(self.margin)
         payload: dict[str, Any] = {
             "settings": self.settings,
@@ -213,15 +377,105 @@ def check_argmaxable(
     jobs: int = 1,
     show_progress: bool = True,
 ) -> AuditResult:
-    """Decide for each class of ``W z + b`` whether some input ``z`` makes it the strict argmax.
+    """Decide for each class ``k`` of ``W z + b`` whether some input ``z`` makes it the argmax.
 
-    ``weight`` (V, d) and ``bias`` (V,) are arrays or tensors (any float dtype; computed in
-    float64); ``classes`` restricts the audit to these ids (all rows still compete). ``box`` bounds
-    the inputs, ``|z|_inf <= box``; without it inputs are unbounded. ``tol`` is the relative
-    tolerance that separates ties from the two strict verdicts (module doc). ``fw_radius`` is
-    Frank-Wolfe's L2-ball radius without a box. ``keep_witnesses=False`` drops the witness inputs
-    (V x d floats for a whole vocabulary) and keeps only certificates. ``jobs`` worker processes
-    share the exact stage (classes are independent).
+    The question, for logits ``l = W z + b``, ``d_i = w_k - w_i`` and ``c_i = b_k - b_i``: is there
+    a ``z`` (any ``z``, or ``|z|_inf <= box``) with ``d_i . z + c_i > 0`` for every ``i != k``? A
+    tie at the top is not a win. Each verdict carries evidence that is checked in float64:
+
+    * witness: an input ``z`` at which ``k`` wins, accepted only when the computed margin beats a
+      rigorous bound on the rounding error of every logit (:mod:`~logitkit.audit.verify`);
+    * certificate: weights ``a >= 0``, ``sum_i a_i = 1``, over other rows ``S`` with
+      ``g = sum_i a_i d_i = 0`` and ``c_a = sum_i a_i c_i <= 0`` (Gordan/Motzkin; without a bias:
+      ``w_k`` lies in the convex hull of the rows ``S``): then ``min_i (d_i . z + c_i) <= g . z +
+      c_a <= 0`` for every ``z``, so ``k`` never wins. Accepted when ``|g|_1``, plus its rounding
+      bound, is at most ``tol / 64`` times ``sum_i a_i |d_i|_1`` and ``c_a`` at most ``tol`` times
+      ``sum_i a_i |c_i|`` above its target. With a box and a bias the certificate instead bounds
+      the best margin in the box by ``box * |g|_1 + c_a`` (plus rounding).
+
+    Statuses and the tolerance ``tol`` (relative, per class):
+
+    * "argmaxable": a verified witness;
+    * "unargmaxable": a certificate for the head with ``k`` pushed outward by the tolerance, so
+      ``k`` stays unable to win with room to spare. The push: without a bias ``w_k`` becomes
+      ``w_k + tol (w_k - mean_{i != k} w_i)`` (no push when ``w_k`` is that mean, so such a class
+      is "unargmaxable" even where it ties); with a bias ``b_k`` rises by ``tol * median_i
+      |b_k - b_i|``; with a box and a bias the certificate's bound on the best margin is below
+      ``-tau``, ``tau = tol (box max_S |d_i|_1 + max_S |c_i|)`` over the LP's rows ``S``;
+    * "tie": a certificate that ``k`` cannot win strictly (no push), and an input where its margin
+      is within the tolerance of 0: at least ``-tol`` times the logit scale ``|z|_2 max_S |d_i|_2``
+      (plus the median bias gap); with a box and a bias, a certificate's bound of at most ``tau``
+      and a best margin found of at least ``-tau``. Exact duplicates of an argmaxable row are ties
+      too (``duplicate_groups``; ``np.argmax``'s lowest-id tie-break lets the first one through);
+    * "unknown": undecided (``method="fast"``, ``"frank_wolfe"``, or an exact stage that ends
+      without verified evidence).
+
+    The head is first scaled by an exact power of two (``settings["rescaled_by"]``), so the verdicts
+    do not change when ``W, b`` are scaled by one; witnesses are inputs of the original head and
+    certificate bounds are in its logit units. Without a bias ``box`` changes nothing (the problem
+    is homogeneous). Identical rows are audited once.
+
+    Methods: ``"exact"`` runs the fast witness search (nearest-row inputs, relaxation and, without
+    a bias, an L-BFGS search on a log-sum-exp bound), then decides the rest exactly (an entropy
+    certificate or Wolfe's minimum-norm point; with a box and a bias, HiGHS's margin LP);
+    ``"fast"`` stops after the witness search; ``"frank_wolfe"`` is Frank-Wolfe over the simplex
+    on the ball ``|z|_2 <= fw_radius`` (or on the box).
+
+    Args:
+        weight: (V, d) array or tensor, V >= 2, d >= 1, any float dtype (computed in float64).
+        bias: (V,) array or tensor, or None for no bias; default None.
+        classes: ids to audit (all V rows still compete), or None for every class; default None.
+        method: "exact", "fast" or "frank_wolfe"; default "exact".
+        box: bound the inputs to ``|z|_inf <= box`` (positive, finite), or None for unbounded
+            inputs; default None.
+        tol: the relative tolerance that separates ties from the strict verdicts, in (0, 0.01);
+            default 1e-9.
+        fw_radius: Frank-Wolfe's L2-ball radius when there is no box; default 100.0.
+        fw_iterations: Frank-Wolfe's iteration budget per class; default 200.
+        keep_witnesses: keep the witness inputs (V x d floats for a whole vocabulary); False keeps
+            only certificates; default True.
+        jobs: worker processes for the exact stage (forked; 1 or less runs in this process);
+            default 1.
+        show_progress: show a progress bar on stderr; default True.
+
+    Returns:
+        An :class:`AuditResult`: a status, stage and relative margin per audited class, the
+        witnesses and certificates, duplicate groups, settings and timings.
+
+    Raises:
+        TypeError: ``weight`` or ``bias`` is not numeric.
+        ValueError: an unknown ``method``; ``weight`` not (V, d) with V >= 2; ``bias`` not (V,);
+            NaN or infinite values; ``box`` not positive and finite; ``tol`` outside (0, 0.01);
+            ``classes`` empty, not 1-D integers, out of range or repeated.
+        RuntimeError: HiGHS fails on a margin LP (``method="exact"`` with a box and a bias).
+
+    Reference:
+        Grivas, Bogoychev and Lopez, "Low-Rank Softmax Can Have Unargmaxable Classes in Theory
+        but Rarely in Practice", ACL 2022, arXiv 2203.06462. Demeter, Kimmel and Downey, "Stolen
+        Probability: A Structural Weakness of Neural Language Models", ACL 2020.
+
+    Example:
+        >>> import numpy as np
+        >>> from logitkit.audit import check_argmaxable
+        >>> W = np.array([[1, 2], [2, 1], [1, 0], [0, 1], [1, 1]], dtype=float)
+        >>> check_argmaxable(W, show_progress=False).counts  # (1, 1) lies inside the hull
+        {'argmaxable': 4, 'tie': 0, 'unargmaxable': 1, 'unknown': 0}
+        >>> check_argmaxable(W, -0.5 * (W**2).sum(1), show_progress=False).counts  # nearest row
+        {'argmaxable': 5, 'tie': 0, 'unargmaxable': 0, 'unknown': 0}
+
+        On a facet: ``(0.5, 0.5)`` ties with both other rows at ``z = (t, t)``, never beats them.
+
+        >>> W = np.array([[1, 0], [0, 1], [0.5, 0.5]])
+        >>> check_argmaxable(W, np.zeros(3), show_progress=False).status.tolist()
+        ['argmaxable', 'argmaxable', 'tie']
+
+        A box: ``0.4 (z_1 + z_2) - 0.1`` beats ``z_1`` and ``z_2`` only at ``z = (-t, -t)``,
+        ``t > 0.5``.
+
+        >>> W, b = np.array([[1, 0], [0, 1], [0.4, 0.4]]), np.array([0, 0, -0.1])
+        >>> [check_argmaxable(W, b, classes=[2], box=B, show_progress=False).status_of(2)
+        ...  for B in (0.25, 0.5, 1.0)]
+        ['unargmaxable', 'tie', 'argmaxable']
     """
     w, b, ids = _validated(weight, bias, classes, method, box, tol)
     start = time.perf_counter()

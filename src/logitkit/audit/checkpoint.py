@@ -19,9 +19,15 @@ tokenizer)`` tuple) accepts
 * a ``.npy`` array or ``.npz`` archive (``np.load(mmap_mode="r")``).
 
 ``key`` names the weight tensor explicitly. ``Head.source`` says which tensor was read, from which
-file, in which dtype, and whether it stands in for a tied head.
+file, in which dtype, and whether it stands in for a tied head. The head is the ``W, b`` of the
+logits ``W z + b`` that :func:`~logitkit.audit.check_argmaxable` audits.
 
-Example::
+Reference:
+    Grivas, Bogoychev and Lopez, "Low-Rank Softmax Can Have Unargmaxable Classes in Theory but
+    Rarely in Practice", ACL 2022, arXiv 2203.06462. Demeter, Kimmel and Downey, "Stolen
+    Probability: A Structural Weakness of Neural Language Models", ACL 2020.
+
+Example (a real model folder; not run)::
 
     from logitkit.audit import read_head
     head = read_head("path/to/model")  # a Hugging Face folder, sharded or not
@@ -62,7 +68,33 @@ GGUF_OUTPUT, GGUF_EMBEDDING = "output.weight", "token_embd.weight"
 
 
 class HeadNotFoundError(KeyError):
-    """No output-layer tensor under the expected names (a KeyError whose message prints plainly)."""
+    """No output-layer tensor under the expected names (a KeyError whose message prints plainly).
+
+    Raised by :func:`read_head` (and :func:`load_head`) when ``key`` is not in the checkpoint, when
+    no known output-head name is present, or when only the input embeddings of an untied model
+    (``tie_word_embeddings: false``) are. ``str(error)`` is the message itself, without the quotes
+    that ``KeyError`` adds, and lists the available keys.
+
+    Args:
+        message: the error text (positional, as for any exception); no default.
+
+    Returns:
+        The exception (raise it; ``except KeyError`` catches it too).
+
+    Raises:
+        Nothing itself.
+
+    Reference:
+        Grivas, Bogoychev and Lopez, "Low-Rank Softmax Can Have Unargmaxable Classes in Theory
+        but Rarely in Practice", ACL 2022, arXiv 2203.06462. Demeter, Kimmel and Downey, "Stolen
+        Probability: A Structural Weakness of Neural Language Models", ACL 2020.
+
+    Example:
+        >>> str(HeadNotFoundError("key 'x' not found"))
+        "key 'x' not found"
+        >>> isinstance(HeadNotFoundError("missing"), KeyError)
+        True
+    """
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
@@ -70,10 +102,41 @@ class HeadNotFoundError(KeyError):
 
 @dataclass
 class Head:
-    """An output layer: ``weight`` (V, d), ``bias`` (V,) or None, a tokenizer or None.
+    """An output layer read from a checkpoint: the ``W`` (``weight``) and ``b`` (``bias``) of the
+    logits ``W z + b``, and the tokenizer that names its classes.
 
-    ``weight_key``/``bias_key`` name the tensors read, ``tied`` is True when the input embeddings
-    stand in for the head, and ``source`` says all of that in one line for a report.
+    ``weight`` is float32 or float64 (bf16/fp16 and GGUF blocks converted to float32; a ``.npy``
+    stays as stored), finite, with at least two rows; pass ``head.weight, head.bias`` to
+    :func:`~logitkit.audit.check_argmaxable`.
+
+    Args:
+        weight: (V, d) array, V >= 2, finite floats.
+        bias: (V,) array, or None when the checkpoint has no bias for this head.
+        tokenizer: a ``tokenizers.Tokenizer`` (from ``tokenizer.json`` beside the checkpoint), a
+            :class:`GgufVocab`, or None.
+        weight_key: the name of the weight tensor read ("array" for a plain ``.npy``).
+        bias_key: the name of the bias tensor read, or None.
+        file: the file name the weight was read from (the shard, for a sharded checkpoint).
+        dtype: the stored dtype of the weight ("bfloat16", "float32", "Q8_0", ...).
+        tied: True when the input embeddings stand in for the output layer (a tied head).
+
+    Returns:
+        The record (built by :func:`read_head`).
+
+    Raises:
+        Nothing on construction (the checks are :func:`read_head`'s).
+
+    Reference:
+        Grivas, Bogoychev and Lopez, "Low-Rank Softmax Can Have Unargmaxable Classes in Theory
+        but Rarely in Practice", ACL 2022, arXiv 2203.06462. Demeter, Kimmel and Downey, "Stolen
+        Probability: A Structural Weakness of Neural Language Models", ACL 2020.
+
+    Example:
+        >>> import numpy as np
+        >>> head = Head(weight=np.eye(3), bias=None, tokenizer=None, weight_key="lm_head.weight",
+        ...             bias_key=None, file="model.safetensors", dtype="bfloat16", tied=False)
+        >>> head.source
+        'lm_head.weight (bfloat16 -> float64) in model.safetensors'
     """
 
     weight: np.ndarray
@@ -87,6 +150,24 @@ class Head:
 
     @property
     def source(self) -> str:
+        """One line for a report: the tensor read, its stored dtype (``-> float32`` where
+        converted), the file, a note for a tied head, and the bias tensor if any.
+
+        Returns:
+            e.g. ``"lm_head.weight (bfloat16 -> float32) in model.safetensors, bias lm_head.bias"``.
+
+        Example:
+            >>> import numpy as np
+            >>> Head(weight=np.eye(2, dtype=np.float32), bias=np.zeros(2, np.float32),
+            ...      tokenizer=None, weight_key="lm_head.weight", bias_key="lm_head.bias",
+            ...      file="model.safetensors", dtype="bfloat16", tied=False).source
+            'lm_head.weight (bfloat16 -> float32) in model.safetensors, bias lm_head.bias'
+            >>> Head(weight=np.eye(2, dtype=np.float32), bias=None, tokenizer=None,
+            ...      weight_key="wte.weight", bias_key=None, file="model.npz", dtype="float32",
+            ...      tied=True).source  # doctest: +NORMALIZE_WHITESPACE
+            'wte.weight (float32) in model.npz [tied head: the input embeddings serve as the
+             output layer]'
+        """
         converted = "" if self.dtype == str(self.weight.dtype) else f" -> {self.weight.dtype}"
         text = f"{self.weight_key} ({self.dtype}{converted}) in {self.file}"
         if self.tied:
@@ -264,12 +345,47 @@ def _numpy_head(path: Path, key: str | None, tokenizer: Any) -> Head:
 
 
 class GgufVocab:
-    """Token strings of a GGUF file, with the ``id_to_token`` method of a ``tokenizers`` object."""
+    """Token strings of a GGUF file, with the ``id_to_token`` method of a ``tokenizers`` object.
+
+    :func:`read_head` returns one as ``Head.tokenizer`` for a ``.gguf`` file that lists its tokens
+    (``tokenizer.ggml.tokens``), so that reports can name the classes.
+
+    Args:
+        tokens: the token string of each class id, in id order.
+
+    Returns:
+        The vocabulary object.
+
+    Raises:
+        Nothing.
+
+    Reference:
+        Grivas, Bogoychev and Lopez, "Low-Rank Softmax Can Have Unargmaxable Classes in Theory
+        but Rarely in Practice", ACL 2022, arXiv 2203.06462. Demeter, Kimmel and Downey, "Stolen
+        Probability: A Structural Weakness of Neural Language Models", ACL 2020.
+
+    Example:
+        >>> vocab = GgufVocab(["<s>", "hello"])
+        >>> vocab.id_to_token(1), vocab.id_to_token(2)
+        ('hello', None)
+    """
 
     def __init__(self, tokens: list[str]) -> None:
         self.tokens = tokens
 
     def id_to_token(self, k: int) -> str | None:
+        """The token string of id ``k``.
+
+        Args:
+            k: a class id; no default.
+
+        Returns:
+            The token, or None when ``k`` is outside ``[0, len(tokens))``.
+
+        Example:
+            >>> GgufVocab(["a", "b"]).id_to_token(0)
+            'a'
+        """
         return self.tokens[k] if 0 <= k < len(self.tokens) else None
 
 
@@ -349,10 +465,57 @@ def _tokenizer(path: Path) -> Any:
 
 
 def read_head(path: str | Path, *, key: str | None = None) -> Head:
-    """The output layer of the checkpoint at ``path`` as a :class:`Head` (formats: module doc).
+    """The output layer of the checkpoint at ``path`` as a :class:`Head`, without loading the
+    model: the ``W`` and ``b`` of its logits ``W z + b``.
 
-    Raises FileNotFoundError, HeadNotFoundError (a KeyError listing the available keys) or
-    ValueError (corrupt file, wrong shape, NaN/inf values).
+    Formats (module doc): ``.safetensors``, a Hugging Face model folder (sharded or not, or
+    ``pytorch_model.bin``), ``.gguf``, ``.pt``/``.pth``/``.bin``, ``.npy``/``.npz``. Without
+    ``key`` the output head (``lm_head.weight``, ``cls.predictions.decoder.weight``,
+    ``output.weight``, ...) is read; the input embeddings stand in only for a tied head (a
+    folder's ``config.json`` says ``tie_word_embeddings``, true by default; single files count as
+    tied); a tensor named ``weight`` comes last. The bias is ``x.bias`` beside ``x.weight``, else
+    (without ``key``) a known LM-head bias. ``tokenizer.json`` beside the checkpoint is loaded
+    with ``tokenizers``.
+
+    Args:
+        path: a checkpoint file or a Hugging Face model folder; no default.
+        key: the name of the weight tensor to read instead of the search; default None.
+
+    Returns:
+        A :class:`Head` (weight, bias or None, tokenizer or None, and where they came from).
+
+    Raises:
+        FileNotFoundError: no file at ``path``; a folder without ``config.json`` or weights; a
+            shard named by the index is missing.
+        HeadNotFoundError: ``key`` is absent, or no output-layer tensor is found (a ``KeyError``
+            whose message lists the available keys).
+        ValueError: an unsupported suffix; a corrupt or unreadable file; a weight that is not a
+            2-D float matrix with at least two rows; a bias of the wrong shape; NaN/inf values.
+        ImportError: the package a format needs (safetensors, torch, tokenizers or gguf) is
+            not installed (for gguf, the ``MissingExtra`` subclass that names the extra).
+
+    Reference:
+        Grivas, Bogoychev and Lopez, "Low-Rank Softmax Can Have Unargmaxable Classes in Theory
+        but Rarely in Practice", ACL 2022, arXiv 2203.06462. Demeter, Kimmel and Downey, "Stolen
+        Probability: A Structural Weakness of Neural Language Models", ACL 2020.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> import numpy as np
+        >>> from logitkit.audit import read_head
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> path = pathlib.Path(tmp.name) / "model.npz"
+        >>> np.savez(path, **{"lm_head.weight": np.eye(3), "lm_head.bias": np.zeros(3)})
+        >>> head = read_head(path)
+        >>> head.weight.shape, head.bias.tolist(), head.tokenizer
+        ((3, 3), [0.0, 0.0, 0.0], None)
+        >>> head.source
+        'lm_head.weight (float64) in model.npz, bias lm_head.bias'
+        >>> read_head(path, key="decoder.weight")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        logitkit.audit.checkpoint.HeadNotFoundError: key 'decoder.weight' not found in ...
+        >>> tmp.cleanup()
     """
     path = Path(path)
     if not path.exists():
@@ -373,6 +536,36 @@ def read_head(path: str | Path, *, key: str | None = None) -> Head:
 
 
 def load_head(path: str | Path, *, key: str | None = None) -> tuple[np.ndarray, Any, Any]:
-    """``(weight (V, d), bias (V,) or None, tokenizer or None)``: :func:`read_head` as a tuple."""
+    """The output layer of a checkpoint as a tuple: :func:`read_head` without the provenance.
+
+    Args:
+        path: a checkpoint file or a Hugging Face model folder (formats: :func:`read_head`); no
+            default.
+        key: the name of the weight tensor to read instead of the search; default None.
+
+    Returns:
+        ``(weight, bias, tokenizer)``: the (V, d) weight ``W``, the (V,) bias ``b`` or None, and
+        the tokenizer or None; ``W z + b`` are the logits to audit.
+
+    Raises:
+        FileNotFoundError, HeadNotFoundError, ValueError, ImportError: as :func:`read_head`.
+
+    Reference:
+        Grivas, Bogoychev and Lopez, "Low-Rank Softmax Can Have Unargmaxable Classes in Theory
+        but Rarely in Practice", ACL 2022, arXiv 2203.06462. Demeter, Kimmel and Downey, "Stolen
+        Probability: A Structural Weakness of Neural Language Models", ACL 2020.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> import numpy as np
+        >>> from logitkit.audit import check_argmaxable, load_head
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> path = pathlib.Path(tmp.name) / "model.npz"
+        >>> np.savez(path, **{"lm_head.weight": np.eye(3), "lm_head.bias": np.zeros(3)})
+        >>> weight, bias, tokenizer = load_head(path)
+        >>> check_argmaxable(weight, bias, show_progress=False).counts
+        {'argmaxable': 3, 'tie': 0, 'unargmaxable': 0, 'unknown': 0}
+        >>> tmp.cleanup()
+    """
     head = read_head(path, key=key)
     return head.weight, head.bias, head.tokenizer

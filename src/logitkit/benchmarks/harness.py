@@ -9,6 +9,14 @@ high-water mark (``VmHWM``, reset through ``/proc/self/clear_refs`` once the inp
 ``getrusage``'s ``ru_maxrss`` survives fork and exec and would start at the parent's peak; elsewhere
 ``ru_maxrss``. On CUDA it is ``torch.cuda.max_memory_allocated`` above what was allocated before.
 Nothing here asserts a speed: targets are reported, never enforced in tests.
+
+For a reader, ``emit(..., table=True)`` also prints a table of the cases on stderr
+(``format_table``: each case's time, memory and other ratios, its targets and whether they are
+met), so that stdout keeps the one JSON object and ``logitkit bench`` shows the table as the
+benchmark finishes. A
+target that a run's sizes cannot test (``--quick``) is passed to ``case`` as ``not_testable``: it
+is listed with the reason, left out of ``met`` and ``all_targets_met``, and its row says "not
+testable at --quick size" instead of "not met".
 """
 
 from __future__ import annotations
@@ -108,12 +116,16 @@ def peak_memory_bytes(setup: Callable[[], Any], run: Callable[[Any], Any], *,
 
 def case(name: str, *, baseline: dict[str, float], ours: dict[str, float],
          targets: dict[str, float] | None = None, baseline_name: str = "baseline",
-         ours_name: str = "logitkit") -> dict[str, Any]:
+         ours_name: str = "logitkit",
+         not_testable: str | dict[str, str] | None = None) -> dict[str, Any]:
     """One comparison: ratio = ours / baseline for each metric both report.
 
     ``targets`` maps a metric to the largest acceptable ratio (lower is better: time, memory);
     a ``min_`` prefix asks for a smallest acceptable ratio instead, e.g. ``{"min_speedup": 20}``
-    (``speedup`` = baseline time / our time).
+    (``speedup`` = baseline time / our time). ``not_testable``: why this run cannot test the
+    targets (a reason for all of them, or a reason per target), e.g. a ``--quick`` size too small
+    to reach the shape the target is about; those targets stay in ``targets`` but get no entry in
+    ``met`` and are listed under ``not_testable`` instead.
     """
     ratios = {
         metric: ours[metric] / baseline[metric]
@@ -122,8 +134,13 @@ def case(name: str, *, baseline: dict[str, float], ours: dict[str, float],
     }
     if "time_s" in ratios and ratios["time_s"] > 0:
         ratios["speedup"] = 1.0 / ratios["time_s"]
+    if isinstance(not_testable, str):
+        not_testable = dict.fromkeys(targets or {}, not_testable)
+    untested = {k: v for k, v in (not_testable or {}).items() if k in (targets or {})}
     met = {}
     for metric, bound in (targets or {}).items():
+        if metric in untested:
+            continue
         if metric.startswith("min_"):
             value = ratios.get(metric[4:])
             met[metric] = value is not None and value >= bound
@@ -139,11 +156,145 @@ def case(name: str, *, baseline: dict[str, float], ours: dict[str, float],
         "ratio": {k: round(v, 4) for k, v in ratios.items()},
         "targets": targets or {},
         "met": met,
+        **({"not_testable": untested} if untested else {}),
     }
 
 
-def emit(benchmark: str, *, config: dict[str, Any], cases: list[dict[str, Any]]) -> dict[str, Any]:
-    """Print the benchmark's single JSON object on stdout (last line) and return it."""
+def add_target(result: dict[str, Any], key: str, *, description: str, met: bool | None = None,
+               not_testable: str | None = None) -> dict[str, Any]:
+    """Add a target that is not a ratio (e.g. "the whole head in < 600 s") to a ``case``.
+
+    ``description`` is what the table shows; ``met`` whether it is met, or ``not_testable`` why
+    this run cannot test it (then it gets no entry in ``met``). Returns ``result``.
+    """
+    result.setdefault("target_text", {})[key] = description
+    if not_testable is not None:
+        result.setdefault("not_testable", {})[key] = not_testable
+    else:
+        result["met"][key] = bool(met)
+    return result
+
+
+QUICK_UNTESTABLE = "not testable at --quick size"
+UNTESTABLE = "not testable in this run"
+_METRIC_LABELS = {"time_s": "time", "cpu_s": "CPU time", "peak_bytes": "memory",
+                  "memory_bytes": "memory", "speedup": "speedup"}
+_FIRST_COLUMNS = ("time_s", "cpu_s", "speedup", "peak_bytes", "memory_bytes")
+
+
+def _label(metric: str) -> str:
+    return _METRIC_LABELS.get(metric, metric)
+
+
+def describe_target(metric: str, bound: float) -> str:
+    """``("time_s", 1.0)`` -> ``"time <= 1x"``; ``("min_speedup", 20)`` -> ``"speedup >= 20x"``."""
+    if metric.startswith("min_"):
+        return f"{_label(metric[4:])} >= {bound:g}x"
+    return f"{_label(metric)} <= {bound:g}x"
+
+
+def _target_keys(result: dict[str, Any]) -> list[str]:
+    """Every target of a case, in order: ratio targets, then the others (``add_target``, met)."""
+    keys = list(result.get("targets", {}))
+    for extra in (result.get("target_text", {}), result.get("met", {}),
+                  result.get("not_testable", {})):
+        keys += [key for key in extra if key not in keys]
+    return keys
+
+
+def _target_text(result: dict[str, Any], key: str) -> str:
+    if key in result.get("target_text", {}):
+        return result["target_text"][key]
+    if key in result.get("targets", {}):
+        return describe_target(key, result["targets"][key])
+    return key
+
+
+def _met_cell(result: dict[str, Any], keys: list[str], notes: list[str], untestable: str) -> str:
+    """"yes", "NO", or per target when they differ; untestable ones point to a numbered note."""
+    states = []
+    for key in keys:
+        if key in result.get("not_testable", {}):
+            reason = result["not_testable"][key]
+            if reason not in notes:
+                notes.append(reason)
+            states.append(f"{untestable} [{notes.index(reason) + 1}]")
+        else:
+            states.append("yes" if result.get("met", {}).get(key) else "NO")
+    if not states:
+        return "- (no target)"
+    if len(set(states)) == 1:
+        return states[0]
+    return "; ".join(f"{_label(key[4:] if key.startswith('min_') else key)} {state}"
+                     for key, state in zip(keys, states, strict=True))
+
+
+def _ratio_cell(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3g}x" if value < 100 else f"{value:.0f}x"
+
+
+def format_table(cases: list[dict[str, Any]], *, title: str = "", quick: bool = False) -> str:
+    """The cases as an aligned text table for a reader: case, ratios (ours / baseline; speedup =
+    baseline time / ours), targets and whether each is met ("not testable at --quick size" with a
+    numbered reason below the table where a run's size cannot test a target), then a count."""
+    untestable = QUICK_UNTESTABLE if quick else UNTESTABLE
+    ratio_keys = list(dict.fromkeys(key for c in cases for key in c.get("ratio", {})))
+    columns = [key for key in _FIRST_COLUMNS if key in ratio_keys]
+    columns += [key for key in ratio_keys if key not in columns]
+    memory = [key for key in ("peak_bytes", "memory_bytes") if key in columns]
+    if len(memory) == 2:  # one "memory" column: a case reports one of them
+        columns.remove("memory_bytes")
+    header = ["case", *(_label(key) for key in columns), "target", "met"]
+    rows, notes = [], []
+    counts = {"met": 0, "not met": 0, untestable: 0}
+    for result in cases:
+        ratio = result.get("ratio", {})
+        cells = [str(result.get("case", "?"))]
+        for key in columns:
+            value = ratio.get(key)
+            if value is None and key == "peak_bytes":
+                value = ratio.get("memory_bytes")
+            cells.append(_ratio_cell(value))
+        keys = _target_keys(result)
+        cells.append("; ".join(_target_text(result, key) for key in keys) or "-")
+        cells.append(_met_cell(result, keys, notes, untestable))
+        rows.append(cells)
+        for key in keys:
+            if key in result.get("not_testable", {}):
+                counts[untestable] += 1
+            else:
+                counts["met" if result.get("met", {}).get(key) else "not met"] += 1
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+    lines = [title] if title else []
+    lines.append("ratios are ours / baseline (lower is better); speedup = baseline time / ours")
+    for row in (header, ["-" * width for width in widths], *rows):
+        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+                     .rstrip())
+    lines += [f"[{number}] {note}" for number, note in enumerate(notes, 1)]
+    total = sum(counts.values())
+    summary = f"{total} target(s): {counts['met']} met, {counts['not met']} not met"
+    if counts[untestable] or quick:
+        summary += f", {counts[untestable]} {untestable}"
+    lines.append(summary)
+    return "\n".join(lines)
+
+
+def emit(benchmark: str, *, config: dict[str, Any], cases: list[dict[str, Any]],
+         table: bool = False, quick: bool | None = None) -> dict[str, Any]:
+    """Print the benchmark's single JSON object on stdout (last line) and return it.
+
+    ``table=True`` first prints ``format_table`` of the cases on stderr (stdout stays one JSON
+    object). ``quick`` (default: ``quick_flag()``) marks the title. ``all_targets_met`` covers the
+    targets this run could test; ``not_testable`` lists the others, as ``"case: target"``.
+    """
+    quick = quick_flag() if quick is None else quick
+    if table:
+        title = f"== {benchmark}{' --quick' if quick else ''}: logitkit vs baseline"
+        print("\n" + format_table(cases, title=title, quick=quick) + "\n", file=sys.stderr,
+              flush=True)
+    untested = [f"{c['case']}: {key}" for c in cases for key in c.get("not_testable", {})]
     payload = {
         "benchmark": benchmark,
         "config": config,
@@ -156,6 +307,7 @@ def emit(benchmark: str, *, config: dict[str, Any], cases: list[dict[str, Any]])
         },
         "cases": cases,
         "all_targets_met": all(all(c["met"].values()) for c in cases),
+        **({"not_testable": untested} if untested else {}),
     }
     print(json.dumps(payload), flush=True)
     return payload

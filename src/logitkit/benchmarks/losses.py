@@ -25,7 +25,9 @@ native chunked CE, peak memory <= both; fused EMO and the per-token adaptive EMO
 fused CE time, fused TaiLr <= 1.1x; the mixture's peak memory = EMO's (ratio <= 1.01).
 cut-cross-entropy is reported as a further anchor (no target set).
 Shapes (N, V, d): (4096, 32768, 512), (512, 131072, 1024), (8192, 32768, 512);
-``--quick``: (2048, 16384, 256) and (256, 65536, 512), where chunking still pays (N >= d, V >> d).
+``--quick``: (2048, 16384, 256) and (256, 65536, 512), where chunking still pays (N >= d, V >> d),
+so every target is tested at --quick size too.
+Output: a table of the cases (ratios, targets, met) on stderr, then the JSON object (``emit``).
 """
 
 from __future__ import annotations
@@ -183,7 +185,7 @@ def main() -> None:
                            "methods": {m: NAMES[m] for m in methods}, "tailr": TAILR,
                            "time": "median of interleaved rounds after one warm-up call; "
                                    "time_s wall-clock, cpu_s process CPU time",
-                           "measurements": raw}, cases=cases)
+                           "measurements": raw}, cases=cases, table=True)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,12 @@ Tiger vs AdamW with the default thread count. Targets from the issue: Tiger step
 <= 1.1x the dense step; ``find_saturated_rows`` on 65536 x 1024 float32 with at most 10% of the
 matrix's size as extra memory (reported against the float64 whole-matrix formula of round 1, and
 against the matrix itself).
+
+``--quick`` (d_model 256 x 6 layers; a 32768 x 256 embedding, 2048 rows touched; a 16384 x 1024
+scan) tests every target but the lazy sparse step's 20x: a dense step over only 16x the touched
+rows cannot be 20x slower than the lazy one. The table (stderr) marks that one "not testable at
+--quick size"; the JSON lists it under ``not_testable``. (The scan's 10% is tested on the 4x
+smaller matrix: its fixed working memory weighs more there, so it is a harder test.)
 """
 
 from __future__ import annotations
@@ -110,7 +116,8 @@ def dense_optimizer_cases(params: list[nn.Parameter], repeats: int) -> list[dict
     return cases
 
 
-def lazy_embedding_case(rows: int, width: int, touched: int, repeats: int) -> dict:
+def lazy_embedding_case(rows: int, width: int, touched: int, repeats: int,
+                        not_testable: str | None = None) -> dict:
     generator = torch.Generator().manual_seed(1)
     weight = nn.Parameter(torch.randn(rows, width, generator=generator) * 0.02)
     ids = torch.randperm(rows, generator=generator)[:touched]
@@ -132,7 +139,8 @@ def lazy_embedding_case(rows: int, width: int, touched: int, repeats: int) -> di
     return case("lazy_sparse_vs_dense_step", baseline={"time_s": dense_time},
                 ours={"time_s": lazy_time}, targets={"min_speedup": 20.0},
                 baseline_name=f"Tiger dense step, {rows}x{width}",
-                ours_name=f"Tiger(lazy=True), sparse grad on {touched} rows")
+                ours_name=f"Tiger(lazy=True), sparse grad on {touched} rows",
+                not_testable=not_testable)
 
 
 def lazy_on_dense_case(rows: int, width: int, repeats: int) -> dict:
@@ -233,8 +241,12 @@ def main() -> None:
     sizes = {"dense_params": sum(p.numel() for p in params), "dense_tensors": len(params)}
     del params
     gc.collect()
-    cases.append(lazy_embedding_case(embedding["rows"], embedding["width"], embedding["touched"],
-                                     repeats))
+    cases.append(lazy_embedding_case(
+        embedding["rows"], embedding["width"], embedding["touched"], repeats,
+        not_testable=("the 20x target is for 2048 touched rows of a 262144 x 1024 embedding; "
+                      f"--quick's dense step covers {embedding['rows']} rows, only "
+                      f"{embedding['rows'] // embedding['touched']}x the touched ones, so it "
+                      "cannot be 20x slower") if quick else None))
     gc.collect()
     cases.append(lazy_on_dense_case(tied["rows"], tied["width"], repeats))
     gc.collect()
@@ -242,7 +254,7 @@ def main() -> None:
     emit("optim", config={"quick": quick, **dense, **sizes, "embedding": embedding,
                           "tied_embedding": tied, "saturation_scan": scan,
                           "repeats": repeats, "threads": 1, "default_threads": default_threads,
-                          "device": "cpu"}, cases=cases)
+                          "device": "cpu"}, cases=cases, table=True)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,8 @@
-"""Registry, runner (with resume) and report writer for ``logitkit reproduce``."""
+"""Registry, runner (with resume) and report writer for ``logitkit reproduce``.
+
+numpy and torch are imported where they are used, not here: ``logitkit reproduce --help`` imports
+this module (through ``logitkit.experiments``) to list the experiments, and must start at once.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import importlib
 import importlib.util
 import json
 import math
+import numbers
 import os
 import pkgutil
 import platform
@@ -20,9 +25,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-import numpy as np
-import torch
-
 from logitkit import __version__
 from logitkit._utils import MissingExtra, atomic_write_text, check_writable, progress
 
@@ -33,6 +35,18 @@ VERDICTS = ("reproduced", "not reproduced", "partly", "inconclusive")
 # "all" runs experiments in this order (cheap first); any other module found runs after them.
 PREFERRED_ORDER = ("thresholds", "audit", "losses", "optim", "matching")
 DEFAULT_THREADS = 2
+# seeds are 0 <= seed < SEED_LIMIT: numpy and scikit-learn take seeds below 2**32, and experiments
+# derive their further seeds as seed + 1, seed + 2, ...; 2**31 leaves room for those.
+SEED_LIMIT = 2**31
+
+
+def check_seed(seed: Any, *, name: str = "seed") -> int:
+    """``seed`` if it is an integer in ``[0, SEED_LIMIT)``, else a ValueError that says so."""
+    if (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
+            or not 0 <= seed < SEED_LIMIT):
+        raise ValueError(f"{name} must be an integer from 0 to {SEED_LIMIT - 1} (2**31 - 1), got "
+                         f"{seed!r}")
+    return int(seed)
 
 
 @dataclass
@@ -46,6 +60,7 @@ class Context:
     def __post_init__(self) -> None:
         if self.size not in SIZES:
             raise ValueError(f"size must be one of {SIZES}, got {self.size!r}")
+        check_seed(self.seed)
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
 
@@ -136,6 +151,9 @@ def threads_for(name: str, ctx: Context) -> int:
 
 
 def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -144,6 +162,8 @@ def seed_everything(seed: int) -> None:
 @contextmanager
 def torch_threads(count: int) -> Iterator[None]:
     """Run the body with ``count`` torch intra-op threads, then restore the previous count."""
+    import torch
+
     before = torch.get_num_threads()
     torch.set_num_threads(count)
     try:
@@ -169,6 +189,8 @@ def git_commit() -> str | None:
 
 def environment(threads: int) -> dict[str, Any]:
     """What produced a result: versions, commit, date, threads and machine."""
+    import torch
+
     return {
         "logitkit": __version__,
         "git_commit": git_commit(),

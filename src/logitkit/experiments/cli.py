@@ -1,5 +1,8 @@
 """``logitkit reproduce [NAME ...|all] [--quick|--smoke] [--out DIR] [--data DIR] [--threads N]``.
 
+Every flag is checked before the first experiment starts (a bad ``--seed``, ``--threads``,
+``--data`` or ``--out`` is a one-line error, exit status 2). ``configure`` imports nothing heavy
+(``_framework`` imports torch and numpy only where it uses them), so ``--help`` starts at once.
 """
 
 from __future__ import annotations
@@ -7,13 +10,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from logitkit.experiments._framework import Context, available, run_experiments
+from logitkit._utils import check_input_folder, check_output_folder
+from logitkit.experiments import _framework
+from logitkit.experiments._framework import SEED_LIMIT, Context, check_seed, run_experiments
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "names", nargs="*", default=["all"], help=f"experiments ({', '.join(available())}) or all"
-    )
+    parser.add_argument("names", nargs="*", default=["all"],
+                        help=f"experiments ({', '.join(_framework.available())}) or all")
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", dest="size", action="store_const", const="quick",
                       help="minutes on a laptop CPU (what `make demo` runs)")
@@ -27,7 +31,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, default=None,
                         help="real data folder (layout of ../shared/data: lm/*.txt, "
                              "stsb/stsbenchmark.tsv.gz); default: embedded data")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0,
+                        help=f"random seed, an integer from 0 to {SEED_LIMIT - 1} (default 0); "
+                             "experiments with several seeds use SEED, SEED+1, ...; results "
+                             "saved with another seed are rerun")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads for every experiment (default: each experiment's "
                              "own choice, 1 for small models)")
@@ -35,9 +42,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.data is not None and not args.data.is_dir():
-        raise FileNotFoundError(f"--data {args.data} is not a folder")
-    names = available() if args.names == ["all"] else args.names
+    check_seed(args.seed, name="--seed")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be a positive integer, got {args.threads}")
+    if args.data is not None:
+        check_input_folder(args.data, flag="--data")
+    known = _framework.available()  # looked up on the module: tests replace it
+    names = known if args.names == ["all"] else args.names
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise ValueError(f"unknown experiment(s) {unknown}; available: {known}")
+    check_output_folder(args.out, flag="--out")
     ctx = Context(size=args.size, out_dir=args.out, data_dir=args.data, seed=args.seed,
                   threads=args.threads)
     results = run_experiments(names, ctx, force=args.force)

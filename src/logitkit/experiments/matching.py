@@ -46,10 +46,10 @@ from logitkit.matching import (
     load_bi_encoder,
     load_cross_encoder,
     load_stsb,
-    minilm_path,
     spearman,
     swap_set,
 )
+from logitkit.matching.encoders import minilm_path
 
 TITLE = "CoSENT vs Sentence-BERT objectives; cross- vs bi-encoder; PSD and 8 log n dimensions"
 THREADS = 1  # MiniLM on short sentences: one thread per process wastes least CPU

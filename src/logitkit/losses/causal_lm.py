@@ -37,44 +37,19 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import MethodType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from logitkit.losses._base import OutputLoss, reduce_by_items, shifted
 from logitkit.losses.fused import linear_cross_entropy
-
-if TYPE_CHECKING:
-    from logitkit.losses.modules import OutputLoss
 
 IGNORE_INDEX = -100
 _PROBE_LENGTH = 4
 _STATE = "_logitkit_fused_loss"
 _VERIFIED: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 _MISSING = object()
-
-
-# ----------------------------------------------------------------------------------------------
-# Shift and reduction (shared with modules.make_compute_loss_func).
-
-
-def shifted(sequence: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-    """Position i predicts label i + 1 (Hugging Face's shift)."""
-    if labels.dim() != 2 or sequence.shape[:2] != labels.shape:
-        raise ValueError(f"labels must have shape (batch, length) matching the model output, got "
-                         f"{tuple(labels.shape)} for output {tuple(sequence.shape)}")
-    return sequence[:, :-1], labels[:, 1:]
-
-
-def reduce_by_items(compute: Callable[[str], Tensor],
-                    num_items_in_batch: int | Tensor | None) -> Tensor:
-    """Mean over non-ignored tokens, or the sum divided by ``num_items_in_batch`` (as HF does)."""
-    if num_items_in_batch is None:
-        return compute("mean")
-    total = compute("sum")
-    if isinstance(num_items_in_batch, Tensor):
-        num_items_in_batch = num_items_in_batch.to(total.device)
-    return total / num_items_in_batch
 
 
 # ----------------------------------------------------------------------------------------------
@@ -272,10 +247,15 @@ def patch_causal_lm(model: nn.Module, loss: OutputLoss | None = None, *,
                     chunk_size: int | None = None, eval_logits: bool = True) -> nn.Module:
     """Make ``model(**batch, labels=labels).loss`` the fused ``loss`` (CE by default); returns it.
 
+    With ``h = base_model(...).last_hidden_state`` and the output layer ``lm_head``, the patched
+    model's loss is (Hugging Face's shift and reduction)::
+
+        loss.linear(h[:, :-1], lm_head.weight, labels[:, 1:], bias=lm_head.bias, reduction="mean")
+        # or, with num_items_in_batch: the "sum" reduction divided by num_items_in_batch
+
     ``loss`` is an ``OutputLoss`` (``CrossEntropyLoss``, ``EMOLoss``, ``TaiLrLoss``); its
     ``linear`` method is called with ``hidden[:, :-1]``, the output layer's weight and bias and
-    ``labels[:, 1:]`` (or ``shift_labels`` if passed), under Hugging Face's reduction (mean over
-    counted tokens, or sum / ``num_items_in_batch``). The loss module is kept outside the model's
+    ``labels[:, 1:]`` (or ``shift_labels`` if passed). The loss module is kept outside the model's
     state dict; its buffers follow the head's device; changing its attributes (e.g. a TaiLr
     ``gamma``) takes effect at the next forward.
 
@@ -283,8 +263,42 @@ def patch_causal_lm(model: nn.Module, loss: OutputLoss | None = None, *,
     never formed. In eval mode it returns the model's full logits too (for metrics), unless
     ``eval_logits=False``. Without labels the model behaves as before. Patch before wrapping
     (``DDP(patch_causal_lm(model, loss))``, or before ``fully_shard``); patching again replaces
-    the loss. Raises ValueError for a model whose logits are not exactly
-    ``lm_head(last_hidden_state)`` (see the module docstring); the check runs one tiny forward.
+    the loss. The check that the logits are exactly ``lm_head(last_hidden_state)`` (see the
+    module docstring) runs one tiny forward, once per model.
+
+    Args:
+        model: a Hugging Face causal LM, possibly wrapped (DDP, torch.compile); required.
+        loss: the ``OutputLoss`` to compute, or None for cross-entropy; default None.
+        chunk_size: tokens per chunk of the fused loss, or None for automatic; default None.
+        eval_logits: in eval mode, also return the model's full logits; default True.
+
+    Returns:
+        ``model`` itself, patched in place.
+
+    Raises:
+        ValueError: ``model`` is not a fusable causal LM (no base model or plain ``nn.Linear``
+            head, no ``logits_to_keep``, or logits that are not ``lm_head(last_hidden_state)``).
+        TypeError: ``loss`` has no ``linear`` method.
+
+    Reference:
+        The loss's own (EMO: Ren et al., ICLR 2024, arXiv 2310.04691; TaiLr: Ji et al., ICLR
+        2023, arXiv 2302.13344); the shift and reduction are Hugging Face's ``ForCausalLMLoss``.
+
+    Example:
+        >>> import torch, transformers
+        >>> config = transformers.GPT2Config(n_layer=1, n_embd=8, n_head=2, vocab_size=16,
+        ...                                  n_positions=8, bos_token_id=0, eos_token_id=0)
+        >>> model = transformers.GPT2LMHeadModel(config).eval()  # tiny, random weights
+        >>> from logitkit.losses import TaiLrLoss, patch_causal_lm, unpatch_causal_lm
+        >>> ids = torch.tensor([[1, 5, 2, 7, 3]])
+        >>> own = model(input_ids=ids, labels=ids).loss
+        >>> fused = patch_causal_lm(model)(input_ids=ids, labels=ids).loss  # CE, fused
+        >>> torch.allclose(fused, own)
+        True
+        >>> _ = patch_causal_lm(model, TaiLrLoss(0.5))  # patching again replaces the loss
+        >>> bool(model(input_ids=ids, labels=ids).loss < own)  # TaiLr < CE when gamma > 0
+        True
+        >>> _ = unpatch_causal_lm(model)
     """
     model_ = _unwrap(model)
     _check_logits_are_the_head(model_)
@@ -309,7 +323,34 @@ def patch_causal_lm(model: nn.Module, loss: OutputLoss | None = None, *,
 
 
 def unpatch_causal_lm(model: nn.Module) -> nn.Module:
-    """Undo ``patch_causal_lm``: the model's own forward and loss again; returns the model."""
+    """Undo ``patch_causal_lm``: the model's own forward and loss again; returns the model.
+
+    Restores ``model.forward`` (and an instance-level forward that was there before) and the
+    model's ``loss_type``, so afterwards ``model(**batch, labels=labels).loss`` is again the
+    model's own ``CE(lm_head(h)[:, :-1], labels[:, 1:])``. A model that is not patched is
+    returned unchanged.
+
+    Args:
+        model: a model patched by ``patch_causal_lm``, possibly wrapped; required.
+
+    Returns:
+        ``model`` itself.
+
+    Reference:
+        Hugging Face ``transformers`` causal LMs (no paper; see ``patch_causal_lm``).
+
+    Example:
+        >>> import torch, transformers
+        >>> config = transformers.GPT2Config(n_layer=1, n_embd=8, n_head=2, vocab_size=16,
+        ...                                  n_positions=8, bos_token_id=0, eos_token_id=0)
+        >>> model = transformers.GPT2LMHeadModel(config).eval()  # tiny, random weights
+        >>> from logitkit.losses import patch_causal_lm, unpatch_causal_lm
+        >>> _ = patch_causal_lm(model)
+        >>> "forward" in vars(model)
+        True
+        >>> "forward" in vars(unpatch_causal_lm(model))
+        False
+    """
     model_ = _unwrap(model)
     patch = model_.__dict__.pop(_STATE, None)
     if patch is not None:
@@ -344,13 +385,50 @@ def causal_lm_loss(model: nn.Module, batch: Mapping[str, Tensor], loss: OutputLo
                    num_items_in_batch: int | Tensor | None = None) -> Tensor:
     """Next-token loss of a Hugging Face causal LM, fused on its final hidden states.
 
-    ``model`` may be wrapped (DDP, FSDP2, torch.compile): the loss is computed inside its forward
-    (see ``patch_causal_lm``), so the wrapper's hooks run. ``batch`` holds the model inputs
-    (``input_ids``, ``attention_mask``, ...) and optionally ``labels`` (-100 is ignored); without
-    labels, the targets are ``input_ids`` with padding (``attention_mask == 0``) ignored.
-    ``loss`` defaults to cross-entropy, which reproduces ``model(**batch, labels=labels).loss``.
-    The loss's own ``reduction`` is replaced by Hugging Face's: the mean over counted tokens, or
-    their sum over ``num_items_in_batch``. Logits are never formed.
+    With ``h = base_model(**batch).last_hidden_state`` and labels ``y``::
+
+        loss(lm_head(h)[:, :-1], y[:, 1:])   # mean over counted tokens, or sum / num_items
+
+    computed by ``loss.linear`` in chunks, so the logits are never formed. ``model`` may be
+    wrapped (DDP, FSDP2, torch.compile): the loss is computed inside its forward (see
+    ``patch_causal_lm``, applied for this call only), so the wrapper's hooks run. ``batch`` holds
+    the model inputs (``input_ids``, ``attention_mask``, ...) and optionally ``labels`` (-100 is
+    ignored); without labels, the targets are ``input_ids`` with padding (``attention_mask ==
+    0``) ignored. ``loss`` defaults to cross-entropy, which reproduces
+    ``model(**batch, labels=labels).loss``. The loss's own ``reduction`` is replaced by Hugging
+    Face's: the mean over counted tokens, or their sum over ``num_items_in_batch``.
+
+    Args:
+        model: a Hugging Face causal LM, possibly wrapped (DDP, FSDP2, torch.compile); required.
+        batch: the model inputs, with ``input_ids`` and optionally ``labels``; required.
+        loss: the ``OutputLoss`` to compute, or None for cross-entropy; default None.
+        chunk_size: tokens per chunk of the fused loss, or None for automatic; default None.
+        num_items_in_batch: divide the summed loss by this, or None for the mean; default None.
+
+    Returns:
+        The scalar loss (float32, or float64 for a float64 model), differentiable wrt the model.
+
+    Raises:
+        ValueError: ``batch`` has no ``input_ids``, or ``model`` cannot be fused (see
+            ``patch_causal_lm``).
+        TypeError: ``loss`` has no ``linear`` method.
+
+    Reference:
+        The loss's own (EMO: Ren et al., ICLR 2024, arXiv 2310.04691; TaiLr: Ji et al., ICLR
+        2023, arXiv 2302.13344); the shift and reduction are Hugging Face's ``ForCausalLMLoss``.
+
+    Example:
+        >>> import torch, transformers
+        >>> config = transformers.GPT2Config(n_layer=1, n_embd=8, n_head=2, vocab_size=16,
+        ...                                  n_positions=8, bos_token_id=0, eos_token_id=0)
+        >>> model = transformers.GPT2LMHeadModel(config).eval()  # tiny, random weights
+        >>> from logitkit.losses import EMOLoss, causal_lm_loss
+        >>> batch = {"input_ids": torch.tensor([[1, 5, 2, 7, 3]])}
+        >>> fused = causal_lm_loss(model, batch)  # cross-entropy, logits never formed
+        >>> torch.allclose(fused, model(**batch, labels=batch["input_ids"]).loss)
+        True
+        >>> emo = EMOLoss(model.lm_head.weight.detach().clone(), mle_weight="adaptive")
+        >>> causal_lm_loss(model, batch, emo).backward()
     """
     if "input_ids" not in batch:
         raise ValueError("batch must contain input_ids")

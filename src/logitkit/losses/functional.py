@@ -1,4 +1,4 @@
-"""Per-token losses on logits: EMO, EMO + MLE mixtures and TaiLr.
+"""Per-token losses on logits: EMO, EMO + MLE mixtures and TaiLr (the public functions).
 
 Conventions shared by every loss here (and by the fused versions in ``fused.py``):
 
@@ -14,453 +14,33 @@ Conventions shared by every loss here (and by the fused versions in ``fused.py``
   the target) raise ``ValueError``/``TypeError``; nothing NaN is returned silently. ``-inf``
   logits on other classes (masking) are fine. Rows that are ignored are never looked at.
 
-Every loss is a set of per-row *terms*: a function of the rows' softmax ``p`` (and of
-``log p_t``) that returns each row's term values and, when asked, each term's gradient with
-respect to the logits (closed forms, no autograd graph). A loss's *coefficients* combine its terms
-after they are summed over the batch (only the ``"adaptive_batch"`` EMO + MLE mixture needs this;
-every other loss combines its parts per token into one term).
-The same terms drive the functional losses here and the chunked ``linear_*`` losses in
-``fused.py``, so the two can never disagree.
+The gradients are closed forms computed in the forward pass (no autograd graph over the
+``(N, V)`` block). The per-row terms, the validation and the reductions live in the private
+module ``_rows.py``, which ``fused.py`` shares, so the two can never disagree.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from functools import partial
-
 import torch
 from torch import Tensor
 
-REDUCTIONS = ("mean", "sum", "none")
-
-
-@dataclass
-class Rows:
-    """What a loss's terms see for a block of M rows (all in the compute dtype).
-
-    ``p``: softmax of the logits, (M, V); a term function may overwrite it in place.
-    ``logp_t``: log-probability of the target, (M,); None for soft targets.
-    ``target``: ids (M,) with ignored rows replaced by 0, or probabilities (M, V).
-    """
-
-    p: Tensor
-    logp_t: Tensor | None
-    target: Tensor
-
-
-TermFn = Callable[[Rows, bool], tuple[Tensor, list[Tensor] | None]]
-
-
-def unit_coefficients(term_sums: Tensor) -> Tensor:
-    return torch.ones_like(term_sums)
-
-
-@dataclass(frozen=True)
-class RowLoss:
-    """A loss as terms ``(values (M, K), grads K x (M, V) or None)`` plus their coefficients.
-
-    ``coefficients(term_sums)`` maps the K terms summed over the non-ignored rows to K detached
-    weights; each row's loss is ``sum_k c_k * term_k``. ``buffers``: how many M x V blocks the
-    terms keep alive at once (the logits/probabilities included), for sizing chunks.
-    """
-
-    terms: TermFn
-    coefficients: Callable[[Tensor], Tensor] = field(default=unit_coefficients)
-    soft_targets: bool = False
-    num_terms: int = 1
-    buffers: int = 1
-
+from logitkit.losses._rows import (
+    RowLoss,
+    check_batch,
+    check_finite_values,
+    check_reduction,
+    compute_dtype,
+    cosine_cost,
+    emo_loss_spec,
+    flatten_target,
+    loss_rows,
+    reduce_rows,
+    reduction_scale,
+    tailr_loss_spec,
+)
 
 # ----------------------------------------------------------------------------------------------
-# Terms (the math). Each returns values (M, K) and, if need_grad, K gradients d term / d logits.
-
-
-def _subtract_one_hot_(p: Tensor, target: Tensor) -> Tensor:
-    """``p - onehot(target)``, in place."""
-    return p.scatter_add_(1, target[:, None], p.new_full((p.shape[0], 1), -1.0))
-
-
-def cross_entropy_terms(rows: Rows, need_grad: bool) -> tuple[Tensor, list[Tensor] | None]:
-    """CE ``-log p_t``; gradient ``p - onehot(t)`` (overwrites ``rows.p``)."""
-    values = -rows.logp_t
-    grads = [_subtract_one_hot_(rows.p, rows.target)] if need_grad else None
-    return values[:, None], grads
-
-
-def _log_gamma_mix(logp_t: Tensor, gamma: float) -> Tensor:
-    """``log(gamma + (1 - gamma) p_t)``, exact at gamma = 0 (log p_t) and gamma = 1 (0)."""
-    if gamma == 0.0:
-        return logp_t
-    if gamma == 1.0:
-        return torch.zeros_like(logp_t)
-    return torch.logaddexp(logp_t + math.log1p(-gamma), logp_t.new_tensor(math.log(gamma)))
-
-
-def _tailr_closed_form(logp_t: Tensor, log_mix: Tensor, gamma: float) -> Tensor:
-    """``-log(gamma + (1-gamma) p_t) / (1-gamma)`` without cancellation for any gamma in [0, 1].
-
-    With ``a = 1 - gamma`` the argument is ``1 + a (p_t - 1)``. For gamma >= 0.5 we use
-    ``-log1p(a * expm1(log p_t)) / a`` (argument of log1p in [-0.5, 0], accurate as a -> 0);
-    gamma = 1 is the limit ``1 - p_t`` (total variation to the one-hot target; ``-p_t`` up to the
-    constant 1). For gamma < 0.5 the log-space mix is well conditioned and is divided by ``a``.
-    """
-    if gamma == 1.0:
-        return -torch.expm1(logp_t)
-    if gamma >= 0.5:
-        return -torch.log1p((1.0 - gamma) * torch.expm1(logp_t)) / (1.0 - gamma)
-    return -log_mix / (1.0 - gamma)
-
-
-def tailr_terms(rows: Rows, need_grad: bool, *, gamma: float,
-                threshold: float | None) -> tuple[Tensor, list[Tensor] | None]:
-    """TaiLr. With ``w = p_t / (gamma + (1-gamma) p_t)`` (in [0, 1]):
-
-    closed form ``-log(gamma + (1-gamma) p_t) / (1-gamma)``, gradient ``w (p - onehot(t))``;
-    thresholded ``-max(b, w).detach() * log p_t``, gradient ``max(b, w) (p - onehot(t))``.
-    """
-    log_mix = _log_gamma_mix(rows.logp_t, gamma)
-    weight = (rows.logp_t - log_mix).exp()
-    if threshold is None:
-        values = _tailr_closed_form(rows.logp_t, log_mix, gamma)
-    else:
-        weight = weight.clamp(min=threshold)
-        values = -weight * rows.logp_t
-    grads = None
-    if need_grad:
-        grads = [_subtract_one_hot_(rows.p, rows.target).mul_(weight[:, None])]
-    return values[:, None], grads
-
-
-def _emo_value_and_gradient(rows: Rows, cost: CosineCost) -> tuple[Tensor, Tensor]:
-    """EMO values (M,) and their gradient wrt the logits (M, V) in a new buffer; ``rows.p`` kept.
-
-    With unit embeddings ``e_i`` (``cost``), ``r = e_t`` (ids) or ``sum_j tau_j e_j``
-    (probabilities) and ``s_i = <e_i, r>`` (M, V): value ``1 - <p, s>`` and gradient
-    ``d/dz_i = p_i (<p, s> - s_i)``. ``-s`` is formed directly (from ``-r``, an M x D negation) so
-    that the gradient ``p * (-s - <p, -s>)`` takes in-place passes over the M x V block; one
-    (M x D x V) product.
-    """
-    target, p = rows.target, rows.p
-    minus_s = cost.similarities(cost.target_rows(target).neg())
-    minus_expected = (p[:, None, :] @ minus_s[:, :, None]).reshape(-1)
-    grad = minus_s.sub_(minus_expected[:, None]).mul_(p)
-    return 1.0 + minus_expected, grad
-
-
-def emo_terms(rows: Rows, need_grad: bool, *,
-              cost: CosineCost) -> tuple[Tensor, list[Tensor] | None]:
-    """EMO with cosine cost ``1 - <e_i, e_j>`` over unit embeddings ``E`` (V, D).
-
-    ``r = e_t`` (ids) or ``sum_j tau_j e_j`` (probabilities), ``q = sum_i p_i e_i``;
-    value ``1 - <q, r>`` (exact EMO for one-hot targets, an upper bound for soft ones). Gradient
-    ``d/dz_i = p_i (<q, r> - <e_i, r>)`` (see ``_emo_value_and_gradient``). A value alone costs
-    one (M x V x D) product (``q``); no V x V matrix is ever formed.
-    """
-    if not need_grad:
-        r = cost.target_rows(rows.target)
-        return (1.0 - (cost.combine(rows.p) * r).sum(-1))[:, None], None
-    values, grad = _emo_value_and_gradient(rows, cost)
-    return values[:, None], [grad]
-
-
-def _mix_with_cross_entropy_(emo_grad: Tensor, rows: Rows, emo_scale: Tensor | float,
-                             ce_scale: float) -> Tensor:
-    """``emo_scale * emo_grad + ce_scale * (p - onehot(t))``, written over ``emo_grad``.
-
-    ``emo_scale`` is a number or a per-row (M,) tensor.
-    """
-    if isinstance(emo_scale, Tensor):
-        emo_grad.mul_(emo_scale[:, None])
-    else:
-        emo_grad.mul_(emo_scale)
-    emo_grad.add_(rows.p, alpha=ce_scale)
-    return emo_grad.scatter_add_(1, rows.target[:, None],
-                                 emo_grad.new_full((emo_grad.shape[0], 1), -ce_scale))
-
-
-def emo_mle_fixed_terms(rows: Rows, need_grad: bool, *, cost: CosineCost,
-                        mle_weight: float) -> tuple[Tensor, list[Tensor] | None]:
-    """One term per token, ``w * ce_i + (1 - w) * emo_i``; its gradient in one M x V buffer."""
-    ce = -rows.logp_t
-    if not need_grad:
-        emo = emo_terms(rows, False, cost=cost)[0][:, 0]
-        return (mle_weight * ce + (1.0 - mle_weight) * emo)[:, None], None
-    emo, grad = _emo_value_and_gradient(rows, cost)
-    grad = _mix_with_cross_entropy_(grad, rows, 1.0 - mle_weight, mle_weight)
-    return (mle_weight * ce + (1.0 - mle_weight) * emo)[:, None], [grad]
-
-
-def adaptive_token_ratio(ce: Tensor, emo: Tensor, cap: float | None) -> Tensor:
-    """``min(ce_i / emo_i, cap)`` per token (a constant: no gradient flows through it).
-
-    0 where ``emo_i <= 0`` (there EMO's gradient vanishes too: all mass sits on tokens at cost 0).
-    """
-    ratio = torch.where(emo > 0, ce / emo.clamp(min=torch.finfo(emo.dtype).tiny), 0.0)
-    return ratio if cap is None else ratio.clamp(max=cap)
-
-
-def emo_mle_adaptive_terms(rows: Rows, need_grad: bool, *, cost: CosineCost,
-                           cap: float | None) -> tuple[Tensor, list[Tensor] | None]:
-    """The EMO authors' per-token mixture ``0.5 * (ce_i + r_i * emo_i)``, ``r_i`` detached.
-
-    ``r_i = min(ce_i / emo_i, cap)`` (``adaptive_token_ratio``); gradient
-    ``0.5 * (p - onehot(t)) + 0.5 * r_i * grad(emo_i)``, formed in one M x V buffer.
-    """
-    ce = -rows.logp_t
-    if need_grad:
-        emo, grad = _emo_value_and_gradient(rows, cost)
-    else:
-        emo, grad = emo_terms(rows, False, cost=cost)[0][:, 0], None
-    ratio = adaptive_token_ratio(ce, emo, cap)
-    values = (0.5 * (ce + ratio * emo))[:, None]
-    if grad is None:
-        return values, None
-    return values, [_mix_with_cross_entropy_(grad, rows, 0.5 * ratio, 0.5)]
-
-
-def emo_mle_terms(rows: Rows, need_grad: bool, *,
-                  cost: CosineCost) -> tuple[Tensor, list[Tensor] | None]:
-    """Terms (CE, EMO) kept apart for the batch-ratio mixture; EMO reads ``p`` before CE
-    overwrites it."""
-    emo_values, emo_grads = emo_terms(rows, need_grad, cost=cost)
-    ce_values, ce_grads = cross_entropy_terms(rows, need_grad)
-    grads = ce_grads + emo_grads if need_grad else None
-    return torch.cat([ce_values, emo_values], dim=1), grads
-
-
-def adaptive_batch_coefficients(term_sums: Tensor, *, cap: float | None) -> Tensor:
-    """``0.5 * (ce + R * emo)`` with one batch ratio ``R = min(CE / EMO, cap)``, detached.
-
-    CE and EMO are the batch sums (equivalently, means) over non-ignored tokens, so the EMO term is
-    rescaled to the size of the CE term; the ratio is taken as 0 when EMO sums to 0.
-    """
-    ratio = adaptive_token_ratio(term_sums[0], term_sums[1], cap)
-    return torch.stack([torch.ones_like(ratio), ratio]) * 0.5
-
-
-# ----------------------------------------------------------------------------------------------
-# Building losses (validated parameters) — shared with fused.py.
-
-
-def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float32 for float32/half/bf16 inputs, float64 for float64."""
-    return torch.promote_types(dtype, torch.float32)
-
-
-@dataclass(frozen=True)
-class CosineCost:
-    """The unit rows ``e_i = E_i / |E_i|`` of a frozen embedding ``E`` (V, D), never formed.
-
-    ``embedding`` is ``E`` (detached, in the compute dtype) and ``inverse_norms`` holds
-    ``1 / |E_i|``: each product below scales by them instead of reading a V x D copy of unit rows.
-    """
-
-    embedding: Tensor
-    inverse_norms: Tensor
-
-    def combine(self, weights: Tensor) -> Tensor:
-        """``sum_i w_i e_i`` for each row of ``weights`` (M, V): (M, D)."""
-        return (weights * self.inverse_norms) @ self.embedding
-
-    def target_rows(self, target: Tensor) -> Tensor:
-        """``e_t`` for ids (M,), or ``sum_j tau_j e_j`` for probabilities (M, V): (M, D)."""
-        if target.is_floating_point():
-            return self.combine(target)
-        return self.embedding[target] * self.inverse_norms[target, None]
-
-    def similarities(self, r: Tensor) -> Tensor:
-        """``<e_i, r_m>`` for every token i and row ``r_m`` of ``r`` (M, D): a new (M, V) tensor."""
-        return (r @ self.embedding.T).mul_(self.inverse_norms)
-
-
-def cosine_cost(cost_embedding: Tensor, vocab_size: int | None = None, *,
-                like: Tensor | None = None) -> CosineCost:
-    """The cosine cost of ``cost_embedding`` (V, D), detached, with its rows' inverse norms.
-
-    Kept in the compute dtype of ``like`` (float32, or float64 for float64) and on its device;
-    without ``like``, in the compute dtype of ``cost_embedding``. No copy is made when the
-    embedding already has that dtype and device (e.g. the head's own weight).
-    """
-    if not isinstance(cost_embedding, Tensor) or cost_embedding.dim() != 2:
-        raise ValueError("cost_embedding must be a 2-D tensor (V, D), got "
-                         f"{getattr(cost_embedding, 'shape', type(cost_embedding))}")
-    if vocab_size is not None and cost_embedding.shape[0] != vocab_size:
-        raise ValueError(f"cost_embedding has {cost_embedding.shape[0]} rows but the vocabulary "
-                         f"has {vocab_size} classes")
-    reference = cost_embedding if like is None else like
-    embedding = cost_embedding.detach().to(device=reference.device,
-                                           dtype=compute_dtype(reference.dtype))
-    norms = torch.linalg.vector_norm(embedding, dim=1)
-    if not torch.isfinite(norms).all():  # a NaN or inf entry makes its row's norm non-finite
-        raise ValueError("cost_embedding contains NaN or inf (or rows too large for the norm)")
-    zero = (norms == 0).nonzero().flatten()
-    if zero.numel():
-        raise ValueError(f"cost_embedding rows {zero[:10].tolist()} have zero norm; every token "
-                         "needs a nonzero embedding for the cosine cost")
-    return CosineCost(embedding, norms.reciprocal())
-
-
-def cross_entropy_loss_spec() -> RowLoss:
-    return RowLoss(terms=cross_entropy_terms)
-
-
-MLE_WEIGHTS = ("adaptive", "adaptive_batch")
-
-
-def emo_loss_spec(cost: CosineCost, *, mle_weight: str | float | None = None,
-                  adaptive_cap: float | None = None) -> RowLoss:
-    """EMO alone (``mle_weight=None``) or mixed with CE (see ``emo_mle_loss``)."""
-    adaptive = isinstance(mle_weight, str)
-    if adaptive and mle_weight not in MLE_WEIGHTS:
-        raise ValueError(f"mle_weight must be one of {MLE_WEIGHTS} or a number in [0, 1], "
-                         f"got {mle_weight!r}")
-    if not adaptive and mle_weight is not None and (
-            isinstance(mle_weight, bool) or not isinstance(mle_weight, (int, float))
-            or not 0.0 <= mle_weight <= 1.0):
-        raise ValueError(f"mle_weight must be one of {MLE_WEIGHTS} or a number in [0, 1], "
-                         f"got {mle_weight!r}")
-    if adaptive_cap is not None:
-        if not adaptive:
-            raise ValueError("adaptive_cap applies only to mle_weight='adaptive' or "
-                             f"'adaptive_batch', not to mle_weight={mle_weight!r}")
-        if isinstance(adaptive_cap, bool) or not isinstance(adaptive_cap, (int, float)) \
-                or not adaptive_cap > 0 or math.isinf(adaptive_cap):
-            raise ValueError(f"adaptive_cap must be None or a positive finite number, "
-                             f"got {adaptive_cap!r}")
-        adaptive_cap = float(adaptive_cap)
-    if mle_weight is None:
-        return RowLoss(terms=partial(emo_terms, cost=cost), soft_targets=True,
-                       buffers=2)
-    if mle_weight == "adaptive":
-        return RowLoss(terms=partial(emo_mle_adaptive_terms, cost=cost,
-                                     cap=adaptive_cap), buffers=2)
-    if mle_weight == "adaptive_batch":
-        return RowLoss(terms=partial(emo_mle_terms, cost=cost),
-                       coefficients=partial(adaptive_batch_coefficients, cap=adaptive_cap),
-                       num_terms=2, buffers=2)
-    return RowLoss(terms=partial(emo_mle_fixed_terms, cost=cost,
-                                 mle_weight=float(mle_weight)), buffers=2)
-
-
-def tailr_loss_spec(gamma: float, threshold: float | None) -> RowLoss:
-    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0.0 <= gamma <= 1.0:
-        raise ValueError(f"gamma must be a number in [0, 1], got {gamma!r}")
-    if threshold is not None and (isinstance(threshold, bool)
-                                  or not isinstance(threshold, (int, float))
-                                  or not 0.0 <= threshold <= 1.0):
-        raise ValueError(f"threshold must be None or a number in [0, 1], got {threshold!r}")
-    threshold = None if threshold is None else float(threshold)
-    return RowLoss(terms=partial(tailr_terms, gamma=float(gamma), threshold=threshold))
-
-
-# ----------------------------------------------------------------------------------------------
-# Validation, rows, reduction — shared with fused.py.
-
-
-def check_reduction(reduction: str) -> None:
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-
-
-def flatten_target(target: Tensor, batch_shape: torch.Size, vocab_size: int, *,
-                   ignore_index: int, allow_soft: bool,
-                   dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
-    """Validated ``(target (N,) or (N, V), valid (N,) bool)`` for a batch of shape ``batch_shape``.
-
-    Ignored ids are replaced by 0 (so they can index safely); ``valid`` marks the rows that count.
-    Soft targets are returned in ``dtype``.
-    """
-    if not isinstance(target, Tensor):
-        raise TypeError(f"target must be a tensor, got {type(target).__name__}")
-    if target.is_floating_point():
-        if not allow_soft:
-            raise TypeError(f"target must hold integer class ids for this loss, got {target.dtype}")
-        if target.shape != (*batch_shape, vocab_size):
-            raise ValueError(f"soft target must have shape {(*batch_shape, vocab_size)}, "
-                             f"got {tuple(target.shape)}")
-        probs = target.reshape(-1, vocab_size).to(dtype)
-        if not torch.isfinite(probs).all() or (probs < 0).any():
-            raise ValueError("soft target must hold finite non-negative probabilities")
-        if probs.shape[0] and not torch.allclose(probs.sum(-1), probs.new_ones(()), atol=1e-3):
-            raise ValueError("soft target rows must sum to 1")
-        return probs, torch.ones(probs.shape[0], dtype=torch.bool, device=probs.device)
-    if target.dtype in (torch.bool, torch.complex64, torch.complex128):
-        raise TypeError(f"target must be integer ids or float probabilities, got {target.dtype}")
-    if target.shape != batch_shape:
-        raise ValueError(f"target shape {tuple(target.shape)} does not match the logits' leading "
-                         f"shape {tuple(batch_shape)}")
-    ids = target.reshape(-1).long()
-    valid = ids != ignore_index
-    bad = valid & ((ids < 0) | (ids >= vocab_size))
-    if bad.any():
-        raise ValueError(f"target ids must be in [0, {vocab_size}) or ignore_index={ignore_index}; "
-                         f"found {ids[bad][:5].tolist()}")
-    return ids.masked_fill(~valid, 0), valid
-
-
-def check_batch(num_rows: int, vocab_size: int) -> None:
-    if num_rows == 0:
-        raise ValueError("empty batch: there are no tokens to compute a loss on")
-    if vocab_size == 0:
-        raise ValueError("the class dimension (last) is empty")
-
-
-def _softmax_(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor | None]:
-    """``softmax(logits)`` written over ``logits`` (M, V), and ``log p_t`` for ids ``target``.
-
-    With the row maximum ``m`` and ``S = sum_j exp(z_j - m)``: ``p = exp(z - m) / S`` and
-    ``log p_t = (z_t - m) - log S``; one exponential per logit and no M x V temporary.
-    """
-    shifted = logits.sub_(logits.amax(dim=-1, keepdim=True))
-    shifted_t = None if target.is_floating_point() else shifted.gather(1, target[:, None])
-    p = shifted.exp_()
-    total = p.sum(dim=-1, keepdim=True)
-    p.div_(total)
-    logp_t = None if shifted_t is None else (shifted_t - total.log()).squeeze(1)
-    return p, logp_t
-
-
-def loss_rows(logits: Tensor, target: Tensor, valid: Tensor, loss: RowLoss, *,
-              need_grad: bool) -> tuple[Tensor, list[Tensor] | None]:
-    """Term values (M, K) and gradients K x (M, V) of ``loss`` on ``logits`` (M, V).
-
-    ``logits`` is overwritten (a gradient may be returned in its storage). Ignored rows get value
-    0 and gradient 0.
-    """
-    p, logp_t = _softmax_(logits, target)
-    values, grads = loss.terms(Rows(p=p, logp_t=logp_t, target=target), need_grad)
-    ignored = ~valid[:, None]
-    values = values.masked_fill(ignored, 0.0)
-    if grads is not None:
-        ignored_rows = ignored.squeeze(1).nonzero().squeeze(1)
-        if ignored_rows.numel():
-            for grad in grads:
-                grad.index_fill_(0, ignored_rows, 0.0)
-    return values, grads
-
-
-def check_finite_values(finite: Tensor) -> None:
-    if not bool(finite):
-        raise ValueError("the loss is not finite on a non-ignored token: the logits contain NaN "
-                         "or inf (or the target class has logit -inf)")
-
-
-def reduction_scale(valid: Tensor, reduction: str) -> float:
-    """Factor turning the sum over rows into the reduced loss (mean: 1 / #valid, 0 if none)."""
-    if reduction != "mean":
-        return 1.0
-    count = int(valid.sum())
-    return 1.0 / count if count else 0.0
-
-
-def reduce_rows(row_loss: Tensor, scale: float, reduction: str) -> Tensor:
-    return row_loss if reduction == "none" else row_loss.sum() * scale
-
-
-# ----------------------------------------------------------------------------------------------
-# The functional losses.
+# The engine: a loss on given logits (private; ``fused.py`` has the chunked counterpart).
 
 
 class _LogitsLoss(torch.autograd.Function):
@@ -504,16 +84,58 @@ def _apply_logits_loss(logits: Tensor, target: Tensor, loss: RowLoss, ignore_ind
     return out.reshape(batch_shape) if reduction == "none" else out
 
 
+
+# ----------------------------------------------------------------------------------------------
+# The functional losses.
+
+
 def emo_loss(logits: Tensor, target: Tensor, cost_embedding: Tensor, *, ignore_index: int = -100,
              reduction: str = "mean") -> Tensor:
-    """Earth mover's distance between ``p = softmax(logits)`` and the target, cosine cost.
+    """Earth mover's distance (EMO) between ``p = softmax(logits)`` and the target, cosine cost.
 
-    With unit rows ``e_i = E_i / |E_i|`` of ``cost_embedding`` (V, D), the cost of moving mass from
-    token i to j is ``1 - <e_i, e_j>``. For ids the EMD to the one-hot target is exact:
-    ``1 - <sum_i p_i e_i, e_t>``. For probabilities ``tau`` (shape ``(..., V)``) the value is the
-    upper bound ``1 - <sum_i p_i e_i, sum_j tau_j e_j>`` (no ``ignore_index`` for soft targets).
-    ``sum_i p_i e_i`` is formed first, never a V x V cost matrix; ``cost_embedding`` gets no
-    gradient (it is detached) and a zero-norm row is an error.
+    With unit rows ``e_i = E_i / |E_i|`` of ``cost_embedding`` ``E`` (V, D), moving mass from
+    token i to token j costs ``1 - <e_i, e_j>``. For integer targets the distance to the one-hot
+    target is exact::
+
+        emo = 1 - <sum_i p_i e_i, e_t>
+
+    For probabilities ``tau`` (shape ``(..., V)``) it is the upper bound
+    ``1 - <sum_i p_i e_i, sum_j tau_j e_j>`` (no ``ignore_index`` for soft targets). The gradient
+    is the closed form ``d emo / d z_i = p_i (<q, r> - <e_i, r>)`` with ``q = sum_i p_i e_i`` and
+    ``r`` the target's embedding. ``sum_i p_i e_i`` is formed first, never a V x V cost matrix;
+    ``cost_embedding`` gets no gradient (it is detached).
+
+    Args:
+        logits: float tensor ``(..., V)``, classes last; required.
+        target: ids ``(...)`` (or ``ignore_index``), or probabilities ``(..., V)``; required.
+        cost_embedding: token embedding ``(V, D)`` defining the cosine cost; required.
+        ignore_index: target id whose positions count for nothing; default ``-100``.
+        reduction: ``"mean"`` (non-ignored tokens), ``"sum"`` or ``"none"``; default ``"mean"``.
+
+    Returns:
+        The loss: a scalar, or shape ``(...)`` for ``reduction="none"`` (float32, or float64 for
+        float64 logits).
+
+    Raises:
+        ValueError: ``cost_embedding`` is not ``(V, D)``, has a zero-norm or non-finite row; a
+            target id is out of range; shapes mismatch; the batch is empty; soft target rows are
+            not probabilities; ``reduction`` is unknown; the loss is not finite on a counted token.
+        TypeError: ``logits`` is not a floating-point tensor, or ``target`` has a bad type.
+
+    Reference:
+        Ren et al., "EMO: Earth Mover Distance Optimization for Auto-Regressive Language
+        Modeling", ICLR 2024, arXiv 2310.04691 (see also Su Jianlin's blog post on EMO).
+
+    Example:
+        >>> import torch
+        >>> from logitkit.losses import emo_loss
+        >>> logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 1.5, 0.0]])
+        >>> target = torch.tensor([0, 2])
+        >>> embedding = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+        >>> round(emo_loss(logits, target, embedding).item(), 4)
+        0.1892
+        >>> emo_loss(logits, target, embedding, reduction="none").shape
+        torch.Size([2])
     """
     cost = cosine_cost(cost_embedding, logits.shape[-1], like=logits)
     loss = emo_loss_spec(cost)
@@ -525,30 +147,56 @@ def emo_mle_loss(logits: Tensor, target: Tensor, cost_embedding: Tensor, *,
                  ignore_index: int = -100, reduction: str = "mean") -> Tensor:
     """EMO mixed with cross-entropy (MLE), on integer targets.
 
-    ``mle_weight="adaptive"`` (default; the mixture in the EMO authors' code): per token
-    ``0.5 * (ce_i + r_i * emo_i)`` with the per-token ratio ``r_i = min(ce_i / emo_i, cap)``
-    treated as a constant (``.detach()``), so each token's EMO gradient is rescaled to the size of
-    its own CE. Without a cap (``adaptive_cap=None``, as in the authors' GPT-2 language-modelling
-    code, their LLaMA Hugging Face patch and their instruction-tuning code) each token's value
-    equals ``ce_i`` and only the gradient changes; their LLaMA continual-fine-tuning script caps
-    the ratio at 3 (``adaptive_cap=3.0``). Their LLaMA code computes the ``emo_i`` of the ratio
-    with the target's own probability left out of ``sum_i p_i e_i`` (a value larger by ``p_t``,
-    same gradient); here ``emo_i`` is the exact EMO value of ``emo_loss``, as in their GPT-2 code.
+    With ``ce_i = -log p_t`` and ``emo_i`` the value of ``emo_loss`` at token i:
 
-    ``mle_weight="adaptive_batch"``: one ratio for the whole batch,
-    ``0.5 * (ce_i + R * emo_i)`` with ``R = min(CE / EMO, cap)``, CE and EMO summed over the
-    non-ignored tokens (with ``reduction="mean"``:
-    ``0.5 * (mean_ce + (mean_ce / mean_emo).detach() * mean_emo)``). Not the authors' form; it was
-    what this library first called ``"adaptive"``.
+    * ``mle_weight="adaptive"`` (default; the mixture in the EMO authors' code): per token
+      ``0.5 * (ce_i + r_i * emo_i)`` with ``r_i = min(ce_i / emo_i, cap)`` treated as a constant
+      (``.detach()``), so each token's EMO gradient is rescaled to the size of its own CE. Without
+      a cap (``adaptive_cap=None``, as in the authors' GPT-2 language-modelling code, their LLaMA
+      Hugging Face patch and their instruction-tuning code) each token's value equals ``ce_i`` and
+      only the gradient changes; their LLaMA continual-fine-tuning script caps the ratio at 3
+      (``adaptive_cap=3.0``). Their LLaMA code computes the ``emo_i`` of the ratio with the
+      target's own probability left out of ``sum_i p_i e_i`` (a value larger by ``p_t``, same
+      gradient); here ``emo_i`` is the exact EMO value of ``emo_loss``, as in their GPT-2 code.
+    * ``mle_weight="adaptive_batch"``: one ratio for the whole batch, ``0.5 * (ce_i + R * emo_i)``
+      with ``R = min(CE / EMO, cap)``, CE and EMO summed over the non-ignored tokens (with
+      ``reduction="mean"``: ``0.5 * (mean_ce + (mean_ce / mean_emo).detach() * mean_emo)``). Not
+      the authors' form; it was what this library first called ``"adaptive"``.
+    * ``mle_weight=w`` (a number in [0, 1]): per token ``w * ce_i + (1 - w) * emo_i``.
 
-    ``mle_weight=w`` (a number in [0, 1]): per token ``w * ce_i + (1 - w) * emo_i``.
+    Args:
+        logits: float tensor ``(..., V)``, classes last; required.
+        target: integer ids ``(...)`` in ``[0, V)`` or ``ignore_index``; required.
+        cost_embedding: token embedding ``(V, D)`` defining EMO's cosine cost; required.
+        mle_weight: ``"adaptive"``, ``"adaptive_batch"`` or ``w`` in [0, 1]; default ``"adaptive"``.
+        adaptive_cap: upper bound on the ratio of the adaptive forms, or None; default None.
+        ignore_index: target id whose positions count for nothing; default ``-100``.
+        reduction: ``"mean"`` (non-ignored tokens), ``"sum"`` or ``"none"``; default ``"mean"``.
 
-    Reference: Ren et al., "EMO: Earth Mover Distance Optimization for Auto-regressive Language
-    Modeling", ICLR 2024 (code: github.com/DRSY/EMO).
+    Returns:
+        The loss: a scalar, or shape ``(...)`` for ``reduction="none"`` (float32, or float64 for
+        float64 logits).
 
-    >>> logits, target = torch.randn(8, 50), torch.randint(0, 50, (8,))
-    >>> emb = torch.randn(50, 16)
-    >>> loss = emo_mle_loss(logits, target, emb, adaptive_cap=3.0)
+    Raises:
+        ValueError: a bad ``mle_weight`` or ``adaptive_cap`` (or a cap with a fixed weight), or
+            any of ``emo_loss``'s input errors.
+        TypeError: ``logits`` is not a floating-point tensor, or ``target`` is not integer ids.
+
+    Reference:
+        Ren et al., "EMO: Earth Mover Distance Optimization for Auto-Regressive Language
+        Modeling", ICLR 2024, arXiv 2310.04691 (code: github.com/DRSY/EMO; see also Su
+        Jianlin's blog post on EMO).
+
+    Example:
+        >>> import torch
+        >>> from logitkit.losses import emo_mle_loss
+        >>> logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 1.5, 0.0]])
+        >>> target = torch.tensor([0, 2])
+        >>> embedding = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+        >>> round(emo_mle_loss(logits, target, embedding).item(), 4)  # uncapped: the CE value
+        1.0671
+        >>> round(emo_mle_loss(logits, target, embedding, mle_weight=0.5).item(), 4)
+        0.6281
     """
     cost = cosine_cost(cost_embedding, logits.shape[-1], like=logits)
     loss = emo_loss_spec(cost, mle_weight=mle_weight, adaptive_cap=adaptive_cap)
@@ -559,13 +207,50 @@ def tailr_loss(logits: Tensor, target: Tensor, *, gamma: float, threshold: float
                ignore_index: int = -100, reduction: str = "mean") -> Tensor:
     """TaiLr (total-variation-guided) loss, ``gamma`` in [0, 1].
 
-    ``threshold=None``: ``-log(gamma + (1 - gamma) p_t) / (1 - gamma)``; gamma = 0 is
-    cross-entropy, and gamma -> 1 tends to ``1 - p_t`` (the total variation distance to the
-    one-hot target, i.e. ``-p_t`` plus the constant 1), which gamma = 1 returns exactly; values
-    close to 1 are computed without cancellation. Its gradient is ``w * grad(-log p_t)`` with
-    ``w = p_t / (gamma + (1 - gamma) p_t)``.
-    ``threshold=b`` (in [0, 1]): ``-max(b, w).detach() * log p_t``, the weighted-likelihood form
-    with the weight clipped from below.
+    ``threshold=None``, the closed form::
+
+        tailr = -log(gamma + (1 - gamma) p_t) / (1 - gamma)
+
+    gamma = 0 is cross-entropy, and gamma -> 1 tends to ``1 - p_t`` (the total variation distance
+    to the one-hot target, i.e. ``-p_t`` plus the constant 1), which gamma = 1 returns exactly;
+    values close to 1 are computed without cancellation. Its gradient is ``w * grad(-log p_t)``
+    with ``w = p_t / (gamma + (1 - gamma) p_t)``. ``threshold=b`` (in [0, 1]):
+    ``-max(b, w).detach() * log p_t``, the weighted-likelihood form with the weight clipped from
+    below.
+
+    Args:
+        logits: float tensor ``(..., V)``, classes last; required.
+        target: integer ids ``(...)`` in ``[0, V)`` or ``ignore_index``; required.
+        gamma: the mixing weight in [0, 1] (0 is cross-entropy); required, keyword-only.
+        threshold: lower clip ``b`` in [0, 1] of the weight ``w``, or None; default None.
+        ignore_index: target id whose positions count for nothing; default ``-100``.
+        reduction: ``"mean"`` (non-ignored tokens), ``"sum"`` or ``"none"``; default ``"mean"``.
+
+    Returns:
+        The loss: a scalar, or shape ``(...)`` for ``reduction="none"`` (float32, or float64 for
+        float64 logits).
+
+    Raises:
+        ValueError: ``gamma`` or ``threshold`` is not a number in [0, 1]; a target id is out of
+            range; shapes mismatch; the batch is empty; ``reduction`` is unknown; the loss is not
+            finite on a counted token.
+        TypeError: ``logits`` is not a floating-point tensor, or ``target`` is not integer ids.
+
+    Reference:
+        Ji et al., "Tailoring Language Generation Models under Total Variation Distance",
+        ICLR 2023, arXiv 2302.13344.
+
+    Example:
+        >>> import torch
+        >>> from logitkit.losses import tailr_loss
+        >>> logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 1.5, 0.0]])
+        >>> target = torch.tensor([0, 2])
+        >>> round(tailr_loss(logits, target, gamma=0.0).item(), 4)  # cross-entropy
+        1.0671
+        >>> round(tailr_loss(logits, target, gamma=0.5).item(), 4)
+        0.6432
+        >>> round(tailr_loss(logits, target, gamma=0.5, threshold=0.2).item(), 4)
+        0.3193
     """
     loss = tailr_loss_spec(gamma, threshold)
     return _apply_logits_loss(logits, target, loss, ignore_index, reduction)
@@ -573,9 +258,30 @@ def tailr_loss(logits: Tensor, target: Tensor, *, gamma: float, threshold: float
 
 def tailr_gamma_schedule(step: int, total_steps: int, *, start: float = 0.0,
                          end: float = 1.0) -> float:
-    """Linear ramp of gamma from ``start`` (step 0) to ``end`` (step ``total_steps``), then held.
+    """Linear ramp of TaiLr's gamma from ``start`` (step 0) to ``end`` (``total_steps``), then held.
 
     ``gamma_step = start + (end - start) * min(step / total_steps, 1)``.
+
+    Args:
+        step: the current step, ``>= 0``; required.
+        total_steps: steps over which gamma ramps, ``> 0``; required.
+        start: gamma at step 0, in [0, 1]; default 0.0.
+        end: gamma from ``total_steps`` on, in [0, 1]; default 1.0.
+
+    Returns:
+        gamma for ``step`` (a float in [0, 1]).
+
+    Raises:
+        ValueError: ``total_steps <= 0``, ``step < 0``, or ``start``/``end`` outside [0, 1].
+
+    Reference:
+        Ji et al., "Tailoring Language Generation Models under Total Variation Distance",
+        ICLR 2023, arXiv 2302.13344 (the loss whose ``gamma`` this schedules).
+
+    Example:
+        >>> from logitkit.losses import tailr_gamma_schedule
+        >>> [tailr_gamma_schedule(step, 10, end=0.8) for step in (0, 5, 10, 20)]
+        [0.0, 0.4, 0.8, 0.8]
     """
     if total_steps <= 0:
         raise ValueError(f"total_steps must be positive, got {total_steps}")

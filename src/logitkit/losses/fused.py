@@ -1,7 +1,7 @@
 """Fused output layer + loss: ``loss(hidden @ weight.T + bias, target)`` without the N x V logits.
 
 One chunked engine serves every loss: it walks over the N tokens ``chunk_size`` rows at a time,
-forms that chunk's logits, asks the loss (``functional.RowLoss``) for the per-row term values and
+forms that chunk's logits, asks the loss (``_rows.RowLoss``) for the per-row term values and
 their closed-form gradients with respect to the logits ``G`` (M, V), and turns them at once into
 ``grad_hidden[rows] = G @ weight``, ``grad_weight += G.T @ hidden[rows]`` and
 ``grad_bias += G.sum(0)``. Then the chunk's logits are dropped, so at most one chunk of M x V
@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from logitkit.losses.functional import (
+from logitkit.losses._rows import (
     RowLoss,
     check_batch,
     check_finite_values,
@@ -234,11 +234,48 @@ def _fused(hidden: Tensor, weight: Tensor, target: Tensor, loss: RowLoss, *, bia
 def linear_cross_entropy(hidden: Tensor, weight: Tensor, target: Tensor, *,
                          bias: Tensor | None = None, ignore_index: int = -100,
                          reduction: str = "mean", chunk_size: int | None = None) -> Tensor:
-    """Cross-entropy of ``hidden @ weight.T + bias`` (classes last) against integer ``target``.
+    """Cross-entropy of ``hidden @ weight.T + bias`` against integer ``target``, chunked.
 
-    Same value and gradients (wrt hidden, weight, bias) as ``F.cross_entropy`` on the full logits,
-    computed ``chunk_size`` tokens at a time (default: ``default_chunk_rows``, a budget that
-    follows N, V and d). hidden (..., d), weight (V, d), bias (V,), target (...).
+    With logits ``z = hidden @ weight.T + bias`` (classes last) the per-token loss is
+    ``ce = -log softmax(z)_t``; same value and gradients (wrt hidden, weight, bias) as
+    ``F.cross_entropy`` on the full logits, computed ``chunk_size`` tokens at a time, so the
+    ``(N, V)`` logits never exist.
+
+    Args:
+        hidden: float tensor ``(..., d)``, e.g. a model's final hidden states; required.
+        weight: output layer ``(V, d)``, same dtype as ``hidden``; required.
+        target: integer ids ``(...)`` in ``[0, V)`` or ``ignore_index``; required.
+        bias: output layer bias ``(V,)``, or None; default None.
+        ignore_index: target id whose positions count for nothing; default ``-100``.
+        reduction: ``"mean"`` (non-ignored tokens), ``"sum"`` or ``"none"``; default ``"mean"``.
+        chunk_size: tokens per chunk, or None for ``default_chunk_rows(N, V, d)``; default None.
+
+    Returns:
+        The loss: a scalar, or shape ``(...)`` for ``reduction="none"`` (float32, or float64 for
+        float64 inputs).
+
+    Raises:
+        ValueError: shapes of ``hidden``/``weight``/``bias``/``target`` mismatch; a bad
+            ``chunk_size`` or ``reduction``; a target id is out of range; the batch is empty; the
+            loss is not finite on a counted token.
+        TypeError: an input is not a floating-point tensor, the dtypes differ, or ``target`` is
+            not integer ids.
+
+    Reference:
+        Standard cross-entropy (maximum likelihood), the baseline of the EMO and TaiLr papers;
+        the chunking is this library's.
+
+    Example:
+        >>> import torch
+        >>> from logitkit.losses import linear_cross_entropy
+        >>> hidden = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], requires_grad=True)
+        >>> weight = torch.tensor([[1.0, -1.0], [0.5, 0.5], [0.0, 2.0]])
+        >>> loss = linear_cross_entropy(hidden, weight, torch.tensor([0, 1, 2]), chunk_size=2)
+        >>> round(loss.item(), 4)
+        0.9431
+        >>> loss.backward()
+        >>> hidden.grad.shape
+        torch.Size([3, 2])
     """
     return _fused(hidden, weight, target, cross_entropy_loss_spec(), bias=bias,
                   ignore_index=ignore_index, reduction=reduction, chunk_size=chunk_size)
@@ -250,20 +287,53 @@ def linear_emo_loss(hidden: Tensor, weight: Tensor, target: Tensor, cost_embeddi
                     reduction: str = "mean", chunk_size: int | None = None) -> Tensor:
     """``emo_loss`` (``mle_weight=None``) or ``emo_mle_loss`` of ``hidden @ weight.T + bias``.
 
-    ``mle_weight``: None (EMO alone), ``"adaptive"`` (the EMO authors' per-token mixture
+    With ``p = softmax(hidden @ weight.T + bias)`` and unit rows ``e_i`` of ``cost_embedding``:
+    EMO is ``1 - <sum_i p_i e_i, e_t>`` per token (see ``emo_loss``); with ``mle_weight`` it is
+    mixed with ``ce = -log p_t``: ``"adaptive"`` (the EMO authors' per-token mixture
     ``0.5 * (ce_i + min(ce_i / emo_i, adaptive_cap).detach() * emo_i)``), ``"adaptive_batch"``
-    (one ratio per batch) or a weight ``w`` in [0, 1]; see ``functional.emo_mle_loss``. Every
-    form but ``"adaptive_batch"`` combines CE and EMO per token, so a mixture costs the memory of
-    EMO alone; ``"adaptive_batch"`` needs its batch sums first and keeps one more set of gradient
-    buffers (an extra V x d and N x d).
-    ``cost_embedding`` (V, D) never receives a gradient and is not copied (its rows' norms are
-    folded into the products), unless it is the head's own weight: then the cost is a detached
-    copy of it. Soft targets
-    (..., V) are accepted when ``mle_weight`` is None.
+    (one ratio per batch) or a weight ``w`` in [0, 1] (``w * ce_i + (1 - w) * emo_i``); see
+    ``emo_mle_loss``. Computed ``chunk_size`` tokens at a time. Every form but
+    ``"adaptive_batch"`` combines CE and EMO per token, so a mixture costs the memory of EMO
+    alone; ``"adaptive_batch"`` needs its batch sums first and keeps one more set of gradient
+    buffers (an extra V x d and N x d). ``cost_embedding`` never receives a gradient and is not
+    copied (its rows' norms are folded into the products), unless it is the head's own weight:
+    then the cost is a detached copy of it.
 
-    >>> hidden, head = torch.randn(64, 32, requires_grad=True), torch.randn(1000, 32)
-    >>> target = torch.randint(0, 1000, (64,))
-    >>> linear_emo_loss(hidden, head, target, head, mle_weight="adaptive").backward()
+    Args:
+        hidden: float tensor ``(..., d)``, e.g. a model's final hidden states; required.
+        weight: output layer ``(V, d)``, same dtype as ``hidden``; required.
+        target: ids ``(...)``, or probabilities ``(..., V)`` with ``mle_weight=None``; required.
+        cost_embedding: token embedding ``(V, D)`` defining the cosine cost; required.
+        mle_weight: None (EMO alone), ``"adaptive"``, ``"adaptive_batch"`` or ``w``; default None.
+        adaptive_cap: upper bound on the ratio of the adaptive forms, or None; default None.
+        bias: output layer bias ``(V,)``, or None; default None.
+        ignore_index: target id whose positions count for nothing; default ``-100``.
+        reduction: ``"mean"`` (non-ignored tokens), ``"sum"`` or ``"none"``; default ``"mean"``.
+        chunk_size: tokens per chunk, or None for ``default_chunk_rows(N, V, d)``; default None.
+
+    Returns:
+        The loss: a scalar, or shape ``(...)`` for ``reduction="none"`` (float32, or float64 for
+        float64 inputs).
+
+    Raises:
+        ValueError: a bad ``cost_embedding`` (shape, zero-norm or non-finite row),
+            ``mle_weight`` or ``adaptive_cap``, or any of ``linear_cross_entropy``'s errors.
+        TypeError: an input is not a floating-point tensor, the dtypes differ, or ``target`` has
+            a bad type (soft targets need ``mle_weight=None``).
+
+    Reference:
+        Ren et al., "EMO: Earth Mover Distance Optimization for Auto-Regressive Language
+        Modeling", ICLR 2024, arXiv 2310.04691 (see also Su Jianlin's blog post on EMO).
+
+    Example:
+        >>> import torch
+        >>> from logitkit.losses import linear_emo_loss
+        >>> hidden = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], requires_grad=True)
+        >>> weight = torch.tensor([[1.0, -1.0], [0.5, 0.5], [0.0, 2.0]])
+        >>> target = torch.tensor([0, 1, 2])
+        >>> round(linear_emo_loss(hidden, weight, target, weight).item(), 4)  # tied cost
+        0.3733
+        >>> linear_emo_loss(hidden, weight, target, weight, mle_weight="adaptive").backward()
     """
     if cost_embedding.untyped_storage().data_ptr() == weight.untyped_storage().data_ptr():
         cost_embedding = cost_embedding.detach().clone()  # the head itself: freeze its values now
@@ -277,6 +347,45 @@ def linear_tailr_loss(hidden: Tensor, weight: Tensor, target: Tensor, *, gamma: 
                       threshold: float | None = None, bias: Tensor | None = None,
                       ignore_index: int = -100, reduction: str = "mean",
                       chunk_size: int | None = None) -> Tensor:
-    """``tailr_loss`` of ``hidden @ weight.T + bias`` (see ``functional.tailr_loss``), chunked."""
+    """``tailr_loss`` of ``hidden @ weight.T + bias``, computed in chunks.
+
+    With ``p_t`` the target's probability under ``softmax(hidden @ weight.T + bias)``:
+    ``-log(gamma + (1 - gamma) p_t) / (1 - gamma)`` (``threshold=None``), or
+    ``-max(b, w).detach() * log p_t`` with ``w = p_t / (gamma + (1 - gamma) p_t)``
+    (``threshold=b``); see ``tailr_loss``.
+
+    Args:
+        hidden: float tensor ``(..., d)``, e.g. a model's final hidden states; required.
+        weight: output layer ``(V, d)``, same dtype as ``hidden``; required.
+        target: integer ids ``(...)`` in ``[0, V)`` or ``ignore_index``; required.
+        gamma: the mixing weight in [0, 1] (0 is cross-entropy); required, keyword-only.
+        threshold: lower clip ``b`` in [0, 1] of the weight ``w``, or None; default None.
+        bias: output layer bias ``(V,)``, or None; default None.
+        ignore_index: target id whose positions count for nothing; default ``-100``.
+        reduction: ``"mean"`` (non-ignored tokens), ``"sum"`` or ``"none"``; default ``"mean"``.
+        chunk_size: tokens per chunk, or None for ``default_chunk_rows(N, V, d)``; default None.
+
+    Returns:
+        The loss: a scalar, or shape ``(...)`` for ``reduction="none"`` (float32, or float64 for
+        float64 inputs).
+
+    Raises:
+        ValueError: ``gamma`` or ``threshold`` is not a number in [0, 1], or any of
+            ``linear_cross_entropy``'s errors.
+        TypeError: an input is not a floating-point tensor, the dtypes differ, or ``target`` is
+            not integer ids.
+
+    Reference:
+        Ji et al., "Tailoring Language Generation Models under Total Variation Distance",
+        ICLR 2023, arXiv 2302.13344.
+
+    Example:
+        >>> import torch
+        >>> from logitkit.losses import linear_tailr_loss
+        >>> hidden = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+        >>> weight = torch.tensor([[1.0, -1.0], [0.5, 0.5], [0.0, 2.0]])
+        >>> round(linear_tailr_loss(hidden, weight, torch.tensor([0, 1, 2]), gamma=0.5).item(), 4)
+        0.6655
+    """
     return _fused(hidden, weight, target, tailr_loss_spec(gamma, threshold), bias=bias,
                   ignore_index=ignore_index, reduction=reduction, chunk_size=chunk_size)

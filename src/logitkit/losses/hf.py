@@ -44,8 +44,50 @@ class FusedLossTrainer(transformers.Trainer):
 
     ``FusedLossTrainer(model=model, args=args, ..., loss=TaiLrLoss(0.5), chunk_size=None)``; every
     other argument is ``transformers.Trainer``'s. The model is patched in place
-    (``patch_causal_lm(model, loss, chunk_size=chunk_size)``; ``unpatch_causal_lm`` undoes it).
+    (``patch_causal_lm(model, loss, chunk_size=chunk_size)``; ``unpatch_causal_lm`` undoes it), so
+    the training loss is, with ``h`` the final hidden states and Hugging Face's shift::
+
+        loss.linear(h[:, :-1], lm_head.weight, labels[:, 1:], reduction="sum") / num_items_in_batch
+
+    (the mean over counted tokens when Trainer passes no ``num_items_in_batch``).
     ``compute_loss_func``, ``model_init`` and label smoothing are refused: the loss is ``loss``.
+
+    Args:
+        model: the Hugging Face causal LM to train (patched in place); required.
+        *args: ``transformers.Trainer``'s positional arguments (``args``, ...); default none.
+        loss: the ``OutputLoss`` to train with, or None for cross-entropy; default None.
+        chunk_size: tokens per chunk of the fused loss, or None for automatic; default None.
+        **kwargs: ``transformers.Trainer``'s keyword arguments; default none.
+
+    Returns:
+        A ``transformers.Trainer``; ``train()``/``evaluate()`` report the fused loss.
+
+    Raises:
+        ValueError: no ``model`` (``model_init`` is unsupported), a ``compute_loss_func``, a
+            nonzero ``label_smoothing_factor``, or a model that cannot be fused
+            (``patch_causal_lm``).
+        TypeError: ``loss`` has no ``linear`` method.
+
+    Reference:
+        The loss's own (EMO: Ren et al., ICLR 2024, arXiv 2310.04691; TaiLr: Ji et al., ICLR
+        2023, arXiv 2302.13344); the training loop is ``transformers.Trainer``'s.
+
+    Example:
+        >>> import tempfile, torch, transformers
+        >>> from logitkit.losses import TaiLrLoss
+        >>> from logitkit.losses.hf import FusedLossTrainer
+        >>> config = transformers.GPT2Config(n_layer=1, n_embd=8, n_head=2, vocab_size=16,
+        ...                                  n_positions=8, bos_token_id=0, eos_token_id=0)
+        >>> model = transformers.GPT2LMHeadModel(config)  # tiny, random weights
+        >>> data = [{"input_ids": [1, 2, 3, 4], "labels": [1, 2, 3, 4]}] * 4
+        >>> out = tempfile.TemporaryDirectory()
+        >>> args = transformers.TrainingArguments(out.name, max_steps=2, report_to=[],
+        ...                                       use_cpu=True)
+        >>> trainer = FusedLossTrainer(model=model, args=args, train_dataset=data,
+        ...                            loss=TaiLrLoss(0.5))
+        >>> # Not run here: training prints progress and writes checkpoints under out.name.
+        >>> trainer.train()  # doctest: +SKIP
+        >>> out.cleanup()
     """
 
     def __init__(self, model: nn.Module | None = None, *args: Any,
@@ -67,10 +109,41 @@ class FusedLossTrainer(transformers.Trainer):
 class GammaScheduleCallback(transformers.TrainerCallback):
     """Ramps ``loss.gamma`` (TaiLr) linearly over training: ``tailr_gamma_schedule``.
 
-    Before each optimizer step ``loss.gamma = start + (end - start) * min(step / total, 1)`` with
-    ``step = state.global_step`` and ``total = total_steps`` (default: the run's ``max_steps``).
-    Works with any Trainer whose loss reads ``loss.gamma`` (``FusedLossTrainer``, or
-    ``make_compute_loss_func(loss)``); each process of a distributed run sets the same value.
+    Before each optimizer step::
+
+        loss.gamma = start + (end - start) * min(step / total, 1)
+
+    with ``step = state.global_step`` and ``total = total_steps`` (default: the run's
+    ``max_steps``). Works with any Trainer whose loss reads ``loss.gamma`` (``FusedLossTrainer``,
+    or ``make_compute_loss_func(loss)``); each process of a distributed run sets the same value.
+
+    Args:
+        loss: the loss whose ``gamma`` is set, e.g. a ``TaiLrLoss``; required.
+        start: gamma at step 0, in [0, 1]; default 0.0.
+        end: gamma from ``total_steps`` on, in [0, 1]; default 1.0.
+        total_steps: steps of the ramp, or None for the run's ``max_steps``; default None.
+
+    Returns:
+        A ``transformers.TrainerCallback`` for ``Trainer(..., callbacks=[...])``.
+
+    Raises:
+        TypeError: ``loss`` has no ``gamma`` attribute.
+        ValueError: ``start``/``end`` outside [0, 1], or ``total_steps <= 0``.
+
+    Reference:
+        Ji et al., "Tailoring Language Generation Models under Total Variation Distance",
+        ICLR 2023, arXiv 2302.13344 (the loss whose ``gamma`` this schedules).
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> from logitkit.losses import TaiLrLoss
+        >>> from logitkit.losses.hf import GammaScheduleCallback
+        >>> loss = TaiLrLoss(0.0)
+        >>> callback = GammaScheduleCallback(loss, start=0.0, end=0.8)
+        >>> state = SimpleNamespace(global_step=5, max_steps=10)  # what Trainer passes
+        >>> callback.on_step_begin(None, state, None)
+        >>> loss.gamma
+        0.4
     """
 
     def __init__(self, loss: OutputLoss, *, start: float = 0.0, end: float = 1.0,

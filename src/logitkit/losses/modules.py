@@ -5,15 +5,19 @@ final hidden states and the output layer (``module.linear(hidden, weight, target
 
 Hugging Face:
 
-* ``causal_lm_loss(model, batch, loss)`` (from ``causal_lm.py``): the fused loss of a causal LM,
-  computed inside the model's own forward, so the (batch x length x V) logits never exist and
-  DDP/FSDP2 wrappers work. Labels are shifted as Hugging Face does (position i predicts token
-  i + 1; -100 is ignored). ``causal_lm.patch_causal_lm(model, loss)`` makes it the model's loss;
-  ``hf.FusedLossTrainer`` is the ``transformers.Trainer`` that does so.
+* ``logitkit.losses.causal_lm_loss(model, batch, loss)`` (in ``causal_lm.py``, which calls any
+  ``OutputLoss``'s ``linear``; the two files do not import each other): the fused loss of a
+  causal LM, computed inside the model's own forward, so the (batch x length x V) logits never
+  exist and DDP/FSDP2 wrappers work. Labels are shifted as Hugging Face does (position i
+  predicts token i + 1; -100 is ignored). ``patch_causal_lm(model, loss)`` makes it the model's
+  loss; ``hf.FusedLossTrainer`` is the ``transformers.Trainer`` that does so.
 * ``make_compute_loss_func(loss)`` returns a ``compute_loss_func`` for ``transformers.Trainer``
   (``(outputs, labels, num_items_in_batch=None) -> loss``). Trainer has already computed the
   logits at that point, so this path is not fused; it serves models whose logits are not
   ``lm_head(hidden)`` (Granite, Gemma-2, ...), which the fused path refuses.
+
+``OutputLoss`` and Hugging Face's shift and reduction live in ``_base.py``, below both this
+module and ``causal_lm.py``.
 
 Example::
 
@@ -28,46 +32,46 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from logitkit.losses.causal_lm import causal_lm_loss, reduce_by_items, shifted
-from logitkit.losses.functional import (
-    check_reduction,
-    cosine_cost,
-    emo_loss,
-    emo_mle_loss,
-    tailr_loss,
-    tailr_loss_spec,
-)
+from logitkit.losses._base import OutputLoss, reduce_by_items, shifted
+from logitkit.losses._rows import cosine_cost, tailr_loss_spec
+from logitkit.losses.functional import emo_loss, emo_mle_loss, tailr_loss
 from logitkit.losses.fused import linear_cross_entropy, linear_emo_loss, linear_tailr_loss
 
 
-class OutputLoss(nn.Module):
-    """Base: ``forward(logits, target)`` on logits, ``linear(hidden, weight, target)`` fused.
-
-    Both take ``reduction=`` to override the module's own for one call.
-    """
-
-    def __init__(self, *, ignore_index: int = -100, reduction: str = "mean") -> None:
-        super().__init__()
-        check_reduction(reduction)
-        self.ignore_index = ignore_index
-        self.reduction = reduction
-
-    def forward(self, logits: Tensor, target: Tensor, *, reduction: str | None = None) -> Tensor:
-        raise NotImplementedError
-
-    def linear(self, hidden: Tensor, weight: Tensor, target: Tensor, *,
-               bias: Tensor | None = None, chunk_size: int | None = None,
-               reduction: str | None = None) -> Tensor:
-        raise NotImplementedError
-
-    def extra_repr(self) -> str:
-        return f"ignore_index={self.ignore_index}, reduction={self.reduction!r}"
-
-
 class CrossEntropyLoss(OutputLoss):
-    """Cross-entropy with classes last (logits (..., V), target (...)), float32 math."""
+    """Cross-entropy with classes last (logits ``(..., V)``, target ``(...)``), float32 math.
+
+    Per token ``ce = -log softmax(logits)_t``: ``module(logits, target)`` is ``F.cross_entropy``
+    on the flattened float32 logits, and ``module.linear(hidden, weight, target, bias=...)`` is
+    ``linear_cross_entropy`` (same value, the logits never formed).
+
+    Args:
+        ignore_index: target id whose positions count for nothing; default ``-100``.
+        reduction: ``"mean"`` (non-ignored tokens), ``"sum"`` or ``"none"``; default ``"mean"``.
+
+    Returns:
+        Calling it returns the loss (a scalar, or shape ``(...)`` for ``reduction="none"``).
+
+    Raises:
+        ValueError: a bad ``reduction``; ``target``'s shape is not the logits' leading shape (and
+            ``linear``'s errors, see ``linear_cross_entropy``).
+
+    Reference:
+        Standard cross-entropy (maximum likelihood), the baseline of the EMO and TaiLr papers.
+
+    Example:
+        >>> import torch
+        >>> from logitkit.losses import CrossEntropyLoss
+        >>> logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 1.5, 0.0]])
+        >>> round(CrossEntropyLoss()(logits, torch.tensor([0, 2])).item(), 4)
+        1.0671
+        >>> hidden = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+        >>> weight = torch.tensor([[1.0, -1.0], [0.5, 0.5], [0.0, 2.0]])
+        >>> round(CrossEntropyLoss().linear(hidden, weight, torch.tensor([0, 1, 2])).item(), 4)
+        0.9431
+    """
 
     def forward(self, logits: Tensor, target: Tensor, *, reduction: str | None = None) -> Tensor:
         if target.shape != logits.shape[:-1]:
@@ -89,10 +93,44 @@ class CrossEntropyLoss(OutputLoss):
 class EMOLoss(OutputLoss):
     """EMO (``mle_weight=None``) or EMO + MLE (``mle_weight`` as ``emo_mle_loss`` takes it).
 
-    ``cost_embedding`` (V, D) is normalised once and kept as a (non-trainable) buffer. Further
-    keywords (``options``, e.g. ``adaptive_cap``) go unchanged to ``emo_mle_loss`` /
-    ``linear_emo_loss`` (and ``emo_loss``); the arguments are validated at construction by
-    evaluating the loss once on one zero row.
+    With unit rows ``e_i`` of ``cost_embedding`` and ``p = softmax(logits)``, per token
+    ``emo = 1 - <sum_i p_i e_i, e_t>`` (``emo_loss``), or mixed with ``ce = -log p_t``, e.g.
+    ``0.5 * (ce + min(ce / emo, cap).detach() * emo)`` for ``mle_weight="adaptive"``
+    (``emo_mle_loss``); ``module.linear`` computes the same on ``hidden @ weight.T + bias``
+    (``linear_emo_loss``). ``cost_embedding`` (V, D) is normalised once and kept as a
+    (non-trainable) buffer ``unit_embedding``. Further keywords (``options``, e.g.
+    ``adaptive_cap``) go unchanged to ``emo_mle_loss`` / ``linear_emo_loss`` (and ``emo_loss``);
+    the arguments are validated at construction by evaluating the loss once on one zero row.
+
+    Args:
+        cost_embedding: token embedding ``(V, D)`` defining the cosine cost; required.
+        mle_weight: None (EMO alone), ``"adaptive"``, ``"adaptive_batch"`` or ``w``; default None.
+        ignore_index: target id whose positions count for nothing; default ``-100``.
+        reduction: ``"mean"`` (non-ignored tokens), ``"sum"`` or ``"none"``; default ``"mean"``.
+        **options: further keywords of ``emo_mle_loss`` (e.g. ``adaptive_cap``); default none.
+
+    Returns:
+        Calling it returns the loss (a scalar, or shape ``(...)`` for ``reduction="none"``).
+
+    Raises:
+        ValueError: a bad ``cost_embedding``, ``mle_weight``, option or ``reduction`` (at
+            construction), and the input errors of ``emo_loss`` / ``linear_emo_loss``.
+        TypeError: an unknown keyword in ``options``, or inputs of the wrong type.
+
+    Reference:
+        Ren et al., "EMO: Earth Mover Distance Optimization for Auto-Regressive Language
+        Modeling", ICLR 2024, arXiv 2310.04691 (see also Su Jianlin's blog post on EMO).
+
+    Example:
+        >>> import torch
+        >>> from logitkit.losses import EMOLoss
+        >>> embedding = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+        >>> logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 1.5, 0.0]])
+        >>> round(EMOLoss(embedding)(logits, torch.tensor([0, 2])).item(), 4)
+        0.1892
+        >>> mixed = EMOLoss(embedding, mle_weight="adaptive", adaptive_cap=3.0)
+        >>> round(mixed(logits, torch.tensor([0, 2])).item(), 4)
+        0.7649
     """
 
     def __init__(self, cost_embedding: Tensor, *, mle_weight: str | float | None = None,
@@ -129,7 +167,40 @@ class EMOLoss(OutputLoss):
 
 
 class TaiLrLoss(OutputLoss):
-    """TaiLr; set ``module.gamma`` during training, e.g. from ``tailr_gamma_schedule``."""
+    """TaiLr as a module; set ``module.gamma`` during training, e.g. from ``tailr_gamma_schedule``.
+
+    Per token ``-log(gamma + (1 - gamma) p_t) / (1 - gamma)`` (``threshold=None``), or
+    ``-max(b, w).detach() * log p_t`` with ``w = p_t / (gamma + (1 - gamma) p_t)``
+    (``threshold=b``): ``tailr_loss`` on logits, ``linear_tailr_loss`` for ``module.linear``.
+
+    Args:
+        gamma: the mixing weight in [0, 1] (0 is cross-entropy); required.
+        threshold: lower clip ``b`` in [0, 1] of the weight ``w``, or None; default None.
+        ignore_index: target id whose positions count for nothing; default ``-100``.
+        reduction: ``"mean"`` (non-ignored tokens), ``"sum"`` or ``"none"``; default ``"mean"``.
+
+    Returns:
+        Calling it returns the loss (a scalar, or shape ``(...)`` for ``reduction="none"``).
+
+    Raises:
+        ValueError: ``gamma`` or ``threshold`` not in [0, 1], or a bad ``reduction`` (at
+            construction), and the input errors of ``tailr_loss`` / ``linear_tailr_loss``.
+
+    Reference:
+        Ji et al., "Tailoring Language Generation Models under Total Variation Distance",
+        ICLR 2023, arXiv 2302.13344.
+
+    Example:
+        >>> import torch
+        >>> from logitkit.losses import TaiLrLoss
+        >>> loss = TaiLrLoss(0.5)
+        >>> logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 1.5, 0.0]])
+        >>> round(loss(logits, torch.tensor([0, 2])).item(), 4)
+        0.6432
+        >>> loss.gamma = 0.0  # e.g. set by GammaScheduleCallback; now cross-entropy
+        >>> round(loss(logits, torch.tensor([0, 2])).item(), 4)
+        1.0671
+    """
 
     def __init__(self, gamma: float, *, threshold: float | None = None, ignore_index: int = -100,
                  reduction: str = "mean") -> None:
@@ -157,7 +228,41 @@ class TaiLrLoss(OutputLoss):
 def make_compute_loss_func(loss: OutputLoss | None = None) -> Callable[..., Tensor]:
     """A ``compute_loss_func`` for ``transformers.Trainer``: the shifted loss on ``outputs.logits``.
 
-    ``Trainer(..., compute_loss_func=make_compute_loss_func(EMOLoss(emb, mle_weight="adaptive")))``
+    ``Trainer(..., compute_loss_func=make_compute_loss_func(EMOLoss(emb, mle_weight="adaptive")))``.
+    The returned ``f(outputs, labels, num_items_in_batch=None)`` computes, with Hugging Face's
+    shift (position i predicts label i + 1)::
+
+        loss(logits[:, :-1], labels[:, 1:], reduction="mean")                  # no count
+        loss(logits[:, :-1], labels[:, 1:], reduction="sum") / num_items_in_batch
+
+    Not fused (Trainer has formed the logits); it serves models whose logits are not
+    ``lm_head(hidden)``, which ``patch_causal_lm`` refuses. Needs no ``transformers`` import.
+
+    Args:
+        loss: the ``OutputLoss`` to apply, or None for ``CrossEntropyLoss()``; default None.
+
+    Returns:
+        ``compute_loss_func(outputs, labels, num_items_in_batch=None) -> Tensor``; ``outputs``
+        is a model output or mapping with ``logits`` ``(batch, length, V)``.
+
+    Raises:
+        ValueError: (from the returned function) ``labels`` is not ``(batch, length)`` matching
+            the logits, or ``loss``'s own input errors.
+
+    Reference:
+        The loss's own (EMO: Ren et al., ICLR 2024, arXiv 2310.04691; TaiLr: Ji et al., ICLR
+        2023, arXiv 2302.13344); the shift and reduction are Hugging Face's ``ForCausalLMLoss``.
+
+    Example:
+        >>> import torch
+        >>> from logitkit.losses import make_compute_loss_func
+        >>> compute_loss = make_compute_loss_func()  # cross-entropy
+        >>> labels = torch.tensor([[1, 2, 3, -100], [4, 5, 6, 0]])
+        >>> outputs = {"logits": torch.zeros(2, 4, 7)}  # uniform over 7 classes: ce = log 7
+        >>> round(compute_loss(outputs, labels).item(), 4)
+        1.9459
+        >>> round(compute_loss(outputs, labels, num_items_in_batch=10).item(), 4)  # 5 ce / 10
+        0.973
     """
     loss = CrossEntropyLoss() if loss is None else loss
 
@@ -171,5 +276,4 @@ def make_compute_loss_func(loss: OutputLoss | None = None) -> Callable[..., Tens
     return compute_loss_func
 
 
-__all__ = ["CrossEntropyLoss", "EMOLoss", "OutputLoss", "TaiLrLoss", "causal_lm_loss",
-           "make_compute_loss_func"]
+__all__ = ["CrossEntropyLoss", "EMOLoss", "OutputLoss", "TaiLrLoss", "make_compute_loss_func"]

@@ -94,9 +94,32 @@ def _join(tokens: list[str]) -> str:
 def role_swap(sentence: str) -> str | None:
     """The sentence with its subject and object phrases exchanged, or None if it has no such form.
 
-    ``role_swap("A man is slicing a cucumber.") == "A cucumber is slicing a man."``; the
-    auxiliary follows the number of the new subject ("Two dogs are chasing a cat." ->
-    "A cat is chasing two dogs.").
+        "<det> <words> is|are|was|were <verb>ing [<prep>] <det> <words> ..." -> object first
+
+    The auxiliary follows the number of the new subject ("Two dogs are chasing a cat." -> "A cat is
+    chasing two dogs."). None for sentences of another form, symmetric verbs (kissing, fighting,
+    ...), objects after "with", and subject and object with the same words. A heuristic without a
+    part-of-speech tagger: a few swaps read oddly, none keeps the meaning.
+
+    Args:
+        sentence: one English sentence.
+
+    Returns:
+        The swapped sentence (the same words, another meaning), or None.
+
+    Reference:
+        Zhang, Baldridge and He, "PAWS: Paraphrase Adversaries from Word Scrambling", NAACL 2019.
+
+    Example:
+        >>> from logitkit.matching import role_swap
+        >>> role_swap("A man is slicing a cucumber.")
+        'A cucumber is slicing a man.'
+        >>> role_swap("Two dogs are chasing a cat.")
+        'A cat is chasing two dogs.'
+        >>> role_swap("A man is kissing a woman.") is None  # a symmetric verb: nothing to swap
+        True
+        >>> role_swap("The sun is shining.") is None  # no object
+        True
     """
     tokens = _TOKEN.findall(sentence)
     subject_end = _noun_phrase_end(tokens, 0)
@@ -129,6 +152,25 @@ class SwapSet:
     """Adversarial triples: ``(kept[i], paraphrase[i])`` is similar, ``(kept[i], swapped[i])`` not.
 
     ``swapped[i] == role_swap(paraphrase[i])``; ``gold[i]`` is the gold score of the original pair.
+    Made by :func:`swap_set`; evaluated by :func:`~logitkit.matching.evaluate.swap_metrics` and by
+    :class:`~logitkit.matching.TunedThresholdEvaluator`. ``len(swaps)`` is the number of triples.
+
+    Args:
+        kept: the sentence of each triple that stays as it is.
+        paraphrase: its gold paraphrase, as many.
+        swapped: the role swap of the paraphrase, as many.
+        gold: float64 array, the gold score of each (kept, paraphrase) pair, as many.
+
+    Reference:
+        Zhang, Baldridge and He, "PAWS: Paraphrase Adversaries from Word Scrambling", NAACL 2019.
+
+    Example:
+        >>> import numpy as np
+        >>> from logitkit.matching.adversarial import SwapSet
+        >>> swaps = SwapSet(["A man slices a cucumber."], ["A man is slicing a cucumber."],
+        ...                 ["A cucumber is slicing a man."], np.array([4.6]))
+        >>> len(swaps), swaps.subset([0, 0]).swapped
+        (1, ['A cucumber is slicing a man.', 'A cucumber is slicing a man.'])
     """
 
     kept: list[str]
@@ -137,9 +179,21 @@ class SwapSet:
     gold: np.ndarray
 
     def __len__(self) -> int:
+        """The number of triples."""
         return len(self.kept)
 
     def subset(self, indices: object) -> SwapSet:
+        """The triples at ``indices`` (in that order, repeats allowed) as a new :class:`SwapSet`.
+
+        Args:
+            indices: positions of the triples to keep (ints or an integer array; flattened).
+
+        Returns:
+            A SwapSet of as many triples as indices.
+
+        Raises:
+            IndexError: if an index is out of range.
+        """
         indices = [int(i) for i in np.asarray(indices).ravel()]
         return SwapSet([self.kept[i] for i in indices], [self.paraphrase[i] for i in indices],
                        [self.swapped[i] for i in indices], self.gold[indices])
@@ -149,9 +203,31 @@ def swap_set(pairs: PairSet, *, min_score: float | None = None) -> SwapSet:
     """Every role swap of a similar pair (gold >= ``min_score``), in both directions.
 
     For a pair (a, b): the triple ``(a, b, role_swap(b))`` when b can be swapped, and
-    ``(b, a, role_swap(a))`` when a can. ``min_score=None``: the cutoff of
-    :func:`~logitkit.matching.resolve_cutoff` (0/1 labels: the pairs labelled 1; graded 0-5
-    labels: gold >= 3).
+    ``(b, a, role_swap(a))`` when a can, in the order of the pairs.
+
+    Args:
+        pairs: the scored pairs to draw from (e.g. STS-B test).
+        min_score: a pair is similar when gold >= min_score (default None: the cutoff of
+            :func:`~logitkit.matching.evaluate.resolve_cutoff`: label 1 of 0/1 labels, 3 of 0-5).
+
+    Returns:
+        A :class:`SwapSet`, empty when no similar pair can be swapped.
+
+    Raises:
+        ValueError: as :func:`~logitkit.matching.evaluate.resolve_cutoff` (a non-finite
+            ``min_score``, graded labels outside [0, 5] without ``min_score``).
+
+    Reference:
+        Zhang, Baldridge and He, "PAWS: Paraphrase Adversaries from Word Scrambling", NAACL 2019.
+
+    Example:
+        >>> import numpy as np
+        >>> from logitkit.matching import PairSet, swap_set
+        >>> pairs = PairSet(["A man slices a cucumber.", "A cat is chasing a mouse."],
+        ...                 ["A man is slicing a cucumber.", "A dog runs."], np.array([4.6, 0.4]))
+        >>> swaps = swap_set(pairs)  # only the first pair is similar (gold >= 3)
+        >>> swaps.kept, swaps.swapped, swaps.gold
+        (['A man slices a cucumber.'], ['A cucumber is slicing a man.'], array([4.6]))
     """
     min_score = resolve_cutoff(pairs.scores, cutoff=min_score)
     kept, paraphrase, swapped, gold = [], [], [], []

@@ -32,12 +32,18 @@ from typing import Any
 
 import numpy as np
 
-from logitkit._utils import atomic_output, check_writable, require
+from logitkit._utils import (
+    atomic_output,
+    check_input_file,
+    check_input_folder,
+    check_writable,
+    require,
+)
 from logitkit.matching.evaluate import (
+    _check_both_classes,
+    _is_binary,
     best_f1,
     binary_metrics,
-    check_both_classes,
-    is_binary,
     resolve_cutoff,
     spearman,
     tune_threshold,
@@ -49,7 +55,7 @@ METRIC_ROWS = ("accuracy", "f1", "precision", "recall", "ap", "mcc", "spearman")
 
 
 @dataclass(frozen=True)
-class Thresholds:
+class _Thresholds:
     """``threshold`` (accuracy, and ``predicted_label``) and ``f1_threshold``, and their source."""
 
     threshold: float
@@ -59,6 +65,20 @@ class Thresholds:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the flags of ``logitkit pairs`` to ``parser`` and set its handler to :func:`run`.
+
+    Args:
+        parser: the (sub-)parser of the verb, as ``logitkit.cli`` creates it.
+
+    Example:
+        >>> import argparse
+        >>> from logitkit.matching import cli
+        >>> parser = argparse.ArgumentParser(prog="logitkit pairs")
+        >>> cli.configure(parser)
+        >>> args = parser.parse_args(["dev.csv", "--threshold", "0.6"])
+        >>> str(args.pairs), args.threshold, args.cutoff, args.handler is cli.run
+        ('dev.csv', 0.6, None, True)
+    """
     parser.description = ("Score sentence pairs (CSV/TSV: sentence1, sentence2[, label|score]) "
                           "with a bi- or cross-encoder; with gold labels, tune the threshold "
                           "and report accuracy, F1, precision, recall, AP, MCC and Spearman.")
@@ -92,6 +112,41 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``logitkit pairs``: score a pair file, tune or apply the thresholds, write the results.
+
+    Every pair is scored (bi-encoder: cosine; cross-encoder: sigmoid of its logit) and written back
+    with ``predicted_score``, and ``predicted_label`` = [score >= threshold] when a threshold is
+    known. With gold labels and no given threshold, both thresholds are tuned on these pairs
+    (:func:`~logitkit.matching.tune_threshold`, :func:`~logitkit.matching.evaluate.best_f1`) and
+    the metrics are printed and written as JSON. Every check (files, outputs, thresholds, labels,
+    model folder) comes before the model loads.
+
+    Args:
+        args: the namespace of a parser that :func:`configure` set up.
+
+    Returns:
+        0, the exit status.
+
+    Raises:
+        FileNotFoundError: if the pair file, the model folder or the threshold file is missing.
+        ValueError: for a bad pair file, flag or threshold file, labels of one class after the
+            cutoff, a folder without a trained one-output cross-encoder head, or a threshold file
+            tuned with the other kind of encoder.
+        ImportError: (``MissingExtra``) if sentence-transformers (extra ``matching``) is missing.
+
+    Example:
+        >>> import argparse, tempfile
+        >>> from pathlib import Path
+        >>> from logitkit.matching import cli
+        >>> parser = argparse.ArgumentParser(prog="logitkit pairs")
+        >>> cli.configure(parser)
+        >>> with tempfile.TemporaryDirectory() as folder:  # doctest: +ELLIPSIS
+        ...     path = Path(folder) / "new.csv"
+        ...     _ = path.write_text("sentence1,sentence2\\nA man eats.,He eats.\\n")
+        ...     cli.run(parser.parse_args([str(path), "--cutoff", "3"]))  # no labels to cut
+        Traceback (most recent call last):
+        ValueError: --cutoff applies to gold labels, but ...new.csv has no label or score column
+    """
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be a positive integer, got {args.batch_size}")
     table = read_pairs(args.pairs)
@@ -129,7 +184,7 @@ def _checked_cutoff(args: argparse.Namespace, table: PairTable) -> float | None:
                              "score column")
         return None
     cutoff = resolve_cutoff(table.pairs.scores, cutoff=args.cutoff)
-    check_both_classes(table.pairs.scores, cutoff=cutoff, name=f"labels of {args.pairs}")
+    _check_both_classes(table.pairs.scores, cutoff=cutoff, name=f"labels of {args.pairs}")
     return cutoff
 
 
@@ -158,22 +213,21 @@ def _finite(value: Any, what: str) -> float:
     return float(value)
 
 
-def _given_thresholds(args: argparse.Namespace) -> Thresholds | None:
+def _given_thresholds(args: argparse.Namespace) -> _Thresholds | None:
     """``--threshold T`` (both thresholds T) or the thresholds of ``--threshold-file``."""
     if args.threshold is not None:
         value = _finite(args.threshold, "--threshold")
-        return Thresholds(value, value, f"--threshold {value:g}")
+        return _Thresholds(value, value, f"--threshold {value:g}")
     if args.threshold_file is None:
         return None
     saved = _read_threshold_file(args.threshold_file)
     value = _finite(saved.get("threshold"), f"'threshold' in {args.threshold_file}")
     f1_value = _finite(saved.get("f1_threshold", value), f"'f1_threshold' in {args.threshold_file}")
-    return Thresholds(value, f1_value, str(args.threshold_file))
+    return _Thresholds(value, f1_value, str(args.threshold_file))
 
 
 def _read_threshold_file(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise FileNotFoundError(f"no such threshold file: {path}")
+    check_input_file(path, flag="--threshold-file")
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
@@ -194,6 +248,7 @@ def _encoder(args: argparse.Namespace) -> tuple[str, Path]:
         _check_trained_head(folder)
         return CROSS, folder.resolve()
     folder = minilm_path() if args.model is None else args.model
+    check_input_folder(folder, flag="--model")
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"model folder {folder} does not exist or holds no config.json")
     return BI, folder.resolve()
@@ -202,6 +257,7 @@ def _encoder(args: argparse.Namespace) -> tuple[str, Path]:
 def _check_trained_head(folder: Path) -> None:
     """Refuse a folder without a one-output classification head: a new random head would
     score every pair by chance."""
+    check_input_folder(folder, flag="--cross-encoder")
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"cross-encoder folder {folder} does not exist or holds no "
@@ -256,14 +312,14 @@ def _score(args: argparse.Namespace, table: PairTable, encoder: str, folder: Pat
                        batch_size=args.batch_size)
 
 
-def _tune(scores: np.ndarray, gold: np.ndarray, cutoff: float) -> Thresholds:
-    return Thresholds(tune_threshold(scores, gold, cutoff=cutoff),
+def _tune(scores: np.ndarray, gold: np.ndarray, cutoff: float) -> _Thresholds:
+    return _Thresholds(tune_threshold(scores, gold, cutoff=cutoff),
                       best_f1(scores, gold, cutoff=cutoff)["threshold"],
                       "tuned on these pairs", tuned_here=True)
 
 
 def _label_rule(gold: np.ndarray, cutoff: float) -> str:
-    if is_binary(gold) and cutoff == 1.0:
+    if _is_binary(gold) and cutoff == 1.0:
         return "binary, similar iff label == 1"
     return f"similar iff gold >= {cutoff:g}"
 
@@ -277,7 +333,7 @@ def _summary(table: PairTable, encoder: str, folder: Path, cutoff: float | None)
     print(text)
 
 
-def _report(table: PairTable, scores: np.ndarray, thresholds: Thresholds, cutoff: float,
+def _report(table: PairTable, scores: np.ndarray, thresholds: _Thresholds, cutoff: float,
             encoder: str, folder: Path) -> dict[str, Any]:
     gold = table.pairs.scores
     metrics = binary_metrics(scores, gold, threshold=thresholds.threshold,
@@ -295,7 +351,7 @@ def _report(table: PairTable, scores: np.ndarray, thresholds: Thresholds, cutoff
     }
 
 
-def _print_table(report: dict[str, Any], thresholds: Thresholds) -> None:
+def _print_table(report: dict[str, Any], thresholds: _Thresholds) -> None:
     """One line per metric with the threshold it was measured at."""
     at = {"accuracy": report["threshold"], "ap": None, "spearman": None}
     print(f"{'metric':<10} {'value':>8}  threshold (similar iff score >= t)")

@@ -8,8 +8,9 @@ Every ordered pair (i, j) whose gold label says "i is more similar than j" is pe
 model scores j above i. Pairs with equal labels (ties) are ignored, so only the order of the labels
 matters: any real-valued labels work, and rescaling them changes nothing.
 
-Reference: Huang et al., "CoSENT: Consistent Sentence Embedding via Similarity Ranking",
-IEEE/ACM TASLP 2024 (first published by Su Jianlin, 2022).
+Reference: Su Jianlin, "CoSENT (一)", blog post, 2022 (https://kexue.fm/archives/8847); the same
+loss is sentence-transformers' ``CoSENTLoss``, and Huang et al., "CoSENT: Consistent Sentence
+Embedding via Similarity Ranking", IEEE/ACM TASLP 2024, is its journal version.
 """
 
 from __future__ import annotations
@@ -62,6 +63,9 @@ def cosent_loss(scores: torch.Tensor, labels: torch.Tensor, *, scale: float = 20
 
         cosent_loss(s, y) = log(1 + sum_{(i, j): y_i > y_j} exp(scale * (s_j - s_i)))
 
+    Pairs with equal labels contribute nothing; only the order of the labels matters. A batch
+    whose labels are all equal has no ordered pair: the loss is 0 with zero gradient.
+
     Computed in O(N log N) time and O(N) memory, never as an N x N matrix. With the pairs sorted
     by label and ``t = scale * s``, the inner sum factorises per pair j:
 
@@ -70,17 +74,27 @@ def cosent_loss(scores: torch.Tensor, labels: torch.Tensor, *, scale: float = 20
     and the pairs with a strictly larger label than y_j form a suffix of the sorted order (found
     by ``searchsorted(..., right=True)``, which skips the pairs tied with j), so every inner
     log-sum-exp is one entry of a reversed ``logcumsumexp``. The loss is the log-sum-exp of 0
-    (the "1 +") and the N terms ``t_j + lse_j``: stable for any ``scale``. A batch whose labels
-    are all equal has no ordered pair: the loss is 0 with zero gradient.
+    (the "1 +") and the N terms ``t_j + lse_j``: stable for any ``scale``.
 
     float16/bfloat16 scores are computed in float32 (and the loss is float32); float64 stays
     float64. Gradients flow to ``scores`` in their own dtype.
 
     Args:
-        scores: (N,) or (N, 1) floating-point predicted similarities of N pairs.
-        labels: (N,) or (N, 1) gold similarities, any real values, integers or booleans;
-            only their order is used.
-        scale: inverse temperature (20 in the CoSENT paper for cosine scores in [-1, 1]).
+        scores: (N,) or (N, 1) floating-point predicted similarities of N pairs, all finite.
+        labels: (N,) or (N, 1) gold similarities (real, integer or bool); only their order counts.
+        scale: inverse temperature, a positive finite number (default 20.0, as in CoSENT).
+
+    Returns:
+        A 0-dim tensor: float32 for float16/bfloat16 scores, else the dtype of ``scores``.
+
+    Raises:
+        TypeError: if scores or labels are not tensors, or scores are not floating-point.
+        ValueError: on other shapes, unequal lengths, an empty batch, NaN or infinite values,
+            or a scale that is not positive and finite.
+
+    Reference:
+        Su Jianlin, "CoSENT (一)", 2022 (https://kexue.fm/archives/8847); sentence-transformers'
+        ``CoSENTLoss`` computes the same loss from a model's embeddings.
 
     Example:
         >>> import torch
@@ -88,6 +102,8 @@ def cosent_loss(scores: torch.Tensor, labels: torch.Tensor, *, scale: float = 20
         >>> loss = cosent_loss(torch.tensor([0.9, 0.2, 0.5]), torch.tensor([5.0, 0.0, 3.2]))
         >>> round(loss.item(), 4)  # log(1 + e^{20(0.2-0.9)} + e^{20(0.5-0.9)} + e^{20(0.2-0.5)})
         0.0028
+        >>> cosent_loss(torch.tensor([0.1, 0.7]), torch.tensor([1, 1])).item()  # a tie: no pair
+        0.0
     """
     scores, labels = _check_inputs(scores, labels, scale)
     if scores.dtype in _HALF:

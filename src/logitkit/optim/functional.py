@@ -1,5 +1,9 @@
 """In-place update rules on plain tensors: the functional core behind ``Tiger`` and ``Lion``.
 
+Public API: ``sign_momentum_update_`` (a Lion/Tiger step on dense tensors) and
+``lazy_rows_update_`` (the same step on the rows whose gradient row is not all zero). The other
+functions here are internals of the optimizers.
+
 Sign of momentum, Lion (Chen et al., 2023, "Symbolic Discovery of Optimization Algorithms"), for a
 gradient ``g``, momentum ``m`` and step size ``s``::
 
@@ -47,9 +51,7 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["accumulate_lazy_sign_", "accumulate_sign_", "adamw_update_", "all_finite",
-           "apply_direction_", "gradient_sums", "lazy_rows_apply_", "lazy_rows_update_",
-           "row_max_abs", "sign_momentum_update_", "step_size", "touched_rows"]
+__all__ = ["lazy_rows_update_", "sign_momentum_update_"]
 
 # On one intra-op thread the plain path works through contiguous tensors in chunks of this many
 # elements, so its element-wise passes stay in cache and its one temporary (the sign) is a small
@@ -90,7 +92,7 @@ def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     return dtype if dtype in (torch.float32, torch.float64) else torch.float32
 
 
-def step_size(param: Tensor, lr: StepSize, relative: bool | str) -> StepSize:
+def _step_size(param: Tensor, lr: StepSize, relative: bool | str) -> StepSize:
     """``lr``, or the released Tiger's ``lr * RMS(param)`` (a 0-dim tensor), or per row
     (``relative="row"``: shape ``(rows, 1, ...)``). Vectors and scalars always get ``lr``; so
     does any ``lr`` when ``relative`` is False (it may then be a tensor computed elsewhere).
@@ -141,7 +143,7 @@ def _momentum_direction(m: Tensor, g: Tensor, beta1: float, beta2: float, out: T
     return direction
 
 
-def apply_direction_(p: Tensor, direction: Tensor, step: StepSize, weight_decay: float) -> None:
+def _apply_direction_(p: Tensor, direction: Tensor, step: StepSize, weight_decay: float) -> None:
     """``p <- p * (1 - s * weight_decay) - s * direction`` in place, ``s`` a float or a tensor
     that broadcasts against ``p``."""
     if isinstance(step, Tensor):
@@ -166,17 +168,56 @@ def sign_momentum_update_(
     relative_lr: bool | str = False,
     foreach: bool = False,
 ) -> None:
-    """One Lion step on dense tensors, in place (formula in the module docstring). ``lr`` may be
-    a tensor broadcasting against each parameter (a step size computed elsewhere).
+    """One Lion step on dense tensors, in place: the functional form of ``Lion`` and ``Tiger``.
 
-    ``foreach=True`` uses torch's multi-tensor ops, ``False`` a loop over tensors; both run the same
-    element-wise arithmetic in the same order, so their results are identical. Tensors in one call
-    must share a dtype (momenta may share another one). A relative step size (``relative_lr``)
-    always takes the loop.
+    For each parameter ``p`` with gradient ``g`` and momentum ``m``::
+
+        s   = lr                   if relative_lr is False, or p.dim() < 2
+        s   = lr * RMS(p)          if relative_lr is True   (RMS(x) = sqrt(mean(x^2)))
+        s_i = lr * RMS(p[i])       if relative_lr == "row"  (each row i along dim 0)
+        u = sign(beta1 * m + (1 - beta1) * g)
+        m <- beta2 * m + (1 - beta2) * g
+        p <- p * (1 - s * weight_decay) - s * u
+
+    ``s`` is computed from ``p`` before the step (in float32 for half-precision ``p``); Tiger is
+    ``beta1 == beta2``. ``foreach=True`` uses torch's multi-tensor ops, ``False`` a loop over
+    tensors; both run the same element-wise arithmetic in the same order, so their results are
+    identical; a relative or tensor ``lr`` always takes the loop. Tensors in one call must share a
+    dtype; the momenta may share another one (e.g. bfloat16): the arithmetic is done in the
+    gradient's dtype and the new momentum is rounded when stored. Gradients are not checked for
+    NaN or inf here (the optimizers do that).
+
+    Args:
+        params (list[Tensor]): parameters, updated in place
+        grads (list[Tensor]): their dense gradients, same shapes and dtype
+        momenta (list[Tensor]): their momenta, same shapes, updated in place
+        lr (float or Tensor): step size; a tensor must broadcast against every parameter (required)
+        beta1 (float): interpolation coefficient of the update direction, in [0, 1) (required)
+        beta2 (float): momentum coefficient, in [0, 1) (required)
+        weight_decay (float): decoupled weight decay coefficient, applied as ``s * wd`` (required)
+        relative_lr (bool or str, optional): False, True or ``"row"``, as above (default: False)
+        foreach (bool, optional): use torch's ``_foreach`` multi-tensor ops (default: False)
+
+    Returns:
+        None: ``params`` and ``momenta`` are updated in place.
+
+    Raises:
+        ValueError: ``relative_lr`` is not False, True or ``"row"`` (and ``params`` is not empty).
+
+    Example::
+
+        >>> import torch
+        >>> from logitkit.optim.functional import sign_momentum_update_
+        >>> p, g, m = torch.ones(3), torch.tensor([1.0, -1.0, 0.0]), torch.zeros(3)
+        >>> sign_momentum_update_([p], [g], [m], lr=0.1, beta1=0.9, beta2=0.99, weight_decay=0.5)
+        >>> p
+        tensor([0.8500, 1.0500, 0.9500])
+        >>> m
+        tensor([ 0.0100, -0.0100,  0.0000])
     """
     if not params:
         return
-    steps = [step_size(p, lr, relative_lr) for p in params]
+    steps = [_step_size(p, lr, relative_lr) for p in params]
     if foreach and not any(isinstance(s, Tensor) for s in steps):
         _foreach_sign_momentum_update_(params, grads, momenta, lr=lr, beta1=beta1, beta2=beta2,
                                        weight_decay=weight_decay)
@@ -196,7 +237,7 @@ def _loop_update_(params: Sequence[Tensor], grads: Sequence[Tensor], momenta: Se
     for (p, g, m, step), w in zip(items, whole, strict=True):
         for pc, gc, mc in _chunks(p, g, m, whole=w):
             direction = _momentum_direction(mc, gc, beta1, beta2, out=buffer)
-            apply_direction_(pc, direction, step, weight_decay)
+            _apply_direction_(pc, direction, step, weight_decay)
 
 
 def _foreach_sign_momentum_update_(params: list[Tensor], grads: list[Tensor],
@@ -218,7 +259,7 @@ def _foreach_sign_momentum_update_(params: list[Tensor], grads: list[Tensor],
     torch._foreach_add_(params, directions, alpha=-lr)
 
 
-def adamw_update_(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, *, step: int,
+def _adamw_update_(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, *, step: int,
                   lr: float, beta1: float, beta2: float, eps: float,
                   weight_decay: float) -> None:
     """One AdamW step at step number ``step`` (from 1), in place (formula in the module
@@ -233,7 +274,7 @@ def adamw_update_(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tens
     param.addcdiv_(exp_avg, denom, value=-lr / bias_correction1)
 
 
-def row_max_abs(flat: Tensor) -> Tensor:
+def _row_max_abs(flat: Tensor) -> Tensor:
     """``max_j |flat[i, j]|`` per row of a matrix (NaN propagates), in blocks of about ``CHUNK``
     elements through one reused buffer, so the extra memory stays small."""
     rows, cols = flat.shape
@@ -248,20 +289,20 @@ def row_max_abs(flat: Tensor) -> Tensor:
     return out
 
 
-def all_finite(tensor: Tensor) -> bool:
+def _all_finite(tensor: Tensor) -> bool:
     """Exact check that no entry is NaN or infinite (dense or sparse COO)."""
     values = tensor.coalesce().values() if tensor.is_sparse else tensor
     if values.numel() == 0:
         return True
-    return bool(torch.isfinite(row_max_abs(_rows(values))).all())
+    return bool(torch.isfinite(_row_max_abs(_rows(values))).all())
 
 
-def gradient_sums(grad: Tensor, per_row: bool) -> Tensor:
+def _gradient_sums(grad: Tensor, per_row: bool) -> Tensor:
     """The sum of ``grad`` (0-dim; a sparse gradient's values), or its row sums (``per_row``, for
     a dense gradient with ``dim >= 2``), accumulated in at least float32.
 
     A non-finite entry makes the sum non-finite; a finite sum can only be non-finite by overflow,
-    which ``all_finite`` then rules out. The row sums also find untouched rows (``touched_rows``).
+    which ``_all_finite`` then rules out. The row sums also find untouched rows (``_touched_rows``).
     """
     if grad.is_sparse:
         return grad._values().sum(dtype=_accumulation_dtype(grad.dtype))
@@ -271,11 +312,11 @@ def gradient_sums(grad: Tensor, per_row: bool) -> Tensor:
     return grad.sum(dtype=dtype)
 
 
-def touched_rows(grad: Tensor, row_sums: Tensor | None = None) -> tuple[Tensor, Tensor] | None:
+def _touched_rows(grad: Tensor, row_sums: Tensor | None = None) -> tuple[Tensor, Tensor] | None:
     """Indices of the rows (dim 0) of ``grad`` that are not all zero and those gradient rows, or
     None when every row of a dense gradient is touched.
 
-    ``row_sums`` (from ``gradient_sums(grad, per_row=True)``) saves a pass: a row with a non-zero
+    ``row_sums`` (from ``_gradient_sums(grad, per_row=True)``) saves a pass: a row with a non-zero
     sum is touched; only when some sum is exactly zero is the exact max-|g| scan run. Sparse COO
     gradients must have one sparse dimension (as ``nn.Embedding(sparse=True)`` gives); duplicate
     indices are summed (``coalesce``), so the result equals that of the dense gradient.
@@ -290,12 +331,12 @@ def touched_rows(grad: Tensor, row_sums: Tensor | None = None) -> tuple[Tensor, 
         rows, values = grad.indices()[0], grad.values()
         if values.shape[0] == 0:
             return rows, values
-        nonzero = row_max_abs(values.reshape(values.shape[0], -1)).ne(0)  # NaN counts as touched
+        nonzero = _row_max_abs(values.reshape(values.shape[0], -1)).ne(0)  # NaN counts as touched
     else:
-        sums = row_sums if row_sums is not None else gradient_sums(grad, per_row=True)
+        sums = row_sums if row_sums is not None else _gradient_sums(grad, per_row=True)
         if not bool(sums.eq(0).any()):
             return None
-        nonzero = row_max_abs(_rows(grad)).ne(0)
+        nonzero = _row_max_abs(_rows(grad)).ne(0)
         if bool(nonzero.all()):
             return None
         rows, values = torch.arange(grad.shape[0], device=grad.device), grad
@@ -308,7 +349,7 @@ def touched_rows(grad: Tensor, row_sums: Tensor | None = None) -> tuple[Tensor, 
 RowUpdate = Callable[[Tensor, Tensor, Sequence[Tensor]], None]
 
 
-def lazy_rows_apply_(param: Tensor, rows: Tensor, grad_rows: Tensor, states: Sequence[Tensor],
+def _lazy_rows_apply_(param: Tensor, rows: Tensor, grad_rows: Tensor, states: Sequence[Tensor],
                      update: RowUpdate) -> None:
     """Run ``update(param_rows, grad_rows, state_rows)`` on the rows ``rows`` of ``param`` and of
     each state tensor (same shape as ``param``), then write them back.
@@ -341,14 +382,64 @@ def lazy_rows_update_(
     relative_lr: bool | str = False,
     row_sums: Tensor | None = None,
 ) -> None:
-    """Lion step on the rows of ``param`` whose gradient row is not all zero; other rows (value
-    and momentum) are left untouched. ``grad`` may be dense or sparse COO (rows = dim 0).
+    """One Lion step, in place, on the rows of ``param`` whose gradient row is not all zero; the
+    other rows keep their value and momentum.
 
-    ``relative_lr``: as in ``sign_momentum_update_``; the whole-tensor RMS is taken over every
-    row, the per-row RMS over the touched rows. ``row_sums``: see ``touched_rows``.
+    With rows along dim 0, ``R = {i : grad[i] has a nonzero entry}`` (a NaN counts as nonzero),
+    and for every ``i`` in ``R`` the step of ``sign_momentum_update_``::
+
+        u_i = sign(beta1 * m[i] + (1 - beta1) * g[i])
+        m[i] <- beta2 * m[i] + (1 - beta2) * g[i]
+        p[i] <- p[i] * (1 - s_i * weight_decay) - s_i * u_i
+
+    ``s_i = lr``; or, for ``param.dim() >= 2``, ``lr * RMS(param)`` over every row
+    (``relative_lr=True``) or ``lr * RMS(param[i])`` (``"row"``), both before the step. When every
+    row is touched, this is exactly ``sign_momentum_update_([param], [grad], [momentum], ...)``.
+    Touched rows are found from the row sums of ``grad``; a row whose sum is exactly zero is
+    confirmed by an exact scan, so a row whose entries cancel still moves. A sparse COO ``grad``
+    (``nn.Embedding(sparse=True)``) costs time proportional to the rows it holds; its duplicate
+    indices are summed, as in the dense gradient. A vector ``param`` is a single row.
+
+    Args:
+        param (Tensor): the parameter, rows along dim 0, updated in place
+        grad (Tensor): its gradient, dense or sparse COO with one sparse dimension
+        momentum (Tensor): its momentum, same shape as ``param``, updated in place on rows ``R``
+        lr (float or Tensor): step size; a tensor must broadcast against ``param`` (required)
+        beta1 (float): interpolation coefficient of the update direction, in [0, 1) (required)
+        beta2 (float): momentum coefficient, in [0, 1) (required)
+        weight_decay (float): decoupled weight decay coefficient, applied as ``s * wd`` (required)
+        relative_lr (bool or str, optional): False, True or ``"row"``, as above (default: False)
+        row_sums (Tensor, optional): ``grad``'s row sums if already computed (default: None)
+
+    Returns:
+        None: ``param`` and ``momentum`` are updated in place.
+
+    Raises:
+        ValueError: ``grad`` is sparse with more than one sparse dimension, or ``relative_lr`` is
+            not False, True or ``"row"`` (checked when some row moves).
+
+    Example::
+
+        >>> import torch
+        >>> from logitkit.optim.functional import lazy_rows_update_
+        >>> embed = torch.nn.Embedding(3, 2, sparse=True)
+        >>> _ = torch.nn.init.ones_(embed.weight)
+        >>> embed(torch.tensor([2, 2])).sum().backward()
+        >>> momentum = torch.zeros(3, 2)
+        >>> with torch.no_grad():
+        ...     lazy_rows_update_(embed.weight, embed.weight.grad, momentum, lr=0.1, beta1=0.9,
+        ...                       beta2=0.99, weight_decay=0.0)
+        >>> embed.weight.detach()
+        tensor([[1.0000, 1.0000],
+                [1.0000, 1.0000],
+                [0.9000, 0.9000]])
+        >>> momentum
+        tensor([[0.0000, 0.0000],
+                [0.0000, 0.0000],
+                [0.0200, 0.0200]])
     """
     hyper = {"lr": lr, "beta1": beta1, "beta2": beta2, "weight_decay": weight_decay}
-    found = touched_rows(grad, row_sums)
+    found = _touched_rows(grad, row_sums)
     if found is None:
         sign_momentum_update_([param], [grad], [momentum], relative_lr=relative_lr, **hyper)
         return
@@ -356,16 +447,16 @@ def lazy_rows_update_(
     if rows.numel() == 0:
         return
     # the whole-tensor RMS is taken over every row before any row moves; per-row RMS on the rows
-    fixed = step_size(param, lr, True) if relative_lr is True else None
+    fixed = _step_size(param, lr, True) if relative_lr is True else None
 
     def update(p_rows: Tensor, g_rows: Tensor, states: Sequence[Tensor]) -> None:
-        step = fixed if fixed is not None else step_size(p_rows, lr, relative_lr)
+        step = fixed if fixed is not None else _step_size(p_rows, lr, relative_lr)
         _loop_update_([p_rows], [g_rows], [states[0]], [step], beta1, beta2, weight_decay)
 
-    lazy_rows_apply_(param, rows, grad_rows, [momentum], update)
+    _lazy_rows_apply_(param, rows, grad_rows, [momentum], update)
 
 
-def accumulate_sign_(param: Tensor, grad: Tensor | None, momentum: Tensor, *, first: bool,
+def _accumulate_sign_(param: Tensor, grad: Tensor | None, momentum: Tensor, *, first: bool,
                      last: bool, steps: int, lr: float | Tensor, beta: float,
                      weight_decay: float, relative_lr: bool | str = False) -> None:
     """One call of Tiger's gradient accumulation folded into the momentum (Su, 2021,
@@ -383,22 +474,22 @@ def accumulate_sign_(param: Tensor, grad: Tensor | None, momentum: Tensor, *, fi
         momentum.copy_(work)
     if last:
         direction = momentum.to(param.dtype).sign()
-        apply_direction_(param, direction, step_size(param, lr, relative_lr), weight_decay)
+        _apply_direction_(param, direction, _step_size(param, lr, relative_lr), weight_decay)
 
 
-def accumulate_lazy_sign_(param: Tensor, grad: Tensor | None, momentum: Tensor, window: Tensor,
+def _accumulate_lazy_sign_(param: Tensor, grad: Tensor | None, momentum: Tensor, window: Tensor,
                           *, first: bool, last: bool, steps: int, lr: float | Tensor,
                           beta: float, weight_decay: float, relative_lr: bool | str = False,
                           row_sums: Tensor | None = None) -> None:
-    """``accumulate_sign_`` with lazy rows: ``window`` (bool, one entry per row) marks the rows
+    """``_accumulate_sign_`` with lazy rows: ``window`` (bool, one entry per row) marks the rows
     touched in the current window. A row's ``m <- beta m`` is deferred to its first touch in the
     window, and on the last call only the marked rows move, so a row no micro-step touched keeps
-    its value and momentum; the touched rows end as in ``accumulate_sign_``.
+    its value and momentum; the touched rows end as in ``_accumulate_sign_``.
     """
     if first:
         window.zero_()
     if grad is not None:
-        found = touched_rows(grad, row_sums)
+        found = _touched_rows(grad, row_sums)
         rows, grad_rows = ((torch.arange(grad.shape[0], device=grad.device), grad)
                            if found is None else found)
         if rows.numel():
@@ -413,9 +504,9 @@ def accumulate_lazy_sign_(param: Tensor, grad: Tensor | None, momentum: Tensor, 
     rows = window.nonzero().squeeze(1)
     if rows.numel() == 0:
         return
-    fixed = step_size(param, lr, True) if relative_lr is True else None
+    fixed = _step_size(param, lr, True) if relative_lr is True else None
     param_rows = param.index_select(0, rows)
-    step = fixed if fixed is not None else step_size(param_rows, lr, relative_lr)
+    step = fixed if fixed is not None else _step_size(param_rows, lr, relative_lr)
     direction = momentum.index_select(0, rows).to(param.dtype).sign()
-    apply_direction_(param_rows, direction, step, weight_decay)
+    _apply_direction_(param_rows, direction, step, weight_decay)
     param.index_copy_(0, rows, param_rows)

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from logitkit.optim.functional import gradient_sums, row_max_abs
+from logitkit.optim.functional import _gradient_sums, _row_max_abs
 
 __all__ = ["SaturationMonitor", "find_saturated_rows"]
 
@@ -72,8 +72,39 @@ def find_saturated_rows(weight: Tensor, weight_decay: float, *, tolerance: float
                         fraction: float = 0.5) -> Tensor:
     """Indices of the rows (dim 0) of ``weight`` that sit at +-1/weight_decay.
 
-    An entry ``x`` is saturated when ``| |x| - 1/wd | <= tolerance / wd``; a row is saturated when
-    at least ``fraction`` of its entries are. Returns a LongTensor of row indices, ascending.
+    With ``wd = weight_decay`` and ``n`` entries per row (the product of ``weight.shape[1:]``)::
+
+        x is saturated     <=>  (1 - tolerance) / wd <= |x| <= (1 + tolerance) / wd
+        row i is saturated <=>  #{saturated entries of weight[i]} >= fraction * n
+
+    The comparisons are exact in float32 (float64 for float64 weights); the matrix is read in
+    blocks of rows, so the extra memory is at most about 10% of it.
+
+    Args:
+        weight (Tensor): the weight, ``dim >= 2``, rows along dim 0 (required)
+        weight_decay (float): the optimizer's decoupled decay, > 0 and finite (required)
+        tolerance (float, optional): relative half-width of the band around 1/wd (default: 0.05)
+        fraction (float, optional): share of a row's entries in the band, in (0, 1] (default: 0.5)
+
+    Returns:
+        Tensor: the saturated rows' indices (int64, ascending, on ``weight``'s device).
+
+    Raises:
+        ValueError: ``weight`` is not a tensor with ``dim >= 2`` or has a NaN/inf entry, or
+            ``weight_decay``, ``tolerance`` or ``fraction`` is out of range.
+
+    Reference: seed 001 (https://kexue.fm/archives/9736): the fixed point of a sign update with
+    decoupled decay is +-1/weight_decay.
+
+    Example::
+
+        >>> import torch
+        >>> from logitkit.optim import find_saturated_rows
+        >>> weight = torch.tensor([[100.0, -98.0], [100.0, 0.5], [3.0, 0.0]])
+        >>> find_saturated_rows(weight, weight_decay=0.01)
+        tensor([0, 1])
+        >>> find_saturated_rows(weight, weight_decay=0.01, fraction=1.0)
+        tensor([0])
     """
     if not isinstance(weight, Tensor) or weight.dim() < 2:
         raise ValueError("weight must be a tensor with at least 2 dimensions (rows along dim 0), "
@@ -105,7 +136,7 @@ def find_saturated_rows(weight: Tensor, weight_decay: float, *, tolerance: float
         else:
             magnitude.copy_(block).abs_()
         if not math.isfinite(magnitude.sum().item()) and not bool(
-                torch.isfinite(row_max_abs(magnitude)).all()):
+                torch.isfinite(_row_max_abs(magnitude)).all()):
             raise ValueError("weight contains NaN or infinite values")
         torch.ge(magnitude, lo, out=near_n)
         torch.le(magnitude, hi, out=high_n)
@@ -138,33 +169,69 @@ def _idle_rows(weight: Tensor) -> Tensor:
         idle = torch.ones(rows, dtype=torch.bool, device=weight.device)
         idle[grad.indices()[0][touched]] = False
         return idle
-    sums = gradient_sums(grad, per_row=True)
+    sums = _gradient_sums(grad, per_row=True)
     idle = sums.eq(0)
     if bool(idle.any()):
-        idle = row_max_abs(grad.reshape(rows, -1)).eq(0)
+        idle = _row_max_abs(grad.reshape(rows, -1)).eq(0)
     return idle
 
 
 class SaturationMonitor:
-    """Training callback for the +-1/weight_decay pile-up (module docstring).
+    """Training callback for the +-1/weight_decay pile-up of Tiger and Lion (module docstring).
 
     Call ``step()`` once per optimizer step, after ``optimizer.step()`` and before the gradients
     are zeroed, or let ``attach(optimizer)`` do it from the optimizer's step hook (works inside
-    Hugging Face ``Trainer`` too). Every ``every`` calls, ``history`` gets one entry per watched
-    weight: ``{"step", "name", "rows", "saturated", "grew_without_gradient", "drifting",
-    "max_drift"}``:
+    Hugging Face ``Trainer`` too). The constructor checks once (step 0); then every ``every``
+    calls, ``history`` gets one entry per watched weight: ``{"step", "name", "rows",
+    "saturated", "grew_without_gradient", "drifting", "max_drift"}``:
 
     * ``saturated``: rows found by ``find_saturated_rows`` (row indices in ``latest[name]``);
     * ``grew_without_gradient``: rows whose norm grew at the last step although their gradient
-      row was zero (weight decay alone only shrinks such a row);
-    * drift: for each row, the growth of its norm summed over the steps in which its gradient was
-      zero, divided by the saturated norm ``sqrt(columns) / wd``; ``drifting`` counts rows whose
-      drift reached ``warn_drift``, ``max_drift`` is the largest. ``drifting_rows(name)`` lists
-      them. Tracking costs one pass over each weight and gradient per call; ``track_drift=False``
-      turns it off.
+      row was zero (weight decay alone only shrinks such a row; a weight without ``.grad`` counts
+      as zero gradient);
+    * drift: for row ``i`` of a weight with ``n`` entries per row, with ``|w_i|`` its norm before
+      and ``|w_i'|`` after a call, ``drift_i = sum (|w_i'| - |w_i|) * wd / sqrt(n)`` over the
+      calls in which its gradient row was zero: the net change of its norm there, as a fraction
+      of the saturated norm ``sqrt(n) / wd``. ``drifting`` counts rows whose drift reached
+      ``warn_drift``, ``max_drift`` is the largest; ``drifting_rows(name)`` lists them. Tracking
+      costs one pass over each weight and gradient per call.
 
-    ``weights``: a module (all its parameters with ``dim >= 2`` are watched, by name), a mapping
-    name -> tensor, or an iterable of tensors (named ``"0"``, ``"1"``, ...).
+    Args:
+        weights (nn.Module, Mapping[str, Tensor] or Iterable[Tensor]): what to watch (required)
+        weight_decay (float): the optimizer's decoupled decay for them, > 0 (required)
+        every (int, optional): calls of ``step()`` between saturation checks, >= 1 (default: 100)
+        tolerance (float, optional): passed to ``find_saturated_rows`` (default: 0.05)
+        fraction (float, optional): passed to ``find_saturated_rows`` (default: 0.5)
+        track_drift (bool, optional): track rows that move without gradient (default: True)
+        warn_drift (float, optional): drift at which a row counts as drifting, > 0 (default: 0.05)
+
+    A module's parameters with ``dim >= 2`` are watched under their names; a mapping gives the
+    names; an iterable of tensors is named ``"0"``, ``"1"``, ...
+
+    Raises:
+        ValueError: nothing with ``dim >= 2`` to watch, ``every`` or ``warn_drift`` is out of
+            range, or the first check fails (``find_saturated_rows``: a bad ``weight_decay``,
+            ``tolerance`` or ``fraction``, or a NaN/inf weight).
+
+    Reference: seed 001 (https://kexue.fm/archives/9736): sign updates push rarely seen rows to
+    +-1/weight_decay.
+
+    Example::
+
+        >>> import torch
+        >>> from logitkit.optim import SaturationMonitor, Tiger
+        >>> embed = torch.nn.Embedding(3, 2)
+        >>> _ = torch.nn.init.ones_(embed.weight)
+        >>> optimizer = Tiger(embed.parameters(), lr=0.1, weight_decay=0.01)
+        >>> monitor = SaturationMonitor(embed, weight_decay=0.01, every=2)
+        >>> handle = monitor.attach(optimizer)
+        >>> for row in (0, 1):  # row 0 once, then stale momentum moves it without a gradient
+        ...     optimizer.zero_grad()
+        ...     (-embed(torch.tensor([row])).sum()).backward()
+        ...     optimizer.step()
+        >>> entry = monitor.history[-1]
+        >>> entry["step"], entry["saturated"], entry["grew_without_gradient"]
+        (2, 0, 1)
     """
 
     def __init__(self, weights: nn.Module | Mapping[str, Tensor] | Iterable[Tensor],
@@ -198,12 +265,48 @@ class SaturationMonitor:
         self.check(step=0)
 
     def attach(self, optimizer: torch.optim.Optimizer) -> Any:
-        """Call ``step()`` after every ``optimizer.step()``; returns the hook handle
-        (``handle.remove()`` detaches)."""
+        """Call ``step()`` after every ``optimizer.step()`` (a step post-hook).
+
+        Args:
+            optimizer (torch.optim.Optimizer): the optimizer to follow (required)
+
+        Returns:
+            torch.utils.hooks.RemovableHandle: ``handle.remove()`` detaches the monitor.
+
+        Example::
+
+            >>> import torch
+            >>> from logitkit.optim import SaturationMonitor, Tiger
+            >>> model = torch.nn.Linear(2, 2)
+            >>> optimizer = Tiger(model.parameters())
+            >>> monitor = SaturationMonitor(model, weight_decay=0.01)
+            >>> handle = monitor.attach(optimizer)
+            >>> model(torch.ones(1, 2)).sum().backward()
+            >>> optimizer.step()
+            >>> monitor.calls
+            1
+            >>> handle.remove()
+        """
         return optimizer.register_step_post_hook(lambda *_: self.step())
 
     def step(self) -> None:
-        """Call once per optimizer step; tracks drift, and checks saturation every ``every``."""
+        """Record one optimizer step: track drift and, every ``every`` calls, ``check()``.
+
+        Call it after ``optimizer.step()`` and before the gradients are zeroed (the gradient
+        tells which rows moved without one).
+
+        Returns:
+            None: ``calls``, ``drift``, ``grew_without_gradient`` and ``history`` are updated.
+
+        Example::
+
+            >>> import torch
+            >>> from logitkit.optim import SaturationMonitor
+            >>> monitor = SaturationMonitor({"w": torch.zeros(2, 3)}, weight_decay=0.01, every=1)
+            >>> monitor.step()
+            >>> monitor.calls, len(monitor.history)
+            (1, 2)
+        """
         self.calls += 1
         if self.track_drift:
             self._track()
@@ -222,8 +325,29 @@ class SaturationMonitor:
             self._norms[name] = norms
 
     def drifting_rows(self, name: str, threshold: float | None = None) -> tuple[Tensor, Tensor]:
-        """Rows of ``name`` whose drift reached ``threshold`` (default ``warn_drift``), most
-        drifted first, and their drift."""
+        """The rows of ``name`` whose drift reached ``threshold``, most drifted first.
+
+        Args:
+            name (str): a watched weight's name (required)
+            threshold (float, optional): minimum drift; None: ``warn_drift`` (default: None)
+
+        Returns:
+            tuple[Tensor, Tensor]: the row indices and their drift, in descending drift.
+
+        Raises:
+            ValueError: ``name`` is not watched.
+
+        Example::
+
+            >>> import torch
+            >>> from logitkit.optim import SaturationMonitor
+            >>> weight = torch.zeros(3, 4)
+            >>> monitor = SaturationMonitor({"w": weight}, weight_decay=0.1)
+            >>> weight[1] = 5.0  # moves without a gradient: norm 10 = 0.5 * sqrt(4) / 0.1
+            >>> monitor.step()
+            >>> monitor.drifting_rows("w")
+            (tensor([1]), tensor([0.5000]))
+        """
         if name not in self.weights:
             raise ValueError(f"unknown weight {name!r}; watched: {sorted(self.weights)}")
         drift = self.drift[name]
@@ -233,7 +357,26 @@ class SaturationMonitor:
         return rows[order], drift[rows[order]]
 
     def check(self, step: int) -> dict[str, int]:
-        """Count saturated rows now, record them under ``step`` and return name -> count."""
+        """Count the saturated rows of every watched weight now and record them.
+
+        Appends one ``history`` entry per weight and sets ``latest[name]`` to the row indices.
+
+        Args:
+            step (int): the step number to record (required)
+
+        Returns:
+            dict[str, int]: the number of saturated rows per weight name.
+
+        Example::
+
+            >>> import torch
+            >>> from logitkit.optim import SaturationMonitor
+            >>> monitor = SaturationMonitor({"w": torch.full((2, 3), 10.0)}, weight_decay=0.1)
+            >>> monitor.check(step=7)
+            {'w': 2}
+            >>> monitor.latest["w"]
+            tensor([0, 1])
+        """
         counts = {}
         for name, weight in self.weights.items():
             rows = find_saturated_rows(weight, self.weight_decay, **self.options)
@@ -250,7 +393,28 @@ class SaturationMonitor:
         return counts
 
     def counts(self, name: str, key: str = "saturated") -> tuple[list[int], list[Any]]:
-        """Steps checked and the value of ``key`` (a history field) for ``name`` at each."""
+        """The steps checked so far and the value of a ``history`` field at each, for one weight.
+
+        Args:
+            name (str): a watched weight's name (required)
+            key (str, optional): a ``history`` field (default: ``"saturated"``)
+
+        Returns:
+            tuple[list[int], list]: the steps, and the field's value at each step.
+
+        Raises:
+            ValueError: ``name`` is not watched or ``key`` is not a history field.
+
+        Example::
+
+            >>> import torch
+            >>> from logitkit.optim import SaturationMonitor
+            >>> weight = torch.full((2, 3), 10.0)
+            >>> monitor = SaturationMonitor({"w": weight}, weight_decay=0.1, every=1)
+            >>> monitor.step()
+            >>> monitor.counts("w")
+            ([0, 1], [2, 2])
+        """
         entries = [h for h in self.history if h["name"] == name]
         if not entries:
             raise ValueError(f"unknown weight {name!r}; watched: {sorted(self.weights)}")

@@ -37,11 +37,49 @@ RELEASED_VECTOR_LR_SCALE = 0.5
 
 def param_groups(model: nn.Module, *, weight_decay: float = 0.01, lazy_embeddings: bool = True,
                  head: str | None = None, relative_lr: bool = False) -> list[dict[str, Any]]:
-    """Groups ``[{"name", "params", "weight_decay", ...}]`` for Tiger/Lion (module docstring).
+    """Split a model's trainable parameters into Tiger/Lion parameter groups.
 
-    ``head`` is the full name of a weight to route with the embeddings (e.g. ``"head.weight"``);
-    a weight tied to an embedding is listed once, in the embedding group. Empty groups are dropped;
-    frozen parameters (``requires_grad=False``) are left out.
+    The groups, in this order (module docstring), each ``{"name", "params", ...options}``:
+
+    * ``"decay"``: other parameters with ``dim >= 2``: ``weight_decay``
+      (``relative_lr=True`` with ``relative_lr``);
+    * ``"no_decay"``: biases, norm-layer parameters and every other vector or scalar: decay 0
+      (``relative_lr=False, lr_scale=0.5`` with ``relative_lr``);
+    * ``"norm"`` (only with ``relative_lr``): norm-layer weights: decay 0, ``lr_scale=0.5``,
+      ``shrink_center=1.0``;
+    * ``"embedding"``: ``nn.Embedding`` weights and ``head``: ``weight_decay``,
+      ``lazy=lazy_embeddings`` (``relative_lr="row"`` with ``relative_lr``).
+
+    A weight tied to an embedding is listed once, in the embedding group; empty groups are
+    dropped and frozen parameters (``requires_grad=False``) are left out.
+
+    Args:
+        model (nn.Module): the model (required)
+        weight_decay (float, optional): decay of the "decay" and "embedding" groups (default: 0.01)
+        lazy_embeddings (bool, optional): ``lazy`` of the embedding group (default: True)
+        head (str, optional): full name of a weight to group with the embeddings (default: None)
+        relative_lr (bool, optional): the released Tiger's groups, as above (default: False)
+
+    Returns:
+        list[dict]: the non-empty groups, for ``Tiger(groups, ...)`` or ``Lion(groups, ...)``.
+
+    Raises:
+        ValueError: ``head`` is not the name of a parameter of ``model``.
+
+    Reference: Loshchilov and Hutter, "Decoupled Weight Decay Regularization", ICLR 2019
+    (decay on matrices only); seed 001 (https://kexue.fm/archives/9736) for the embedding group.
+
+    Example::
+
+        >>> import torch
+        >>> from logitkit.optim import param_groups
+        >>> model = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.LayerNorm(4),
+        ...                             torch.nn.Linear(4, 10))
+        >>> [(group["name"], len(group["params"])) for group in param_groups(model)]
+        [('decay', 1), ('no_decay', 3), ('embedding', 1)]
+        >>> released = param_groups(model, relative_lr=True)
+        >>> [(group["name"], len(group["params"])) for group in released]
+        [('decay', 1), ('no_decay', 2), ('norm', 1), ('embedding', 1)]
     """
     named = dict(model.named_parameters(remove_duplicate=False))
     if head is not None and head not in named:
@@ -85,19 +123,46 @@ def make_optimizer(model: nn.Module, *, optimizer: str = "tiger", lr: float = 1e
                    weight_decay: float = 0.01, embeddings: str = "lazy",
                    embedding_lr: float | None = None, head: str | None = None,
                    relative_lr: bool = False, **options: Any) -> Tiger | Lion:
-    """Tiger or Lion (``optimizer``) on ``param_groups(model)``.
+    """Build Tiger or Lion on ``param_groups(model)``.
 
-    ``embeddings``: ``"lazy"`` (lazy rows), ``"dense"`` (plain sign steps) or ``"adamw"`` (the
-    embedding group uses the ``"adamw"`` algorithm: decoupled AdamW with ``weight_decay`` and
-    betas (0.9, 0.999), dense updates). ``embedding_lr`` (default ``lr``) is the embedding group's
-    step size. ``relative_lr=True``: the released Tiger's step sizes (``param_groups``); add
-    ``nonfinite="shrink"`` for its NaN rule. ``options`` go to the Tiger/Lion constructor (e.g.
-    ``beta``, ``betas``, ``foreach``, ``accumulation_steps``).
+    ``embeddings`` sets the embedding group: ``"lazy"`` (lazy rows), ``"dense"`` (plain sign
+    steps) or ``"adamw"`` (the ``"adamw"`` algorithm: decoupled AdamW with ``weight_decay``, betas
+    (0.9, 0.999), dense updates and an absolute step size). With ``relative_lr=True`` the groups
+    and step sizes are the released Tiger's; add ``nonfinite="shrink"`` for its NaN rule.
+
+    Args:
+        model (nn.Module): the model (required)
+        optimizer (str, optional): ``"tiger"`` or ``"lion"`` (default: ``"tiger"``)
+        lr (float, optional): learning rate of every group but the embeddings' (default: 1e-3)
+        weight_decay (float, optional): decay of the "decay" and "embedding" groups (default: 0.01)
+        embeddings (str, optional): ``"lazy"``, ``"dense"`` or ``"adamw"`` (default: ``"lazy"``)
+        embedding_lr (float, optional): the embedding group's lr; None: ``lr`` (default: None)
+        head (str, optional): full name of a weight to group with the embeddings (default: None)
+        relative_lr (bool, optional): the released Tiger's groups and steps (default: False)
+        **options: passed to the Tiger/Lion constructor, e.g. ``beta``, ``betas``, ``nonfinite``
+
+    Returns:
+        Tiger or Lion: the optimizer, one group per non-empty group of ``param_groups``.
+
+    Raises:
+        ValueError: ``optimizer`` or ``embeddings`` is unknown, ``head`` is not a parameter name,
+            or Tiger/Lion rejects an option.
+        TypeError: ``options`` holds a keyword that Tiger/Lion does not take.
+
+    Reference: seed 001 (https://kexue.fm/archives/9736) for the embedding remedies; Loshchilov
+    and Hutter, "Decoupled Weight Decay Regularization", ICLR 2019, for no decay on norms and
+    biases.
 
     Example::
 
-        optimizer = make_optimizer(model, lr=1e-3, embeddings="adamw", embedding_lr=3e-3)
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-3, total_steps=100)
+        >>> import torch
+        >>> from logitkit.optim import make_optimizer
+        >>> model = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.Linear(4, 10))
+        >>> optimizer = make_optimizer(model, lr=1e-3, embeddings="adamw", embedding_lr=3e-3)
+        >>> [(group["name"], group["algorithm"], group["lr"]) for group in optimizer.param_groups]
+        [('decay', 'sign', 0.001), ('no_decay', 'sign', 0.001), ('embedding', 'adamw', 0.003)]
+        >>> model(torch.tensor([1, 2])).sum().backward()
+        >>> optimizer.step()
     """
     classes = {"tiger": Tiger, "lion": Lion}
     if optimizer not in classes:

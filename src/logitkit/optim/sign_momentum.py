@@ -48,17 +48,17 @@ from torch.optim import Optimizer
 
 from logitkit.optim.functional import (
     RELATIVE_MODES,
+    _accumulate_lazy_sign_,
+    _accumulate_sign_,
+    _adamw_update_,
+    _all_finite,
+    _gradient_sums,
+    _lazy_rows_apply_,
     _local,
-    accumulate_lazy_sign_,
-    accumulate_sign_,
-    adamw_update_,
-    all_finite,
-    gradient_sums,
-    lazy_rows_apply_,
+    _step_size,
+    _touched_rows,
     lazy_rows_update_,
     sign_momentum_update_,
-    step_size,
-    touched_rows,
 )
 
 __all__ = ["Lion", "Tiger"]
@@ -88,7 +88,34 @@ class _SignMomentum(Optimizer):
         """Hook for subclasses to rewrite a group's keys before validation."""
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Validate the completed group first, then append it (an invalid group never lands)."""
+        """Add a parameter group, validated first: an invalid group is never appended.
+
+        The group is completed from the constructor's options (``defaults``) and checked as a
+        whole; Tiger also accepts ``{"beta": b}`` (stored as ``betas = (b, b)``), and an
+        ``"adamw"`` group without ``betas`` gets (0.9, 0.999). A new group joins the accumulation
+        window in phase with the first group (same ``micro_step``).
+
+        Args:
+            param_group (dict): ``{"params": ...}`` and any option of the class (required)
+
+        Returns:
+            None: the group is appended to ``param_groups``.
+
+        Raises:
+            TypeError: ``param_group`` is not a dict.
+            ValueError: an option is unknown or out of range, a parameter is complex, or (from
+                ``torch.optim.Optimizer``) a parameter is already in another group.
+
+        Example::
+
+            >>> import torch
+            >>> from logitkit.optim import Tiger
+            >>> optimizer = Tiger(torch.nn.Linear(2, 2).parameters(), lr=1e-3)
+            >>> optimizer.add_param_group({"params": torch.nn.Linear(2, 1).parameters(),
+            ...                            "beta": 0.9, "lr_scale": 0.5})
+            >>> optimizer.param_groups[1]["betas"], optimizer.param_groups[1]["lr_scale"]
+            ((0.9, 0.9), 0.5)
+        """
         if not isinstance(param_group, dict):
             raise TypeError(f"a param group must be a dict, got {type(param_group).__name__}")
         group = dict(param_group)
@@ -113,6 +140,44 @@ class _SignMomentum(Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Perform one optimization step (with ``accumulation_steps = k > 1``: one call of the
+        window of ``k``; the parameters move on its last call).
+
+        The gradients of every group are checked for NaN/inf before any parameter moves; see
+        ``nonfinite`` in the class docstring.
+
+        Args:
+            closure (Callable, optional): re-evaluates the model, returns the loss (default: None)
+
+        Returns:
+            The value returned by ``closure``, or None without a closure.
+
+        Raises:
+            ValueError: a group's ``lr``, ``weight_decay``, ``lr_scale`` or ``betas`` is no longer
+                finite and in range (e.g. set so by a scheduler); nothing is updated.
+            FloatingPointError: a gradient in a ``nonfinite="raise"`` group has a NaN or inf
+                entry; nothing is updated.
+
+        Warns:
+            RuntimeWarning: updates were skipped for non-finite gradients (``"skip"``,
+                ``"shrink"``), or ``1 - lr * weight_decay`` rounds to 1 in a bfloat16/float16
+                parameter (decay has no effect; once per group and dtype).
+
+        Example::
+
+            >>> import torch
+            >>> from logitkit.optim import Lion
+            >>> model = torch.nn.Linear(2, 1)
+            >>> optimizer = Lion(model.parameters(), lr=1e-3)
+            >>> def closure():
+            ...     optimizer.zero_grad()
+            ...     loss = model(torch.ones(1, 2)).pow(2).sum()
+            ...     loss.backward()
+            ...     return loss
+            >>> loss = optimizer.step(closure)
+            >>> loss.dim()
+            0
+        """
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -157,7 +222,8 @@ class _SignMomentum(Optimizer):
         for p, grad in entries:
             if grad is not None:
                 local = _local(grad)
-                sums[id(p)] = gradient_sums(local, per_row=local.dim() >= 2 and not local.is_sparse)
+                sums[id(p)] = _gradient_sums(local,
+                                             per_row=local.dim() >= 2 and not local.is_sparse)
         by_device: dict[torch.device, list[int]] = {}
         for key, value in sums.items():
             by_device.setdefault(value.device, []).append(key)
@@ -167,7 +233,7 @@ class _SignMomentum(Optimizer):
             flags = torch.isfinite(totals).tolist()
             suspects += [k for k, ok in zip(keys, flags, strict=True) if not ok]
         grads = {id(p): grad for p, grad in entries}
-        bad = {k for k in suspects if not all_finite(_local(grads[k]))}
+        bad = {k for k in suspects if not _all_finite(_local(grads[k]))}
         return sums, bad
 
     def _count_skipped(self, count: int) -> None:
@@ -241,10 +307,10 @@ class _SignMomentum(Optimizer):
                 window = {"first": call % steps == 0, "last": call % steps == steps - 1,
                           "steps": steps, "beta": beta1}
                 if "window_rows" in state:
-                    accumulate_lazy_sign_(param, grad, momentum, _local(state["window_rows"]),
+                    _accumulate_lazy_sign_(param, grad, momentum, _local(state["window_rows"]),
                                           row_sums=sums.get(id(p)), **window, **hyper)
                 else:
-                    accumulate_sign_(param, grad, momentum, **window, **hyper)
+                    _accumulate_sign_(param, grad, momentum, **window, **hyper)
             elif group["lazy"] and p.dim() >= 2:
                 lazy_rows_update_(param, grad, momentum, beta1=beta1, beta2=beta2,
                                   row_sums=sums.get(id(p)), **hyper)
@@ -268,7 +334,7 @@ class _SignMomentum(Optimizer):
         computed here, on the full parameter (a DTensor's RMS is global)."""
         lr, relative = group["lr"] * group["lr_scale"], group["relative_lr"]
         if relative is True and p.dim() >= 2:
-            return step_size(p, lr, True), False
+            return _step_size(p, lr, True), False
         return lr, relative
 
     def _adamw(self, p: Tensor, grad: Tensor | None, group: dict[str, Any],
@@ -292,18 +358,18 @@ class _SignMomentum(Optimizer):
         hyper = {"lr": group["lr"] * group["lr_scale"], "beta1": beta1, "beta2": beta2,
                  "eps": group["eps"], "weight_decay": group["weight_decay"]}
         moments = [_local(state["exp_avg"]), _local(state["exp_avg_sq"])]
-        found = touched_rows(grad, row_sums) if group["lazy"] and p.dim() >= 2 else None
+        found = _touched_rows(grad, row_sums) if group["lazy"] and p.dim() >= 2 else None
         if found is not None and found[0].numel() == 0:
             return
         state["step"] += 1
         if found is None:
-            adamw_update_(param, _dense(grad), *moments, step=state["step"], **hyper)
+            _adamw_update_(param, _dense(grad), *moments, step=state["step"], **hyper)
             return
 
         def update(p_rows: Tensor, g_rows: Tensor, state_rows: Sequence[Tensor]) -> None:
-            adamw_update_(p_rows, g_rows, *state_rows, step=state["step"], **hyper)
+            _adamw_update_(p_rows, g_rows, *state_rows, step=state["step"], **hyper)
 
-        lazy_rows_apply_(param, found[0], found[1], moments, update)
+        _lazy_rows_apply_(param, found[0], found[1], moments, update)
 
 
 def _dense(grad: Tensor) -> Tensor:
@@ -383,20 +449,140 @@ def _after_load_state_dict(optimizer: Optimizer) -> None:
 
 
 class Lion(_SignMomentum):
-    """Lion: ``p <- p - s (sign(b1 m + (1-b1) g) + wd p)``, then ``m <- b2 m + (1-b2) g``.
+    r"""Implements Lion (EvoLved Sign Momentum), with lazy rows, relative step sizes, gradient
+    accumulation and a non-finite gradient guard.
+
+    Every parameter tensor :math:`\theta` is updated on its own; :math:`\theta_i` is its row
+    :math:`i` (index along dim 0), :math:`\mathrm{RMS}(x) = \sqrt{\mathrm{mean}(x^2)}` (in
+    float32 for half-precision weights), :math:`\mathrm{sign}(0) = 0`, and :math:`t` counts the
+    calls of ``step()`` (the group's ``micro_step`` is :math:`t - 1`).
+
+    .. math::
+       \begin{aligned}
+            &\rule{110mm}{0.4pt}                                                                 \\
+            &\textbf{input}: \gamma \text{ (lr)}, \: \kappa \text{ (lr\_scale)},
+                \: \beta_1, \beta_2 \text{ (betas)}, \: \lambda \text{ (weight\_decay)},
+                \: \theta_0 \text{ (params)}, \: f(\theta) \text{ (objective)},                  \\
+            &\hspace{13mm} k \text{ (accumulation\_steps)}, \: \textit{relative\_lr},
+                \: \textit{lazy}, \: \textit{maximize}                                           \\
+            &\textbf{initialize}: m_0 \leftarrow 0 \text{ (momentum)},
+                \: W \leftarrow \emptyset \text{ (rows touched in the window, } k > 1)    \\[-1.ex]
+            &\rule{110mm}{0.4pt}                                                                 \\
+            &\textbf{for} \: t=1 \: \textbf{to} \: \ldots \: \textbf{do}                         \\
+            &\hspace{5mm}\textbf{if} \: \textit{maximize}:                                       \\
+            &\hspace{10mm}g_t \leftarrow -\nabla_{\theta} f_t (\theta_{t-1})                     \\
+            &\hspace{5mm}\textbf{else}                                                           \\
+            &\hspace{10mm}g_t \leftarrow \nabla_{\theta} f_t (\theta_{t-1})                      \\
+            &\hspace{5mm}\textbf{if} \: g_t \text{ has a NaN or inf entry}: \:
+                \text{see } \textit{nonfinite} \text{ below; } \theta, m
+                \text{ take no step}                                                             \\
+            &\hspace{5mm}\textbf{if} \: \textit{relative\_lr} = \text{"row"}
+                \textbf{ and } \dim \theta \geq 2:                                               \\
+            &\hspace{10mm}s_i \leftarrow \gamma \kappa \, \mathrm{RMS}(\theta_{t-1,i})
+                \text{ for each row } i                                                          \\
+            &\hspace{5mm}\textbf{else if} \: \textit{relative\_lr} = \text{True}
+                \textbf{ and } \dim \theta \geq 2:                                               \\
+            &\hspace{10mm}s_i \leftarrow \gamma \kappa \, \mathrm{RMS}(\theta_{t-1})             \\
+            &\hspace{5mm}\textbf{else}                                                           \\
+            &\hspace{10mm}s_i \leftarrow \gamma \kappa                                           \\
+            &\hspace{5mm}\textbf{if} \: \textit{lazy} \textbf{ and } \dim \theta \geq 2:         \\
+            &\hspace{10mm}R_t \leftarrow \{ i : g_{t,i} \text{ has a nonzero entry} \}          \\
+            &\hspace{5mm}\textbf{else}                                                           \\
+            &\hspace{10mm}R_t \leftarrow \text{all rows}                                         \\
+            &\hspace{5mm}\theta_t \leftarrow \theta_{t-1}, \: m_t \leftarrow m_{t-1}
+                \text{ (rows not written below keep their values)}                               \\
+            &\hspace{5mm}\textbf{if} \: k = 1:                                                   \\
+            &\hspace{10mm}\textbf{for} \: i \in R_t:                                             \\
+            &\hspace{15mm}c_{t,i} \leftarrow \beta_1 m_{t-1,i} + (1 - \beta_1) g_{t,i}           \\
+            &\hspace{15mm}m_{t,i} \leftarrow \beta_2 m_{t-1,i} + (1 - \beta_2) g_{t,i}           \\
+            &\hspace{15mm}\theta_{t,i} \leftarrow \theta_{t-1,i} (1 - s_i \lambda)
+                - s_i \, \mathrm{sign}(c_{t,i})                                                  \\
+            &\hspace{5mm}\textbf{else} \: (\text{only } \beta_1 = \beta_2 = \beta
+                \text{, as Tiger})                                                               \\
+            &\hspace{10mm}\textbf{if} \: t \equiv 1 \pmod{k}: \: W \leftarrow \emptyset          \\
+            &\hspace{10mm}\textbf{for} \: i \in R_t:                                             \\
+            &\hspace{15mm}\textbf{if} \: i \notin W: \: m_{t,i} \leftarrow \beta m_{t,i},
+                \: W \leftarrow W \cup \{i\}                                                     \\
+            &\hspace{15mm}m_{t,i} \leftarrow m_{t,i} + (1 - \beta) \, g_{t,i} / k                \\
+            &\hspace{10mm}\textbf{if} \: t \equiv 0 \pmod{k}:                                    \\
+            &\hspace{15mm}\textbf{for} \: i \in W:                                               \\
+            &\hspace{20mm}\theta_{t,i} \leftarrow \theta_{t-1,i} (1 - s_i \lambda)
+                - s_i \, \mathrm{sign}(m_{t,i})                                                  \\
+            &\rule{110mm}{0.4pt}                                                          \\[-1.ex]
+            &\bf{return} \: \theta_t                                                      \\[-1.ex]
+            &\rule{110mm}{0.4pt}                                                          \\[-1.ex]
+       \end{aligned}
+
+    The decay is decoupled and scaled by the step size: :math:`\theta (1 - s \lambda) - s u =
+    \theta - s (u + \lambda \theta)`. Parameters whose gradient is None are left alone; with
+    :math:`k > 1`, one that has state takes :math:`g_t = 0` and stays in phase. After a window of
+    :math:`k` calls the momentum is one step with the mean gradient of the window; with ``lazy``
+    a row's :math:`m_i \leftarrow \beta m_i` waits for the row's first gradient in the window,
+    and only rows with a gradient in the window move. Without ``lazy``, or when every row is
+    touched, the update is the dense one. The momentum is stored in ``momentum_dtype``; the
+    arithmetic is done in the gradient's dtype.
+
+    Non-finite gradients (``nonfinite``) are found in every group before any parameter moves.
+    ``"skip"``: such a parameter and its state are left as they are, with a ``RuntimeWarning`` at
+    the 1st, 2nd, 4th, ... step with skips (counted in ``nonfinite_steps`` and
+    ``nonfinite_updates``); ``"shrink"``: also :math:`\theta \leftarrow c + r (\theta - c)`
+    (:math:`c` = ``shrink_center``, :math:`r` = ``shrink_ratio``); ``"raise"``:
+    ``FloatingPointError``, and nothing is updated.
+
+    Groups with ``algorithm="adamw"`` (``make_optimizer(..., embeddings="adamw")``) take decoupled
+    AdamW steps instead, with the group's ``betas`` (default (0.9, 0.999)) and ``eps``, on the rows
+    :math:`R_t` and ignoring ``relative_lr``: :math:`\theta \leftarrow \theta (1 - \gamma \kappa
+    \lambda)`, :math:`m \leftarrow \beta_1 m + (1 - \beta_1) g`, :math:`v \leftarrow \beta_2 v +
+    (1 - \beta_2) g^2`, :math:`\theta \leftarrow \theta - \gamma \kappa / (1 - \beta_1^n) \, m /
+    (\sqrt{v} / \sqrt{1 - \beta_2^n} + \epsilon)`, with :math:`n` the number of updates of
+    :math:`\theta` so far (the arithmetic of ``torch.optim.AdamW(foreach=False)``); with
+    :math:`k > 1`, :math:`g` is the mean gradient of the window, applied on its last call.
 
     Args:
-        params: parameters or parameter groups (any option below may be set per group, and the
-            per-group options of the module docstring).
-        lr: step size (>= 0). betas: ``(b1, b2)`` in [0, 1). weight_decay: decoupled decay (>= 0).
-        lazy: update only the rows (dim 0) whose gradient row is not all zero, for parameters with
-            ``dim >= 2``; accepts sparse gradients.
-        maximize: ascend the objective. foreach: multi-tensor path (None: on CUDA only).
-        momentum_dtype: dtype of the stored momentum (None: the parameter's dtype), e.g.
-            ``torch.bfloat16`` for fp32 parameters; the arithmetic stays in the parameter dtype.
-        accumulation_steps: only for ``b1 == b2`` in sign groups (module docstring).
-        relative_lr: False, True or "row" (module docstring). nonfinite: "skip", "raise" or
-            "shrink" (with ``shrink_ratio``).
+        params (iterable): parameters, or dicts defining parameter groups (options per group)
+        lr (float, optional): learning rate :math:`\gamma` (default: 1e-4)
+        betas (tuple[float, float], optional): :math:`(\beta_1, \beta_2)` (default: (0.9, 0.99))
+        weight_decay (float, optional): decoupled weight decay :math:`\lambda` (default: 0.0)
+        lazy (bool, optional): for ``dim >= 2``, move only rows with a gradient (default: False)
+        maximize (bool, optional): maximize the objective instead of minimizing (default: False)
+        foreach (bool, optional): multi-tensor ops for plain steps; None: on CUDA (default: None)
+        momentum_dtype (torch.dtype, optional): dtype of m; None: the parameter's (default: None)
+        accumulation_steps (int, optional): calls :math:`k` per update; betas equal (default: 1)
+        relative_lr (bool or str, optional): False, True or ``"row"``, as above (default: False)
+        nonfinite (str, optional): ``"skip"``, ``"raise"`` or ``"shrink"`` (default: ``"skip"``)
+        shrink_ratio (float, optional): :math:`r` of ``nonfinite="shrink"`` (default: 0.99)
+
+    Options set only in a group's dict (besides those above):
+        lr_scale (float): :math:`\kappa`; schedulers change ``lr``, the ratio stays (default: 1.0)
+        algorithm (str): ``"sign"`` (the algorithm above) or ``"adamw"`` (default: ``"sign"``)
+        eps (float): :math:`\epsilon` of ``"adamw"`` groups, > 0 (default: 1e-8)
+        shrink_center (float): :math:`c` of ``nonfinite="shrink"`` (default: 0.0)
+
+    Raises:
+        ValueError: an option is unknown or out of range, a parameter is complex, ``params`` is
+            empty, or ``accumulation_steps > 1`` with :math:`\beta_1 \neq \beta_2` in a sign group.
+        TypeError: ``params`` is a single tensor.
+
+    Example::
+
+        >>> import torch
+        >>> from logitkit.optim import Lion
+        >>> model = torch.nn.Linear(2, 1)
+        >>> _ = torch.nn.init.ones_(model.weight), torch.nn.init.zeros_(model.bias)
+        >>> optimizer = Lion(model.parameters(), lr=0.1, weight_decay=0.5)
+        >>> model(torch.tensor([[1.0, -2.0]])).sum().backward()
+        >>> optimizer.step()
+        >>> model.weight.detach(), model.bias.detach()
+        (tensor([[0.8500, 1.0500]]), tensor([-0.1000]))
+
+    Schedulers: the groups hold ``betas``, so ``OneCycleLR`` and ``CyclicLR`` with
+    ``cycle_momentum=True`` cycle :math:`\beta_1`.
+
+    References:
+        Chen et al., `Symbolic Discovery of Optimization Algorithms`_, NeurIPS 2023.
+
+    .. _Symbolic Discovery of Optimization Algorithms:
+        https://arxiv.org/abs/2302.06675
     """
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-4,
@@ -416,13 +602,150 @@ class Lion(_SignMomentum):
 
 
 class Tiger(_SignMomentum):
-    """Tiger: ``m <- beta m + (1-beta) g; p <- p - s (sign(m) + wd p)`` (Lion with b1 = b2).
+    r"""Implements Tiger (Tight-fisted Optimizer): Lion with one momentum coefficient
+    (:math:`\beta_1 = \beta_2 = \beta`), with lazy rows, the released code's relative step sizes,
+    gradient accumulation folded into the momentum and a non-finite gradient guard.
 
-    Takes the same options as ``Lion`` with a single ``beta`` instead of ``betas``; groups store it
-    as ``betas = (beta, beta)`` for schedulers, and Tiger reads ``betas[0]`` (a group may also be
-    given ``{"beta": b}``). The released Tiger (bojone/tiger) is ``relative_lr`` with the groups of
-    ``param_groups(model, relative_lr=True)`` and ``nonfinite="shrink"``; see
-    ``make_optimizer(..., relative_lr=True)`` and the README for the remaining differences.
+    Every parameter tensor :math:`\theta` is updated on its own; :math:`\theta_i` is its row
+    :math:`i` (index along dim 0), :math:`\mathrm{RMS}(x) = \sqrt{\mathrm{mean}(x^2)}` (in
+    float32 for half-precision weights), :math:`\mathrm{sign}(0) = 0`, and :math:`t` counts the
+    calls of ``step()`` (the group's ``micro_step`` is :math:`t - 1`).
+
+    .. math::
+       \begin{aligned}
+            &\rule{110mm}{0.4pt}                                                                 \\
+            &\textbf{input}: \gamma \text{ (lr)}, \: \kappa \text{ (lr\_scale)},
+                \: \beta \text{ (beta)}, \: \lambda \text{ (weight\_decay)},
+                \: \theta_0 \text{ (params)}, \: f(\theta) \text{ (objective)},                  \\
+            &\hspace{13mm} k \text{ (accumulation\_steps)}, \: \textit{relative\_lr},
+                \: \textit{lazy}, \: \textit{maximize}                                           \\
+            &\textbf{initialize}: m_0 \leftarrow 0 \text{ (momentum)},
+                \: W \leftarrow \emptyset \text{ (rows touched in the window, } k > 1)    \\[-1.ex]
+            &\rule{110mm}{0.4pt}                                                                 \\
+            &\textbf{for} \: t=1 \: \textbf{to} \: \ldots \: \textbf{do}                         \\
+            &\hspace{5mm}\textbf{if} \: \textit{maximize}:                                       \\
+            &\hspace{10mm}g_t \leftarrow -\nabla_{\theta} f_t (\theta_{t-1})                     \\
+            &\hspace{5mm}\textbf{else}                                                           \\
+            &\hspace{10mm}g_t \leftarrow \nabla_{\theta} f_t (\theta_{t-1})                      \\
+            &\hspace{5mm}\textbf{if} \: g_t \text{ has a NaN or inf entry}: \:
+                \text{see } \textit{nonfinite} \text{ below; } \theta, m
+                \text{ take no step}                                                             \\
+            &\hspace{5mm}\textbf{if} \: \textit{relative\_lr} = \text{"row"}
+                \textbf{ and } \dim \theta \geq 2:                                               \\
+            &\hspace{10mm}s_i \leftarrow \gamma \kappa \, \mathrm{RMS}(\theta_{t-1,i})
+                \text{ for each row } i                                                          \\
+            &\hspace{5mm}\textbf{else if} \: \textit{relative\_lr} = \text{True}
+                \textbf{ and } \dim \theta \geq 2:                                               \\
+            &\hspace{10mm}s_i \leftarrow \gamma \kappa \, \mathrm{RMS}(\theta_{t-1})             \\
+            &\hspace{5mm}\textbf{else}                                                           \\
+            &\hspace{10mm}s_i \leftarrow \gamma \kappa                                           \\
+            &\hspace{5mm}\textbf{if} \: \textit{lazy} \textbf{ and } \dim \theta \geq 2:         \\
+            &\hspace{10mm}R_t \leftarrow \{ i : g_{t,i} \text{ has a nonzero entry} \}          \\
+            &\hspace{5mm}\textbf{else}                                                           \\
+            &\hspace{10mm}R_t \leftarrow \text{all rows}                                         \\
+            &\hspace{5mm}\theta_t \leftarrow \theta_{t-1}, \: m_t \leftarrow m_{t-1}
+                \text{ (rows not written below keep their values)}                               \\
+            &\hspace{5mm}\textbf{if} \: k = 1:                                                   \\
+            &\hspace{10mm}\textbf{for} \: i \in R_t:                                             \\
+            &\hspace{15mm}m_{t,i} \leftarrow \beta m_{t-1,i} + (1 - \beta) g_{t,i}               \\
+            &\hspace{15mm}\theta_{t,i} \leftarrow \theta_{t-1,i} (1 - s_i \lambda)
+                - s_i \, \mathrm{sign}(m_{t,i})                                                  \\
+            &\hspace{5mm}\textbf{else}                                                           \\
+            &\hspace{10mm}\textbf{if} \: t \equiv 1 \pmod{k}: \: W \leftarrow \emptyset          \\
+            &\hspace{10mm}\textbf{for} \: i \in R_t:                                             \\
+            &\hspace{15mm}\textbf{if} \: i \notin W: \: m_{t,i} \leftarrow \beta m_{t,i},
+                \: W \leftarrow W \cup \{i\}                                                     \\
+            &\hspace{15mm}m_{t,i} \leftarrow m_{t,i} + (1 - \beta) \, g_{t,i} / k                \\
+            &\hspace{10mm}\textbf{if} \: t \equiv 0 \pmod{k}:                                    \\
+            &\hspace{15mm}\textbf{for} \: i \in W:                                               \\
+            &\hspace{20mm}\theta_{t,i} \leftarrow \theta_{t-1,i} (1 - s_i \lambda)
+                - s_i \, \mathrm{sign}(m_{t,i})                                                  \\
+            &\rule{110mm}{0.4pt}                                                          \\[-1.ex]
+            &\bf{return} \: \theta_t                                                      \\[-1.ex]
+            &\rule{110mm}{0.4pt}                                                          \\[-1.ex]
+       \end{aligned}
+
+    The decay is decoupled and scaled by the step size: :math:`\theta (1 - s \lambda) - s u =
+    \theta - s (u + \lambda \theta)`; for a constant sign :math:`u` it has the fixed point
+    :math:`-u / \lambda`, the pile-up that ``SaturationMonitor`` watches. Parameters whose
+    gradient is None are left alone; with :math:`k > 1`, one that has state takes
+    :math:`g_t = 0` and stays in phase. After a window of :math:`k` calls the momentum is one
+    Tiger step with the mean gradient of the window (no gradient buffer is kept); with ``lazy`` a
+    row's :math:`m_i \leftarrow \beta m_i` waits for the row's first gradient in the window, and
+    only rows with a gradient in the window move. Without ``lazy``, or when every row is touched,
+    the update is the dense one. The momentum is stored in ``momentum_dtype``; the arithmetic is
+    done in the gradient's dtype.
+
+    Non-finite gradients (``nonfinite``) are found in every group before any parameter moves.
+    ``"skip"``: such a parameter and its state are left as they are, with a ``RuntimeWarning`` at
+    the 1st, 2nd, 4th, ... step with skips (counted in ``nonfinite_steps`` and
+    ``nonfinite_updates``); ``"shrink"``: also :math:`\theta \leftarrow c + r (\theta - c)`
+    (:math:`c` = ``shrink_center``, :math:`r` = ``shrink_ratio``), the released code's rule;
+    ``"raise"``: ``FloatingPointError``, and nothing is updated.
+
+    Groups with ``algorithm="adamw"`` (``make_optimizer(..., embeddings="adamw")``) take decoupled
+    AdamW steps instead, with the group's ``betas`` (default (0.9, 0.999)) and ``eps``, on the rows
+    :math:`R_t` and ignoring ``relative_lr``: :math:`\theta \leftarrow \theta (1 - \gamma \kappa
+    \lambda)`, :math:`m \leftarrow \beta_1 m + (1 - \beta_1) g`, :math:`v \leftarrow \beta_2 v +
+    (1 - \beta_2) g^2`, :math:`\theta \leftarrow \theta - \gamma \kappa / (1 - \beta_1^n) \, m /
+    (\sqrt{v} / \sqrt{1 - \beta_2^n} + \epsilon)`, with :math:`n` the number of updates of
+    :math:`\theta` so far (the arithmetic of ``torch.optim.AdamW(foreach=False)``); with
+    :math:`k > 1`, :math:`g` is the mean gradient of the window, applied on its last call.
+
+    The released Tiger is ``make_optimizer(model, relative_lr=True, nonfinite="shrink")``: matrices
+    ``relative_lr=True``, embeddings ``"row"``, vectors ``lr_scale=0.5`` without decay, and
+    ``shrink_center=1`` for norm weights (see ``param_groups`` and the README for differences).
+
+    Args:
+        params (iterable): parameters, or dicts defining parameter groups (options per group)
+        lr (float, optional): learning rate :math:`\gamma` (default: 1e-3)
+        beta (float, optional): momentum coefficient :math:`\beta`, in [0, 1) (default: 0.965)
+        weight_decay (float, optional): decoupled weight decay :math:`\lambda` (default: 0.01)
+        lazy (bool, optional): for ``dim >= 2``, move only rows with a gradient (default: False)
+        maximize (bool, optional): maximize the objective instead of minimizing (default: False)
+        foreach (bool, optional): multi-tensor ops for plain steps; None: on CUDA (default: None)
+        momentum_dtype (torch.dtype, optional): dtype of m; None: the parameter's (default: None)
+        accumulation_steps (int, optional): calls :math:`k` per update (default: 1)
+        relative_lr (bool or str, optional): False, True or ``"row"``, as above (default: False)
+        nonfinite (str, optional): ``"skip"``, ``"raise"`` or ``"shrink"`` (default: ``"skip"``)
+        shrink_ratio (float, optional): :math:`r` of ``nonfinite="shrink"`` (default: 0.99)
+
+    Options set only in a group's dict (besides those above):
+        lr_scale (float): :math:`\kappa`; schedulers change ``lr``, the ratio stays (default: 1.0)
+        algorithm (str): ``"sign"`` (the algorithm above) or ``"adamw"`` (default: ``"sign"``)
+        betas (tuple[float, float]): Tiger reads ``betas[0]`` (default: ``(beta, beta)``)
+        eps (float): :math:`\epsilon` of ``"adamw"`` groups, > 0 (default: 1e-8)
+        shrink_center (float): :math:`c` of ``nonfinite="shrink"`` (default: 0.0)
+
+    Raises:
+        ValueError: an option is unknown or out of range, a parameter is complex, or ``params``
+            is empty.
+        TypeError: ``params`` is a single tensor.
+
+    Example::
+
+        >>> import torch
+        >>> from logitkit.optim import Tiger
+        >>> embed = torch.nn.Embedding(3, 2)
+        >>> _ = torch.nn.init.ones_(embed.weight)
+        >>> optimizer = Tiger(embed.parameters(), lr=0.1, weight_decay=0.01, lazy=True)
+        >>> embed(torch.tensor([0])).sum().backward()
+        >>> optimizer.step()
+        >>> embed.weight.detach()
+        tensor([[0.8990, 0.8990],
+                [1.0000, 1.0000],
+                [1.0000, 1.0000]])
+
+    Schedulers: a group may be given ``{"beta": b}``; it is stored as ``betas = (b, b)``, so
+    ``OneCycleLR`` and ``CyclicLR`` with ``cycle_momentum=True`` cycle :math:`\beta`.
+
+    References:
+        Su Jianlin, `Tiger: a tight-fisted optimizer`_, 2023; released code: `bojone/tiger`_.
+
+    .. _Tiger\: a tight-fisted optimizer:
+        https://kexue.fm/archives/9512
+    .. _bojone/tiger:
+        https://github.com/bojone/tiger
     """
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3, beta: float = 0.965,

@@ -29,18 +29,56 @@ __all__ = ["HalfSwapTiedHead", "swap_halves"]
 
 
 def swap_halves(hidden: Tensor) -> Tensor:
-    """``hidden[..., d//2:] ++ hidden[..., :d//2]`` along the last dimension (any ``d``)."""
+    """Swap the two halves of the last dimension: ``S(h) = h[..., d//2:] ++ h[..., :d//2]``.
+
+    For an odd ``d`` the first part of the result has ``d - d//2`` entries. ``HalfSwapTiedHead``
+    computes ``S(h) @ W^T``; call this directly where the logits are formed elsewhere, e.g. a
+    fused loss: ``linear_cross_entropy(swap_halves(hidden), embed.weight, target)``.
+
+    Args:
+        hidden (Tensor): hidden states ``(..., d)`` (required)
+
+    Returns:
+        Tensor: a new tensor of the same shape, differentiable.
+
+    Example::
+
+        >>> import torch
+        >>> from logitkit.optim.tied import swap_halves
+        >>> swap_halves(torch.arange(5.0))
+        tensor([2., 3., 4., 0., 1.])
+    """
     half = hidden.shape[-1] // 2
     return torch.cat([hidden[..., half:], hidden[..., :half]], dim=-1)
 
 
 class HalfSwapTiedHead(nn.Module):
-    """Output layer ``logits = swap_halves(h) @ weight^T (+ bias)`` that shares ``weight`` (the
-    input embedding's ``nn.Parameter``, V x d) instead of owning one.
+    """Tied output layer with the halves of the channels swapped, sharing the input embedding.
+
+    ``logits = S(h) @ W^T (+ b)`` with ``S(h) = h[..., d//2:] ++ h[..., :d//2]`` (``swap_halves``)
+    and ``W`` the input embedding's ``nn.Parameter`` (V x d), which the head shares instead of
+    owning a matrix (module docstring).
 
     Args:
-        weight: the embedding matrix to reuse, e.g. ``model.embed.weight``.
-        bias: add a learnable bias of size V (the embedding is still the only matrix).
+        weight (nn.Parameter): the embedding matrix to reuse, ``(V, d)`` (required)
+        bias (bool, optional): add a learnable bias of size V, zero-initialised (default: False)
+
+    Raises:
+        ValueError: ``weight`` is not a 2-D ``nn.Parameter``.
+
+    Reference: Su Jianlin, "Embedding anomalies under Lion/Tiger training" (seed 001,
+    https://kexue.fm/archives/9736), which proposes the half-swap tie.
+
+    Example::
+
+        >>> import torch
+        >>> from logitkit.optim import HalfSwapTiedHead
+        >>> embed = torch.nn.Embedding(10, 4)
+        >>> head = HalfSwapTiedHead(embed.weight, bias=True)
+        >>> head(embed(torch.tensor([[1, 2, 3]]))).shape
+        torch.Size([1, 3, 10])
+        >>> head.weight is embed.weight
+        True
     """
 
     def __init__(self, weight: nn.Parameter, bias: bool = False) -> None:
@@ -53,6 +91,25 @@ class HalfSwapTiedHead(nn.Module):
                                              device=weight.device)) if bias else None
 
     def forward(self, hidden: Tensor) -> Tensor:
+        """Compute the logits ``swap_halves(hidden) @ weight^T (+ bias)``.
+
+        Args:
+            hidden (Tensor): hidden states ``(..., d)`` (required)
+
+        Returns:
+            Tensor: logits ``(..., V)``.
+
+        Raises:
+            ValueError: the last dimension of ``hidden`` is not ``d``.
+
+        Example::
+
+            >>> import torch
+            >>> from logitkit.optim import HalfSwapTiedHead
+            >>> weight = torch.nn.Parameter(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
+            >>> HalfSwapTiedHead(weight)(torch.tensor([2.0, 5.0])).detach()
+            tensor([5., 2., 7.])
+        """
         if hidden.shape[-1] != self.weight.shape[1]:
             raise ValueError(f"hidden size {hidden.shape[-1]} does not match the embedding width "
                              f"{self.weight.shape[1]}")

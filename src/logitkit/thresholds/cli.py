@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from logitkit._utils import atomic_output, check_writable
+from logitkit._utils import atomic_output, check_input_file, check_writable
 from logitkit.thresholds._files import (
     Table,
     as_matrix,
@@ -135,6 +135,14 @@ def run(args: argparse.Namespace) -> int:
     return _apply(args)
 
 
+def _check_inputs(args: argparse.Namespace, *names: str) -> None:
+    """Each input given is an existing file (a folder is named as such), before any work."""
+    for name in names:
+        path = getattr(args, name.replace("-", "_"))
+        if path is not None:
+            check_input_file(path, flag=f"--{name}")
+
+
 def _fit(args: argparse.Namespace) -> int:
     check_out(args.out)
     shrink = _parse_shrink(args.shrink)
@@ -143,6 +151,7 @@ def _fit(args: argparse.Namespace) -> int:
         if args.report.resolve() == args.out.resolve():
             raise ValueError(f"--report {args.report} is the --out file; give another name")
         check_writable(args.report)
+    _check_inputs(args, "probs", "labels", "train-prior")
     probs_table = _read(args, "probs")
     labels_table = _read(args, "labels")
     probs = as_matrix(probs_table, "--probs")
@@ -278,6 +287,7 @@ def _fit_binary(args: argparse.Namespace, scores: np.ndarray, labels: np.ndarray
 def _apply(args: argparse.Namespace) -> int:
     if args.out is not None:
         check_out(args.out)
+    _check_inputs(args, "probs", "weights")
     probs_table = _read(args, "probs")
     weights_table = _read(args, "weights")
     weights = as_vector(weights_table, "--weights")
