@@ -659,3 +659,27 @@ def test_binary_scores_reject_the_report_and_time_limit(binary_problem, tmp_path
         assert main([*args, *extra]) == 2
         assert "apply to (N, n) probabilities" in capsys.readouterr().err
     assert not (tmp_path / "r.json").exists()
+
+
+def test_a_cost_matrix_is_minimised(problem, tmp_path, capsys):
+    probs, labels = problem
+    cost = np.array([[0, 1, 1, 1], [4, 0, 4, 4], [1, 1, 0, 1], [9, 9, 9, 0]], dtype=float)
+    np.savetxt(tmp_path / "cost.csv", cost, delimiter=",")
+    code, weights = fit(tmp_path, tmp_path / "probs.npy", tmp_path / "labels.csv",
+                        "--cost-matrix", str(tmp_path / "cost.csv"))
+    assert code == 0
+    out = capsys.readouterr().out
+
+    def mean_cost(w):  # naive loop
+        total = 0.0
+        for row, y in zip(probs, labels, strict=True):
+            total += cost[y][max(range(4), key=lambda j: (row[j] * w[j], -j))]
+        return total / len(labels)
+
+    assert f"weighted {-mean_cost(weights):.6f}" in out
+    assert mean_cost(weights) < mean_cost(np.ones(4))
+    for extra, message in [(["--metric", "accuracy"], "not both"),
+                           (["--header", "cost-matrix"], "4 x 4")]:
+        code, _ = fit(tmp_path, tmp_path / "probs.npy", tmp_path / "labels.csv",
+                      "--cost-matrix", str(tmp_path / "cost.csv"), *extra)
+        assert code == 2 and message in capsys.readouterr().err

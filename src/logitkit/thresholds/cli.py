@@ -62,6 +62,7 @@ from logitkit.thresholds.metrics import (
     binary_metric,
     check_probs,
     class_metric,
+    metric_weights,
     resolve_metric,
 )
 from logitkit.thresholds.search import (
@@ -86,9 +87,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     fit.add_argument("--probs", type=Path, required=True,
                      help="(N, n) probabilities, or N binary scores; .npy/.csv")
     fit.add_argument("--labels", type=Path, required=True, help="N class ids in [0, n)")
-    fit.add_argument("--metric", choices=_METRICS, default="accuracy",
-                     help="multi-class: accuracy, balanced_accuracy, macro_f1, or f1 of the "
-                          "class --pos-label; binary scores: accuracy or f1")
+    fit.add_argument("--metric", choices=_METRICS, default=None,
+                     help="multi-class: accuracy (default), balanced_accuracy, macro_f1, or f1 "
+                          "of the class --pos-label; binary scores: accuracy (default) or f1")
+    fit.add_argument("--cost-matrix", type=Path, default=None, metavar="C",
+                     help="multi-class, instead of --metric: an (n, n) cost matrix C[true, pred] "
+                          "(.npy/.csv); the weights minimise the mean cost")
     fit.add_argument("--pos-label", type=int, default=None, metavar="K",
                      help="multi-class --metric f1: the class id whose F1 is tuned")
     fit.add_argument("--method", choices=METHODS, default="auto",
@@ -112,7 +116,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                      help="multi-class: also write the metric reached, the upper bound, the gap, "
                           "whether it is proven optimal, the method, the shrinkage and the "
                           "weights as JSON")
-    fit.add_argument("--header", nargs="*", choices=("probs", "labels", "train-prior"),
+    fit.add_argument("--header", nargs="*",
+                     choices=("probs", "labels", "train-prior", "cost-matrix"),
                      default=None, metavar="FILE", help=_HEADER_HELP)
     fit.add_argument("--out", type=Path, required=True,
                      help="weights (or threshold) file, .npy or .csv")
@@ -151,7 +156,9 @@ def _fit(args: argparse.Namespace) -> int:
         if args.report.resolve() == args.out.resolve():
             raise ValueError(f"--report {args.report} is the --out file; give another name")
         check_writable(args.report)
-    _check_inputs(args, "probs", "labels", "train-prior")
+    _check_inputs(args, "probs", "labels", "train-prior", "cost-matrix")
+    if args.cost_matrix is not None and args.metric is not None:
+        raise ValueError("give --metric or --cost-matrix, not both")
     probs_table = _read(args, "probs")
     labels_table = _read(args, "labels")
     probs = as_matrix(probs_table, "--probs")
@@ -160,7 +167,8 @@ def _fit(args: argparse.Namespace) -> int:
     labels = as_int_labels(labels, name=f"labels in {args.labels}")
     if probs.ndim == 1:
         return _fit_binary(args, probs, labels)
-    if args.metric == "f1" and args.pos_label is None:
+    name = "cost" if args.cost_matrix is not None else args.metric or "accuracy"
+    if name == "f1" and args.pos_label is None:
         raise ValueError("--metric f1 on (N, n) probabilities is the F1 of one class: give "
                          "--pos-label K (or a 1-D --probs file of binary scores)")
     check_probs(probs, name=f"--probs {args.probs}")
@@ -172,21 +180,32 @@ def _fit(args: argparse.Namespace) -> int:
             hint = _header_hint(args, prior_table, "train-prior", prior.size, probs.shape[1])
             raise ValueError(f"--train-prior {args.train_prior} has {prior.size} entries but "
                              f"--probs {args.probs} has {probs.shape[1]} classes{hint}")
-    fitted = tune_class_weights(probs, labels, metric=args.metric, method=args.method,
-                                shrink=shrink, train_prior=prior, time_limit=time_limit,
-                                pos_label=args.pos_label)
-    weights = fitted.weights
     n = probs.shape[1]
-    metric = resolve_metric(args.metric, n, args.pos_label) if args.metric == "f1" else args.metric
-    before = class_metric(labels, np.argmax(probs, axis=1), n, metric)
-    after = class_metric(labels, apply_class_weights(probs, weights), n, metric)
+    metric = resolve_metric(_cost_matrix(args, n) if name == "cost" else name, n, args.pos_label)
+    fitted = tune_class_weights(probs, labels, metric=metric, method=args.method, shrink=shrink,
+                                train_prior=prior, time_limit=time_limit)
+    weights = fitted.weights
+    counted = metric_weights(metric, labels, n, None)  # balanced accuracy's sample weights
+    before = class_metric(labels, np.argmax(probs, axis=1), n, metric, counted)
+    after = class_metric(labels, apply_class_weights(probs, weights), n, metric, counted)
     write_array(args.out, weights)
+    label = "minus mean cost" if name == "cost" else name
     if args.report is not None:
-        _write_report(args.report, args.metric, fitted)
-    print(f"{args.metric}: argmax {before:.6f} -> weighted {after:.6f} "
+        _write_report(args.report, label, fitted)
+    print(f"{label}: argmax {before:.6f} -> weighted {after:.6f} "
           f"({args.method}, {labels.size} samples, {n} classes); weights written to {args.out}")
-    print(_fit_line(args.metric, fitted), file=sys.stderr)
+    print(_fit_line(label, fitted), file=sys.stderr)
     return 0
+
+
+def _cost_matrix(args: argparse.Namespace, n: int) -> np.ndarray:
+    """The ``--cost-matrix`` file as an (n, n) array of finite numbers."""
+    table = _read(args, "cost-matrix")
+    cost = as_matrix(table, "--cost-matrix")
+    if cost.shape != (n, n) or not np.all(np.isfinite(cost)):
+        raise ValueError(f"--cost-matrix {args.cost_matrix} must hold {n} x {n} finite numbers "
+                         f"(C[true, pred] for the {n} classes of --probs), got shape {cost.shape}")
+    return cost
 
 
 def _fit_line(metric: str, fitted: ClassWeightFit) -> str:
@@ -269,17 +288,20 @@ def _header_hint(args: argparse.Namespace, table: Table, name: str, count: int,
 
 
 def _fit_binary(args: argparse.Namespace, scores: np.ndarray, labels: np.ndarray) -> int:
-    if args.metric not in BINARY_METRICS:
-        raise ValueError(f"--metric {args.metric} is for (N, n) probabilities; for binary scores "
+    metric = args.metric or "accuracy"
+    if metric not in BINARY_METRICS:
+        raise ValueError(f"--metric {metric} is for (N, n) probabilities; for binary scores "
                          f"(a 1-D --probs file) use one of {BINARY_METRICS}")
     if (args.method != "auto" or args.shrink is not None or args.train_prior is not None
-            or args.time_limit is not None or args.report is not None):
-        raise ValueError("--method, --shrink, --train-prior, --time-limit and --report apply to "
-                         "(N, n) probabilities; a binary threshold is always fitted exactly")
-    threshold = fit_threshold(scores, labels, metric=args.metric)
-    value = binary_metric(labels, (scores >= threshold).astype(np.int64), args.metric)
+            or args.time_limit is not None or args.report is not None
+            or args.cost_matrix is not None):
+        raise ValueError("--method, --shrink, --train-prior, --time-limit, --report and "
+                         "--cost-matrix apply to (N, n) probabilities; a binary threshold is "
+                         "always fitted exactly")
+    threshold = fit_threshold(scores, labels, metric=metric)
+    value = binary_metric(labels, (scores >= threshold).astype(np.int64), metric)
     write_array(args.out, np.array([threshold]))
-    print(f"{args.metric}: {value:.6f} at threshold {threshold:.9g} (score >= threshold is 1; "
+    print(f"{metric}: {value:.6f} at threshold {threshold:.9g} (score >= threshold is 1; "
           f"{labels.size} samples); threshold written to {args.out}")
     return 0
 
