@@ -50,7 +50,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from logitkit.thresholds._cells import centre
+from logitkit.thresholds._cells import centre_on_support
 from logitkit.thresholds.metrics import Metric
 
 # Log-weights lie in [-BOX, 0]: every positive weight ratio up to e^40 (~2.4e17).
@@ -302,33 +302,3 @@ def _f1_program(prog: _Program, y: np.ndarray, sw: np.ndarray, pair_rows: np.nda
         prog.grouped(terms, [sw[rows], np.array([actual + fixed_p]), -2 * sw[rows][own]],
                      [np.zeros(t.size, dtype=np.int64) for t in terms], 1, -np.inf, 2 * fixed_tp)
     return f
-
-
-def centre_on_support(L: np.ndarray, pred: np.ndarray,
-                      support: np.ndarray) -> tuple[np.ndarray, float] | None:
-    """Log-weights (``-inf`` off ``support``) at the centre of the cell deciding ``pred``
-    (:func:`logitkit.thresholds._cells.centre` on the support's columns) and their log-margin
-    (``inf`` for a single class), or None if no such weights exist."""
-    if not support.any():
-        support = np.arange(L.shape[1]) == 0  # all weights 0 decide like w = (1, 0, ..., 0)
-    columns = np.flatnonzero(support)
-    sub = L[:, columns]
-    dead = ~np.isfinite(sub).any(axis=1)  # predicted 0 by the rule, whatever the weights
-    if np.any(pred[dead] != 0):
-        return None
-    position = np.searchsorted(columns, pred)
-    inside = (position < columns.size) & (columns[np.minimum(position, columns.size - 1)] == pred)
-    if not np.all(inside | dead):
-        return None
-    v = np.full(L.shape[1], -np.inf)
-    margin = np.inf
-    if columns.size == 1:  # one positive weight: its rows have no rival
-        v[columns] = 0.0
-    else:
-        found = centre(sub, np.where(dead, 0, position))
-        if found is None:
-            return None
-        v[columns], margin = found
-    if not np.array_equal(np.argmax(L + v, axis=1), pred):
-        return None
-    return v, margin

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from logitkit.thresholds._cells import best_cells, centre
+from logitkit.thresholds._cells import best_cells, centre, centre_on_support
 from logitkit.thresholds._coordinate import (
     MIN_GAIN,
     coordinate_ascent,
@@ -56,7 +56,6 @@ from logitkit.thresholds._coordinate import (
     predict_log,
 )
 from logitkit.thresholds._guard import choose_shrink, shrunk
-from logitkit.thresholds._milp import centre_on_support
 from logitkit.thresholds.metrics import (
     BINARY_METRICS,
     Metric,
