@@ -297,11 +297,11 @@ def test_stale_momentum_drives_a_row_to_one_over_weight_decay(lazy):
 
 
 def test_drift_matches_a_naive_norm_growth_sum():
-    """drift[r] = sum over steps where row r's gradient is zero of (|w_r| after - |w_r| before),
-    times wd / sqrt(columns)."""
+    """track_every=1: drift[r] = sum over steps where row r's gradient is zero of (|w_r| after -
+    |w_r| before), times wd / sqrt(columns)."""
     weight = nn.Parameter(torch.randn(5, 3, dtype=torch.float64))
     optimizer = Tiger([weight], lr=0.05, weight_decay=0.1)
-    monitor = SaturationMonitor({"w": weight}, 0.1, every=2)
+    monitor = SaturationMonitor({"w": weight}, 0.1, every=2, track_every=1)
     generator = torch.Generator().manual_seed(11)
     expected = [0.0] * 5
     for step in range(6):
@@ -319,3 +319,158 @@ def test_drift_matches_a_naive_norm_growth_sum():
         assert monitor.grew_without_gradient["w"] == len(grew)
     torch.testing.assert_close(monitor.drift["w"], torch.tensor(expected, dtype=torch.float64),
                                rtol=1e-9, atol=1e-12)
+
+
+def naive_interval_drift(norms, touched, tracked, wd, cols):
+    """The documented drift from per-call data: ``norms[c]`` (row norms after call c, c = 0 the
+    construction), ``touched[c]`` (rows with a non-zero gradient row at call c) and the tracking
+    calls ``tracked``: sum over intervals (t', t] with no gradient on the row at call t of
+    |w(t)| - |w(t')|, times wd / sqrt(cols); and the rows without gradient at the last tracking
+    call that grew over its interval."""
+    drift = [0.0] * len(norms[0])
+    grew = 0
+    for prev, now in zip([0, *tracked], tracked, strict=False):
+        idle = [r for r in range(len(drift)) if r not in touched[now]]
+        for r in idle:
+            drift[r] += (norms[now][r] - norms[prev][r]) * wd / math.sqrt(cols)
+        grew = sum(1 for r in idle if norms[now][r] > norms[prev][r])
+    return drift, grew
+
+
+def _record(weight, grad, norms, touched):
+    norms.append(weight.detach().double().norm(dim=1).tolist())
+    touched.append({r for r in range(grad.shape[0]) if bool(grad[r].ne(0).any())})
+
+
+@pytest.mark.parametrize("every, track_every", [(4, 3), (100, 10), (5, 1)])
+def test_drift_per_tracking_interval_matches_a_naive_reference(every, track_every):
+    """Tracking calls: multiples of track_every and of every; random gradients with zero rows
+    (wide rows: the zero test must read the whole gradient row)."""
+    weight = nn.Parameter(torch.randn(6, 40, dtype=torch.float64))
+    with torch.no_grad():
+        weight[5] *= 0.01  # near zero: stale momentum grows it
+    optimizer = Tiger([weight], lr=0.05, weight_decay=0.1)
+    monitor = SaturationMonitor({"w": weight}, 0.1, every=every, track_every=track_every)
+    generator = torch.Generator().manual_seed(12)
+    norms, touched, tracked = [weight.detach().norm(dim=1).tolist()], [set()], []
+    for call in range(1, 31):
+        grad = torch.randn(6, 40, generator=generator, dtype=torch.float64)
+        grad[torch.rand(6, generator=generator) < 0.6] = 0.0
+        grad[0, :-1] = 0.0  # row 0: only its last entry can be non-zero
+        grad[5] = 1.0 if call <= 2 else 0.0  # row 5: a gradient, then stale momentum only
+        weight.grad = grad
+        optimizer.step()
+        monitor.step()
+        _record(weight, grad, norms, touched)
+        if call % track_every == 0 or call % every == 0:
+            tracked.append(call)
+            expected, grew = naive_interval_drift(norms, touched, tracked, 0.1, 40)
+            torch.testing.assert_close(monitor.drift["w"],
+                                       torch.tensor(expected, dtype=torch.float64),
+                                       rtol=1e-9, atol=1e-12)
+            assert monitor.grew_without_gradient["w"] == grew
+    assert float(monitor.drift["w"][5]) > 0.05  # pushed by stale momentum after call 2
+
+
+def test_tracking_work_runs_only_at_tracking_calls(monkeypatch):
+    """Row norms and zero gradient rows are read at construction (norms) and at the tracking
+    calls only (multiples of track_every and of every); between them the drift stays untouched
+    although the weight moves (here without any gradient). Tracking at every call would read
+    them at every call."""
+    import logitkit.optim.monitor as monitor_module
+
+    reads = []
+    for helper in ("_row_norms", "_idle_rows"):
+        real = getattr(monitor_module, helper)
+        monkeypatch.setattr(monitor_module, helper,
+                            lambda weight, real=real, helper=helper:
+                            reads.append(helper) or real(weight))
+    weight = torch.zeros(4, 3)
+    monitor = SaturationMonitor({"w": weight}, 0.1, every=25, track_every=10)
+    assert reads == ["_row_norms"]
+    drift_before = monitor.drift["w"].clone()
+    tracked = []
+    for call in range(1, 51):
+        weight[1] += 0.5  # moves without a gradient: drifts, but only seen at tracking calls
+        before = len(reads)
+        monitor.step()
+        if len(reads) > before:
+            assert reads[before:] == ["_row_norms", "_idle_rows"]
+            tracked.append(call)
+            drift_before = monitor.drift["w"].clone()
+            torch.testing.assert_close(drift_before[1], torch.tensor(call * 0.5 * 0.1))
+        else:
+            assert torch.equal(monitor.drift["w"], drift_before)
+    assert tracked == [10, 20, 25, 30, 40, 50]
+    steps, drifting = monitor.counts("w", "drifting")
+    assert steps == [0, 25, 50] and drifting == [0, 1, 1]
+
+
+def test_default_monitor_tracks_one_call_in_twenty():
+    """The defaults: drift is updated at calls 20, 40, ... and checked at 100."""
+    weight = torch.zeros(2, 3)
+    monitor = SaturationMonitor({"w": weight}, 0.1)
+    assert (monitor.every, monitor.track_every) == (100, 20)
+    weight[0] += 1.0
+    for _ in range(19):
+        monitor.step()
+    assert float(monitor.drift["w"][0]) == 0.0
+    monitor.step()
+    assert float(monitor.drift["w"][0]) == pytest.approx(math.sqrt(3) * 0.1 / math.sqrt(3))
+
+
+def test_sparse_gradients_mark_exactly_their_rows():
+    weight = torch.zeros(4, 2, requires_grad=True)
+    monitor = SaturationMonitor({"w": weight}, 0.1, every=1)
+    weight.grad = torch.sparse_coo_tensor([[1, 3, 3]], [[1.0, 0.0], [2.0, 0.0], [-2.0, 0.0]],
+                                          (4, 2), check_invariants=True)
+    with torch.no_grad():
+        weight += 1.0
+    monitor.step()  # row 3's gradient sums to zero: no gradient
+    assert sorted(monitor.drifting_rows("w")[0].tolist()) == [0, 2, 3]
+    assert monitor.grew_without_gradient["w"] == 3
+
+
+def test_planted_drifting_row_found_at_default_settings():
+    """An embedding-like weight under Tiger at the default every/track_every/warn_drift: rows get
+    random gradients at most steps; row 7 (near zero) gets one gradient and then none. The
+    monitor's drift equals the documented definition computed naively; row 7 is the only
+    drifting row, flagged at the first check (step 100), and its drift is that of per-step
+    tracking up to the growth of its one step with a gradient."""
+    torch.manual_seed(0)
+    weight = nn.Parameter(torch.randn(64, 32))
+    with torch.no_grad():
+        weight[7] *= 0.01
+    optimizer = Tiger([weight], lr=0.01, weight_decay=0.1)
+    monitor = SaturationMonitor({"w": weight}, 0.1)
+    monitor.attach(optimizer)
+    generator = torch.Generator().manual_seed(13)
+    norms, touched, tracked = [weight.detach().double().norm(dim=1).tolist()], [set()], []
+    per_step = [0.0] * 64
+    for call in range(1, 201):
+        grad = torch.randn(64, 32, generator=generator)
+        grad[torch.rand(64, generator=generator) < 0.1] = 0.0
+        grad[7] = grad[7] if call == 1 else 0.0
+        weight.grad = grad
+        optimizer.step()
+        _record(weight, grad, norms, touched)
+        for r in set(range(64)) - touched[-1]:
+            per_step[r] += (norms[-1][r] - norms[-2][r]) * 0.1 / math.sqrt(32)
+        if call % 20 == 0:
+            tracked.append(call)
+    expected, grew = naive_interval_drift(norms, touched, tracked, 0.1, 32)
+    torch.testing.assert_close(monitor.drift["w"],
+                               torch.tensor(expected, dtype=torch.float64).float(),
+                               rtol=1e-4, atol=1e-6)
+    assert monitor.grew_without_gradient["w"] == grew
+    rows, drift = monitor.drifting_rows("w")
+    assert rows.tolist() == [7] and float(drift[0]) > 0.15
+    one_step = 0.01 * math.sqrt(32) * 0.1 / math.sqrt(32)
+    assert 0.0 <= float(drift[0]) - per_step[7] <= one_step * 1.01
+    steps, drifting = monitor.counts("w", "drifting")
+    assert steps == [0, 100, 200] and drifting == [0, 1, 1]
+
+
+def test_track_every_must_be_a_positive_int():
+    with pytest.raises(ValueError, match="track_every"):
+        SaturationMonitor({"w": torch.zeros(2, 2)}, 0.1, track_every=0)

@@ -270,3 +270,97 @@ def test_lazy_accumulation_equals_lazy_tiger_on_the_mean_gradient():
                                torch.tensor(expected_m, dtype=torch.float64),
                                rtol=1e-12, atol=1e-12)
     assert torch.equal(param.detach()[[0, 5]], init[[0, 5]])
+
+
+def released_tiger_torch(init, kinds, grads, *, lr, beta, wd, k=1, shrink=0.99, lazy=()):
+    """The released Tiger (tiger.py) in its own expression order, with plain torch ops, so a float64
+    run can be compared bit for bit. Call ``t`` (from 0, one counter): ``b1 = beta`` if
+    ``t % k == 0`` else 1, ``b2 = (1 - beta) / k``, ``lr_t = lr`` if ``(t + 1) % k == 0`` else 0;
+    ``m = b1 * m + b2 * g``; the rate is ``lr_t * sqrt(mean(var ** 2))`` ("matrix"), per row
+    ("embedding"), ``lr_t`` ("absolute", with decay) or ``0.5 * lr_t`` with ``d = 0`` ("bias",
+    "norm"); ``u = (sign(m) + d * var) * rate; var = var - u``. A non-finite gradient shrinks
+    ``var`` towards 0 (1 for "norm") and leaves ``m``. Names in ``lazy`` move only rows touched in
+    the window (a row's ``b1`` applies at its first touch), as logitkit's lazy rows."""
+    values = {n: v.clone() for n, v in init.items()}
+    momenta = {n: torch.zeros_like(v) for n, v in init.items()}
+    windows = {n: torch.zeros(init[n].shape[0], 1, dtype=torch.bool) for n in lazy}
+    for t, step in enumerate(grads):
+        b1 = beta if t % k == 0 else 1.0
+        b2 = (1 - beta) / k
+        lr_t = lr if (t + 1) % k == 0 else 0.0
+        for name, kind in kinds.items():
+            var, m, g = values[name], momenta[name], step[name]
+            center = 1.0 if kind == "norm" else 0.0
+            if not bool(torch.isfinite(g).all()):
+                values[name] = (var - center) * shrink + center
+                continue
+            d = 0.0 if kind in ("bias", "norm") else wd
+            if kind in ("bias", "norm"):
+                rate = lr_t * 0.5
+            elif kind == "embedding":
+                rate = lr_t * torch.sqrt(torch.mean(var**2, dim=-1, keepdim=True))
+            elif kind == "matrix":
+                rate = lr_t * torch.sqrt(torch.mean(var**2))
+            else:
+                rate = lr_t
+            if name in lazy:
+                if t % k == 0:
+                    windows[name].zero_()
+                touched = (g != 0).any(dim=1, keepdim=True)
+                rows_b1 = torch.where(touched & ~windows[name], beta, 1.0).to(var.dtype)
+                momenta[name] = torch.where(touched, rows_b1 * m + b2 * g, m)
+                windows[name] |= touched
+            else:
+                momenta[name] = b1 * m + b2 * g
+            u = (torch.sign(momenta[name]) + d * var) * rate
+            values[name] = var - u
+            if name in lazy:
+                values[name] = torch.where(windows[name], values[name], var)
+    return values
+
+
+@pytest.mark.parametrize("k, nan_calls", [(1, ()), (1, (2, 5)), (3, ()), (3, (1, 5))])
+def test_released_groups_are_bit_identical_to_the_released_order(k, nan_calls):
+    model, grads = _released_case(k, nan_calls, calls=60)
+    init = {n: p.detach().clone() for n, p in model.named_parameters()}
+    optimizer = make_optimizer(model, lr=0.02, weight_decay=0.1, embeddings="dense",
+                               relative_lr=True, beta=0.9, nonfinite="shrink",
+                               accumulation_steps=k)
+    with pytest.warns(RuntimeWarning, match="non-finite|NaN") if nan_calls else _no_warning():
+        for step in grads:
+            for name, p in model.named_parameters():
+                p.grad = step[name].clone()
+            optimizer.step()
+    expected = released_tiger_torch(init, KINDS, grads, lr=0.02, beta=0.9, wd=0.1, k=k)
+    for name, p in model.named_parameters():
+        assert torch.equal(p.detach(), expected[name]), name
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("relative", [False, True, "row"])
+def test_tiger_is_bit_identical_to_the_released_order_in_float64(relative, k, lazy):
+    """60 calls on a matrix (rows 1 and 4 often without gradient, row 6 never) and a bias
+    (0.5 lr, no decay): every parameter equals the released expression order bit for bit."""
+    generator = torch.Generator().manual_seed(12)
+    init = {"w": torch.randn(7, 5, generator=generator, dtype=torch.float64),
+            "b": torch.randn(5, generator=generator, dtype=torch.float64)}
+    grads = []
+    for t in range(60):
+        step = {n: torch.randn(v.shape, generator=generator, dtype=torch.float64)
+                for n, v in init.items()}
+        step["w"][[1, 4, 6] if t % 3 else [6]] = 0.0
+        grads.append(step)
+    w, b = nn.Parameter(init["w"].clone()), nn.Parameter(init["b"].clone())
+    optimizer = Tiger([{"params": [w]}, {"params": [b], "lr_scale": 0.5, "weight_decay": 0.0}],
+                      lr=0.02, beta=0.9, weight_decay=0.1, relative_lr=relative, lazy=lazy,
+                      accumulation_steps=k)
+    for step in grads:
+        w.grad, b.grad = step["w"].clone(), step["b"].clone()
+        optimizer.step()
+    kind = {False: "absolute", True: "matrix", "row": "embedding"}[relative]
+    expected = released_tiger_torch(init, {"w": kind, "b": "bias"}, grads, lr=0.02, beta=0.9,
+                                    wd=0.1, k=k, lazy=("w",) if lazy else ())
+    assert torch.equal(w.detach(), expected["w"]) and torch.equal(b.detach(), expected["b"])
+    if lazy:
+        assert torch.equal(w.detach()[6], init["w"][6])

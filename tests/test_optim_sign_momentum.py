@@ -341,19 +341,20 @@ def threads(request):
     torch.set_num_threads(before)
 
 
-def test_large_tensors_chunked_blocked_and_non_contiguous_paths_agree_bitwise(threads):
-    """Above ``CHUNK`` elements (on one thread) the plain path works in chunks and lazy rows in
+@pytest.mark.parametrize("cls", [Lion, Tiger])
+def test_large_tensors_chunked_blocked_and_non_contiguous_paths_agree_bitwise(threads, cls):
+    """Above ``CHUNK`` elements per thread the plain path works in chunks and lazy rows in
     blocks of rows; a non-contiguous gradient takes the whole-tensor path. All must equal the
-    foreach path."""
+    foreach path (Tiger: both in the released order)."""
     generator = torch.Generator().manual_seed(11)
-    init = torch.randn(700, 400, generator=generator)  # 280k elements > CHUNK = 2**18
-    grads = [torch.randn(700, 400, generator=generator) for _ in range(3)]
+    init = torch.randn(1100, 500, generator=generator)  # 550k elements > 2 * CHUNK = 2 * 2**18
+    grads = [torch.randn(1100, 500, generator=generator) for _ in range(3)]
     variants = {
-        "foreach": (lambda ps: Lion(ps, lr=0.01, weight_decay=0.1, foreach=True), lambda g: g),
-        "plain": (lambda ps: Lion(ps, lr=0.01, weight_decay=0.1, foreach=False), lambda g: g),
-        "non_contiguous": (lambda ps: Lion(ps, lr=0.01, weight_decay=0.1),
+        "foreach": (lambda ps: cls(ps, lr=0.01, weight_decay=0.1, foreach=True), lambda g: g),
+        "plain": (lambda ps: cls(ps, lr=0.01, weight_decay=0.1, foreach=False), lambda g: g),
+        "non_contiguous": (lambda ps: cls(ps, lr=0.01, weight_decay=0.1),
                            lambda g: g.t().contiguous().t()),
-        "lazy_sparse": (lambda ps: Lion(ps, lr=0.01, weight_decay=0.1, lazy=True), _sparse_rows),
+        "lazy_sparse": (lambda ps: cls(ps, lr=0.01, weight_decay=0.1, lazy=True), _sparse_rows),
     }
     results = {name: _run(factory, init, [make(g) for g in grads])
                for name, (factory, make) in variants.items()}

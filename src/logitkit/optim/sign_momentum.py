@@ -25,14 +25,32 @@ parameter group (every constructor option may be overridden in a group):
   ``p <- c + shrink_ratio (p - c)`` with ``c = shrink_center`` (the released Tiger: 0.99, and
   c = 1 for norm weights).
 
-Schedulers: both classes expose ``betas`` (Tiger stores ``(beta, beta)`` and uses ``betas[0]``),
-so ``OneCycleLR``/``CyclicLR`` with ``cycle_momentum=True`` cycle Tiger's beta and Lion's beta1.
+* ``process_group`` (constructor only): under torch.distributed every ``step()`` all-reduces one
+  small vector of per-parameter flags (``_agreement``), so each decision is the same on every
+  rank: a NaN in one rank's gradient or FSDP2 shard skips (or shrinks) the whole parameter
+  everywhere, lazy AdamW step counts advance together, and accumulation windows whose replicas
+  differ (local gradients folded inside DDP's ``no_sync()``) are averaged on their last call, one
+  all-reduce of the accumulator per window. None: the default group once it is initialized;
+  ``False``: no agreement (ranks holding different parameters, e.g. pipeline stages).
+
+Training loops: ``torch.amp.GradScaler`` calls ``step()`` on every call
+(``_step_supports_amp_scaling``); the step unscales the gradients, and a call with an overflow
+counts as a call without gradients, so accumulation windows keep their phase.
+``torch.compile(optimizer.step)`` runs the step eagerly: it is data-dependent (non-finite checks,
+touched rows, the agreement above), so its results equal the eager step's, without recompiles.
+Under ``relative_lr`` an all-zero matrix (or row, ``"row"``) never moves; its first step warns
+and names it. Schedulers: both classes expose ``betas``, so ``OneCycleLR``/``CyclicLR`` with
+``cycle_momentum=True`` (their default) cycle Lion's beta1 (refused by ``step()`` with
+``accumulation_steps > 1``, which needs beta1 == beta2, as the constructor does) and Tiger's only
+beta (Tiger stores ``(beta, beta)`` and uses ``betas[0]``; it warns once when a scheduler changes
+it: pass ``cycle_momentum=False`` to keep it).
 
 Example::
 
     >>> model = torch.nn.Linear(4, 2)
     >>> optimizer = Tiger(model.parameters(), lr=1e-3, relative_lr=True)
-    >>> scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-3, total_steps=10)
+    >>> scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-3, total_steps=10,
+    ...                                                 cycle_momentum=False)
 """
 
 from __future__ import annotations
@@ -40,12 +58,14 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from logitkit.optim import _agreement
 from logitkit.optim.functional import (
     RELATIVE_MODES,
     _accumulate_lazy_sign_,
@@ -55,6 +75,8 @@ from logitkit.optim.functional import (
     _gradient_sums,
     _lazy_rows_apply_,
     _local,
+    _row_max_abs,
+    _rows,
     _step_size,
     _touched_rows,
     lazy_rows_update_,
@@ -74,10 +96,17 @@ GROUP_DEFAULTS = {"lr_scale": 1.0, "algorithm": "sign", "eps": 1e-8, "shrink_cen
 class _SignMomentum(Optimizer):
     """The shared optimizer; ``Tiger`` and ``Lion`` differ only in how betas are read."""
 
-    def __init__(self, params: Iterable[Any], defaults: dict[str, Any]) -> None:
+    # torch.amp.GradScaler then calls step() on every call, overflow or not (see
+    # ``_unscale_for_grad_scaler``), so accumulation windows keep their phase
+    _step_supports_amp_scaling = True
+
+    def __init__(self, params: Iterable[Any], defaults: dict[str, Any],
+                 process_group: Any = None) -> None:
+        self.process_group = process_group
         self.nonfinite_steps = 0
         self.nonfinite_updates = 0
         self._decay_warned: set[tuple[int, torch.dtype]] = set()
+        self._cycled_warned: set[int] = set()
         super().__init__(params, {**defaults, **GROUP_DEFAULTS})
         self.register_load_state_dict_post_hook(_after_load_state_dict)
 
@@ -138,6 +167,7 @@ class _SignMomentum(Optimizer):
             return _pair(group["betas"])
         return self._betas(group)
 
+    @torch.compiler.disable
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Perform one optimization step (with ``accumulation_steps = k > 1``: one call of the
@@ -182,10 +212,20 @@ class _SignMomentum(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
+        for index, group in enumerate(self.param_groups):
             _check_step_values(group, self._group_betas(group))
+            self._notice_betas(index, group)
+        overflow = self._unscale_for_grad_scaler()
         work = [(group, self._entries(group)) for group in self.param_groups]
         sums, bad = self._scan([entry for _, entries in work for entry in entries])
+        work, bad, overflow, decisions = self._agree(work, sums, bad, overflow)
+        if overflow:  # GradScaler found inf/NaN: the call counts as one with no gradient
+            for group, entries in work:
+                if group["accumulation_steps"] > 1:
+                    self._step_group(group, [(p, None) for p, _ in entries if self.state.get(p)],
+                                     {}, decisions)
+                group["micro_step"] += 1
+            return loss
         raising = [e for group, entries in work if group["nonfinite"] == "raise"
                    for e in entries if id(e[0]) in bad]
         if raising:
@@ -195,7 +235,7 @@ class _SignMomentum(Optimizer):
         for group, entries in work:
             self._warn_if_decay_underflows(group)
             kept = [e for e in entries if id(e[0]) not in bad]
-            self._step_group(group, kept, sums)
+            self._step_group(group, kept, sums, decisions)
             if group["nonfinite"] == "shrink":
                 for p, _ in entries:
                     if id(p) in bad:
@@ -205,6 +245,30 @@ class _SignMomentum(Optimizer):
         if bad:
             self._count_skipped(len(bad))
         return loss
+
+    def _notice_betas(self, index: int, group: dict[str, Any]) -> None:
+        """Hook for subclasses to look at a group's betas before a step."""
+
+    def _unscale_for_grad_scaler(self) -> bool:
+        """``torch.amp.GradScaler`` calls ``step()`` of optimizers with
+        ``_step_supports_amp_scaling`` every time, with ``grad_scale`` (None once the user called
+        ``scaler.unscale_``) and ``found_inf`` set: unscale the gradients here (multiplied by the
+        inverse scale in float32, as ``GradScaler.unscale_`` does) and report the overflow, so
+        that a skipped micro-step still counts and the accumulation window keeps its phase."""
+        found_inf = getattr(self, "found_inf", None)
+        if found_inf is None:
+            return False
+        if bool(found_inf.item()):
+            return True
+        scale = getattr(self, "grad_scale", None)
+        if scale is not None:
+            inverse = scale.double().reciprocal().float()
+            for group in self.param_groups:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        grad = _local(p.grad)
+                        grad.mul_(inverse.to(grad.device))
+        return False
 
     def _entries(self, group: dict[str, Any]) -> list[tuple[Tensor, Tensor | None]]:
         """(parameter, gradient) pairs to process: those with a gradient, and under accumulation
@@ -235,6 +299,91 @@ class _SignMomentum(Optimizer):
         grads = {id(p): grad for p, grad in entries}
         bad = {k for k in suspects if not _all_finite(_local(grads[k]))}
         return sums, bad
+
+    def _agree(self, work: list[tuple[dict[str, Any], list[tuple[Tensor, Tensor | None]]]],
+               sums: dict[int, Tensor], bad: set[int], overflow: bool
+               ) -> tuple[list[tuple[dict[str, Any], list[tuple[Tensor, Tensor | None]]]],
+                          set[int], bool, _Decisions]:
+        """Under torch.distributed, make every rank take the same decisions (``_agreement``):
+        one all-reduce of per-parameter flags. Returns the entries (a parameter with a gradient
+        on some rank has one on every rank: zeros where absent), the non-finite set, the
+        GradScaler overflow, and the decisions ``_step_group`` needs (module ``_agreement``)."""
+        process_group = _agreement.resolve_group(self.process_group)
+        if process_group is None:
+            return work, bad, overflow, _Decisions()
+        pairs = [(group, p) for group in self.param_groups for p in group["params"]]
+        grads = {id(p): grad for _, entries in work for p, grad in entries}
+        flags, fingerprints, slots = [float(overflow)], [], []
+        for i, (group, p) in enumerate(pairs):
+            grad = grads.get(id(p))
+            touched = 0.0
+            if group["algorithm"] == "adamw" and group["lazy"] and p.dim() >= 2:
+                touched = self._adamw_touched(p, grad, group, sums.get(id(p)))
+            flags += [float(grad is not None), float(id(p) in bad), touched, 0.0, 0.0]
+            if self._window_closes(group) and not _agreement.is_sharded(p):
+                fingerprints.append(self._window_fingerprint(p, grad))
+                slots.append(1 + _agreement.SLOTS * i + 3)
+        device = pairs[0][1].device
+        local = torch.tensor(flags, dtype=torch.float64, device=device)
+        if fingerprints:
+            values = torch.stack([f.to(device) for f in fingerprints]).double()
+            index = torch.tensor(slots, device=device)
+            local[index] = values
+            local[index + 1] = -values
+        agreed = _agreement.agree(local, process_group)
+        decisions = _Decisions(touched=set(), group=process_group)
+        agreed_bad: set[int] = set()
+        rebuilt: dict[int, list[tuple[Tensor, Tensor | None]]] = {id(g): [] for g, _ in work}
+        for i, (group, p) in enumerate(pairs):
+            has_grad, is_bad, touched, high, low = agreed[1 + _agreement.SLOTS * i:][
+                :_agreement.SLOTS]
+            if is_bad:
+                agreed_bad.add(id(p))
+            if high != -low:
+                decisions.average.add(id(p))
+            if touched:
+                decisions.touched.add(id(p))
+            if has_grad or (group["accumulation_steps"] > 1 and self.state.get(p)):
+                grad = grads.get(id(p))
+                rebuilt[id(group)].append(
+                    (p, torch.zeros_like(p) if grad is None and has_grad else grad))
+        work = [(group, rebuilt[id(group)]) for group, _ in work]
+        return work, agreed_bad, bool(agreed[0]), decisions
+
+    def _adamw_touched(self, p: Tensor, grad: Tensor | None, group: dict[str, Any],
+                       row_sums: Tensor | None) -> float:
+        """1.0 when a lazy AdamW parameter moves some local row this call (its step count then
+        advances on every rank), else 0.0."""
+        if group["accumulation_steps"] > 1:
+            if not self._window_closes(group):
+                return 0.0
+            state = self.state.get(p)
+            parts = ([_local(state["grad_sum"])] if state else []) + (
+                [_dense(_local(grad))] if grad is not None else [])
+            if not parts:
+                return 0.0
+            grad, row_sums = sum(parts[1:], parts[0].clone()), None
+        elif grad is None:
+            return 0.0
+        found = _touched_rows(_local(grad), row_sums)
+        return float(found is None or found[0].numel() > 0)
+
+    @staticmethod
+    def _window_closes(group: dict[str, Any]) -> bool:
+        steps = group["accumulation_steps"]
+        return steps > 1 and group["micro_step"] % steps == steps - 1
+
+    def _window_fingerprint(self, p: Tensor, grad: Tensor | None) -> Tensor:
+        """The accumulator before this call (momentum, lazy window marks, AdamW gradient sum)
+        and this call's gradient, summarised exactly (``_agreement.fingerprint``)."""
+        state = self.state.get(p, {})
+        parts = [state[key] for key in ("momentum", "window_rows", "grad_sum") if key in state]
+        if grad is not None and not grad.is_sparse:
+            parts.append(grad)
+        total = torch.zeros((), dtype=torch.int64, device=p.device)
+        for weight, part in enumerate(parts, start=1):
+            total = total + weight * _agreement.fingerprint(part).to(p.device)
+        return total.remainder(2**50)
 
     def _count_skipped(self, count: int) -> None:
         self.nonfinite_steps += 1
@@ -286,10 +435,10 @@ class _SignMomentum(Optimizer):
         return state
 
     def _step_group(self, group: dict[str, Any], entries: list[tuple[Tensor, Tensor | None]],
-                    sums: dict[int, Tensor]) -> None:
+                    sums: dict[int, Tensor], decisions: _Decisions) -> None:
         if group["algorithm"] == "adamw":
             for p, grad in entries:
-                self._adamw(p, grad, group, sums.get(id(p)))
+                self._adamw(p, grad, group, sums.get(id(p)), decisions)
             return
         beta1, beta2 = self._betas(group)
         steps, call = group["accumulation_steps"], group["micro_step"]
@@ -303,14 +452,22 @@ class _SignMomentum(Optimizer):
             if grad is not None and group["maximize"]:
                 grad = -grad
             hyper = {"lr": lr, "weight_decay": group["weight_decay"], "relative_lr": relative}
+            if state["step"] == 1 and group["relative_lr"] and p.dim() >= 2:
+                self._warn_if_stuck_at_zero(p, grad, group, lr)
             if steps > 1:
                 window = {"first": call % steps == 0, "last": call % steps == steps - 1,
                           "steps": steps, "beta": beta1}
-                if "window_rows" in state:
-                    _accumulate_lazy_sign_(param, grad, momentum, _local(state["window_rows"]),
-                                          row_sums=sums.get(id(p)), **window, **hyper)
-                else:
-                    _accumulate_sign_(param, grad, momentum, **window, **hyper)
+                if window["last"] and id(p) in decisions.average:
+                    self._accumulate(param, grad, momentum, state, sums.get(id(p)),
+                                     {**window, "last": False}, hyper)
+                    rows = state.get("window_rows")
+                    if rows is None:
+                        _agreement.average_(momentum, decisions.group)
+                    else:
+                        _agreement.average_rows_(momentum, rows, beta1, param.dtype,
+                                                 decisions.group)
+                    grad, window = None, {**window, "first": False}
+                self._accumulate(param, grad, momentum, state, sums.get(id(p)), window, hyper)
             elif group["lazy"] and p.dim() >= 2:
                 lazy_rows_update_(param, grad, momentum, beta1=beta1, beta2=beta2,
                                   row_sums=sums.get(id(p)), **hyper)
@@ -329,6 +486,52 @@ class _SignMomentum(Optimizer):
                                   foreach=foreach)
 
     @staticmethod
+    def _accumulate(param: Tensor, grad: Tensor | None, momentum: Tensor, state: dict[str, Any],
+                    row_sums: Tensor | None, window: dict[str, Any], hyper: dict[str, Any]
+                    ) -> None:
+        """One call of the accumulation window (lazy rows when the state marks them)."""
+        if "window_rows" in state:
+            _accumulate_lazy_sign_(param, grad, momentum, _local(state["window_rows"]),
+                                   row_sums=row_sums, **window, **hyper)
+        else:
+            _accumulate_sign_(param, grad, momentum, **window, **hyper)
+
+    def _warn_if_stuck_at_zero(self, p: Tensor, grad: Tensor | None, group: dict[str, Any],
+                               lr: float | Tensor) -> None:
+        """Under ``relative_lr`` the step is ``lr * RMS``: a matrix (``True``; ``lr`` is then its
+        step size, of the full tensor under FSDP2) or a row (``"row"``) that is exactly zero
+        never moves, whatever its gradient (LoRA's B, zero-initialised projections). Checked
+        once, at the parameter's first step."""
+        if grad is None:
+            return
+        param, grad = _local(p), _dense(_local(grad))
+        if group["relative_lr"] == "row":
+            zero_rows = _row_max_abs(_rows(param)).eq(0) & _row_max_abs(_rows(grad)).ne(0)
+            count = int(zero_rows.sum())
+            what = f"{count} of its {param.shape[0]} rows are"
+        else:
+            zero = (torch.as_tensor(lr).eq(0) if group["lr"] * group["lr_scale"] > 0
+                    else _row_max_abs(_rows(param)).eq(0).all())  # lr 0 (warm-up): the shard
+            count = int(bool(zero))
+            what = "it is"
+        if count and bool(grad.ne(0).any()):
+            warnings.warn(
+                f"{type(self).__name__}: {self._describe(p, group)}: {what} exactly zero, and "
+                f"relative_lr={group['relative_lr']!r} steps by lr * RMS, so they will never move "
+                "although the gradient is not zero. Initialise it with non-zero values, or put it "
+                "in a group with relative_lr=False (e.g. LoRA's B matrices).",
+                RuntimeWarning, stacklevel=4)
+
+    def _describe(self, p: Tensor, group: dict[str, Any]) -> str:
+        index = next(i for i, g in enumerate(self.param_groups) if g is group)
+        position = next(i for i, q in enumerate(group["params"]) if q is p)
+        names = group.get("param_names")
+        label = f"group {index}" + (f" ({group['name']!r})" if "name" in group else "")
+        if names:
+            return f"parameter {names[position]!r} ({label}, shape {tuple(p.shape)})"
+        return f"parameter {position} of {label} (shape {tuple(p.shape)})"
+
+    @staticmethod
     def _lr(p: Tensor, group: dict[str, Any]) -> tuple[float | Tensor, bool | str]:
         """The step size to hand to the functional core: the whole-tensor relative rate is
         computed here, on the full parameter (a DTensor's RMS is global)."""
@@ -338,7 +541,7 @@ class _SignMomentum(Optimizer):
         return lr, relative
 
     def _adamw(self, p: Tensor, grad: Tensor | None, group: dict[str, Any],
-               row_sums: Tensor | None) -> None:
+               row_sums: Tensor | None, decisions: _Decisions) -> None:
         state = self._state(p, group)
         param = _local(p)
         grad = None if grad is None else _local(grad)
@@ -353,6 +556,8 @@ class _SignMomentum(Optimizer):
                 grad_sum.add_(_dense(grad))
             if group["micro_step"] % steps != steps - 1:
                 return
+            if id(p) in decisions.average:
+                _agreement.average_(grad_sum, decisions.group)
             grad, row_sums = grad_sum / steps, None
         beta1, beta2 = _pair(group["betas"])
         hyper = {"lr": group["lr"] * group["lr_scale"], "beta1": beta1, "beta2": beta2,
@@ -360,6 +565,8 @@ class _SignMomentum(Optimizer):
         moments = [_local(state["exp_avg"]), _local(state["exp_avg_sq"])]
         found = _touched_rows(grad, row_sums) if group["lazy"] and p.dim() >= 2 else None
         if found is not None and found[0].numel() == 0:
+            if decisions.touched is not None and id(p) in decisions.touched:
+                state["step"] += 1  # rows of another rank's shard moved: one count everywhere
             return
         state["step"] += 1
         if found is None:
@@ -370,6 +577,17 @@ class _SignMomentum(Optimizer):
             _adamw_update_(p_rows, g_rows, *state_rows, step=state["step"], **hyper)
 
         _lazy_rows_apply_(param, found[0], found[1], moments, update)
+
+
+@dataclass
+class _Decisions:
+    """What the ranks agreed on in a step (``_SignMomentum._agree``): replicated parameters whose
+    accumulation window differs between ranks (averaged before the window's update), and the
+    lazy AdamW parameters with a touched row on some rank (None: single process, local facts)."""
+
+    average: set[int] = field(default_factory=set)
+    touched: set[int] | None = None
+    group: Any = None
 
 
 def _dense(grad: Tensor) -> Tensor:
@@ -395,12 +613,20 @@ def _check_step_values(group: dict[str, Any], betas: tuple[float, float]) -> Non
             raise ValueError(f"{name} must be a finite float >= 0, got {value!r}")
     if not all(_finite_number(b) and 0.0 <= b < 1.0 for b in betas):
         raise ValueError(f"betas must lie in [0, 1), got {betas}")
+    if group["accumulation_steps"] > 1 and group["algorithm"] == "sign" and betas[0] != betas[1]:
+        raise ValueError(
+            "accumulation_steps > 1 folds accumulation into Tiger's single momentum; it needs "
+            f"beta1 == beta2, got {betas}. A scheduler with cycle_momentum=True (the default of "
+            "OneCycleLR and CyclicLR) changes beta1 only: pass cycle_momentum=False")
 
 
 def _validate_group(group: dict[str, Any], betas: tuple[float, float]) -> None:
-    _check_step_values(group, betas)
+    steps = group["accumulation_steps"]
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"accumulation_steps must be an int >= 1, got {steps!r}")
     if group["algorithm"] not in ALGORITHMS:
         raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {group['algorithm']!r}")
+    _check_step_values(group, betas)
     if group["relative_lr"] not in RELATIVE_MODES:
         raise ValueError(f"relative_lr must be one of {RELATIVE_MODES}, "
                          f"got {group['relative_lr']!r}")
@@ -413,12 +639,6 @@ def _validate_group(group: dict[str, Any], betas: tuple[float, float]) -> None:
         raise ValueError(f"shrink_center must be a finite float, got {group['shrink_center']!r}")
     if not (_finite_number(group["eps"]) and group["eps"] > 0.0):
         raise ValueError(f"eps must be a finite float > 0, got {group['eps']!r}")
-    steps = group["accumulation_steps"]
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise ValueError(f"accumulation_steps must be an int >= 1, got {steps!r}")
-    if steps > 1 and group["algorithm"] == "sign" and betas[0] != betas[1]:
-        raise ValueError("accumulation_steps > 1 folds accumulation into Tiger's single momentum; "
-                         f"it needs beta1 == beta2, got {betas}")
     dtype = group["momentum_dtype"]
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise ValueError(f"momentum_dtype must be None or a floating torch.dtype, got {dtype!r}")
@@ -551,6 +771,8 @@ class Lion(_SignMomentum):
         relative_lr (bool or str, optional): False, True or ``"row"``, as above (default: False)
         nonfinite (str, optional): ``"skip"``, ``"raise"`` or ``"shrink"`` (default: ``"skip"``)
         shrink_ratio (float, optional): :math:`r` of ``nonfinite="shrink"`` (default: 0.99)
+        process_group (ProcessGroup or False, optional): ranks that must take the same
+            decisions (module docstring); None: the default group if initialized (default: None)
 
     Options set only in a group's dict (besides those above):
         lr_scale (float): :math:`\kappa`; schedulers change ``lr``, the ratio stays (default: 1.0)
@@ -576,7 +798,9 @@ class Lion(_SignMomentum):
         (tensor([[0.8500, 1.0500]]), tensor([-0.1000]))
 
     Schedulers: the groups hold ``betas``, so ``OneCycleLR`` and ``CyclicLR`` with
-    ``cycle_momentum=True`` cycle :math:`\beta_1`.
+    ``cycle_momentum=True`` cycle :math:`\beta_1`; with ``accumulation_steps > 1`` ``step()``
+    refuses the unequal betas that gives (pass ``cycle_momentum=False``). Distributed training,
+    ``GradScaler`` and ``torch.compile``: see the module docstring.
 
     References:
         Chen et al., `Symbolic Discovery of Optimization Algorithms`_, NeurIPS 2023.
@@ -590,12 +814,12 @@ class Lion(_SignMomentum):
                  lazy: bool = False, *, maximize: bool = False, foreach: bool | None = None,
                  momentum_dtype: torch.dtype | None = None, accumulation_steps: int = 1,
                  relative_lr: bool | str = False, nonfinite: str = "skip",
-                 shrink_ratio: float = 0.99) -> None:
+                 shrink_ratio: float = 0.99, process_group: Any = None) -> None:
         defaults = {"lr": lr, "betas": tuple(betas), "weight_decay": weight_decay, "lazy": lazy,
                     "maximize": maximize, "foreach": foreach, "momentum_dtype": momentum_dtype,
                     "accumulation_steps": accumulation_steps, "relative_lr": relative_lr,
                     "nonfinite": nonfinite, "shrink_ratio": shrink_ratio}
-        super().__init__(params, defaults)
+        super().__init__(params, defaults, process_group)
 
     def _betas(self, group: dict[str, Any]) -> tuple[float, float]:
         return _pair(group["betas"])
@@ -709,6 +933,8 @@ class Tiger(_SignMomentum):
         relative_lr (bool or str, optional): False, True or ``"row"``, as above (default: False)
         nonfinite (str, optional): ``"skip"``, ``"raise"`` or ``"shrink"`` (default: ``"skip"``)
         shrink_ratio (float, optional): :math:`r` of ``nonfinite="shrink"`` (default: 0.99)
+        process_group (ProcessGroup or False, optional): ranks that must take the same
+            decisions (module docstring); None: the default group if initialized (default: None)
 
     Options set only in a group's dict (besides those above):
         lr_scale (float): :math:`\kappa`; schedulers change ``lr``, the ratio stays (default: 1.0)
@@ -737,7 +963,10 @@ class Tiger(_SignMomentum):
                 [1.0000, 1.0000]])
 
     Schedulers: a group may be given ``{"beta": b}``; it is stored as ``betas = (b, b)``, so
-    ``OneCycleLR`` and ``CyclicLR`` with ``cycle_momentum=True`` cycle :math:`\beta`.
+    ``OneCycleLR`` and ``CyclicLR`` with ``cycle_momentum=True`` (their default) cycle
+    :math:`\beta = ` ``betas[0]``, with a warning at the first step that sees it changed (pass
+    ``cycle_momentum=False`` to keep :math:`\beta`). Distributed training, ``GradScaler`` and
+    ``torch.compile``: see the module docstring.
 
     References:
         Su Jianlin, `Tiger: a tight-fisted optimizer`_, 2023; released code: `bojone/tiger`_.
@@ -752,12 +981,26 @@ class Tiger(_SignMomentum):
                  weight_decay: float = 0.01, lazy: bool = False, *, maximize: bool = False,
                  foreach: bool | None = None, momentum_dtype: torch.dtype | None = None,
                  accumulation_steps: int = 1, relative_lr: bool | str = False,
-                 nonfinite: str = "skip", shrink_ratio: float = 0.99) -> None:
+                 nonfinite: str = "skip", shrink_ratio: float = 0.99,
+                 process_group: Any = None) -> None:
         defaults = {"lr": lr, "betas": (beta, beta), "weight_decay": weight_decay, "lazy": lazy,
                     "maximize": maximize, "foreach": foreach, "momentum_dtype": momentum_dtype,
                     "accumulation_steps": accumulation_steps, "relative_lr": relative_lr,
                     "nonfinite": nonfinite, "shrink_ratio": shrink_ratio}
-        super().__init__(params, defaults)
+        super().__init__(params, defaults, process_group)
+
+    def _notice_betas(self, index: int, group: dict[str, Any]) -> None:
+        """Warn once per group when something set ``betas[0]`` alone: a scheduler with
+        ``cycle_momentum=True`` (OneCycleLR's and CyclicLR's default) now drives Tiger's only
+        momentum coefficient over a range meant for SGD/Adam."""
+        first, second = _pair(group["betas"])
+        if group["algorithm"] == "sign" and first != second and index not in self._cycled_warned:
+            self._cycled_warned.add(index)
+            warnings.warn(
+                f"Tiger: group {index}'s beta is now betas[0] = {first:g}, no longer {second:g}: "
+                "a scheduler with cycle_momentum=True (the default of OneCycleLR and CyclicLR) "
+                "is cycling Tiger's only momentum coefficient. Pass cycle_momentum=False to keep "
+                "it; set betas = (b, b) to change it on purpose.", RuntimeWarning, stacklevel=4)
 
     def _normalize(self, group: dict[str, Any]) -> None:
         if "beta" in group:
