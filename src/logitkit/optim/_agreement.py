@@ -64,6 +64,19 @@ def average_(tensor: Tensor, group: Any) -> None:
         tensor.copy_(work)
 
 
+def average_all_(tensors: list[Tensor], group: Any) -> None:
+    """``average_`` on each tensor, with one all-reduce per device and dtype (the tensors are
+    flattened into one buffer, summed in at least float32, and copied back)."""
+    buckets: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
+    for tensor in tensors:
+        buckets.setdefault((tensor.device, tensor.dtype), []).append(tensor)
+    for members in buckets.values():
+        flat = torch.cat([t.reshape(-1) for t in members])
+        average_(flat, group)
+        for tensor, part in zip(members, flat.split([t.numel() for t in members]), strict=True):
+            tensor.copy_(part.view(tensor.shape))
+
+
 def average_rows_(momentum: Tensor, window: Tensor, beta: float, dtype: torch.dtype,
                   group: Any) -> None:
     """Average a lazily accumulated momentum over the ranks: the rows touched on any rank join the

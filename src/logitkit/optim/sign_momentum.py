@@ -222,8 +222,10 @@ class _SignMomentum(Optimizer):
         if overflow:  # GradScaler found inf/NaN: the call counts as one with no gradient
             for group, entries in work:
                 if group["accumulation_steps"] > 1:
-                    self._step_group(group, [(p, None) for p, _ in entries if self.state.get(p)],
-                                     {}, decisions)
+                    entries = [(p, None) for p, _ in entries if self.state.get(p)]
+                    [(_, entries)] = self._average_diverged_windows([(group, entries)], set(), {},
+                                                                    decisions)
+                    self._step_group(group, entries, {}, decisions)
                 group["micro_step"] += 1
             return loss
         raising = [e for group, entries in work if group["nonfinite"] == "raise"
@@ -232,6 +234,7 @@ class _SignMomentum(Optimizer):
             raise FloatingPointError(
                 f"{type(self).__name__}: {len(raising)} parameter(s) have a non-finite gradient "
                 f"(shapes {[tuple(e[0].shape) for e in raising[:5]]}); nothing was updated")
+        work = self._average_diverged_windows(work, bad, sums, decisions)
         for group, entries in work:
             self._warn_if_decay_underflows(group)
             kept = [e for e in entries if id(e[0]) not in bad]
@@ -368,6 +371,52 @@ class _SignMomentum(Optimizer):
         found = _touched_rows(_local(grad), row_sums)
         return float(found is None or found[0].numel() > 0)
 
+    def _average_diverged_windows(
+            self, work: list[tuple[dict[str, Any], list[tuple[Tensor, Tensor | None]]]],
+            bad: set[int], sums: dict[int, Tensor], decisions: _Decisions
+    ) -> list[tuple[dict[str, Any], list[tuple[Tensor, Tensor | None]]]]:
+        """On the last call of a window whose replicas differ between ranks (``decisions``):
+        fold this call's gradient into the accumulator (momentum, or AdamW's gradient sum), then
+        average the accumulators over the ranks, all in one all-reduce (lazy rows: one per
+        parameter, ``_agreement.average_rows_``). Returns the entries with those gradients
+        consumed (None), so that the step only applies the window."""
+        if not decisions.average:
+            return work
+        bucket, rebuilt = [], []
+        for group, entries in work:
+            if not self._window_closes(group):
+                rebuilt.append((group, entries))
+                continue
+            kept = []
+            for p, grad in entries:
+                if id(p) not in decisions.average or id(p) in bad:
+                    kept.append((p, grad))
+                    continue
+                state = self._state(p, group)
+                grad = None if grad is None else _local(grad)
+                if grad is not None and group["maximize"]:
+                    grad = -grad
+                if group["algorithm"] == "adamw":
+                    if grad is not None:
+                        _local(state["grad_sum"]).add_(_dense(grad))
+                    bucket.append(_local(state["grad_sum"]))
+                else:
+                    beta, momentum = self._betas(group)[0], _local(state["momentum"])
+                    window = {"first": False, "last": False, "beta": beta,
+                              "steps": group["accumulation_steps"]}
+                    unused = {"lr": 0.0, "weight_decay": 0.0}  # nothing moves: last is False
+                    self._accumulate(_local(p), grad, momentum, state, sums.get(id(p)), window,
+                                     unused)
+                    if "window_rows" in state:
+                        _agreement.average_rows_(momentum, _local(state["window_rows"]), beta,
+                                                 p.dtype, decisions.group)
+                    else:
+                        bucket.append(momentum)
+                kept.append((p, None))
+            rebuilt.append((group, kept))
+        _agreement.average_all_(bucket, decisions.group)
+        return rebuilt
+
     @staticmethod
     def _window_closes(group: dict[str, Any]) -> bool:
         steps = group["accumulation_steps"]
@@ -457,16 +506,6 @@ class _SignMomentum(Optimizer):
             if steps > 1:
                 window = {"first": call % steps == 0, "last": call % steps == steps - 1,
                           "steps": steps, "beta": beta1}
-                if window["last"] and id(p) in decisions.average:
-                    self._accumulate(param, grad, momentum, state, sums.get(id(p)),
-                                     {**window, "last": False}, hyper)
-                    rows = state.get("window_rows")
-                    if rows is None:
-                        _agreement.average_(momentum, decisions.group)
-                    else:
-                        _agreement.average_rows_(momentum, rows, beta1, param.dtype,
-                                                 decisions.group)
-                    grad, window = None, {**window, "first": False}
                 self._accumulate(param, grad, momentum, state, sums.get(id(p)), window, hyper)
             elif group["lazy"] and p.dim() >= 2:
                 lazy_rows_update_(param, grad, momentum, beta1=beta1, beta2=beta2,
@@ -556,8 +595,6 @@ class _SignMomentum(Optimizer):
                 grad_sum.add_(_dense(grad))
             if group["micro_step"] % steps != steps - 1:
                 return
-            if id(p) in decisions.average:
-                _agreement.average_(grad_sum, decisions.group)
             grad, row_sums = grad_sum / steps, None
         beta1, beta2 = _pair(group["betas"])
         hyper = {"lr": group["lr"] * group["lr_scale"], "beta1": beta1, "beta2": beta2,
