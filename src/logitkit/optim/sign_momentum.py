@@ -555,10 +555,10 @@ class _SignMomentum(Optimizer):
             what = "it is"
         if count and bool(grad.ne(0).any()):
             warnings.warn(
-                f"{type(self).__name__}: {self._describe(p, group)}: {what} exactly zero, and "
-                f"relative_lr={group['relative_lr']!r} steps by lr * RMS, so they will never move "
-                "although the gradient is not zero. Initialise it with non-zero values, or put it "
-                "in a group with relative_lr=False (e.g. LoRA's B matrices).",
+                f"{type(self).__name__}: {self._describe(p, group)}: {what} exactly zero. "
+                f"relative_lr={group['relative_lr']!r} steps by lr * RMS, which is 0 there, so "
+                "they stay zero although their gradient is not. Initialise with non-zero values, "
+                "or put the parameter in a group with relative_lr=False (e.g. LoRA's B).",
                 RuntimeWarning, stacklevel=4)
 
     def _describe(self, p: Tensor, group: dict[str, Any]) -> str:
