@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch.multiprocessing as mp
 
 from logitkit.losses.causal_lm import patch_causal_lm
 from logitkit.losses.modules import EMOLoss, TaiLrLoss
+from tests.distributed_helpers import free_port
 
 transformers = pytest.importorskip("transformers")
 
@@ -137,12 +137,6 @@ def _worker(rank, port, out):
         dist.destroy_process_group()
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @functools.cache
 def _single_process(arch, kind, shards):
     """Loss and gradients of one process: the whole batch (shards=1) or the sum of per-shard
@@ -163,7 +157,7 @@ def distributed_results(tmp_path_factory):
     if not dist.is_available() or not dist.is_gloo_available():
         pytest.skip("torch.distributed with gloo is not available")
     out = tmp_path_factory.mktemp("fused") / "results"
-    mp.spawn(_worker, args=(_free_port(), str(out)), nprocs=WORLD)
+    mp.spawn(_worker, args=(free_port(), str(out)), nprocs=WORLD)
     return [torch.load(f"{out}.{rank}") for rank in range(WORLD)]
 
 
@@ -216,7 +210,7 @@ def test_trainer_under_torchrun_matches_single_process(tmp_path):
     pytest.importorskip("accelerate")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
     command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={WORLD}",
-               f"--master_port={_free_port()}", "-m", "tests.test_losses_distributed",
+               f"--master_port={free_port()}", "-m", "tests.test_losses_distributed",
                str(tmp_path)]
     run = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                          timeout=600)

@@ -4,8 +4,6 @@ released Tiger's relative step sizes (under FSDP2 the whole-tensor RMS is that o
 tensor) and an AdamW embedding group."""
 
 import os
-import socket
-import sys
 
 import pytest
 import torch
@@ -14,6 +12,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from logitkit.optim import make_optimizer
+from tests.distributed_helpers import free_port, leave_worker
 
 WORLD = 2
 STEPS = 4
@@ -67,19 +66,7 @@ def _worker(rank, port, mode, options, out):
         dist.barrier()  # no rank tears gloo down while another still talks to it
     finally:
         dist.destroy_process_group()
-    # Leave without interpreter finalisation: in about 1 run in 50 (DDP and FSDP alike, with a TCP
-    # or a file store) a worker aborted there, after its work was done, in torch's own teardown
-    # ("terminate called without an active exception"). A failure above still raises, and
-    # torch's spawn wrapper reports it.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
-
-
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    leave_worker()
 
 
 @pytest.mark.slow
@@ -89,7 +76,7 @@ def test_two_process_training_matches_single_process(mode, options, tmp_path):
     if not dist.is_available() or not dist.is_gloo_available():
         pytest.skip("torch.distributed with gloo is not available")
     out = tmp_path / "params.pt"
-    mp.spawn(_worker, args=(_free_port(), mode, options, str(out)), nprocs=WORLD)
+    mp.spawn(_worker, args=(free_port(), mode, options, str(out)), nprocs=WORLD)
     single = _model()
     _train(single, _batches(), options)
     expected = [p.detach() for p in single.parameters()]

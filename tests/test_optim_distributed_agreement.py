@@ -7,8 +7,6 @@ parameters, and no rank may hang (each run has a deadline)."""
 
 import math
 import os
-import socket
-import sys
 import time
 
 import pytest
@@ -18,6 +16,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from logitkit.optim import make_optimizer
+from tests.distributed_helpers import free_port, leave_worker
 
 WORLD = 2
 VOCAB = 40
@@ -142,22 +141,13 @@ def _worker(rank, port, case, out):
         dist.barrier()
     finally:
         dist.destroy_process_group()
-    # leave without interpreter finalisation (see test_optim_distributed.py)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
-
-
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    leave_worker()
 
 
 def run_two_processes(case, tmp_path):
     """Spawn the 2 ranks; fail (and kill them) if they have not finished by the deadline."""
     out = tmp_path / "result.pt"
-    context = mp.spawn(_worker, args=(_free_port(), case, str(out)), nprocs=WORLD, join=False)
+    context = mp.spawn(_worker, args=(free_port(), case, str(out)), nprocs=WORLD, join=False)
     deadline = time.monotonic() + DEADLINE_S
     while not context.join(timeout=1):
         if time.monotonic() > deadline:

@@ -156,17 +156,8 @@ def _mean_square(values: Tensor) -> Tensor:
 
 def _row_mean_squares(flat: Tensor) -> Tensor:
     """``mean(flat[i] ** 2)`` for each row ``i`` of a matrix: torch's ``mean`` over dim 1 of the
-    squares (bit for bit as on the whole matrix), in blocks of rows of about ``CHUNK`` elements
-    through one reused buffer."""
-    rows, cols = flat.shape
-    block = max(1, CHUNK // max(1, cols))
-    out = flat.new_empty(rows)
-    buffer = flat.new_empty(min(block, rows), cols)
-    for start in range(0, rows, block):
-        part = flat[start : start + block]
-        square = torch.mul(part, part, out=buffer[: part.shape[0]])
-        torch.mean(square, dim=1, out=out[start : start + part.shape[0]])
-    return out
+    squares (bit for bit as on the whole matrix), through ``_row_reduction``."""
+    return _row_reduction(flat, lambda part, out: torch.mul(part, part, out=out), torch.mean)
 
 
 def _local(tensor: Tensor) -> Tensor:
@@ -365,17 +356,23 @@ def _adamw_update_(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Ten
 
 
 def _row_max_abs(flat: Tensor) -> Tensor:
-    """``max_j |flat[i, j]|`` per row of a matrix (NaN propagates), in blocks of about ``CHUNK``
-    elements through one reused buffer, so the extra memory stays small."""
+    """``max_j |flat[i, j]|`` per row of a matrix (NaN propagates), through ``_row_reduction``."""
+    return _row_reduction(flat, lambda part, out: torch.abs(part, out=out), torch.amax)
+
+
+def _row_reduction(flat: Tensor, elementwise: Callable[[Tensor, Tensor], Tensor],
+                   reduce: Callable[..., Tensor]) -> Tensor:
+    """``reduce(elementwise(flat[i]))`` for each row ``i`` of a matrix, in blocks of rows of
+    about ``CHUNK`` elements through one reused buffer, so the extra memory stays small.
+    ``elementwise(part, out)`` writes into ``out``; ``reduce(x, dim=1, out=...)``."""
     rows, cols = flat.shape
     block = max(1, CHUNK // max(1, cols))
     out = flat.new_empty(rows)
     buffer = flat.new_empty(min(block, rows), cols)
     for start in range(0, rows, block):
         part = flat[start : start + block]
-        scratch = buffer[: part.shape[0]]
-        torch.abs(part, out=scratch)
-        torch.amax(scratch, dim=1, out=out[start : start + part.shape[0]])
+        scratch = elementwise(part, buffer[: part.shape[0]])
+        reduce(scratch, dim=1, out=out[start : start + part.shape[0]])
     return out
 
 

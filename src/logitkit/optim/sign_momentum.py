@@ -217,7 +217,8 @@ class _SignMomentum(Optimizer):
             self._notice_betas(index, group)
         overflow = self._unscale_for_grad_scaler()
         work = [(group, self._entries(group)) for group in self.param_groups]
-        sums, bad = self._scan([entry for _, entries in work for entry in entries])
+        lazy = {id(p) for group, entries in work if group["lazy"] for p, _ in entries}
+        sums, bad = self._scan([entry for _, entries in work for entry in entries], lazy)
         work, bad, overflow, decisions = self._agree(work, sums, bad, overflow)
         if overflow:  # GradScaler found inf/NaN: the call counts as one with no gradient
             for group, entries in work:
@@ -280,17 +281,18 @@ class _SignMomentum(Optimizer):
         return [(p, p.grad) for p in group["params"]
                 if p.grad is not None or (accumulating and self.state.get(p))]
 
-    def _scan(self, entries: Sequence[tuple[Tensor, Tensor | None]]
+    def _scan(self, entries: Sequence[tuple[Tensor, Tensor | None]], lazy: set[int]
               ) -> tuple[dict[int, Tensor], set[int]]:
-        """Gradient sums (row sums for lazy-capable dense gradients, reused to find touched rows)
-        and the ids of parameters whose gradient has a non-finite entry. One host sync per
-        device; a non-finite sum is confirmed by an exact scan (a finite sum can overflow)."""
+        """Gradient sums (row sums for the dense matrix gradients of ``lazy`` parameters, reused
+        to find touched rows) and the ids of parameters whose gradient has a non-finite entry.
+        One host sync per device; a non-finite sum is confirmed by an exact scan (a finite sum
+        can overflow)."""
         sums: dict[int, Tensor] = {}
         for p, grad in entries:
             if grad is not None:
                 local = _local(grad)
-                sums[id(p)] = _gradient_sums(local,
-                                             per_row=local.dim() >= 2 and not local.is_sparse)
+                per_row = id(p) in lazy and local.dim() >= 2 and not local.is_sparse
+                sums[id(p)] = _gradient_sums(local, per_row=per_row)
         by_device: dict[torch.device, list[int]] = {}
         for key, value in sums.items():
             by_device.setdefault(value.device, []).append(key)
