@@ -19,7 +19,7 @@ from logitkit.optim import make_optimizer
 from tests.distributed_helpers import free_port, leave_worker
 
 WORLD = 2
-VOCAB = 40
+VOCAB = 41
 DEADLINE_S = 120
 
 pytestmark = pytest.mark.skipif(
@@ -27,14 +27,15 @@ pytestmark = pytest.mark.skipif(
 
 
 def _model():
+    """Odd sizes, so FSDP2's shards are uneven (21 + 20 embedding rows, 8 + 7 hidden rows)."""
     torch.manual_seed(0)
-    return nn.Sequential(nn.Embedding(VOCAB, 8), nn.Linear(8, 16), nn.GELU(), nn.LayerNorm(16),
-                         nn.Linear(16, VOCAB))
+    return nn.Sequential(nn.Embedding(VOCAB, 8), nn.Linear(8, 15), nn.GELU(), nn.LayerNorm(15),
+                         nn.Linear(15, VOCAB))
 
 
 def _micro_batches(calls):
-    """Global batch of 8 ids per call; early calls only use ids < 16 (rank 0's FSDP2 shard of the
-    embedding), later ones all ids, so lazy rows of one shard stay untouched for a while."""
+    """Global batch of 8 ids per call; early calls only use ids < 16 (in rank 0's FSDP2 shard of
+    the embedding), later ones all ids, so lazy rows of one shard stay untouched for a while."""
     generator = torch.Generator().manual_seed(1)
     return [torch.randint(0, 16 if call < 3 else VOCAB, (8,), generator=generator)
             for call in range(calls)]
@@ -227,3 +228,43 @@ def test_accumulation_across_ranks_equals_one_process(name, tmp_path):
     result, expected = _check(case, tmp_path)
     start = _model()
     assert not torch.equal(expected[1], start[1].weight.detach())
+
+
+def _column_sharded_worker(rank, port, out):
+    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.tensor import Shard
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    try:
+        model = _model()
+        fully_shard(model[0], shard_placement_fn=lambda param: Shard(1))
+        fully_shard(model)
+        optimizer = make_optimizer(model, lr=0.05)  # the embedding group is lazy
+        _loss(model, _micro_batches(1)[0].chunk(WORLD)[rank]).backward()
+        before = [p.full_tensor() for p in model.parameters()]
+        try:
+            optimizer.step()
+            message = ""
+        except ValueError as error:
+            message = str(error)
+        unchanged = all(torch.equal(a, p.full_tensor())
+                        for a, p in zip(before, model.parameters(), strict=True))
+        if rank == 0:
+            torch.save({"message": message, "unchanged": unchanged}, out)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+    leave_worker()
+
+
+@pytest.mark.slow
+def test_lazy_rows_refuse_a_parameter_sharded_along_columns(tmp_path):
+    """Tensor-parallel column shards (here FSDP2 with ``Shard(1)``) hold partial rows: lazy rows
+    would decide "untouched" from a part of a row. The step refuses before anything moves."""
+    out = tmp_path / "result.pt"
+    mp.spawn(_column_sharded_worker, args=(free_port(), str(out)), nprocs=WORLD)
+    result = torch.load(out)
+    assert "sharded along dim 1" in result["message"] and "lazy=True" in result["message"]
+    assert result["unchanged"]

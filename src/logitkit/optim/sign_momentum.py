@@ -31,7 +31,9 @@ parameter group (every constructor option may be overridden in a group):
   everywhere, lazy AdamW step counts advance together, and accumulation windows whose replicas
   differ (local gradients folded inside DDP's ``no_sync()``) are averaged on their last call, one
   all-reduce of the accumulator per window. None: the default group once it is initialized;
-  ``False``: no agreement (ranks holding different parameters, e.g. pipeline stages).
+  ``False``: no agreement (ranks holding different parameters, e.g. pipeline stages). Lazy rows
+  and ``relative_lr="row"`` need whole rows on each rank: a DTensor sharded along another dim is
+  refused (``ValueError``) before anything moves.
 
 Training loops: ``torch.amp.GradScaler`` calls ``step()`` on every call
 (``_step_supports_amp_scaling``); the step unscales the gradients, and a call with an overflow
@@ -217,6 +219,11 @@ class _SignMomentum(Optimizer):
             self._notice_betas(index, group)
         overflow = self._unscale_for_grad_scaler()
         work = [(group, self._entries(group)) for group in self.param_groups]
+        for group, entries in work:
+            if group["lazy"] or group["relative_lr"] == "row":
+                for p, _ in entries:
+                    if not self.state.get(p):
+                        self._check_whole_rows(p, group)
         lazy = {id(p) for group, entries in work if group["lazy"] for p, _ in entries}
         sums, bad = self._scan([entry for _, entries in work for entry in entries], lazy)
         work, bad, overflow, decisions = self._agree(work, sums, bad, overflow)
@@ -249,6 +256,18 @@ class _SignMomentum(Optimizer):
         if bad:
             self._count_skipped(len(bad))
         return loss
+
+    def _check_whole_rows(self, p: Tensor, group: dict[str, Any]) -> None:
+        """Lazy rows and ``relative_lr="row"`` read whole rows (dim 0) of a parameter: refuse a
+        DTensor sharded along another dim (tensor parallelism's column shards, FSDP2 with a
+        ``shard_placement_fn``), whose local rows are partial, before anything moves."""
+        for placement in getattr(p, "placements", ()):
+            if placement.is_shard() and placement.dim % p.dim() != 0 and p.dim() >= 2:
+                raise ValueError(
+                    f"{type(self).__name__}: {self._describe(p, group)} is sharded along dim "
+                    f"{placement.dim} ({p.placements}), so no rank holds whole rows; lazy=True "
+                    "and relative_lr='row' need them. Shard it along dim 0 (FSDP2's default), "
+                    "or use lazy=False and relative_lr=True or False for this group.")
 
     def _notice_betas(self, index: int, group: dict[str, Any]) -> None:
         """Hook for subclasses to look at a group's betas before a step."""
