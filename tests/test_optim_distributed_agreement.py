@@ -178,6 +178,8 @@ NAN_CASES = {
                                     "nonfinite": "shrink", "betas": (0.9, 0.99)}},
     "ddp-no-sync-k2-nan": {"mode": "ddp", "no_sync": True, "k": 2,
                            "options": {"relative_lr": True, "accumulation_steps": 2}},
+    "ddp-synced-lion-nan": {"mode": "ddp", "optimizer": "lion",
+                            "options": {"relative_lr": True, "nonfinite": "shrink"}},
 }
 
 
@@ -204,6 +206,8 @@ ACCUMULATION_CASES = {
                                   "options": {"accumulation_steps": 3, "embeddings": "adamw"}},
     "ddp-in-optimizer-k3-resume": {"mode": "ddp", "no_sync": True, "k": 3, "resume_at": 4,
                                    "options": {"accumulation_steps": 3, "relative_lr": True}},
+    "ddp-in-optimizer-k2-lion": {"mode": "ddp", "no_sync": True, "k": 2, "optimizer": "lion",
+                                 "options": {"accumulation_steps": 2, "betas": (0.95, 0.95)}},
     "ddp-in-grad-k3": {"mode": "ddp", "no_sync": True, "k": 3, "path": "grad",
                        "options": {"relative_lr": True}},
     "fsdp-in-optimizer-k2": {"mode": "fsdp", "no_sync": True, "k": 2,
