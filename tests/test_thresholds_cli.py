@@ -589,6 +589,7 @@ def test_fit_report_json(tmp_path, capsys, n_classes, n_rows, proven):
 
     probs, labels = zipf_problem(n_classes, n_rows)
     report = tmp_path / "sub" / "fit.json"
+    report.parent.mkdir()  # an output file's folder must exist
     code, weights = fit(tmp_path, *save_problem(tmp_path, probs, labels), "--report",
                         str(report))
     assert code == 0

@@ -9,6 +9,9 @@ import contextlib
 import difflib
 import importlib
 import os
+import secrets
+import shlex
+import stat
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
@@ -89,7 +92,8 @@ def check_writable(path: str | os.PathLike[str]) -> Path:
 
     Creates the parent folder if needed and tries a temporary file in it; returns ``Path(path)``.
     A folder at ``path``, or a file where one of its parent folders should be, is named as such
-    (not "File exists").
+    (not "File exists"). For a file the user names on the command line use
+    :func:`check_output_file`, which refuses a missing folder instead of creating it.
     """
     path = Path(path)
     if path.is_dir():
@@ -103,6 +107,38 @@ def check_writable(path: str | os.PathLike[str]) -> Path:
             pass
     except OSError as error:
         raise OSError(f"cannot write {path}: {error.strerror or error}") from error
+    return path
+
+
+def check_output_file(path: str | os.PathLike[str], *, flag: str) -> Path:
+    """An output file (``--json FILE``): fail now, before any work, unless it can be written.
+
+    Its folder must already exist: a file option never creates folders (a mistyped path would
+    otherwise leave a stray folder behind). A folder at ``path``, a missing folder, a file where a
+    folder should be, or a folder that cannot be written is refused with one line naming ``flag``
+    and ``path``. Nothing is left behind (a temporary file is tried and removed). Returns
+    ``Path(path)``.
+
+    >>> check_output_file("no-such-folder/out.json", flag="--json")
+    Traceback (most recent call last):
+    FileNotFoundError: cannot write --json no-such-folder/out.json: the folder no-such-folder \
+does not exist; create it first (mkdir -p no-such-folder)
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{flag} {path} is a folder; expected a file name")
+    folder = path.parent
+    blocker = _blocking_file(folder)
+    if blocker is not None:
+        raise NotADirectoryError(f"cannot write {flag} {path}: {blocker} is a file, not a folder")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"cannot write {flag} {path}: the folder {folder} does not exist; "
+                                f"create it first (mkdir -p {shlex.quote(str(folder))})")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{path.name}.", delete=True):
+            pass
+    except OSError as error:
+        raise OSError(f"cannot write {flag} {path}: {error.strerror or error}") from error
     return path
 
 
@@ -172,12 +208,33 @@ def describe_names(names: Sequence[str], wanted: str | None = None, *, what: str
     return "; ".join(parts)
 
 
+def _new_temporary(folder: Path, stem: str, suffix: str) -> Path:
+    """Create an empty file with a fresh name in ``folder``, with the mode ``open(name, "w")``
+    gives: ``0o666`` less the process umask.
+
+    ``tempfile.mkstemp`` always makes its files 0600. Asking the kernel for 0o666 lets it apply
+    the umask (and a folder's default ACL) itself, as for any new file: the umask is never read,
+    so there is no ``os.umask`` round trip to race with other threads and no stale copy of it.
+    """
+    while True:
+        name = folder / f".{stem}.{secrets.token_hex(6)}{suffix}"
+        try:
+            os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return name
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one step.
 
     Readers never see a half-written file, and an interrupted write leaves the old file intact.
     The temporary name keeps the suffix, so writers that choose a format by extension still work.
+    The file gets the mode a plain ``open(path, "w")`` gives: a new file ``0o666`` less the umask
+    (0644 under umask 022), a replaced file its former permission bits. The parent folder is
+    created if needed (the command line checks its output files with :func:`check_output_file`
+    first, which refuses a missing folder).
 
     >>> import pathlib, tempfile
     >>> target = pathlib.Path(tempfile.mkdtemp()) / "x.txt"
@@ -188,11 +245,11 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(handle)
-    tmp = Path(name)
+    tmp = _new_temporary(path.parent, path.stem, path.suffix)
     try:
         yield tmp
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode) & 0o777)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -52,6 +52,11 @@ from logitkit.audit.frank_wolfe import frank_wolfe
 from logitkit.audit.statuses import METHODS, STATUSES
 from logitkit.audit.verify import Certificate
 
+MAX_BOX = 1e15  # the largest box the margin LP and its certificates can honour
+MARGINS_NOTE = ("witness margins: the relative margin (l_k - max_{i != k} l_i) / (|z|_2 "
+                "median|w_i| + MAD(b)) at the input z the audit found, a lower bound on the "
+                "class's best margin (not the best margin itself); 0 for a tie")
+
 
 @dataclass
 class AuditResult:
@@ -61,16 +66,20 @@ class AuditResult:
     "unargmaxable" or "unknown" (the question, the evidence and the tolerance are in
     :func:`check_argmaxable`); ``stage[j]`` is the stage that decided it: "fast", "exact",
     "frank_wolfe", "duplicate" (an identical row of an argmaxable class: a tie) or "none"
-    (undecided). ``margin[j]`` is the margin ``l_k - max_{i != k} l_i`` of the logits
-    ``l = W z + b`` at the best input ``z`` found (the witness of an argmaxable class, the input of
-    a tie, the best try of the witness search otherwise), relative to ``|z|_2 * median_i |w_i|_2 +
-    median_i |b_i - median(b)|`` (scale-free); it is -inf where no input was tried.
+    (undecided). ``margin[j]`` is the *witness margin*: the margin ``l_k - max_{i != k} l_i`` of
+    the logits ``l = W z + b`` at the input ``z`` the audit found (the witness of an argmaxable
+    class, the best try of the witness search for an unargmaxable or unknown class), relative to
+    ``|z|_2 * median_i |w_i|_2 + median_i |b_i - median(b)|`` (scale-free). It is not the class's
+    best margin over all inputs (or the box), only a lower bound on it: another input can do
+    better. A tie's margin is exactly 0 (it reaches the top but never beats every rival); it is
+    -inf where no input was tried.
 
     Args:
         classes: (n,) int64 ids of the audited classes, in the order asked for.
         status: (n,) str, the verdict of each class.
         stage: (n,) str, the stage that decided each class.
-        margin: (n,) float64 relative margins (-inf where no input was tried).
+        margin: (n,) float64 relative witness margins (0 for a tie, -inf where no input was
+            tried).
         witnesses: ``{k: z}``, the input ``z`` (d,) at which ``k`` wins ("argmaxable") or ties
             ("tie"); empty when ``check_argmaxable(..., keep_witnesses=False)``.
         certificates: ``{k: Certificate}``, the convex combination of other rows proving that
@@ -252,7 +261,9 @@ class AuditResult:
 
         Keys: ``settings``, ``n_classes``, ``counts``, ``stage_counts``, ``timings``, the ids of
         the "tie", "unargmaxable" and "unknown" classes (argmaxable ids are implied),
-        ``duplicate_groups`` and ``margins`` (``{"k": relative margin}`` where finite); with
+        ``duplicate_groups``, ``margins`` (``{"k": relative witness margin}`` where finite: the
+        margin at the input found, a lower bound on the class's best margin; 0 for a tie) and
+        ``margins_note`` (that definition in words); with
         ``include_evidence`` also ``witnesses`` (``{"k": z}``) and ``certificates`` (``{"k":
         Certificate.to_dict()}``).
 
@@ -283,6 +294,7 @@ class AuditResult:
             "duplicate_groups": [group.tolist() for group in self.duplicate_groups],
             "margins": {str(k): float(m) for k, m in
                         zip(self.classes[decided], self.margin[decided], strict=True)},
+            "margins_note": MARGINS_NOTE,
         }
         if include_evidence:
             payload["witnesses"] = {str(k): z.tolist() for k, z in self.witnesses.items()}
@@ -315,8 +327,12 @@ def _validated(
         b = _as_float64("bias", bias)
         if b.shape != (w.shape[0],):
             raise ValueError(f"bias must have shape ({w.shape[0]},) to match weight; got {b.shape}")
-    if box is not None and not (np.isfinite(box) and box > 0):
-        raise ValueError(f"box must be a positive finite number, got {box}")
+    if box is not None and not (np.isfinite(box) and 0 < box <= MAX_BOX):
+        raise ValueError(
+            f"box must lie in (0, {MAX_BOX:g}], got {box}: the margin LP of a box with a bias "
+            "(HiGHS) treats bounds of 1e20 or more as infinite and its absolute tolerances lose "
+            "all meaning well before, so larger boxes cannot be audited soundly; pass box=None "
+            "for unbounded inputs")
     if not (0 < tol < 1e-2):
         raise ValueError(f"tol must lie in (0, 0.01), got {tol}")
     if classes is None:
@@ -426,7 +442,8 @@ def check_argmaxable(
         bias: (V,) array or tensor, or None for no bias; default None.
         classes: ids to audit (all V rows still compete), or None for every class; default None.
         method: "exact", "fast" or "frank_wolfe"; default "exact".
-        box: bound the inputs to ``|z|_inf <= box`` (positive, finite), or None for unbounded
+        box: bound the inputs to ``|z|_inf <= box``, ``0 < box <= MAX_BOX`` (1e15; HiGHS, which
+            solves the margin LP, takes bounds from 1e20 as infinite), or None for unbounded
             inputs; default None.
         tol: the relative tolerance that separates ties from the strict verdicts, in (0, 0.01);
             default 1e-9.
@@ -439,13 +456,13 @@ def check_argmaxable(
         show_progress: show a progress bar on stderr; default True.
 
     Returns:
-        An :class:`AuditResult`: a status, stage and relative margin per audited class, the
-        witnesses and certificates, duplicate groups, settings and timings.
+        An :class:`AuditResult`: a status, stage and relative witness margin (0 for a tie) per
+        audited class, the witnesses and certificates, duplicate groups, settings and timings.
 
     Raises:
         TypeError: ``weight`` or ``bias`` is not numeric.
         ValueError: an unknown ``method``; ``weight`` not (V, d) with V >= 2; ``bias`` not (V,);
-            NaN or infinite values; ``box`` not positive and finite; ``tol`` outside (0, 0.01);
+            NaN or infinite values; ``box`` outside ``(0, MAX_BOX]``; ``tol`` outside (0, 0.01);
             ``classes`` empty, not 1-D integers, out of range or repeated.
         RuntimeError: HiGHS fails on a margin LP (``method="exact"`` with a box and a bias).
 
@@ -547,7 +564,6 @@ def check_argmaxable(
         rep = int(position[k])
         decision = decisions[rep]
         status[j], stage[j] = decision.status, stages[rep]
-        margins[j] = _relative(decision.margin, decision.witness, row_scale, bias_scale)
         twins = np.flatnonzero(first == first[k])
         if len(twins) > 1 and decision.status == "argmaxable":
             status[j], stage[j] = "tie", "duplicate"  # it ties with its twins, never beats them
@@ -559,6 +575,10 @@ def check_argmaxable(
             certificates[k] = Certificate(support=representatives[cert.support],
                                           weights=cert.weights, kind=cert.kind,
                                           residual=cert.residual, bound=cert.bound / scale)
+        if status[j] == "tie":  # k reaches the top but never beats every rival: exactly 0
+            margins[j] = 0.0
+        else:
+            margins[j] = _relative(decision.margin, decision.witness, row_scale, bias_scale)
         if keep_witnesses and decision.witness is not None and status[j] in ("argmaxable", "tie"):
             witnesses[k] = decision.witness
     settings["rescaled_by"] = scale

@@ -16,7 +16,13 @@ tokenizer)`` tuple) accepts
   ``output.weight`` or, for a tied head, ``token_embd.weight``, dequantised to float32 (e.g.
   ``Q8_0``); its token strings serve as the tokenizer,
 * a ``.pt``/``.pth``/``.bin`` state dict or tensor (``torch.load(mmap=True, weights_only=True)``),
-* a ``.npy`` array or ``.npz`` archive (``np.load(mmap_mode="r")``).
+* a ``.npy`` array or ``.npz`` archive (``np.load(mmap_mode="r")``), including Marian/Bergamot
+  ``.npz`` models as they are written: the untied ``decoder_ff_logit_out_W`` (stored (d, V),
+  read transposed), else the tied ``decoder_Wemb`` or ``Wemb`` (V, d), with the bias
+  ``decoder_ff_logit_out_b`` (stored (1, V), read as (V,)).
+
+A weight with fewer rows (classes) than columns (dimensions) is read as it is, with a
+``UserWarning``: it is most likely a head stored transposed, (d, V).
 
 ``key`` names the weight tensor explicitly. ``Head.source`` says which tensor was read, from which
 file, in which dtype, and whether it stands in for a tied head. The head is the ``W, b`` of the
@@ -37,6 +43,7 @@ Example (a real model folder; not run)::
 from __future__ import annotations
 
 import json
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +72,10 @@ INPUT_EMBEDDING_KEYS = (
 BIAS_KEYS = ("lm_head.bias", "cls.predictions.bias", "cls.predictions.decoder.bias",
              "final_logits_bias", "output.bias", "embed_out.bias")
 GGUF_OUTPUT, GGUF_EMBEDDING = "output.weight", "token_embd.weight"
+# Marian/Bergamot .npz: logits = h @ W + b with an untied W of shape (d, V), else the tied
+# embeddings (V, d) (decoder_Wemb, or Wemb shared by encoder and decoder); b has shape (1, V).
+MARIAN_OUTPUT, MARIAN_BIAS = "decoder_ff_logit_out_W", "decoder_ff_logit_out_b"
+MARIAN_EMBEDDINGS = ("decoder_Wemb", "Wemb")
 
 
 class HeadNotFoundError(KeyError):
@@ -289,6 +300,13 @@ def _checked(weight: Any, bias: Any, weight_key: str, source: Path) -> tuple[np.
         raise ValueError(f"{weight_key} in {source} has dtype {weight.dtype}; expected floats")
     if not np.all(np.isfinite(weight)):
         raise ValueError(f"{weight_key} in {source} contains NaN or infinite values")
+    if weight.shape[0] < weight.shape[1]:
+        warnings.warn(
+            f"{weight_key} in {source} has shape {weight.shape}: fewer classes ({weight.shape[0]}) "
+            f"than dimensions ({weight.shape[1]}), so it is audited as {weight.shape[0]} classes. "
+            f"If it is a head stored transposed, (d, V), audit its transpose instead: "
+            f"check_argmaxable(weight.T, ...), or save it as (V, d) (np.save(path, array.T))",
+            UserWarning, stacklevel=3)
     if bias is not None:
         bias = np.asanyarray(bias)
         if bias.shape != (weight.shape[0],):
@@ -340,8 +358,37 @@ def _numpy_head(path: Path, key: str | None, tokenizer: Any) -> Head:
         return Head(weight=weight, bias=None, tokenizer=tokenizer, weight_key="array",
                     bias_key=None, file=path.name, dtype=str(weight.dtype), tied=False)
     with loaded:
+        if key is None and any(name in loaded.files for name in (MARIAN_OUTPUT,
+                                                                   *MARIAN_EMBEDDINGS)):
+            return _marian_head(loaded, path, tokenizer)
         reader = _MappingReader({name: loaded[name] for name in loaded.files}, path.name)
         return _head(reader, key, True, path, tokenizer)
+
+
+def _marian_head(loaded: Any, path: Path, tokenizer: Any) -> Head:
+    """The output layer of a Marian/Bergamot ``.npz`` as it is written: logits ``h @ W + b``.
+
+    ``decoder_ff_logit_out_W`` (d, V), an untied output layer, is read transposed to (V, d);
+    without it the tied embeddings serve: ``decoder_Wemb`` (V, d), else ``Wemb`` (V, d, shared by
+    encoder and decoder). The bias ``decoder_ff_logit_out_b``, stored as (1, V), becomes (V,).
+    """
+    if MARIAN_OUTPUT in loaded.files:
+        stored = loaded[MARIAN_OUTPUT]
+        weight_key, tied, weight = MARIAN_OUTPUT + " (transposed)", False, np.asarray(stored).T
+    else:
+        weight_key = next(name for name in MARIAN_EMBEDDINGS if name in loaded.files)
+        stored = loaded[weight_key]
+        tied, weight = True, np.asarray(stored)
+    bias_key = MARIAN_BIAS if MARIAN_BIAS in loaded.files else None
+    bias = None
+    if bias_key is not None:
+        raw = np.asarray(loaded[bias_key])
+        if raw.ndim == 2 and raw.shape[0] == 1:
+            raw = raw.reshape(-1)
+        bias = raw
+    weight, bias = _checked(weight, bias, weight_key, path)
+    return Head(weight=weight, bias=bias, tokenizer=tokenizer, weight_key=weight_key,
+                bias_key=bias_key, file=path.name, dtype=str(stored.dtype), tied=tied)
 
 
 class GgufVocab:

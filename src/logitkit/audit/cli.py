@@ -4,7 +4,8 @@
                         [--plot margins.png] [--fail-on unargmaxable[,tie,unknown]]
 
 Exit status: 0, or 1 when a class has a status named by ``--fail-on`` (a pipeline can stop on
-it), or 2 on a usage error. Outputs are checked for writability before the audit starts.
+it), or 2 on a usage error. Output files are checked before the audit starts: their folders
+must exist and be writable (none is created).
 
 The command reads the head with :func:`~logitkit.audit.read_head` and audits it with
 :func:`~logitkit.audit.check_argmaxable` (the statuses, evidence and tolerance are explained
@@ -169,11 +170,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=int, default=1,
                         help="worker processes for the exact stage (default 1)")
     parser.add_argument("--no-bias", action="store_true", help="ignore the bias if there is one")
-    parser.add_argument("--json", type=Path, help="write the result (statuses, margins) here")
+    parser.add_argument("--json", type=Path, help="write the result (statuses, margins) to this "
+                                                  "file (its folder must exist)")
     parser.add_argument("--evidence", action="store_true",
                         help="with --json: also write every witness and certificate (an "
                              "interior class's certificate may list every row of the head)")
-    parser.add_argument("--plot", type=Path, help="write a PNG of each class's margin here")
+    parser.add_argument("--plot", type=Path, help="write a PNG of each class's margin to this "
+                                                  "file (its folder must exist)")
     parser.add_argument("--fail-on", default="",
                         metavar="STATUS[,STATUS]",
                         help="exit with status 1 if a class is unargmaxable, tie or unknown")
@@ -185,7 +188,8 @@ def run(args: argparse.Namespace) -> int:
 
     The summary (:func:`~logitkit.audit.report.summary`) goes to stdout; ``--json`` gets
     :meth:`~logitkit.audit.argmaxable.AuditResult.to_json` (witnesses and certificates only with
-    ``--evidence``), ``--plot`` a PNG of the margins. Outputs are checked for writability first.
+    ``--evidence``), ``--plot`` a PNG of the margins. Output files are checked first: their
+    folders must exist and be writable.
 
     Args:
         args: the namespace parsed by a parser set up with :func:`configure`; no default.
@@ -197,7 +201,8 @@ def run(args: argparse.Namespace) -> int:
         ValueError: ``--evidence`` without ``--json``, a bad ``--classes`` or ``--fail-on``, and
             the ``ValueError`` of :func:`~logitkit.audit.read_head` and
             :func:`~logitkit.audit.check_argmaxable`.
-        OSError: an output cannot be written, or the checkpoint is missing.
+        OSError: an output cannot be written (its folder is missing, say), or the checkpoint
+            is missing.
         KeyError: :class:`~logitkit.audit.checkpoint.HeadNotFoundError`.
         ImportError: matplotlib (``--plot``) or a checkpoint format's package is not installed.
 
@@ -222,7 +227,7 @@ def run(args: argparse.Namespace) -> int:
         1
         >>> tmp.cleanup()
     """
-    from logitkit._utils import atomic_write_text, check_writable
+    from logitkit._utils import atomic_write_text, check_output_file
     from logitkit.audit.argmaxable import check_argmaxable
     from logitkit.audit.checkpoint import read_head
     from logitkit.audit.report import plot_margins, summary
@@ -230,9 +235,9 @@ def run(args: argparse.Namespace) -> int:
     fail_on = parse_statuses(args.fail_on) if args.fail_on else []
     if args.evidence and args.json is None:
         raise ValueError("--evidence needs --json PATH (the evidence goes into that file)")
-    for output in (args.json, args.plot):
+    for flag, output in (("--json", args.json), ("--plot", args.plot)):
         if output is not None:
-            check_writable(output)
+            check_output_file(output, flag=flag)
     if args.plot is not None:
         from logitkit._utils import require
 

@@ -59,7 +59,9 @@ def summary(result: AuditResult, tokenizer: Any = None, *, source: str | None = 
     Lines: the head's shape and source; bias, box, method, time and the count per deciding stage;
     the tolerance; how margins are scaled; the count per status; the duplicate groups; the ids of
     the "unargmaxable", "tie" and "unknown" classes, each with its token, relative margin and
-    certificate (kind, support size, residual); the smallest margin of an argmaxable class; and,
+    certificate (kind, support size, residual); the smallest witness margin of an argmaxable
+    class (the margin at the witness found, a lower bound on that class's best margin, not the
+    head's worst case); and,
     if a class is unargmaxable, the remedies (:data:`REMEDIES`: rows of equal norm, or the bias
     ``b_i = -|w_i|^2 / 2``).
 
@@ -93,7 +95,7 @@ def summary(result: AuditResult, tokenizer: Any = None, *, source: str | None = 
           unargmaxable: 1
           unknown:      0
           unargmaxable ids: 4 (margin -5.00e-01, certificate: depth over 4 rows, residual ...)
-          smallest margin of an argmaxable class: 2.00e-03
+          smallest witness margin of an argmaxable class: 2.00e-03 (at the witness found; ...
         Remedies if classes are unargmaxable:
         ...
     """
@@ -107,8 +109,8 @@ def summary(result: AuditResult, tokenizer: Any = None, *, source: str | None = 
         f"{result.timings.get('total_s', 0.0):.1f} s; decided by stage: "
         + ", ".join(f"{name} {count}" for name, count in stages.items()),
         "  " + TOLERANCE.format(tol=settings["tol"]),
-        "  margins are relative: (l_k - max_{i != k} l_i) / (|z|_2 median|w_i| + MAD(b)) at the "
-        "best input found",
+        "  margins are witness margins, relative: (l_k - max_{i != k} l_i) / (|z|_2 median|w_i| "
+        "+ MAD(b)) at the input z found, a lower bound on each class's best margin; 0 for a tie",
     ]
     lines += [f"  {name + ':':13} {counts[name]}" for name in counts]
     if result.duplicate_groups:
@@ -121,7 +123,8 @@ def summary(result: AuditResult, tokenizer: Any = None, *, source: str | None = 
             lines.append(f"  {name} ids: {_listed(result, ids, tokenizer, max_listed)}")
     argmaxable = result.margin[result.status == "argmaxable"]
     if len(argmaxable):
-        lines.append(f"  smallest margin of an argmaxable class: {argmaxable.min():.2e}")
+        lines.append(f"  smallest witness margin of an argmaxable class: {argmaxable.min():.2e} "
+                     "(at the witness found; the class's best margin can be larger)")
     if counts["unargmaxable"]:
         lines.append(REMEDIES)
     return "\n".join(lines)
@@ -131,9 +134,11 @@ def plot_margins(result: AuditResult, weight: Any, path: str | Path, *,
                  title: str = "") -> Path:
     """Draw the audit's margins to a PNG (what ``logitkit audit --plot`` writes).
 
-    Two panels: each audited class's relative margin (symmetric log scale) against its row norm
-    ``|w_k|_2``, coloured by status, and the histogram of the finite margins. Classes that cannot
-    win sit at or below zero; classes with no input tried (margin -inf) are left out.
+    Two panels: each audited class's relative witness margin (the margin at the input the audit
+    found, a lower bound on its best margin; symmetric log scale) against its row norm
+    ``|w_k|_2``, coloured by status, and the histogram of the finite margins. Ties sit at exactly
+    zero, unargmaxable classes below it; classes with no input tried (margin -inf) are left
+    out.
 
     Args:
         result: the :class:`~logitkit.audit.argmaxable.AuditResult` to draw; no default.
@@ -184,11 +189,11 @@ def plot_margins(result: AuditResult, weight: Any, path: str | Path, *,
     left.axhline(0.0, color="black", linewidth=0.7)
     left.set_yscale("symlog", linthresh=floor)
     left.set_xlabel("row norm |w_k|")
-    left.set_ylabel("relative margin at the best input found")
+    left.set_ylabel("relative witness margin (0: tie)")
     left.legend(fontsize=8)
     if len(finite):
         right.hist(finite, bins=60, color="tab:blue")
-    right.set_xlabel("relative margin")
+    right.set_xlabel("relative witness margin")
     right.set_ylabel("classes")
     settings = result.settings
     fig.suptitle(title or f"{settings['shape'][0]} x {settings['shape'][1]} head: how close each "

@@ -27,7 +27,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                       help="the default: seeds and sizes behind the verdicts (about an hour "
                            "or more on 2 CPU cores; each experiment prints its estimate)")
     parser.set_defaults(size="full", handler=run)
-    parser.add_argument("--out", type=Path, default=Path("reproduce-out"), help="output folder")
+    parser.add_argument("--out", type=Path, default=Path("reproduce-out"),
+                        help="output folder, created (with its parents) if needed "
+                             "(default: reproduce-out)")
     parser.add_argument("--data", type=Path, default=None,
                         help="real data folder (layout of ../shared/data: lm/*.txt, "
                              "stsb/stsbenchmark.tsv.gz); default: embedded data")

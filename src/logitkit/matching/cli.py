@@ -36,7 +36,7 @@ from logitkit._utils import (
     atomic_output,
     check_input_file,
     check_input_folder,
-    check_writable,
+    check_output_file,
     require,
 )
 from logitkit.matching.evaluate import (
@@ -91,10 +91,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--cross-encoder", type=Path, default=None, metavar="DIR",
                        help="trained one-output cross-encoder folder (sigmoid scores)")
     parser.add_argument("--out", type=Path, default=None, metavar="FILE",
-                        help="scored pairs, .csv or .tsv (default: PAIRS.scored.csv beside it)")
+                        help="scored pairs, .csv or .tsv, in a folder that exists "
+                             "(default: PAIRS.scored.csv beside it)")
     parser.add_argument("--metrics", type=Path, default=None, metavar="JSON",
-                        help="thresholds and metrics as JSON, when PAIRS has labels "
-                             "(default: PAIRS.metrics.json beside it)")
+                        help="thresholds and metrics as JSON, when PAIRS has labels, in "
+                             "a folder that exists (default: PAIRS.metrics.json beside it)")
     given = parser.add_mutually_exclusive_group()
     given.add_argument("--threshold", type=float, default=None, metavar="T",
                        help="apply this threshold (similar iff score >= T) instead of tuning")
@@ -189,7 +190,8 @@ def _checked_cutoff(args: argparse.Namespace, table: PairTable) -> float | None:
 
 
 def _output_paths(args: argparse.Namespace, table: PairTable) -> tuple[Path, Path | None]:
-    """``--out`` and ``--metrics`` (defaults beside the pair file), checked writable now."""
+    """``--out`` and ``--metrics`` (defaults beside the pair file), checked writable now
+    (their folders must exist)."""
     stem = args.pairs.with_suffix("")
     out = args.out or stem.with_name(f"{stem.name}.scored{args.pairs.suffix or '.csv'}")
     metrics = None
@@ -201,9 +203,9 @@ def _output_paths(args: argparse.Namespace, table: PairTable) -> tuple[Path, Pat
     for path in (out, metrics):
         if path is not None and path.resolve() == args.pairs.resolve():
             raise ValueError(f"{path} is the pair file itself; choose another output name")
-    check_writable(out)
+    check_output_file(out, flag="--out")
     if metrics is not None:
-        check_writable(metrics)
+        check_output_file(metrics, flag="--metrics")
     return out, metrics
 
 

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from logitkit._utils import atomic_output, check_writable
+from logitkit._utils import atomic_output, check_output_file
 
 _NUMBER = re.compile(r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?|inf|infinity|nan)",
                      re.IGNORECASE)
@@ -202,10 +202,11 @@ def index_hint(table: Table) -> str:
 
 
 def check_out(path: Path) -> None:
-    """A .npy or .csv name that can be written (checked before any work)."""
+    """``--out``: a .npy or .csv name that can be written, in a folder that exists (checked
+    before any work)."""
     if path.suffix.lower() not in (".npy", ".csv"):
         raise ValueError(f"--out {path}: expected a .npy or .csv file name")
-    check_writable(path)
+    check_output_file(path, flag="--out")
 
 
 def write_array(path: Path, array: np.ndarray) -> None:

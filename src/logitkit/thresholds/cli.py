@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from logitkit._utils import atomic_output, check_input_file, check_writable
+from logitkit._utils import atomic_output, check_input_file, check_output_file
 from logitkit.thresholds._files import (
     Table,
     as_matrix,
@@ -115,12 +115,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     fit.add_argument("--report", type=Path, default=None, metavar="FILE.json",
                      help="multi-class: also write the metric reached, the upper bound, the gap, "
                           "whether it is proven optimal, the method, the shrinkage and the "
-                          "weights as JSON")
+                          "weights as JSON (its folder must exist)")
     fit.add_argument("--header", nargs="*",
                      choices=("probs", "labels", "train-prior", "cost-matrix"),
                      default=None, metavar="FILE", help=_HEADER_HELP)
     fit.add_argument("--out", type=Path, required=True,
-                     help="weights (or threshold) file, .npy or .csv")
+                     help="weights (or threshold) file, .npy or .csv (its folder must "
+                          "exist)")
     apply = actions.add_parser(
         "apply", help="predict argmax(probs * weights) (binary scores: score >= threshold)")
     apply.add_argument("--probs", type=Path, required=True,
@@ -130,7 +131,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     apply.add_argument("--header", nargs="*", choices=("probs", "weights"), default=None,
                        metavar="FILE", help=_HEADER_HELP)
     apply.add_argument("--out", type=Path, default=None,
-                       help="predictions file (.npy or .csv); default: print them")
+                       help="predictions file (.npy or .csv, in a folder that exists); "
+                            "default: print them")
     parser.set_defaults(handler=run)
 
 
@@ -155,7 +157,7 @@ def _fit(args: argparse.Namespace) -> int:
     if args.report is not None:
         if args.report.resolve() == args.out.resolve():
             raise ValueError(f"--report {args.report} is the --out file; give another name")
-        check_writable(args.report)
+        check_output_file(args.report, flag="--report")
     _check_inputs(args, "probs", "labels", "train-prior", "cost-matrix")
     if args.cost_matrix is not None and args.metric is not None:
         raise ValueError("give --metric or --cost-matrix, not both")
