@@ -49,6 +49,7 @@ from logitkit._utils import progress
 from logitkit.audit.certify import certify_fast
 from logitkit.audit.exact import Decision, decide_many
 from logitkit.audit.frank_wolfe import frank_wolfe
+from logitkit.audit.reverify import EVIDENCE_CONVENTION
 from logitkit.audit.statuses import METHODS, STATUSES
 from logitkit.audit.verify import Certificate
 
@@ -264,8 +265,17 @@ class AuditResult:
         ``duplicate_groups``, ``margins`` (``{"k": relative witness margin}`` where finite: the
         margin at the input found, a lower bound on the class's best margin; 0 for a tie) and
         ``margins_note`` (that definition in words); with
-        ``include_evidence`` also ``witnesses`` (``{"k": z}``) and ``certificates`` (``{"k":
-        Certificate.to_dict()}``).
+        ``include_evidence`` also ``witnesses`` (``{"k": z}``), ``certificates`` (``{"k":
+        Certificate.to_dict()}``) and ``evidence_convention``
+        (:data:`~logitkit.audit.reverify.EVIDENCE_CONVENTION`): the inequality a checker verifies
+        for each, in the JSON's fields, the head, ``settings.tol`` and ``settings.box``. E.g. an
+        argmaxable witness ``z``: ``(l_k - l_i) - 2 (e_k + e_i) > 0`` for all ``i != k``,
+        ``l = W z + b``, ``e_i = gamma_{d+2} (|w_i|_2 |z|_2 + |b_i|)``; a "depth" certificate
+        without a bias: ``|g + s|_1 + gamma_{|S|+2} size <= tol / 64 * size`` with
+        ``g = sum_{i in S} a_i (w_k - w_i)``, ``size = sum_{i in S} a_i |w_k - w_i|_1`` and the
+        push ``s = tol (w_k - m_k)`` of row ``k`` away from the mean ``m_k`` of the other distinct
+        rows. ``logitkit audit PATH --verify OUT.json`` (:func:`~logitkit.audit.reverify.
+        verify_saved_result`) checks them all again from the head.
 
         Args:
             include_evidence: also write every witness and certificate; default False.
@@ -282,6 +292,8 @@ class AuditResult:
             ...     include_evidence=True))
             >>> payload["unargmaxable"], payload["certificates"]["4"]["weights"]
             ([4], [0.25, 0.25, 0.25, 0.25])
+            >>> sorted(payload["evidence_convention"])[:3]
+            ['box', 'certificate', 'depth']
         """
         decided = np.isfinite(self.margin)
         payload: dict[str, Any] = {
@@ -299,6 +311,7 @@ class AuditResult:
         if include_evidence:
             payload["witnesses"] = {str(k): z.tolist() for k, z in self.witnesses.items()}
             payload["certificates"] = {str(k): c.to_dict() for k, c in self.certificates.items()}
+            payload["evidence_convention"] = EVIDENCE_CONVENTION
         return json.dumps(payload)
 
 

@@ -2,10 +2,14 @@
 
     logitkit audit PATH [--classes 0,5,10-20] [--box B] [--tol T] [--json out.json [--evidence]]
                         [--plot margins.png] [--fail-on unargmaxable[,tie,unknown]]
+                        [--sample N [--seed S]]
+    logitkit audit PATH --verify RESULT.json [--key NAME] [--no-bias]
 
 Exit status: 0, or 1 when a class has a status named by ``--fail-on`` (a pipeline can stop on
 it), or 2 on a usage error. Output files are checked before the audit starts: their folders
-must exist and be writable (none is created).
+must exist and be writable (none is created). ``--verify RESULT.json`` audits nothing: it checks
+every witness and certificate of a saved result (written with ``--evidence``) against the head
+from scratch (:mod:`~logitkit.audit.reverify`) and exits 1 if one fails.
 
 The command reads the head with :func:`~logitkit.audit.read_head` and audits it with
 :func:`~logitkit.audit.check_argmaxable` (the statuses, evidence and tolerance are explained
@@ -131,7 +135,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
     Options (defaults in brackets): ``path``; ``--key`` [the output head]; ``--classes``
     [all]; ``--method`` exact|fast|frank_wolfe [exact]; ``--box`` [unbounded]; ``--tol`` [1e-9];
-    ``--jobs`` [1]; ``--no-bias``; ``--json``; ``--evidence``; ``--plot``; ``--fail-on`` [none].
+    ``--jobs`` [1]; ``--no-bias``; ``--json``; ``--evidence``; ``--plot``; ``--fail-on`` [none];
+    ``--sample`` [every class]; ``--seed`` [0, with ``--sample``]; ``--verify`` [none].
 
     Args:
         parser: the (sub)parser of the ``audit`` verb; no default.
@@ -180,6 +185,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fail-on", default="",
                         metavar="STATUS[,STATUS]",
                         help="exit with status 1 if a class is unargmaxable, tie or unknown")
+    parser.add_argument("--sample", type=int, metavar="N",
+                        help="audit N classes drawn at random (exactly) and estimate each "
+                             "status's share of the head with a 95%% interval; not with --classes")
+    parser.add_argument("--seed", type=int, metavar="S",
+                        help="with --sample: the seed of the draw (default 0)")
+    parser.add_argument("--verify", type=Path, metavar="RESULT.json",
+                        help="audit nothing: check every witness and certificate of a result "
+                             "saved with --json --evidence against this head from scratch "
+                             "(exit 1 if one fails)")
     parser.set_defaults(handler=run)
 
 
@@ -189,18 +203,25 @@ def run(args: argparse.Namespace) -> int:
     The summary (:func:`~logitkit.audit.report.summary`) goes to stdout; ``--json`` gets
     :meth:`~logitkit.audit.argmaxable.AuditResult.to_json` (witnesses and certificates only with
     ``--evidence``), ``--plot`` a PNG of the margins. Output files are checked first: their
-    folders must exist and be writable.
+    folders must exist and be writable. With ``--sample N`` only N random classes are audited
+    (:func:`~logitkit.audit.estimate.estimate_statuses`, seed ``--seed``): the summary of those
+    is followed by :meth:`~logitkit.audit.estimate.Estimate.summary` (each status's share of the
+    head with an exact 95% interval), and ``--json`` gets an ``"estimate"`` object too.
 
     Args:
         args: the namespace parsed by a parser set up with :func:`configure`; no default.
 
     Returns:
-        0, or 1 (``FAILED``) when a class has a status named by ``--fail-on``.
+        0, or 1 (``FAILED``) when a class has a status named by ``--fail-on`` (with
+        ``--verify``: when a witness or certificate fails the check).
 
     Raises:
-        ValueError: ``--evidence`` without ``--json``, a bad ``--classes`` or ``--fail-on``, and
-            the ``ValueError`` of :func:`~logitkit.audit.read_head` and
-            :func:`~logitkit.audit.check_argmaxable`.
+        ValueError: ``--evidence`` without ``--json``, a bad ``--classes`` or ``--fail-on``,
+            ``--sample`` with ``--classes``, ``--seed`` without ``--sample``, ``--verify`` with
+            ``--json``/``--plot``/``--sample`` or on a JSON without evidence, and the
+            ``ValueError`` of :func:`~logitkit.audit.read_head`,
+            :func:`~logitkit.audit.check_argmaxable` and
+            :func:`~logitkit.audit.estimate.estimate_statuses` (``--sample`` outside [1, V]).
         OSError: an output cannot be written (its folder is missing, say), or the checkpoint
             is missing.
         KeyError: :class:`~logitkit.audit.checkpoint.HeadNotFoundError`.
@@ -230,13 +251,27 @@ def run(args: argparse.Namespace) -> int:
     from logitkit._utils import atomic_write_text, check_output_file
     from logitkit.audit.argmaxable import check_argmaxable
     from logitkit.audit.checkpoint import read_head
+    from logitkit.audit.distributed import (
+        check_argmaxable_distributed,
+        launched_distributed,
+        reports,
+    )
     from logitkit.audit.report import plot_margins, summary
 
     fail_on = parse_statuses(args.fail_on) if args.fail_on else []
     if args.evidence and args.json is None:
         raise ValueError("--evidence needs --json PATH (the evidence goes into that file)")
+    if args.sample is not None and args.classes:
+        raise ValueError("--sample draws its own classes; it cannot be combined with --classes")
+    if args.seed is not None and args.sample is None:
+        raise ValueError("--seed needs --sample N (it seeds the draw of the sampled classes)")
+    if args.verify is not None and (args.json or args.plot or args.sample is not None):
+        raise ValueError("--verify checks a saved result and audits nothing: it takes no --json, "
+                         "--plot or --sample")
+    if launched_distributed() and (args.sample is not None or args.verify is not None):
+        raise ValueError("--sample and --verify run in one process: launch them without torchrun")
     for flag, output in (("--json", args.json), ("--plot", args.plot)):
-        if output is not None:
+        if output is not None and reports():  # under torchrun only rank 0 writes
             check_output_file(output, flag=flag)
     if args.plot is not None:
         from logitkit._utils import require
@@ -247,15 +282,35 @@ def run(args: argparse.Namespace) -> int:
     except KeyError as error:
         raise type(error)(short_key_message(error, args.key)) from None
     bias = None if args.no_bias else head.bias
+    if args.verify is not None:
+        from logitkit.audit.reverify import verify_file
+
+        return 0 if verify_file(args.verify, head.weight, bias, source=head.source) else FAILED
     classes = parse_classes(args.classes) if args.classes else None
-    result = check_argmaxable(head.weight, bias, classes=classes, method=args.method,
-                              box=args.box, tol=args.tol, keep_witnesses=args.evidence,
-                              jobs=max(1, args.jobs))
+    options = {"method": args.method, "box": args.box, "tol": args.tol,
+               "keep_witnesses": args.evidence, "jobs": max(1, args.jobs)}
+    estimate = None
+    if args.sample is not None:
+        from logitkit.audit.estimate import estimate_statuses
+
+        estimate = estimate_statuses(head.weight, bias, sample=args.sample, seed=args.seed or 0,
+                                     **options)
+        result = estimate.result
+    elif launched_distributed():  # torchrun: the ranks share the classes (audit/distributed.py)
+        merged = check_argmaxable_distributed(head.weight, bias, classes=classes, **options)
+        if merged is None:  # not rank 0: rank 0 prints and writes the merged result
+            return 0
+        result = merged
+    else:
+        result = check_argmaxable(head.weight, bias, classes=classes, **options)
     result.settings["source"] = head.source + (" (bias ignored)" if args.no_bias and
                                                head.bias is not None else "")
     print(summary(result, head.tokenizer, source=result.settings["source"]))
+    if estimate is not None:
+        print(estimate.summary())
     if args.json:
-        atomic_write_text(args.json, result.to_json(include_evidence=args.evidence) + "\n")
+        written = result if estimate is None else estimate
+        atomic_write_text(args.json, written.to_json(include_evidence=args.evidence) + "\n")
         print(f"wrote {args.json}", file=sys.stderr)
     if args.plot:
         plot_margins(result, head.weight, args.plot)

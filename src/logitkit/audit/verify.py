@@ -22,6 +22,15 @@ verdict is then exact for a head whose row ``k`` differs from yours by that rela
 (backward error). The tolerance is per class and relative to the rows in the certificate, so it
 does not change when ``W, b`` are scaled or when an unrelated row has an extreme bias. With a box
 the certificate bounds the best margin by ``B |g|_1 + c_a`` directly (LP duality).
+
+Depth. An "unargmaxable" verdict needs more than ``g = 0``: the certificate is for row ``k`` pushed
+outward by the tolerance, away from the mean ``m_k`` of the other distinct rows: without a bias
+``sum_i a_i w_i = w_k + s``, ``s = tol (w_k - m_k)``, i.e. ``|g + s|_1 + gamma_{m+2} sum_i a_i
+|d_i|_1 <= tol / 64 * sum_i a_i |d_i|_1`` (``m`` support rows); with a bias ``g = 0`` as above and
+``c_a <= -delta + tol sum_i a_i |c_i|``, ``delta = tol median_i |b_k - b_i|`` over the distinct
+rows. The JSON written with evidence states these inequalities (and those of the witnesses, the
+ties and the box) in its ``evidence_convention``; :mod:`~logitkit.audit.reverify` checks a saved
+result against them from scratch (``logitkit audit PATH --verify RESULT.json``).
 """
 
 from __future__ import annotations
