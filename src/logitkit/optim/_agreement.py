@@ -49,6 +49,15 @@ def fingerprint(tensor: Tensor) -> Tensor:
     return bits.sum(dtype=torch.int64).remainder(_FINGERPRINT_MODULUS)
 
 
+def combined_fingerprint(parts: list[Tensor], device: torch.device) -> Tensor:
+    """One fingerprint of several tensors (each weighted by its position, so that exchanging two
+    of them changes it), on ``device``."""
+    total = torch.zeros((), dtype=torch.int64, device=device)
+    for weight, part in enumerate(parts, start=1):
+        total = total + weight * fingerprint(part).to(device)
+    return total.remainder(_FINGERPRINT_MODULUS)
+
+
 def agree(local: Tensor, group: Any) -> list[float]:
     """Element-wise MAX of ``local`` over the ranks of ``group``, as a list (one host sync)."""
     dist.all_reduce(local, op=dist.ReduceOp.MAX, group=group)

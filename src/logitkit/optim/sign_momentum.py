@@ -450,10 +450,7 @@ class _SignMomentum(Optimizer):
         parts = [state[key] for key in ("momentum", "window_rows", "grad_sum") if key in state]
         if grad is not None and not grad.is_sparse:
             parts.append(grad)
-        total = torch.zeros((), dtype=torch.int64, device=p.device)
-        for weight, part in enumerate(parts, start=1):
-            total = total + weight * _agreement.fingerprint(part).to(p.device)
-        return total.remainder(2**50)
+        return _agreement.combined_fingerprint(parts, p.device)
 
     def _count_skipped(self, count: int) -> None:
         self.nonfinite_steps += 1
