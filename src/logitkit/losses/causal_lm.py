@@ -6,17 +6,22 @@ default) computed *inside* ``model.forward``. So every hook that wraps the forwa
 unpatched model: DDP's gradient synchronisation, FSDP2's un-sharding of the root's parameters (the
 embedding and the head), accelerate's autocast wrapper. The model's own forward still runs; it is
 asked for the logits of no position (``logits_to_keep`` = an empty index tensor), and the final
-hidden states are read from the base model's output, so in training the (batch x length x V)
-logits never exist.
+hidden states are read from the submodule that feeds the output layer, so in training the
+(batch x length x V) logits never exist.
 
 The fused loss equals the model's loss only if its logits are exactly ``lm_head(h)`` with ``h``
-the base model's ``last_hidden_state``. This is checked, once per model, by running it on four
-tokens with the output layer's result replaced by known values (``_check_logits_are_the_head``):
-the model must feed the base model's hidden states unchanged to its ``nn.Linear`` output layer,
-call it once, and return that layer's output unchanged. Any scaling, soft-capping, clamping or
-multiplier before or after the head (Granite ``logits_scaling``, Gemma-2
-``final_logit_softcapping``, Cohere ``logit_scale``, FalconH1 ``lm_head_multiplier``, MiniCPM3
-hidden scaling, ...) fails the check with a ``ValueError``, whatever the config field is called.
+the output of one submodule of the base model (its own output, or e.g. OPT's ``model.decoder``)
+and its loss is the cross-entropy of those logits, plus ``coef * aux_loss`` for a mixture of
+experts that returns a router ``aux_loss`` (``router_aux_loss_coef``, or JetMoe's
+``aux_loss_coef``; the patched loss adds the same term). This is checked, once per model, by
+running it on four tokens with the output layer's result replaced by known values
+(``_check_logits_are_the_head``): the model must feed those hidden states unchanged to its
+``nn.Linear`` output layer, call it once, return that layer's output unchanged, and report
+exactly that loss; any other extra term (a z-loss, say) is refused, naming the model. Any
+scaling, soft-capping, clamping or multiplier before or after the head (Granite
+``logits_scaling``, Gemma-2 ``final_logit_softcapping``, Cohere ``logit_scale``, FalconH1
+``lm_head_multiplier``, MiniCPM3 hidden scaling, ...) fails the check with a ``ValueError``,
+whatever the config field is called.
 
 Reduction is Hugging Face's: the mean over counted tokens (labels != ignore_index), or, when
 ``num_items_in_batch`` is passed (Trainer does so under gradient accumulation and across devices),
@@ -34,7 +39,7 @@ from __future__ import annotations
 import inspect
 import weakref
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from types import MethodType
 from typing import Any
@@ -48,7 +53,6 @@ from logitkit.losses.fused import linear_cross_entropy
 IGNORE_INDEX = -100
 _PROBE_LENGTH = 4
 _STATE = "_logitkit_fused_loss"
-_VERIFIED: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 _MISSING = object()
 
 
@@ -79,30 +83,62 @@ def _parts(model: nn.Module) -> tuple[nn.Module, nn.Linear]:
     return base, head
 
 
-def _last_hidden_state(output: Any) -> Tensor:
+def _hidden_of(output: Any) -> Tensor | None:
+    """The hidden states a module returned: a tensor, ``last_hidden_state``, or a tuple's first."""
+    if isinstance(output, Tensor):
+        return output
     hidden = getattr(output, "last_hidden_state", None)
-    return output[0] if hidden is None else hidden
+    if hidden is None and isinstance(output, tuple) and output:
+        hidden = output[0]
+    return hidden if isinstance(hidden, Tensor) else None
 
 
-def _check_logits_are_the_head(model: nn.Module) -> None:
-    """Refuse a model whose logits are not ``lm_head(base_model(...).last_hidden_state)``.
+def _aux_loss_coefficient(model: nn.Module) -> float | None:
+    """The weight a MoE model gives its router ``aux_loss`` (None if it names none).
 
-    One forward on ``_PROBE_LENGTH`` tokens, in eval mode without gradients, with hooks that
-    record the base model's output and the output layer's input, and replace the output layer's
-    result by planted values spread over [-64, 64]. Accepted iff the output layer ran once, on
-    exactly the base model's hidden states, and the model returned exactly the planted values.
-    Cached per model object.
+    Transformers' MoE causal LMs add ``router_aux_loss_coef * aux_loss`` (JetMoe:
+    ``aux_loss_coef``), read from the model, its config or its text config.
     """
-    if model in _VERIFIED:
-        return
-    base, head = _parts(model)
-    if "logits_to_keep" not in inspect.signature(model.forward).parameters:
-        raise ValueError(f"{type(model).__name__}.forward has no logits_to_keep argument (needs "
-                         "transformers >= 4.50), so its logits cannot be skipped")
-    seen: dict[str, Any] = {"head_calls": 0}
+    config = getattr(model, "config", None)
+    owners = [model, config]
+    with suppress(AttributeError, ValueError):  # no config, or several text configs
+        owners.append(config.get_text_config())
+    for owner in owners:
+        for name in ("router_aux_loss_coef", "aux_loss_coef"):
+            value = getattr(owner, name, None)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return float(value)
+    return None
 
-    def record_hidden(module, args, output):
-        seen["hidden"] = _last_hidden_state(output)
+
+@dataclass
+class _Fusable:
+    """What the check found: where the output layer's input comes from, and the aux weight."""
+
+    hidden_module: str  # name, inside the base model, of the module whose output feeds the head
+    aux_reproducible: bool  # whether _aux_loss_coefficient(model) * aux_loss is what it adds
+
+
+_VERIFIED: weakref.WeakKeyDictionary[nn.Module, _Fusable] = weakref.WeakKeyDictionary()
+
+
+def _run_probe(model: nn.Module, base: nn.Module, head: nn.Linear,
+               **extra: Any) -> tuple[Any, dict[str, Any], Tensor]:
+    """One no-grad eval forward on ``_PROBE_LENGTH`` tokens with planted logits and labels.
+
+    Records the output of the base model and of each of its submodules (with call counts) and
+    the output layer's input, and replaces the output layer's result by values spread over
+    [-64, 64]. The labels are the last vocabulary index, the largest planted logit of each row,
+    so the model's cross-entropy is small and an added term stands out. Returns
+    ``(model output, records, labels)``.
+    """
+    seen: dict[str, Any] = {"head_calls": 0, "calls": {}, "hidden": {}}
+
+    def record(name):
+        def hook(module, args, output):
+            seen["calls"][name] = seen["calls"].get(name, 0) + 1
+            seen["hidden"][name] = _hidden_of(output)
+        return hook
 
     def plant_logits(module, args, output):
         seen["head_calls"] += 1
@@ -113,34 +149,114 @@ def _check_logits_are_the_head(model: nn.Module) -> None:
 
     vocab_size = head.weight.shape[0]
     ids = (torch.arange(_PROBE_LENGTH, device=head.weight.device) % vocab_size)[None]
-    handles = [base.register_forward_hook(record_hidden), head.register_forward_hook(plant_logits)]
+    labels = torch.full_like(ids, vocab_size - 1)
+    handles = [module.register_forward_hook(record(name))
+               for name, module in base.named_modules() if module is not head]
+    handles.append(head.register_forward_hook(plant_logits))
+    patch = model.__dict__.get(_STATE)  # a patched copy (deepcopy) runs its own forward
+    forward = model if patch is None else patch.forward
     was_training = model.training
     try:
         model.eval()
         with torch.no_grad():
-            output = model(input_ids=ids, use_cache=False)
+            output = forward(input_ids=ids, labels=labels, use_cache=False, **extra)
     finally:
         for handle in handles:
             handle.remove()
         model.train(was_training)
+    return output, seen, labels
+
+
+def _field(output: Any, name: str, index: int | None = None) -> Any:
+    if isinstance(output, Mapping):
+        return output.get(name)
+    return None if index is None else output[index]
+
+
+def _adds_exactly(output: Any, planted: Tensor, labels: Tensor, coefficient: float | None) -> bool:
+    """Whether the model's loss is the cross-entropy of the planted logits plus, when it returned
+    an ``aux_loss``, ``coefficient * aux_loss``."""
+    loss = _field(output, "loss", 0)
+    expected = nn.functional.cross_entropy(planted[0, :-1].float(), labels[0, 1:])
+    aux = _field(output, "aux_loss")
+    if aux is not None:
+        if coefficient is None:
+            return False
+        expected = expected + coefficient * aux.to(expected.device)
+    return (isinstance(loss, Tensor) and loss.numel() == 1
+            and torch.allclose(loss.float(), expected.float(), rtol=1e-5, atol=1e-6))
+
+
+def _check_logits_are_the_head(model: nn.Module) -> _Fusable:
+    """Refuse a model whose logits are not ``lm_head(h)`` or whose loss adds unknown terms.
+
+    ``_run_probe`` runs the model once. Accepted iff the output layer ran once, on exactly the
+    output ``h`` of the base model or, failing that, of one of its submodules called once (the
+    outermost: OPT's forward calls ``model.decoder``, not ``model``); the model returned exactly
+    the planted logits; and its loss is their cross-entropy plus, if it returned an ``aux_loss``
+    (a MoE router's load-balancing loss), ``_aux_loss_coefficient(model) * aux_loss``. If the
+    model takes ``output_router_logits`` and returned no ``aux_loss``, a second run with
+    ``output_router_logits=True`` checks that coefficient; if it does not reproduce the loss, the
+    model is accepted but a forward that returns an ``aux_loss`` is refused. Cached per model.
+    """
+    fusable = _VERIFIED.get(model)
+    if fusable is not None:
+        return fusable
+    base, head = _parts(model)
     name = type(model).__name__
-    logits = output["logits"] if isinstance(output, Mapping) else output[0]
-    if seen["head_calls"] != 1 or "hidden" not in seen:
+    parameters = inspect.signature(model.forward).parameters
+    if "logits_to_keep" not in parameters:
+        raise ValueError(f"{name}.forward has no logits_to_keep argument (needs "
+                         "transformers >= 4.50), so its logits cannot be skipped")
+    output, seen, labels = _run_probe(model, base, head)
+    if seen["head_calls"] != 1:
         raise ValueError(f"{name} called its output layer {seen['head_calls']} times for one "
                          "forward; the fused loss needs exactly one lm_head(hidden) call")
-    hidden, head_input = seen["hidden"], seen["head_input"]
-    if hidden.shape != head_input.shape or not torch.equal(hidden, head_input):
-        raise ValueError(f"{name} transforms the final hidden states before its output layer "
-                         "(e.g. a scaling such as MiniCPM's), so its logits are not "
-                         "lm_head(last_hidden_state) and the fused loss would be wrong; use the "
-                         "model's logits with make_compute_loss_func(loss) instead")
+    head_input = seen["head_input"]
+    hidden = seen["hidden"]
+    sources = [module for module, _ in base.named_modules()  # outermost first
+               if seen["calls"].get(module) == 1 and hidden[module] is not None
+               and hidden[module].shape == head_input.shape
+               and torch.equal(hidden[module], head_input)]
+    if not sources:
+        if "" in seen["calls"]:
+            raise ValueError(f"{name} transforms the final hidden states before its output "
+                             "layer (e.g. a scaling such as MiniCPM's), so its logits are not "
+                             "lm_head(last_hidden_state) and the fused loss would be wrong; use "
+                             "the model's logits with make_compute_loss_func(loss) instead")
+        raise ValueError(f"{name}'s output layer reads no output of its base model "
+                         f"({type(base).__name__}) or of a submodule of it called once, so the "
+                         "fused loss cannot find its hidden states; use the model's logits with "
+                         "make_compute_loss_func(loss) instead")
     planted = seen["planted"]
+    logits = _field(output, "logits", 1)
     if logits.shape != planted.shape or not torch.equal(logits.float(), planted.float()):
         raise ValueError(f"{name} transforms the output layer's logits (e.g. Granite's "
                          "logits_scaling, Gemma-2's final_logit_softcapping, Cohere's "
                          "logit_scale), so the fused loss on lm_head(hidden) would be wrong; use "
                          "the model's logits with make_compute_loss_func(loss) instead")
-    _VERIFIED.add(model)
+    coefficient = _aux_loss_coefficient(model)
+    if not _adds_exactly(output, planted, labels, coefficient):
+        raise ValueError(_unreproducible(name, _field(output, "aux_loss") is not None))
+    if _field(output, "aux_loss") is None and "output_router_logits" in parameters:
+        routed, seen, labels = _run_probe(model, base, head, output_router_logits=True)
+        reproducible = _adds_exactly(routed, seen["planted"], labels, coefficient)
+    else:
+        reproducible = coefficient is not None
+    fusable = _VERIFIED[model] = _Fusable(sources[0], reproducible)
+    return fusable
+
+
+def _unreproducible(name: str, routed: bool) -> str:
+    if routed:
+        return (f"{name} adds its router's aux_loss to its loss in a way the fused loss cannot "
+                "reproduce (a weight other than router_aux_loss_coef, or a z-loss); set "
+                "output_router_logits=False (in the config or the call) to train without it, "
+                "or use the model's logits with make_compute_loss_func(loss)")
+    return (f"{name}'s own loss is not the cross-entropy of its logits: it adds a term the "
+            "fused loss cannot reproduce (e.g. a z-loss on the logits); turn that term off in "
+            "the config (e.g. z_loss_coefficient=0) or use the model's logits with "
+            "make_compute_loss_func(loss)")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -197,8 +313,28 @@ def _with_loss(output: Any, loss: Tensor) -> Any:
     return type(output)(loss=loss, **fields)
 
 
+def _ask_for_dict(patch: _Patch, model: nn.Module, arguments: dict[str, Any]) -> bool:
+    """Set ``return_dict=True`` in the call (so ``aux_loss`` can be read by name); returns
+    whether the caller asked for a tuple (``return_dict=False``, in the call or the config)."""
+    parameters = patch.signature.parameters
+    if "return_dict" in parameters:
+        asked = arguments.get("return_dict")
+        arguments["return_dict"] = True
+    else:
+        var_keyword = next((name for name, parameter in parameters.items()
+                            if parameter.kind is inspect.Parameter.VAR_KEYWORD), None)
+        if var_keyword is None:
+            return False
+        asked = arguments.setdefault(var_keyword, {}).get("return_dict")
+        arguments[var_keyword]["return_dict"] = True
+    if asked is None:
+        asked = getattr(getattr(model, "config", None), "return_dict", True)
+    return asked is False
+
+
 def _patched_forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
-    """The model's forward; with labels, its loss is the fused loss set by patch_causal_lm."""
+    """The model's forward; with labels, its loss is the fused loss set by patch_causal_lm
+    (plus ``coefficient * aux_loss`` when the model returns a router ``aux_loss``)."""
     patch: _Patch = self.__dict__[_STATE]
     bound = patch.signature.bind(*args, **kwargs)
     arguments = bound.arguments
@@ -208,7 +344,9 @@ def _patched_forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
     if labels is None and shift_labels is None:
         return patch.forward(*args, **kwargs)
     base, head = _parts(self)
+    fusable = _check_logits_are_the_head(self)
     arguments["labels"] = None
+    as_tuple = _ask_for_dict(patch, self, arguments)
     skip_logits = self.training or not patch.eval_logits
     if skip_logits:
         keep = arguments.get("logits_to_keep", 0)
@@ -217,16 +355,23 @@ def _patched_forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
                              "by patch_causal_lm: the loss covers every position")
         device = (labels if labels is not None else shift_labels).device
         arguments["logits_to_keep"] = torch.empty(0, dtype=torch.long, device=device)
-    seen: dict[str, Tensor] = {}
-    handle = base.register_forward_hook(
-        lambda module, inputs, out: seen.__setitem__("hidden", _last_hidden_state(out)))
+    seen: dict[str, Tensor | None] = {}
+    handle = base.get_submodule(fusable.hidden_module).register_forward_hook(
+        lambda module, inputs, out: seen.__setitem__("hidden", _hidden_of(out)))
     try:
         output = patch.forward(*bound.args, **bound.kwargs)
     finally:
         handle.remove()
     loss = _fused_head_loss(patch, head, seen["hidden"], labels, shift_labels,
                             extra.get("num_items_in_batch"))
-    return _with_loss(output, loss)
+    aux = _field(output, "aux_loss")
+    if aux is not None:
+        coefficient = _aux_loss_coefficient(self)  # read now: it may have been changed
+        if not fusable.aux_reproducible or coefficient is None:
+            raise ValueError(_unreproducible(type(self).__name__, routed=True))
+        loss = loss + coefficient * aux.to(loss.device)
+    output = _with_loss(output, loss)
+    return output.to_tuple() if as_tuple and not isinstance(output, tuple) else output
 
 
 def _patched_function(signature: inspect.Signature) -> Callable[..., Any]:
@@ -255,7 +400,11 @@ def patch_causal_lm(model: nn.Module, loss: OutputLoss | None = None, *,
 
     ``loss`` is an ``OutputLoss`` (``CrossEntropyLoss``, ``EMOLoss``, ``TaiLrLoss``); its
     ``linear`` method is called with ``hidden[:, :-1]``, the output layer's weight and bias and
-    ``labels[:, 1:]`` (or ``shift_labels`` if passed). The loss module is kept outside the model's
+    ``labels[:, 1:]`` (or ``shift_labels`` if passed). A MoE model that returns a router
+    ``aux_loss`` (``output_router_logits=True``) gets ``router_aux_loss_coef * aux_loss`` added,
+    as its own forward does; a model whose loss adds anything the check cannot reproduce (another
+    weight, a z-loss) is refused with a ValueError (turn the term off, e.g.
+    ``output_router_logits=False``). The loss module is kept outside the model's
     state dict; its buffers follow the head's device; changing its attributes (e.g. a TaiLr
     ``gamma``) takes effect at the next forward.
 
