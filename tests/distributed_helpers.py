@@ -4,12 +4,23 @@ import os
 import socket
 import sys
 
+import torch
+import torch.distributed as dist
+
 
 def free_port():
     """A TCP port on 127.0.0.1 that is free now (for MASTER_PORT)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def join_gloo(rank, port, world):
+    """Join a gloo process group on 127.0.0.1:``port`` as ``rank`` of ``world``, one intra-op
+    thread per process (2 cores)."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
 
 
 def leave_worker():

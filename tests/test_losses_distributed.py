@@ -26,7 +26,7 @@ import torch.multiprocessing as mp
 
 from logitkit.losses.causal_lm import patch_causal_lm
 from logitkit.losses.modules import EMOLoss, TaiLrLoss
-from tests.distributed_helpers import free_port
+from tests.distributed_helpers import free_port, join_gloo
 
 transformers = pytest.importorskip("transformers")
 
@@ -105,9 +105,7 @@ def _loss_and_grads(forward, model, inputs, count, scale=1.0):
 
 
 def _worker(rank, port, out):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    join_gloo(rank, port, WORLD)
     from torch.distributed.fsdp import fully_shard
 
     try:

@@ -3,7 +3,6 @@ the parameters of single-process training on the same global batch, with absolut
 released Tiger's relative step sizes (under FSDP2 the whole-tensor RMS is that of the full
 tensor) and an AdamW embedding group."""
 
-import os
 
 import pytest
 import torch
@@ -12,7 +11,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from logitkit.optim import make_optimizer
-from tests.distributed_helpers import free_port, leave_worker
+from tests.distributed_helpers import free_port, join_gloo, leave_worker
 
 WORLD = 2
 STEPS = 4
@@ -44,9 +43,7 @@ def _train(model, ids_per_step, options, forward=None):
 
 
 def _worker(rank, port, mode, options, out):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    join_gloo(rank, port, WORLD)
     try:
         model = _model()
         local = [ids.chunk(WORLD)[rank] for ids in _batches()]

@@ -6,7 +6,6 @@ batches (the reference below: one process, the whole batch), every rank must end
 parameters, and no rank may hang (each run has a deadline)."""
 
 import math
-import os
 import time
 
 import pytest
@@ -16,7 +15,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from logitkit.optim import make_optimizer
-from tests.distributed_helpers import free_port, leave_worker
+from tests.distributed_helpers import free_port, join_gloo, leave_worker
 
 WORLD = 2
 VOCAB = 41
@@ -134,9 +133,7 @@ class _nothing:
 
 
 def _worker(rank, port, case, out):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    join_gloo(rank, port, WORLD)
     try:
         _distributed(rank, case, out)
         dist.barrier()
@@ -238,9 +235,7 @@ def _column_sharded_worker(rank, port, out):
     from torch.distributed.fsdp import fully_shard
     from torch.distributed.tensor import Shard
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    join_gloo(rank, port, WORLD)
     try:
         model = _model()
         fully_shard(model[0], shard_placement_fn=lambda param: Shard(1))
