@@ -95,19 +95,7 @@ def check_writable(path: str | os.PathLike[str]) -> Path:
     (not "File exists"). For a file the user names on the command line use
     :func:`check_output_file`, which refuses a missing folder instead of creating it.
     """
-    path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(f"{path} is a folder; expected a file name")
-    blocker = _blocking_file(path.parent)
-    if blocker is not None:
-        raise NotADirectoryError(f"cannot write {path}: {blocker} is a file, not a folder")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=True):
-            pass
-    except OSError as error:
-        raise OSError(f"cannot write {path}: {error.strerror or error}") from error
-    return path
+    return _check_file_target(path, str(path), create_folder=True)
 
 
 def check_output_file(path: str | os.PathLike[str], *, flag: str) -> Path:
@@ -124,21 +112,28 @@ def check_output_file(path: str | os.PathLike[str], *, flag: str) -> Path:
     FileNotFoundError: cannot write --json no-such-folder/out.json: the folder no-such-folder \
 does not exist; create it first (mkdir -p no-such-folder)
     """
+    return _check_file_target(path, f"{flag} {path}", create_folder=False)
+
+
+def _check_file_target(path: str | os.PathLike[str], label: str, *, create_folder: bool) -> Path:
+    """The checks of :func:`check_writable` (``create_folder``) and :func:`check_output_file`,
+    with ``label`` naming the target in the messages."""
     path = Path(path)
     if path.is_dir():
-        raise IsADirectoryError(f"{flag} {path} is a folder; expected a file name")
+        raise IsADirectoryError(f"{label} is a folder; expected a file name")
     folder = path.parent
     blocker = _blocking_file(folder)
     if blocker is not None:
-        raise NotADirectoryError(f"cannot write {flag} {path}: {blocker} is a file, not a folder")
-    if not folder.is_dir():
-        raise FileNotFoundError(f"cannot write {flag} {path}: the folder {folder} does not exist; "
+        raise NotADirectoryError(f"cannot write {label}: {blocker} is a file, not a folder")
+    if not create_folder and not folder.is_dir():
+        raise FileNotFoundError(f"cannot write {label}: the folder {folder} does not exist; "
                                 f"create it first (mkdir -p {shlex.quote(str(folder))})")
     try:
+        folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{path.name}.", delete=True):
             pass
     except OSError as error:
-        raise OSError(f"cannot write {flag} {path}: {error.strerror or error}") from error
+        raise OSError(f"cannot write {label}: {error.strerror or error}") from error
     return path
 
 
