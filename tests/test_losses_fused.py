@@ -309,3 +309,59 @@ def test_cosine_cost_matches_normalised_rows_without_copying_a_float32_embedding
         cosine_cost(torch.tensor([[1.0, float("nan")], [1.0, 0.0]]))
     with pytest.raises(ValueError, match="zero norm"):
         cosine_cost(torch.tensor([[1.0, 2.0], [0.0, 0.0]]))
+
+
+def naive_emo_adaptive(logits, target, embedding):
+    """EMO authors' per-token mixture, token by token: 0.5 (ce + min(ce/emo) * emo), ratio
+    detached; emo = 1 - sum_i p_i cos(e_i, e_t); mean over counted tokens."""
+    unit = embedding / embedding.norm(dim=1, keepdim=True)
+    values = []
+    for row, t in zip(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), strict=True):
+        if int(t) == IGNORE:
+            continue
+        logp = row - torch.logsumexp(row, 0)
+        ce = -logp[t]
+        emo = 1 - (logp.exp() * (unit @ unit[t])).sum()
+        values.append(0.5 * (ce + (ce / emo).detach() * emo))
+    return torch.stack(values).mean()
+
+
+@pytest.mark.parametrize("chunk_size", [3, 16, None])
+def test_emo_on_repeated_targets_visits_rows_by_target_and_matches_the_naive_loss(chunk_size):
+    # Text repeats target ids; the engine sorts rows by target and takes EMO's target product
+    # once per distinct id. Values and gradients must not depend on that order.
+    hidden, weight, bias, _, embedding = make_inputs(shape=(6, 20), vocab=11)
+    gen = torch.Generator().manual_seed(1)
+    target = torch.tensor([7, 2, 9])[torch.randint(0, 3, (6, 20), generator=gen)]
+    target.view(-1)[::7] = IGNORE
+    ours = values_and_grads(
+        lambda: linear_emo_loss(hidden, weight, target, embedding, mle_weight="adaptive",
+                                bias=bias, chunk_size=chunk_size), hidden, weight, bias)
+    ref = values_and_grads(
+        lambda: naive_emo_adaptive(logits_of(hidden, weight, bias), target, embedding),
+        hidden, weight, bias)
+    assert_same(ours, ref)
+    per_row = linear_emo_loss(hidden, weight, target, embedding, bias=bias, reduction="none",
+                              chunk_size=chunk_size).detach()
+    unit = embedding / embedding.norm(dim=1, keepdim=True)
+    p = logits_of(hidden, weight, bias).detach().softmax(-1)
+    expected = 1 - (p * (unit[target.clamp(min=0)] @ unit.T)).sum(-1)
+    torch.testing.assert_close(per_row, expected.where(target != IGNORE, 0.0))
+
+
+def test_emo_takes_its_target_product_once_per_distinct_id_in_a_chunk(monkeypatch):
+    from logitkit.losses import _rows
+
+    rows_multiplied = []
+    original = _rows.CosineCost.similarities
+
+    def counting(self, r):
+        rows_multiplied.append(r.shape[0])
+        return original(self, r)
+
+    monkeypatch.setattr(_rows.CosineCost, "similarities", counting)
+    hidden, weight, bias, _, embedding = make_inputs(shape=(64,), vocab=11)
+    target = torch.tensor([3, 5, 8, 5])[torch.arange(64) % 4]  # 3 ids, interleaved
+    linear_emo_loss(hidden, weight, target, embedding, bias=bias, chunk_size=16).backward()
+    # Sorted by target, the 4 chunks of 16 rows hold 1-2 ids each (not 3 ids in every chunk).
+    assert len(rows_multiplied) == 4 and sum(rows_multiplied) <= 6

@@ -51,6 +51,8 @@ class RowLoss:
     ``coefficients(term_sums)`` maps the K terms summed over the non-ignored rows to K detached
     weights; each row's loss is ``sum_k c_k * term_k``. ``buffers``: how many M x V blocks the
     terms keep alive at once (the logits/probabilities included), for sizing chunks.
+    ``shares_work_by_target``: rows with the same target id share part of the work, so the
+    fused engine visits rows sorted by target.
     """
 
     terms: TermFn
@@ -58,6 +60,7 @@ class RowLoss:
     soft_targets: bool = False
     num_terms: int = 1
     buffers: int = 1
+    shares_work_by_target: bool = False
 
 
 # ----------------------------------------------------------------------------------------------
@@ -120,20 +123,36 @@ def tailr_terms(rows: Rows, need_grad: bool, *, gamma: float,
     return values[:, None], grads
 
 
-def _emo_value_and_gradient(rows: Rows, cost: CosineCost) -> tuple[Tensor, Tensor]:
-    """EMO values (M,) and their gradient wrt the logits (M, V) in a new buffer; ``rows.p`` kept.
+def _emo_similarities(rows: Rows, cost: CosineCost) -> tuple[Tensor, Tensor]:
+    """``(p * -s, <p, -s>)``: minus the similarities times ``p`` (M, V, a new buffer) and
+    their sum per row (M,).
 
     With unit embeddings ``e_i`` (``cost``), ``r = e_t`` (ids) or ``sum_j tau_j e_j``
-    (probabilities) and ``s_i = <e_i, r>`` (M, V): value ``1 - <p, s>`` and gradient
-    ``d/dz_i = p_i (<p, s> - s_i)``. ``-s`` is formed directly (from ``-r``, an M x D negation) so
-    that the gradient ``p * (-s - <p, -s>)`` takes in-place passes over the M x V block; one
-    (M x D x V) product.
+    (probabilities), ``s_i = <e_i, r>``; EMO's value is ``1 + <p, -s>``. One (U x D x V)
+    product, U the number of distinct target ids (M for soft targets).
     """
-    target, p = rows.target, rows.p
-    minus_s = cost.similarities(cost.target_rows(target).neg())
-    minus_expected = (p[:, None, :] @ minus_s[:, :, None]).reshape(-1)
-    grad = minus_s.sub_(minus_expected[:, None]).mul_(p)
-    return 1.0 + minus_expected, grad
+    weighted = cost.target_similarities(rows.target, sign=-1.0).mul_(rows.p)
+    return weighted, weighted.sum(-1)
+
+
+def _mixed_gradient_(weighted: Tensor, minus_expected: Tensor, rows: Rows,
+                     emo_scale: Tensor | float, ce_scale: float) -> Tensor:
+    """``a * grad(emo) + c * (p - onehot(t))`` (a = ``emo_scale``, a number or per row; c =
+    ``ce_scale``), written over ``weighted`` (``p * -s`` from ``_emo_similarities``).
+
+    EMO's gradient is ``d/dz_i = p_i (<p, s> - s_i) = p_i (-s_i) - <p, -s> p_i``, so the mixture
+    is ``a p_i (-s_i) + (c - a <p, -s>) p_i - c onehot(t)_i``: two in-place passes over the
+    M x V block (one for EMO alone) and a scatter.
+    """
+    if isinstance(emo_scale, Tensor):
+        weighted.mul_(emo_scale[:, None])
+    elif emo_scale != 1.0:
+        weighted.mul_(emo_scale)
+    weighted.addcmul_(rows.p, (ce_scale - emo_scale * minus_expected)[:, None])
+    if ce_scale == 0.0:
+        return weighted
+    return weighted.scatter_add_(1, rows.target[:, None],
+                                 weighted.new_full((weighted.shape[0], 1), -ce_scale))
 
 
 def emo_terms(rows: Rows, need_grad: bool, *,
@@ -142,29 +161,15 @@ def emo_terms(rows: Rows, need_grad: bool, *,
 
     ``r = e_t`` (ids) or ``sum_j tau_j e_j`` (probabilities), ``q = sum_i p_i e_i``;
     value ``1 - <q, r>`` (exact EMO for one-hot targets, an upper bound for soft ones). Gradient
-    ``d/dz_i = p_i (<q, r> - <e_i, r>)`` (see ``_emo_value_and_gradient``). A value alone costs
-    one (M x V x D) product (``q``); no V x V matrix is ever formed.
+    ``d/dz_i = p_i (<q, r> - <e_i, r>)`` (see ``_mixed_gradient_``). A value alone costs one
+    (M x V x D) product (``q``); no V x V matrix is ever formed.
     """
     if not need_grad:
         r = cost.target_rows(rows.target)
         return (1.0 - (cost.combine(rows.p) * r).sum(-1))[:, None], None
-    values, grad = _emo_value_and_gradient(rows, cost)
-    return values[:, None], [grad]
-
-
-def _mix_with_cross_entropy_(emo_grad: Tensor, rows: Rows, emo_scale: Tensor | float,
-                             ce_scale: float) -> Tensor:
-    """``emo_scale * emo_grad + ce_scale * (p - onehot(t))``, written over ``emo_grad``.
-
-    ``emo_scale`` is a number or a per-row (M,) tensor.
-    """
-    if isinstance(emo_scale, Tensor):
-        emo_grad.mul_(emo_scale[:, None])
-    else:
-        emo_grad.mul_(emo_scale)
-    emo_grad.add_(rows.p, alpha=ce_scale)
-    return emo_grad.scatter_add_(1, rows.target[:, None],
-                                 emo_grad.new_full((emo_grad.shape[0], 1), -ce_scale))
+    weighted, minus_expected = _emo_similarities(rows, cost)
+    grad = _mixed_gradient_(weighted, minus_expected, rows, 1.0, 0.0)
+    return (1.0 + minus_expected)[:, None], [grad]
 
 
 def emo_mle_fixed_terms(rows: Rows, need_grad: bool, *, cost: CosineCost,
@@ -174,9 +179,9 @@ def emo_mle_fixed_terms(rows: Rows, need_grad: bool, *, cost: CosineCost,
     if not need_grad:
         emo = emo_terms(rows, False, cost=cost)[0][:, 0]
         return (mle_weight * ce + (1.0 - mle_weight) * emo)[:, None], None
-    emo, grad = _emo_value_and_gradient(rows, cost)
-    grad = _mix_with_cross_entropy_(grad, rows, 1.0 - mle_weight, mle_weight)
-    return (mle_weight * ce + (1.0 - mle_weight) * emo)[:, None], [grad]
+    weighted, minus_expected = _emo_similarities(rows, cost)
+    grad = _mixed_gradient_(weighted, minus_expected, rows, 1.0 - mle_weight, mle_weight)
+    return (mle_weight * ce + (1.0 - mle_weight) * (1.0 + minus_expected))[:, None], [grad]
 
 
 def adaptive_token_ratio(ce: Tensor, emo: Tensor, cap: float | None) -> Tensor:
@@ -196,15 +201,14 @@ def emo_mle_adaptive_terms(rows: Rows, need_grad: bool, *, cost: CosineCost,
     ``0.5 * (p - onehot(t)) + 0.5 * r_i * grad(emo_i)``, formed in one M x V buffer.
     """
     ce = -rows.logp_t
-    if need_grad:
-        emo, grad = _emo_value_and_gradient(rows, cost)
-    else:
-        emo, grad = emo_terms(rows, False, cost=cost)[0][:, 0], None
+    if not need_grad:
+        emo = emo_terms(rows, False, cost=cost)[0][:, 0]
+        return (0.5 * (ce + adaptive_token_ratio(ce, emo, cap) * emo))[:, None], None
+    weighted, minus_expected = _emo_similarities(rows, cost)
+    emo = 1.0 + minus_expected
     ratio = adaptive_token_ratio(ce, emo, cap)
-    values = (0.5 * (ce + ratio * emo))[:, None]
-    if grad is None:
-        return values, None
-    return values, [_mix_with_cross_entropy_(grad, rows, 0.5 * ratio, 0.5)]
+    grad = _mixed_gradient_(weighted, minus_expected, rows, 0.5 * ratio, 0.5)
+    return (0.5 * (ce + ratio * emo))[:, None], [grad]
 
 
 def emo_mle_terms(rows: Rows, need_grad: bool, *,
@@ -260,6 +264,20 @@ class CosineCost:
     def similarities(self, r: Tensor) -> Tensor:
         """``<e_i, r_m>`` for every token i and row ``r_m`` of ``r`` (M, D): a new (M, V) tensor."""
         return (r @ self.embedding.T).mul_(self.inverse_norms)
+
+    def target_similarities(self, target: Tensor, *, sign: float = 1.0) -> Tensor:
+        """``sign * <e_i, r_m>`` with ``r_m = target_rows(target)_m``: a new (M, V) tensor.
+
+        A row depends only on its target id, and text repeats ids (0.3-0.5 distinct ids per
+        token in a chunk of real text), so for ids the product is taken once per distinct id
+        and its rows copied out when at most half the rows are distinct (the U x V block of
+        distinct rows then adds at most half an M x V block, briefly).
+        """
+        if not target.is_floating_point():
+            distinct, row_of = torch.unique(target, return_inverse=True)
+            if 2 * distinct.numel() <= target.numel():
+                return self.target_similarities(distinct, sign=sign).index_select(0, row_of)
+        return self.similarities(self.target_rows(target).mul_(sign))
 
 
 def cosine_cost(cost_embedding: Tensor, vocab_size: int | None = None, *,
@@ -319,16 +337,16 @@ def emo_loss_spec(cost: CosineCost, *, mle_weight: str | float | None = None,
         adaptive_cap = float(adaptive_cap)
     if mle_weight is None:
         return RowLoss(terms=partial(emo_terms, cost=cost), soft_targets=True,
-                       buffers=2)
+                       buffers=2, shares_work_by_target=True)
     if mle_weight == "adaptive":
         return RowLoss(terms=partial(emo_mle_adaptive_terms, cost=cost,
-                                     cap=adaptive_cap), buffers=2)
+                                     cap=adaptive_cap), buffers=2, shares_work_by_target=True)
     if mle_weight == "adaptive_batch":
         return RowLoss(terms=partial(emo_mle_terms, cost=cost),
                        coefficients=partial(adaptive_batch_coefficients, cap=adaptive_cap),
-                       num_terms=2, buffers=2)
-    return RowLoss(terms=partial(emo_mle_fixed_terms, cost=cost,
-                                 mle_weight=float(mle_weight)), buffers=2)
+                       num_terms=2, buffers=2, shares_work_by_target=True)
+    return RowLoss(terms=partial(emo_mle_fixed_terms, cost=cost, mle_weight=float(mle_weight)),
+                   buffers=2, shares_work_by_target=True)
 
 
 def tailr_loss_spec(gamma: float, threshold: float | None) -> RowLoss:

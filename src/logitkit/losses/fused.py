@@ -103,8 +103,10 @@ def _chunked_pass(hidden: Tensor, weight: Tensor, bias: Tensor | None, target: T
         grad_bias = torch.zeros((num_acc, vocab_size), dtype=dtype, device=weight.device)
     chunk_values = []
     finite = torch.ones((), dtype=torch.bool, device=hidden.device)
+    order = _rows_by_target(target, loss, chunk_rows)
     for start in range(0, num_rows, chunk_rows):
-        rows = slice(start, start + chunk_rows)
+        end = start + chunk_rows
+        rows = slice(start, end) if order is None else order[start:end]
         chunk_hidden = hidden[rows]
         logits = F.linear(chunk_hidden, weight, bias).to(dtype)
         values, grads = loss_rows(logits, target[rows], valid[rows], loss, need_grad=need_grad)
@@ -121,8 +123,10 @@ def _chunked_pass(hidden: Tensor, weight: Tensor, bias: Tensor | None, target: T
             grads = grads[:1]
         for j, grad in enumerate(grads):
             grad_in = grad.to(weight.dtype)
-            if grad_hidden is not None:
+            if grad_hidden is not None and order is None:
                 torch.mm(grad_in, weight, out=grad_hidden[j, rows])
+            elif grad_hidden is not None:
+                grad_hidden[j].index_copy_(0, rows, grad_in @ weight)
             if grad_weight is not None:
                 if weight.dtype == dtype:
                     grad_weight[j].addmm_(grad_in.T, chunk_hidden)
@@ -130,7 +134,20 @@ def _chunked_pass(hidden: Tensor, weight: Tensor, bias: Tensor | None, target: T
                     grad_weight[j].add_(grad_in.T @ chunk_hidden)
             if grad_bias is not None:
                 grad_bias[j].add_(grad.sum(0))
-    return torch.cat(chunk_values), finite, (grad_hidden, grad_weight, grad_bias)
+    values = torch.cat(chunk_values)
+    if order is not None:
+        values = torch.empty_like(values).index_copy_(0, order, values)
+    return values, finite, (grad_hidden, grad_weight, grad_bias)
+
+
+def _rows_by_target(target: Tensor, loss: RowLoss, chunk_rows: int) -> Tensor | None:
+    """The order to visit the rows in: sorted by target id for a loss whose extra work is per
+    distinct target (EMO's ``E_unit e_t`` product, see ``CosineCost.target_similarities``), so
+    that each chunk holds few distinct ids; None (in order) otherwise or for one chunk."""
+    if not loss.shares_work_by_target or target.is_floating_point() \
+            or target.shape[0] <= chunk_rows:
+        return None
+    return torch.argsort(target, stable=True)
 
 
 def _combine_(accumulated: Tensor | None, coefficients: Tensor,
