@@ -23,6 +23,11 @@ scaling, soft-capping, clamping or multiplier before or after the head (Granite
 ``lm_head_multiplier``, MiniCPM3 hidden scaling, ...) fails the check with a ``ValueError``,
 whatever the config field is called.
 
+PEFT: a ``PeftModel`` is patched through its inner model (``get_base_model()``, whose forward
+the PEFT model calls), and an output layer with a LoRA adapter or ``modules_to_save`` is fused as
+the one linear map it is (``_output_layer.head_operands``: ``W h + s B A drop(h)`` as ``[W, B]``
+applied to ``[h, s A drop(h)]``); LoRA variants such as DoRA are refused.
+
 Reduction is Hugging Face's: the mean over counted tokens (labels != ignore_index), or, when
 ``num_items_in_batch`` is passed (Trainer does so under gradient accumulation and across devices),
 their sum divided by it.
@@ -48,6 +53,7 @@ import torch
 from torch import Tensor, nn
 
 from logitkit.losses._base import OutputLoss, reduce_by_items, shifted
+from logitkit.losses._output_layer import head_operands
 from logitkit.losses.fused import linear_cross_entropy
 
 IGNORE_INDEX = -100
@@ -61,26 +67,40 @@ _MISSING = object()
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
-    """The Hugging Face model inside DDP/DataParallel (``.module``) or torch.compile."""
+    """The Hugging Face model inside DDP/DataParallel (``.module``), torch.compile or a PEFT
+    ``PeftModel`` (``get_base_model()``: its forward calls the inner model's forward)."""
     while True:
         inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
-        if not isinstance(inner, nn.Module):
+        if inner is None and hasattr(model, "peft_config") and callable(
+                getattr(model, "get_base_model", None)):
+            inner = model.get_base_model()
+        if not isinstance(inner, nn.Module) or inner is model:
             return model
         model = inner
 
 
-def _parts(model: nn.Module) -> tuple[nn.Module, nn.Linear]:
-    """``(base model, output layer)``, or ValueError if the model is not a fusable causal LM."""
+def _parts(model: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """``(base model, output layer)``, or ValueError if the model is not a fusable causal LM
+    (the output layer must be one linear map, see ``head_operands``)."""
     base = getattr(model, "base_model", None)
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if not isinstance(base, nn.Module) or base is model or head is None:
         raise ValueError("model must be a Hugging Face causal LM with a base model and an output "
                          f"layer (model.base_model, model.get_output_embeddings()), got "
                          f"{type(model).__name__}")
-    if not isinstance(head, nn.Linear) or type(head).forward is not nn.Linear.forward:
-        raise ValueError(f"{type(model).__name__}'s output layer is a {type(head).__name__}; the "
-                         "fused loss needs a plain nn.Linear (not quantised, not an adapter)")
+    try:
+        head_operands(head, _head_weight(head).new_zeros(0, _head_weight(head).shape[1]))
+    except ValueError as error:
+        raise ValueError(f"{type(model).__name__}: {error}") from None
     return base, head
+
+
+def _head_weight(head: nn.Module) -> Tensor:
+    """The output layer's (V, d) weight (a PEFT wrapper forwards ``.weight`` to its base)."""
+    weight = getattr(head, "weight", None)
+    if not isinstance(weight, Tensor) or weight.dim() != 2:
+        raise ValueError(f"the output layer {type(head).__name__} has no (V, d) weight")
+    return weight
 
 
 def _hidden_of(output: Any) -> Tensor | None:
@@ -122,7 +142,7 @@ class _Fusable:
 _VERIFIED: weakref.WeakKeyDictionary[nn.Module, _Fusable] = weakref.WeakKeyDictionary()
 
 
-def _run_probe(model: nn.Module, base: nn.Module, head: nn.Linear,
+def _run_probe(model: nn.Module, base: nn.Module, head: nn.Module,
                **extra: Any) -> tuple[Any, dict[str, Any], Tensor]:
     """One no-grad eval forward on ``_PROBE_LENGTH`` tokens with planted logits and labels.
 
@@ -147,8 +167,9 @@ def _run_probe(model: nn.Module, base: nn.Module, head: nn.Linear,
         seen["planted"] = planted.reshape(output.shape).to(output.dtype)
         return seen["planted"]
 
-    vocab_size = head.weight.shape[0]
-    ids = (torch.arange(_PROBE_LENGTH, device=head.weight.device) % vocab_size)[None]
+    weight = _head_weight(head)
+    vocab_size = weight.shape[0]
+    ids = (torch.arange(_PROBE_LENGTH, device=weight.device) % vocab_size)[None]
     labels = torch.full_like(ids, vocab_size - 1)
     handles = [module.register_forward_hook(record(name))
                for name, module in base.named_modules() if module is not head]
@@ -274,15 +295,18 @@ class _Patch:
     loss_type: Any  # the model's own loss_type attribute (_MISSING if it had none)
 
 
-def _fused_head_loss(patch: _Patch, head: nn.Linear, hidden: Tensor, labels: Tensor | None,
+def _fused_head_loss(patch: _Patch, head: nn.Module, hidden: Tensor, labels: Tensor | None,
                      shift_labels: Tensor | None,
                      num_items_in_batch: int | Tensor | None) -> Tensor:
-    """The loss of ``head(hidden)`` (HF's shift and reduction), fused and chunked, in float32+."""
+    """The loss of ``head(hidden)`` (HF's shift and reduction), fused and chunked, in float32+.
+
+    The head is taken as one linear map of its input (``head_operands``: LoRA's dropout is drawn
+    on every position, as the layer's own forward draws it, before the shift)."""
+    hidden, weight, bias = head_operands(head, hidden)
     if shift_labels is None:
         hidden, target = shifted(hidden, labels)
     else:
         target = shift_labels
-    weight, bias = head.weight, head.bias
     if hasattr(weight, "full_tensor"):
         raise ValueError("the output layer's weight is a sharded DTensor inside the model's "
                          "forward: shard the blocks and the whole model with fully_shard, not "
@@ -415,8 +439,12 @@ def patch_causal_lm(model: nn.Module, loss: OutputLoss | None = None, *,
     the loss. The check that the logits are exactly ``lm_head(last_hidden_state)`` (see the
     module docstring) runs one tiny forward, once per model.
 
+    A PEFT ``PeftModel`` is accepted as it is (LoRA, prompt tuning, ...); LoRA or
+    ``modules_to_save`` on the output layer is fused exactly (see the module docstring).
+
     Args:
-        model: a Hugging Face causal LM, possibly wrapped (DDP, torch.compile); required.
+        model: a Hugging Face causal LM, possibly wrapped (DDP, torch.compile, a PEFT
+            ``PeftModel``); required.
         loss: the ``OutputLoss`` to compute, or None for cross-entropy; default None.
         chunk_size: tokens per chunk of the fused loss, or None for automatic; default None.
         eval_logits: in eval mode, also return the model's full logits; default True.
@@ -425,8 +453,9 @@ def patch_causal_lm(model: nn.Module, loss: OutputLoss | None = None, *,
         ``model`` itself, patched in place.
 
     Raises:
-        ValueError: ``model`` is not a fusable causal LM (no base model or plain ``nn.Linear``
-            head, no ``logits_to_keep``, or logits that are not ``lm_head(last_hidden_state)``).
+        ValueError: ``model`` is not a fusable causal LM (no base model, an output layer that
+            is not one linear map (quantised, DoRA), no ``logits_to_keep``, or logits that are
+            not ``lm_head(last_hidden_state)``).
         TypeError: ``loss`` has no ``linear`` method.
 
     Reference:
