@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= dev,reproduce,bench
+EXTRAS ?= dev,reproduce,bench,finetune
 DATA ?= $(wildcard ../shared/data)
 OUT ?= reproduce-out
 PY := $(VENV)/bin/python

@@ -179,7 +179,7 @@ def _run_probe(model: nn.Module, base: nn.Module, head: nn.Module,
     was_training = model.training
     try:
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), _running(patch):
             output = forward(input_ids=ids, labels=labels, use_cache=False, **extra)
     finally:
         for handle in handles:
@@ -293,6 +293,63 @@ class _Patch:
     previous: Callable[..., Any] | None  # an instance-level forward that was there before
     signature: inspect.Signature
     loss_type: Any  # the model's own loss_type attribute (_MISSING if it had none)
+    function: Callable[..., Any] | None = None  # the patched forward's function
+    guard: Any = None  # the handle of _guard_the_base_model's hook
+    running: int = 0  # how many calls of the patched forward (or the probe) are under way
+
+
+@contextmanager
+def _running(patch: _Patch | None) -> Iterator[None]:
+    if patch is None:
+        yield
+        return
+    patch.running += 1
+    try:
+        yield
+    finally:
+        patch.running -= 1
+
+
+def _wrapper_modules(function: Any) -> list[str]:
+    """The modules that define a function and the functions it wraps (``__wrapped__``,
+    ``__func__``); read from the function's globals, which ``functools.wraps`` does not copy."""
+    owners: list[str] = []
+    for _ in range(16):
+        if function is None:
+            break
+        owner = getattr(function, "__globals__", {}).get("__name__")
+        if isinstance(owner, str) and owner not in owners:
+            owners.append(owner)
+        function = getattr(function, "__wrapped__", None) or getattr(function, "__func__", None)
+    return owners
+
+
+def _guard_the_base_model(model: nn.Module, base: nn.Module, patch: _Patch) -> None:
+    """Refuse a forward that replaced the patched one and runs the base model without it.
+
+    Some trainers replace ``model.forward`` after it was patched with a forward that runs the
+    base model and computes a loss of their own (TRL's ``SFTTrainer`` adds a fused LM head that
+    computes cross-entropy): the chosen loss would silently not be trained. A forward hook on
+    the base model raises when it runs outside the patched forward while ``model.forward`` is
+    no longer the patched one (a wrapper that calls it, e.g. accelerate's autocast, is fine).
+    """
+
+    def check(module: nn.Module, args: Any) -> None:
+        forward = model.__dict__.get("forward")
+        if patch.running or getattr(forward, "__func__", None) is patch.function:
+            return
+        owners = _wrapper_modules(forward)
+        common = ("torch.", "accelerate.", "transformers.")
+        owners = [owner for owner in owners if not owner.startswith(common)] or owners
+        hint = (" TRL's SFTTrainer computes its own cross-entropy: train with "
+                "logitkit.losses.trl.FusedLossSFTTrainer(model=..., loss=...) instead."
+                if any(owner.startswith("trl") for owner in owners) else "")
+        raise RuntimeError(f"{type(model).__name__} was patched by patch_causal_lm, but its "
+                           f"forward was replaced afterwards (by {', '.join(owners)}) and runs "
+                           "the base model without the patched forward, so its loss is not the "
+                           f"one set by patch_causal_lm.{hint}")
+
+    patch.guard = base.register_forward_pre_hook(check)
 
 
 def _fused_head_loss(patch: _Patch, head: nn.Module, hidden: Tensor, labels: Tensor | None,
@@ -360,6 +417,11 @@ def _patched_forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
     """The model's forward; with labels, its loss is the fused loss set by patch_causal_lm
     (plus ``coefficient * aux_loss`` when the model returns a router ``aux_loss``)."""
     patch: _Patch = self.__dict__[_STATE]
+    with _running(patch):
+        return _fused_forward(self, patch, *args, **kwargs)
+
+
+def _fused_forward(self: nn.Module, patch: _Patch, *args: Any, **kwargs: Any) -> Any:
     bound = patch.signature.bind(*args, **kwargs)
     arguments = bound.arguments
     labels = arguments.get("labels")
@@ -487,10 +549,12 @@ def patch_causal_lm(model: nn.Module, loss: OutputLoss | None = None, *,
     if current is None:
         forward = model_.forward
         signature = inspect.signature(forward)
-        model_.__dict__[_STATE] = _Patch(loss, chunk_size, eval_logits, forward,
-                                         model_.__dict__.get("forward"), signature,
-                                         model_.__dict__.get("loss_type", _MISSING))
-        model_.forward = MethodType(_patched_function(signature), model_)
+        patch = model_.__dict__[_STATE] = _Patch(loss, chunk_size, eval_logits, forward,
+                                                 model_.__dict__.get("forward"), signature,
+                                                 model_.__dict__.get("loss_type", _MISSING))
+        patch.function = _patched_function(signature)
+        model_.forward = MethodType(patch.function, model_)
+        _guard_the_base_model(model_, _parts(model_)[0], patch)
         # Hugging Face's name for a loss that shifts labels: Trainer then counts
         # num_items_in_batch over labels[:, 1:] (for GPT-2, whose loss_type is None, it would
         # count position 0 too, which is never a target).
@@ -532,6 +596,7 @@ def unpatch_causal_lm(model: nn.Module) -> nn.Module:
     model_ = _unwrap(model)
     patch = model_.__dict__.pop(_STATE, None)
     if patch is not None:
+        patch.guard.remove()
         del model_.forward
         if patch.previous is not None:
             model_.forward = patch.previous
