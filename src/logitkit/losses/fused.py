@@ -51,6 +51,7 @@ from logitkit.losses._rows import (
     reduce_rows,
     reduction_scale,
     tailr_loss_spec,
+    unit_coefficients,
 )
 
 # The chunk's temporaries (``loss.buffers`` blocks of M x V) get 1/CHUNK_FRACTION of the memory
@@ -79,28 +80,36 @@ def default_chunk_rows(num_rows: int, vocab_size: int, width: int, buffers: int,
 def _chunked_pass(hidden: Tensor, weight: Tensor, bias: Tensor | None, target: Tensor,
                   valid: Tensor, loss: RowLoss, chunk_rows: int, *, need_grad: bool,
                   row_weights: Tensor | None = None, separate: bool = True,
-                  needs: tuple[bool, bool, bool] = (True, True, True)):
+                  needs: tuple[bool, bool, bool] = (True, True, True), grad_scale: float = 1.0):
     """Term values (N, K), their finiteness, and (with ``need_grad``) gradient sums over chunks.
 
     ``row_weights`` (N, K): with it, row i's gradient for term k is weighted by
     ``row_weights[i, k]`` (without it, by 1; ignored rows always have zero gradient);
     ``separate=True`` keeps one accumulator per term (J = K), else the terms are summed into one
-    (J = 1). Returns ``values, finite, (grad_hidden (J, N, d), grad_weight (J, V, d), grad_bias
-    (J, V))`` (None where not needed); the weight and bias gradients are accumulated in the
-    compute dtype (float32, or float64 for float64 inputs).
+    (J = 1). Every gradient is multiplied by ``grad_scale``, folded into the chunk's small
+    operands (its M x d hidden rows, or the cast of its M x V block to a half/bf16 weight's
+    dtype), so no pass over a V x d gradient is spent on it. Returns ``values, finite,
+    (grad_hidden (J, N, d), grad_weight (J, V, d), grad_bias (J, V))`` (None where not needed);
+    the weight and bias gradients are accumulated in the compute dtype (float32, or float64 for
+    float64 inputs), or written in the weight's dtype when there is a single chunk (one product,
+    as for unchunked logits).
     """
     num_rows, width = hidden.shape
     dtype = compute_dtype(weight.dtype)
     vocab_size = weight.shape[0]
     num_acc = loss.num_terms if separate else 1
+    accumulate_dtype = weight.dtype if num_rows <= chunk_rows else dtype
     grad_hidden = grad_weight = grad_bias = None
     if need_grad and needs[0]:
         grad_hidden = hidden.new_empty((num_acc, num_rows, width))
+    # The first chunk writes the weight and bias gradients, the others add to them (no pass to
+    # zero a V x d buffer first).
     if need_grad and needs[1]:
-        grad_weight = torch.zeros((num_acc, vocab_size, width), dtype=dtype,
+        grad_weight = torch.empty((num_acc, vocab_size, width), dtype=accumulate_dtype,
                                   device=weight.device)
     if need_grad and needs[2] and bias is not None:
-        grad_bias = torch.zeros((num_acc, vocab_size), dtype=dtype, device=weight.device)
+        grad_bias = torch.empty((num_acc, vocab_size), dtype=accumulate_dtype,
+                                device=weight.device)
     chunk_values = []
     finite = torch.ones((), dtype=torch.bool, device=hidden.device)
     order = _rows_by_target(target, loss, chunk_rows)
@@ -121,23 +130,45 @@ def _chunked_pass(hidden: Tensor, weight: Tensor, bias: Tensor | None, target: T
             for grad in grads[1:]:
                 grads[0].add_(grad)
             grads = grads[:1]
+        first = start == 0
         for j, grad in enumerate(grads):
-            grad_in = grad.to(weight.dtype)
-            if grad_hidden is not None and order is None:
-                torch.mm(grad_in, weight, out=grad_hidden[j, rows])
-            elif grad_hidden is not None:
-                grad_hidden[j].index_copy_(0, rows, grad_in @ weight)
-            if grad_weight is not None:
-                if weight.dtype == dtype:
-                    grad_weight[j].addmm_(grad_in.T, chunk_hidden)
-                else:
-                    grad_weight[j].add_(grad_in.T @ chunk_hidden)
+            if weight.dtype == dtype:  # scale the M x d rows, not the M x V block
+                grad_in, scale = grad, grad_scale
+            else:  # the cast to half/bf16 is a pass over the block anyway: scale in it
+                grad_in = torch.mul(grad, grad_scale, out=grad.new_empty(grad.shape,
+                                                                         dtype=weight.dtype))
+                scale = 1.0
+            scaled_hidden = chunk_hidden if scale == 1.0 else chunk_hidden * scale
+            if grad_hidden is not None:
+                _write_rows(grad_hidden[j], rows, grad_in @ weight if order is not None
+                            else torch.mm(grad_in, weight, out=grad_hidden[j, rows]), scale)
+            if grad_weight is not None and grad_weight.dtype != weight.dtype:
+                _write_or_add(grad_weight[j], grad_in.T @ scaled_hidden, first)
+            elif grad_weight is not None and first:
+                torch.mm(grad_in.T, scaled_hidden, out=grad_weight[j])
+            elif grad_weight is not None:
+                grad_weight[j].addmm_(grad_in.T, scaled_hidden)
             if grad_bias is not None:
-                grad_bias[j].add_(grad.sum(0))
+                _write_or_add(grad_bias[j], grad.sum(0).mul_(grad_scale), first)
     values = torch.cat(chunk_values)
     if order is not None:
         values = torch.empty_like(values).index_copy_(0, order, values)
     return values, finite, (grad_hidden, grad_weight, grad_bias)
+
+
+def _write_rows(grad_hidden: Tensor, rows: slice | Tensor, product: Tensor, scale: float) -> None:
+    """``grad_hidden[rows] = scale * product`` (``product`` may already be that slice)."""
+    if scale != 1.0:
+        product.mul_(scale)
+    if isinstance(rows, Tensor):
+        grad_hidden.index_copy_(0, rows, product)
+
+
+def _write_or_add(total: Tensor, part: Tensor, first: bool) -> None:
+    if first:
+        total.copy_(part)
+    else:
+        total.add_(part)
 
 
 def _rows_by_target(target: Tensor, loss: RowLoss, chunk_rows: int) -> Tensor | None:
@@ -150,19 +181,25 @@ def _rows_by_target(target: Tensor, loss: RowLoss, chunk_rows: int) -> Tensor | 
     return torch.argsort(target, stable=True)
 
 
-def _combine_(accumulated: Tensor | None, coefficients: Tensor,
+def _combine_(accumulated: Tensor | None, coefficients: Tensor | None,
               dtype: torch.dtype) -> Tensor | None:
-    """``sum_j coefficients[j] * accumulated[j]`` in ``dtype``, written over ``accumulated[0]``."""
+    """``sum_j coefficients[j] * accumulated[j]`` in ``dtype``, written over ``accumulated[0]``
+    (``coefficients=None``: all 1, already folded into the accumulators)."""
     if accumulated is None:
         return None
+    combined = accumulated[0]
+    if coefficients is None:
+        for term in accumulated[1:]:
+            combined.add_(term)
+        return combined.to(dtype)
     coefficients = coefficients.to(accumulated.dtype)
-    combined = accumulated[0].mul_(coefficients[0])
+    combined.mul_(coefficients[0])
     for coefficient, term in zip(coefficients[1:], accumulated[1:], strict=True):
         combined.add_(term, alpha=float(coefficient))
     return combined.to(dtype)
 
 
-def _scaled_gradients(accumulated: tuple, coefficients: Tensor, hidden: Tensor,
+def _scaled_gradients(accumulated: tuple, coefficients: Tensor | None, hidden: Tensor,
                       weight: Tensor) -> list[Tensor | None]:
     """Gradients for (hidden, weight, bias) from ``_chunked_pass``'s accumulators."""
     dtypes = (hidden.dtype, weight.dtype, weight.dtype)
@@ -180,16 +217,21 @@ class _FusedLinearLoss(torch.autograd.Function):
                 valid: Tensor, loss: RowLoss, reduction: str, chunk_rows: int) -> Tensor:
         needs = tuple(ctx.needs_input_grad[:3])
         eager = any(needs) and reduction != "none"
+        scale = reduction_scale(valid, reduction)
+        # With unit coefficients (every loss but the batch-ratio EMO mixture) the gradients'
+        # final scale is known now, and the pass folds it in.
+        folded = loss.coefficients is unit_coefficients
         values, finite, grads = _chunked_pass(hidden, weight, bias, target, valid, loss,
-                                              chunk_rows, need_grad=eager, needs=needs)
+                                              chunk_rows, need_grad=eager, needs=needs,
+                                              grad_scale=scale if folded else 1.0)
         check_finite_values(finite)
         coefficients = loss.coefficients(values.sum(0))
-        scale = reduction_scale(valid, reduction)
         ctx.loss, ctx.chunk_rows, ctx.needs = loss, chunk_rows, needs
-        ctx.reduction, ctx.scale = reduction, scale
+        ctx.reduction, ctx.scale, ctx.folded = reduction, scale, folded
         ctx.grads = None
         if eager:
-            ctx.grads = _scaled_gradients(grads, coefficients * scale, hidden, weight)
+            ctx.grads = _scaled_gradients(grads, None if folded else coefficients * scale,
+                                          hidden, weight)
         if any(needs):
             ctx.save_for_backward(hidden, weight, bias, target, valid, coefficients)
         return reduce_rows(values @ coefficients, scale, reduction)
@@ -204,12 +246,16 @@ class _FusedLinearLoss(torch.autograd.Function):
                 _, _, accumulated = _chunked_pass(
                     hidden, weight, bias, target, valid, ctx.loss, ctx.chunk_rows,
                     need_grad=True, row_weights=row_weights, separate=False, needs=ctx.needs)
-                return (*_scaled_gradients(accumulated, coefficients.new_ones(1), hidden, weight),
+                return (*_scaled_gradients(accumulated, None, hidden, weight),
                         None, None, None, None, None)
             # The same operations as in forward, so a second backward gives identical results.
-            _, _, accumulated = _chunked_pass(hidden, weight, bias, target, valid, ctx.loss,
-                                              ctx.chunk_rows, need_grad=True, needs=ctx.needs)
-            grads = _scaled_gradients(accumulated, coefficients * ctx.scale, hidden, weight)
+            _, _, accumulated = _chunked_pass(
+                hidden, weight, bias, target, valid, ctx.loss, ctx.chunk_rows, need_grad=True,
+                needs=ctx.needs, grad_scale=ctx.scale if ctx.folded else 1.0)
+            grads = _scaled_gradients(accumulated, None if ctx.folded else coefficients * ctx.scale,
+                                      hidden, weight)
+        if bool(grad_output == 1):  # the usual loss.backward(): spare a pass over V x d
+            return (*grads, None, None, None, None, None)
         grads = [None if grad is None else grad.mul_(grad_output.to(grad.dtype))
                  for grad in grads]
         return (*grads, None, None, None, None, None)
