@@ -365,3 +365,21 @@ def test_emo_takes_its_target_product_once_per_distinct_id_in_a_chunk(monkeypatc
     linear_emo_loss(hidden, weight, target, embedding, bias=bias, chunk_size=16).backward()
     # Sorted by target, the 4 chunks of 16 rows hold 1-2 ids each (not 3 ids in every chunk).
     assert len(rows_multiplied) == 4 and sum(rows_multiplied) <= 6
+
+
+def test_bf16_emo_runs_its_products_in_bf16_and_stays_close_to_float64():
+    # A bf16 model's EMO similarity product runs in bf16 (as its logits' product does): the
+    # loss and gradients stay within bf16 accuracy of the float64 loss on the same values.
+    hidden, weight, bias, target, embedding = make_inputs(shape=(40,), vocab=300, width=16,
+                                                          dtype=torch.float32)
+    low = [t.detach().bfloat16().requires_grad_() for t in (hidden, weight, bias)]
+    low_embedding = embedding.bfloat16()
+    value = linear_emo_loss(*low[:2], target, low_embedding, mle_weight="adaptive",
+                            bias=low[2], chunk_size=7)
+    value.backward()
+    ref_params = [t.detach().double().requires_grad_() for t in low]
+    ref = naive_emo_adaptive(logits_of(*ref_params), target, low_embedding.double())
+    ref.backward()
+    torch.testing.assert_close(value.double(), ref.detach(), rtol=2e-2, atol=1e-2)
+    for ours, theirs in zip(low, ref_params, strict=True):
+        torch.testing.assert_close(ours.grad.double(), theirs.grad, rtol=5e-2, atol=2e-3)

@@ -13,6 +13,7 @@ from logitkit.losses import (
     causal_lm_loss,
     emo_loss,
     emo_mle_loss,
+    linear_emo_loss,
     linear_tailr_loss,
     make_compute_loss_func,
     tailr_loss,
@@ -159,7 +160,7 @@ def test_emo_module_passes_further_options_to_the_functional_losses(monkeypatch)
             return real(*args, **kwargs)
         return wrapper
 
-    for name in ("emo_loss", "emo_mle_loss", "linear_emo_loss"):
+    for name in ("emo_loss", "emo_mle_loss", "linear_emo_loss_of_cost"):
         monkeypatch.setattr(modules, name, recording(getattr(modules, name)))
     gen = torch.Generator().manual_seed(3)
     embedding, logits = torch.randn(9, 3, generator=gen), torch.randn(5, 9, generator=gen)
@@ -170,9 +171,36 @@ def test_emo_module_passes_further_options_to_the_functional_losses(monkeypatch)
                                emo_mle_loss(logits, target, embedding, mle_weight=0.25))
     mixed.linear(hidden, weight, target)
     EMOLoss(embedding, marker="b")(logits, target)
-    assert calls == [("emo_mle_loss", "a"), ("emo_mle_loss", "a"), ("linear_emo_loss", "a"),
+    assert calls == [("emo_mle_loss", "a"), ("emo_mle_loss", "a"),
+                     ("linear_emo_loss_of_cost", "a"),
                      ("emo_loss", "b"), ("emo_loss", "b")]
     assert "marker='a'" in repr(mixed)
     monkeypatch.undo()
     with pytest.raises(TypeError, match="no_such_option"):
         EMOLoss(embedding, mle_weight=0.5, no_such_option=1)
+
+
+def test_emo_module_prepares_its_cost_once_and_again_after_a_change(monkeypatch):
+    import logitkit.losses.modules as modules
+
+    prepared = []
+    real = modules.cost_for
+    monkeypatch.setattr(modules, "cost_for",
+                        lambda *args: prepared.append(1) or real(*args))
+    gen = torch.Generator().manual_seed(4)
+    embedding = torch.randn(9, 3, generator=gen)
+    hidden, weight = torch.randn(5, 4, generator=gen), torch.randn(9, 4, generator=gen)
+    target = torch.randint(0, 9, (5,), generator=gen)
+    module = EMOLoss(embedding, mle_weight="adaptive")
+    first = module.linear(hidden, weight, target)
+    torch.testing.assert_close(module.linear(hidden, weight, target), first)
+    assert len(prepared) == 1  # the norms of a frozen embedding are taken once
+    module.linear(hidden.double(), weight.double(), target)  # another dtype: prepared again
+    assert len(prepared) == 2
+    with torch.no_grad():
+        module.unit_embedding[:4] = module.unit_embedding[4:8]  # an in-place change
+    changed = module.linear(hidden, weight, target)
+    assert len(prepared) == 3
+    torch.testing.assert_close(changed, linear_emo_loss(hidden, weight, target,
+                                                        module.unit_embedding.clone(),
+                                                        mle_weight="adaptive"))

@@ -244,26 +244,34 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
 class CosineCost:
     """The unit rows ``e_i = E_i / |E_i|`` of a frozen embedding ``E`` (V, D), never formed.
 
-    ``embedding`` is ``E`` (detached, in the compute dtype) and ``inverse_norms`` holds
-    ``1 / |E_i|``: each product below scales by them instead of reading a V x D copy of unit rows.
+    ``embedding`` is ``E`` (detached) in the dtype its products run in: the compute dtype
+    (float32/float64), or the half/bf16 dtype of a half/bf16 model, whose logits come from a
+    product in that dtype too. ``inverse_norms`` holds ``1 / |E_i|`` in the compute dtype: each
+    product below scales by them instead of reading a V x D copy of unit rows.
     """
 
     embedding: Tensor
     inverse_norms: Tensor
 
+    def _product(self, left: Tensor, right: Tensor) -> Tensor:
+        """``left @ right`` in the embedding's dtype, returned in the compute dtype."""
+        dtype = self.inverse_norms.dtype
+        return (left.to(self.embedding.dtype) @ right).to(dtype)
+
     def combine(self, weights: Tensor) -> Tensor:
         """``sum_i w_i e_i`` for each row of ``weights`` (M, V): (M, D)."""
-        return (weights * self.inverse_norms) @ self.embedding
+        return self._product(weights * self.inverse_norms, self.embedding)
 
     def target_rows(self, target: Tensor) -> Tensor:
         """``e_t`` for ids (M,), or ``sum_j tau_j e_j`` for probabilities (M, V): (M, D)."""
         if target.is_floating_point():
             return self.combine(target)
-        return self.embedding[target] * self.inverse_norms[target, None]
+        return self.embedding[target].to(self.inverse_norms.dtype) \
+            * self.inverse_norms[target, None]
 
     def similarities(self, r: Tensor) -> Tensor:
         """``<e_i, r_m>`` for every token i and row ``r_m`` of ``r`` (M, D): a new (M, V) tensor."""
-        return (r @ self.embedding.T).mul_(self.inverse_norms)
+        return self._product(r, self.embedding.T).mul_(self.inverse_norms)
 
     def target_similarities(self, target: Tensor, *, sign: float = 1.0) -> Tensor:
         """``sign * <e_i, r_m>`` with ``r_m = target_rows(target)_m``: a new (M, V) tensor.
@@ -280,13 +288,28 @@ class CosineCost:
         return self.similarities(self.target_rows(target).mul_(sign))
 
 
+def _row_norms(embedding: Tensor, dtype: torch.dtype, block_rows: int = 512) -> Tensor:
+    """``|E_i|`` in ``dtype``; rows of a half/bf16 embedding are widened a block at a time (one
+    V x D widened copy is 5x slower on CPU than blocks that stay in cache)."""
+    if embedding.dtype == dtype:
+        return torch.linalg.vector_norm(embedding, dim=1)
+    norms = embedding.new_empty(embedding.shape[0], dtype=dtype)
+    for start in range(0, embedding.shape[0], block_rows):
+        rows = slice(start, start + block_rows)
+        torch.linalg.vector_norm(embedding[rows], dim=1, dtype=dtype, out=norms[rows])
+    return norms
+
+
 def cosine_cost(cost_embedding: Tensor, vocab_size: int | None = None, *,
-                like: Tensor | None = None) -> CosineCost:
+                like: Tensor | None = None, products_like: bool = False) -> CosineCost:
     """The cosine cost of ``cost_embedding`` (V, D), detached, with its rows' inverse norms.
 
-    Kept in the compute dtype of ``like`` (float32, or float64 for float64) and on its device;
-    without ``like``, in the compute dtype of ``cost_embedding``. No copy is made when the
-    embedding already has that dtype and device (e.g. the head's own weight).
+    Kept on the device of ``like`` and in its compute dtype (float32, or float64 for float64);
+    with ``products_like=True`` and a half/bf16 ``like`` (the fused losses pass the output
+    layer's weight), in that dtype instead, so the similarity products run in the dtype of the
+    logits' own product. Without ``like``, by ``cost_embedding``'s own dtype. The inverse norms
+    are taken in the compute dtype. No copy is made when the embedding already has that dtype
+    and device (e.g. the head's own weight).
     """
     if not isinstance(cost_embedding, Tensor) or cost_embedding.dim() != 2:
         raise ValueError("cost_embedding must be a 2-D tensor (V, D), got "
@@ -295,9 +318,11 @@ def cosine_cost(cost_embedding: Tensor, vocab_size: int | None = None, *,
         raise ValueError(f"cost_embedding has {cost_embedding.shape[0]} rows but the vocabulary "
                          f"has {vocab_size} classes")
     reference = cost_embedding if like is None else like
-    embedding = cost_embedding.detach().to(device=reference.device,
-                                           dtype=compute_dtype(reference.dtype))
-    norms = torch.linalg.vector_norm(embedding, dim=1)
+    dtype = compute_dtype(reference.dtype)
+    low_precision = reference.dtype in (torch.float16, torch.bfloat16)
+    product_dtype = reference.dtype if products_like and low_precision else dtype
+    embedding = cost_embedding.detach().to(device=reference.device, dtype=product_dtype)
+    norms = _row_norms(embedding, dtype)
     if not torch.isfinite(norms).all():  # a NaN or inf entry makes its row's norm non-finite
         raise ValueError("cost_embedding contains NaN or inf (or rows too large for the norm)")
     zero = (norms == 0).nonzero().flatten()

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from logitkit.losses._rows import (
+    CosineCost,
     RowLoss,
     check_batch,
     check_finite_values,
@@ -360,7 +361,10 @@ def linear_emo_loss(hidden: Tensor, weight: Tensor, target: Tensor, cost_embeddi
     alone; ``"adaptive_batch"`` needs its batch sums first and keeps one more set of gradient
     buffers (an extra V x d and N x d). ``cost_embedding`` never receives a gradient and is not
     copied (its rows' norms are folded into the products), unless it is the head's own weight:
-    then the cost is a detached copy of it.
+    then the cost is a detached copy of it. Rows are visited sorted by target, so EMO's product
+    ``E_unit e_t`` is taken once per distinct target id in a chunk. For half/bf16 inputs that
+    product runs in their dtype (held in it, the cost embedding takes half the memory), as the
+    logits' own product does; the softmax and the loss are float32.
 
     Args:
         hidden: float tensor ``(..., d)``, e.g. a model's final hidden states; required.
@@ -400,7 +404,28 @@ def linear_emo_loss(hidden: Tensor, weight: Tensor, target: Tensor, cost_embeddi
     """
     if cost_embedding.untyped_storage().data_ptr() == weight.untyped_storage().data_ptr():
         cost_embedding = cost_embedding.detach().clone()  # the head itself: freeze its values now
-    cost = cosine_cost(cost_embedding, weight.shape[0], like=weight)
+    cost = cost_for(cost_embedding, weight)
+    return linear_emo_loss_of_cost(hidden, weight, target, cost, mle_weight=mle_weight,
+                                   adaptive_cap=adaptive_cap, bias=bias,
+                                   ignore_index=ignore_index, reduction=reduction,
+                                   chunk_size=chunk_size)
+
+
+def cost_for(cost_embedding: Tensor, weight: Tensor) -> CosineCost:
+    """The cosine cost of ``cost_embedding`` for the fused losses of ``weight`` (V, d): on its
+    device, products in its dtype (see ``cosine_cost``)."""
+    return cosine_cost(cost_embedding, weight.shape[0], like=weight, products_like=True)
+
+
+def linear_emo_loss_of_cost(hidden: Tensor, weight: Tensor, target: Tensor, cost: CosineCost,
+                            *, mle_weight: str | float | None, bias: Tensor | None,
+                            ignore_index: int, reduction: str, chunk_size: int | None,
+                            adaptive_cap: float | None = None) -> Tensor:
+    """``linear_emo_loss`` with a prepared ``cost_for(cost_embedding, weight)`` (``EMOLoss``
+    keeps one, so a frozen embedding's norms are taken once, not at every call)."""
+    if cost.embedding.shape[0] != weight.shape[0]:
+        raise ValueError(f"cost_embedding has {cost.embedding.shape[0]} rows but the "
+                         f"vocabulary has {weight.shape[0]} classes")
     loss = emo_loss_spec(cost, mle_weight=mle_weight, adaptive_cap=adaptive_cap)
     return _fused(hidden, weight, target, loss, bias=bias, ignore_index=ignore_index,
                   reduction=reduction, chunk_size=chunk_size)

@@ -35,9 +35,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from logitkit.losses._base import OutputLoss, reduce_by_items, shifted
-from logitkit.losses._rows import cosine_cost, tailr_loss_spec
+from logitkit.losses._rows import CosineCost, cosine_cost, tailr_loss_spec
 from logitkit.losses.functional import emo_loss, emo_mle_loss, tailr_loss
-from logitkit.losses.fused import linear_cross_entropy, linear_emo_loss, linear_tailr_loss
+from logitkit.losses.fused import (
+    cost_for,
+    linear_cross_entropy,
+    linear_emo_loss_of_cost,
+    linear_tailr_loss,
+)
 
 
 class CrossEntropyLoss(OutputLoss):
@@ -155,11 +160,21 @@ class EMOLoss(OutputLoss):
     def linear(self, hidden: Tensor, weight: Tensor, target: Tensor, *,
                bias: Tensor | None = None, chunk_size: int | None = None,
                reduction: str | None = None) -> Tensor:
-        return linear_emo_loss(hidden, weight, target, self.unit_embedding,
-                               mle_weight=self.mle_weight, bias=bias,
-                               ignore_index=self.ignore_index,
-                               reduction=reduction or self.reduction, chunk_size=chunk_size,
-                               **self.options)
+        return linear_emo_loss_of_cost(hidden, weight, target, self._cost_for(weight),
+                                       mle_weight=self.mle_weight, bias=bias,
+                                       ignore_index=self.ignore_index,
+                                       reduction=reduction or self.reduction,
+                                       chunk_size=chunk_size, **self.options)
+
+    def _cost_for(self, weight: Tensor) -> CosineCost:
+        """``cost_for(unit_embedding, weight)``, kept while the buffer, its version (in-place
+        changes) and the weight's device and dtype stay the same."""
+        key = (self.unit_embedding._version, weight.device, weight.dtype)
+        cached = self.__dict__.get("_cost")
+        if cached is None or cached[0] is not self.unit_embedding or cached[1] != key:
+            cached = (self.unit_embedding, key, cost_for(self.unit_embedding, weight))
+            self.__dict__["_cost"] = cached
+        return cached[2]
 
     def extra_repr(self) -> str:
         options = "".join(f", {key}={value!r}" for key, value in self.options.items())
