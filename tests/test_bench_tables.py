@@ -135,3 +135,32 @@ def test_logitkit_bench_shows_the_table_and_saves_only_the_json(tmp_path, capfd)
     saved = json.loads((tmp_path / "out" / "demo.json").read_text())
     assert saved["cases"][0]["not_testable"] == {"min_speedup": "small"}
     assert np.isclose(saved["cases"][0]["ratio"]["speedup"], 2.0)
+
+
+def test_losses_cases_have_the_floor_and_every_peer_with_finite_ratios():
+    losses = pytest.importorskip("logitkit.benchmarks.losses")
+    skips = losses.peer_skips()
+    assert "liger" in skips and "GPU" in skips["liger"]  # this suite runs on CPU
+    methods = [m for m in losses.available_methods() if m != "cce"]  # no compile: keep it fast
+    cases = []
+    for dtype in ("float32", "bfloat16"):
+        config = (64, 512, 32, dtype, "zipf")
+        targets = losses.make_inputs(*config)["target"]
+        assert targets.unique().numel() < 64 and 0 <= int(targets.min()) <= int(targets.max()) < 512
+        results = losses.measure(config, methods, repeats=1, memory=False)
+        assert all("time_s" in results[m] for m in losses.OURS + ("floor",))
+        cases += losses.cases_for(config, results, skips)
+    table = losses.summary_table(cases)
+    for column in ("fused CE / 3-GEMM floor", "fused CE / torch CE", "fused CE / torch native",
+                   "fused CE / CCE torch_compile", "fused CE / Liger", "EMO / fused CE",
+                   "EMO+0.5 MLE / fused CE", "EMO adaptive / fused CE", "TaiLr / fused CE",
+                   "fused CE memory / peer's"):
+        assert column in table
+    assert "N=64 V=512 d=32 bfloat16 zipf" in table and "Liger: skipped: needs a GPU" in table
+    timed = [c for c in cases if "skipped" not in c]
+    assert {c["column"] for c in timed} >= {"floor", "torch_ce", *losses.EMO_FORMS, "fused_tailr"}
+    assert all(c["config"]["distinct_targets_per_token"] < 1 for c in cases)
+    for result in timed:
+        assert result["ratio"] and all(np.isfinite(v) for v in result["ratio"].values())
+    assert any("skipped" in c and c["column"] == "liger" for c in cases)
+    harness.format_table(cases)  # the shared table takes the cases as they are

@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import platform
 import resource
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -97,17 +99,32 @@ def _measure_in_child(setup: Callable[[], Any], run: Callable[[Any], Any], devic
         queue.put((after - before) * 1024)  # ru_maxrss is in KiB on Linux
 
 
+_ENVIRONMENT_LOCK = threading.Lock()
+
+
 def peak_memory_bytes(setup: Callable[[], Any], run: Callable[[Any], Any], *,
-                      device: str = "cpu") -> int:
+                      device: str = "cpu", env: dict[str, str] | None = None) -> int:
     """Peak extra memory of ``run(setup())`` measured in a fresh process.
 
     ``setup`` and ``run`` must be picklable (module-level functions or ``functools.partial`` of
-    them); ``setup`` builds the inputs, whose memory is not counted.
+    them); ``setup`` builds the inputs, whose memory is not counted. ``env``: environment
+    variables the child starts with (e.g. ``{"MALLOC_MMAP_THRESHOLD_": "65536"}``, read by glibc
+    at start-up), on top of this process's; this process's own environment is restored after.
     """
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     child = context.Process(target=_measure_in_child, args=(setup, run, device, queue))
-    child.start()
+    with _ENVIRONMENT_LOCK:  # callers may measure from several threads at once
+        saved = {key: os.environ.get(key) for key in env or {}}
+        os.environ.update(env or {})
+        try:
+            child.start()
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
     child.join()
     if child.exitcode != 0:
         raise RuntimeError(f"memory measurement subprocess failed with exit code {child.exitcode}")

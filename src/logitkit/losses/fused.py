@@ -120,6 +120,7 @@ def _chunked_pass(hidden: Tensor, weight: Tensor, bias: Tensor | None, target: T
         chunk_hidden = hidden[rows]
         logits = F.linear(chunk_hidden, weight, bias).to(dtype)
         values, grads = loss_rows(logits, target[rows], valid[rows], loss, need_grad=need_grad)
+        del logits  # its storage may hold a gradient block, dropped below once it is used
         finite = finite & torch.isfinite(values).all()
         chunk_values.append(values)
         if grads is None:
@@ -132,13 +133,17 @@ def _chunked_pass(hidden: Tensor, weight: Tensor, bias: Tensor | None, target: T
                 grads[0].add_(grad)
             grads = grads[:1]
         first = start == 0
-        for j, grad in enumerate(grads):
+        for j in range(len(grads)):
+            grad = grads[j]
+            if grad_bias is not None:
+                _write_or_add(grad_bias[j], grad.sum(0).mul_(grad_scale), first)
             if weight.dtype == dtype:  # scale the M x d rows, not the M x V block
                 grad_in, scale = grad, grad_scale
             else:  # the cast to half/bf16 is a pass over the block anyway: scale in it
                 grad_in = torch.mul(grad, grad_scale, out=grad.new_empty(grad.shape,
                                                                          dtype=weight.dtype))
                 scale = 1.0
+            grads[j] = grad = None  # a float32 block of a half/bf16 weight is freed here
             scaled_hidden = chunk_hidden if scale == 1.0 else chunk_hidden * scale
             if grad_hidden is not None:
                 _write_rows(grad_hidden[j], rows, grad_in @ weight if order is not None
@@ -149,8 +154,7 @@ def _chunked_pass(hidden: Tensor, weight: Tensor, bias: Tensor | None, target: T
                 torch.mm(grad_in.T, scaled_hidden, out=grad_weight[j])
             elif grad_weight is not None:
                 grad_weight[j].addmm_(grad_in.T, scaled_hidden)
-            if grad_bias is not None:
-                _write_or_add(grad_bias[j], grad.sum(0).mul_(grad_scale), first)
+            del grad_in
     values = torch.cat(chunk_values)
     if order is not None:
         values = torch.empty_like(values).index_copy_(0, order, values)
