@@ -355,9 +355,9 @@ def test_emo_takes_its_target_product_once_per_distinct_id_in_a_chunk(monkeypatc
     rows_multiplied = []
     original = _rows.CosineCost.similarities
 
-    def counting(self, r):
+    def counting(self, r, out=None):
         rows_multiplied.append(r.shape[0])
-        return original(self, r)
+        return original(self, r, out)
 
     monkeypatch.setattr(_rows.CosineCost, "similarities", counting)
     hidden, weight, bias, _, embedding = make_inputs(shape=(64,), vocab=11)
@@ -365,6 +365,9 @@ def test_emo_takes_its_target_product_once_per_distinct_id_in_a_chunk(monkeypatc
     linear_emo_loss(hidden, weight, target, embedding, bias=bias, chunk_size=16).backward()
     # Sorted by target, the 4 chunks of 16 rows hold 1-2 ids each (not 3 ids in every chunk).
     assert len(rows_multiplied) == 4 and sum(rows_multiplied) <= 6
+    rows_multiplied.clear()  # one chunk: its rows are sorted too, one product per id
+    linear_emo_loss(hidden, weight, target, embedding, bias=bias, chunk_size=64).backward()
+    assert rows_multiplied == [3]
 
 
 def test_bf16_emo_runs_its_products_in_bf16_and_stays_close_to_float64():

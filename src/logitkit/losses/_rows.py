@@ -253,10 +253,16 @@ class CosineCost:
     embedding: Tensor
     inverse_norms: Tensor
 
-    def _product(self, left: Tensor, right: Tensor) -> Tensor:
-        """``left @ right`` in the embedding's dtype, returned in the compute dtype."""
+    def _product(self, left: Tensor, right: Tensor, out: Tensor | None = None) -> Tensor:
+        """``left @ right`` in the embedding's dtype, returned in the compute dtype (written
+        into ``out`` if given)."""
         dtype = self.inverse_norms.dtype
-        return (left.to(self.embedding.dtype) @ right).to(dtype)
+        left = left.to(self.embedding.dtype)
+        if out is None:
+            return (left @ right).to(dtype)
+        if left.dtype == dtype:
+            return torch.mm(left, right, out=out)
+        return out.copy_(left @ right)
 
     def combine(self, weights: Tensor) -> Tensor:
         """``sum_i w_i e_i`` for each row of ``weights`` (M, V): (M, D)."""
@@ -269,23 +275,36 @@ class CosineCost:
         return self.embedding[target].to(self.inverse_norms.dtype) \
             * self.inverse_norms[target, None]
 
-    def similarities(self, r: Tensor) -> Tensor:
-        """``<e_i, r_m>`` for every token i and row ``r_m`` of ``r`` (M, D): a new (M, V) tensor."""
-        return self._product(r, self.embedding.T).mul_(self.inverse_norms)
+    def similarities(self, r: Tensor, out: Tensor | None = None) -> Tensor:
+        """``<e_i, r_m>`` for every token i and row ``r_m`` of ``r`` (M, D): an (M, V) tensor,
+        new or ``out``."""
+        return self._product(r, self.embedding.T, out).mul_(self.inverse_norms)
 
     def target_similarities(self, target: Tensor, *, sign: float = 1.0) -> Tensor:
         """``sign * <e_i, r_m>`` with ``r_m = target_rows(target)_m``: a new (M, V) tensor.
 
-        A row depends only on its target id, and text repeats ids (0.3-0.5 distinct ids per
-        token in a chunk of real text), so for ids the product is taken once per distinct id
-        and its rows copied out when at most half the rows are distinct (the U x V block of
-        distinct rows then adds at most half an M x V block, briefly).
+        A row depends only on its target id, and text repeats ids (the fused losses visit rows
+        sorted by target, so equal ids are adjacent): for ids in at most 3M/4 runs of equal ids,
+        the product is taken once per run, into the first rows of the result, and each run's
+        row is then copied out to the run's rows, from the last run back (run j starts at row
+        >= j, so a row is read before it is overwritten). No buffer beyond the result.
         """
-        if not target.is_floating_point():
-            distinct, row_of = torch.unique(target, return_inverse=True)
-            if 2 * distinct.numel() <= target.numel():
-                return self.target_similarities(distinct, sign=sign).index_select(0, row_of)
-        return self.similarities(self.target_rows(target).mul_(sign))
+        if target.is_floating_point():
+            return self.similarities(self.target_rows(target).mul_(sign))
+        ids, lengths = torch.unique_consecutive(target, return_counts=True)
+        if 4 * ids.numel() > 3 * target.numel():  # too few repeats to pay for the copies
+            return self.similarities(self.target_rows(target).mul_(sign))
+        out = self.inverse_norms.new_empty((target.numel(), self.embedding.shape[0]))
+        self.similarities(self.target_rows(ids).mul_(sign), out=out[:ids.numel()])
+        ends = lengths.cumsum(0).tolist()
+        for run, (end, length) in reversed(list(enumerate(zip(ends, lengths.tolist(),
+                                                              strict=True)))):
+            start = end - length
+            if start != run:
+                out[start].copy_(out[run])
+            if length > 1:
+                out[start + 1:end].copy_(out[start].expand(length - 1, -1))
+        return out
 
 
 def _row_norms(embedding: Tensor, dtype: torch.dtype, block_rows: int = 512) -> Tensor:

@@ -113,7 +113,7 @@ def _chunked_pass(hidden: Tensor, weight: Tensor, bias: Tensor | None, target: T
                                 device=weight.device)
     chunk_values = []
     finite = torch.ones((), dtype=torch.bool, device=hidden.device)
-    order = _rows_by_target(target, loss, chunk_rows)
+    order = _rows_by_target(target, loss)
     for start in range(0, num_rows, chunk_rows):
         end = start + chunk_rows
         rows = slice(start, end) if order is None else order[start:end]
@@ -176,12 +176,11 @@ def _write_or_add(total: Tensor, part: Tensor, first: bool) -> None:
         total.add_(part)
 
 
-def _rows_by_target(target: Tensor, loss: RowLoss, chunk_rows: int) -> Tensor | None:
+def _rows_by_target(target: Tensor, loss: RowLoss) -> Tensor | None:
     """The order to visit the rows in: sorted by target id for a loss whose extra work is per
     distinct target (EMO's ``E_unit e_t`` product, see ``CosineCost.target_similarities``), so
-    that each chunk holds few distinct ids; None (in order) otherwise or for one chunk."""
-    if not loss.shares_work_by_target or target.is_floating_point() \
-            or target.shape[0] <= chunk_rows:
+    that each chunk holds few runs of equal ids; None (in order) otherwise."""
+    if not loss.shares_work_by_target or target.is_floating_point():
         return None
     return torch.argsort(target, stable=True)
 
