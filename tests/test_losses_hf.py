@@ -7,6 +7,7 @@ logits are not ``lm_head(last_hidden_state)`` must be refused, whatever their co
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import subprocess
 import sys
@@ -285,9 +286,31 @@ def test_patch_keeps_signature_state_dict_and_survives_deepcopy():
         twin.lm_head.weight.mul_(2.0)
     inputs = batch()
     assert not torch.allclose(twin(**inputs).loss, model(**inputs).loss)  # twin uses its own head
+    twin_loss = twin(**inputs).loss
     unpatch_causal_lm(model)
     assert "forward" not in model.__dict__
     assert model(**inputs).logits.shape == (3, 12, V)
+    assert not model.model._forward_pre_hooks  # the guard left with the patch
+    torch.testing.assert_close(twin(**inputs).loss, twin_loss)  # the twin's patch is its own
+    # The twin still refuses a forward that replaced its patched one and skips it.
+    twin.forward = lambda **kw: twin.model(input_ids=kw["input_ids"])
+    with pytest.raises(RuntimeError, match="replaced afterwards"):
+        twin(**inputs)
+
+
+def test_a_replaced_forward_that_bypasses_the_patch_is_refused():
+    model = patch_causal_lm(make(gpt2), TaiLrLoss(0.5))
+    inputs = batch()
+    patched = model.forward
+    model.transformer(input_ids=inputs["input_ids"])  # a direct call of the base model: fine
+    model.forward = functools.wraps(patched)(lambda **kw: patched(**kw))  # wraps it: fine
+    fused = model(**inputs).loss
+    model.transformer(input_ids=inputs["input_ids"])
+    model.forward = lambda **kw: model.transformer(input_ids=kw["input_ids"])  # bypasses it
+    with pytest.raises(RuntimeError, match="replaced afterwards"):
+        model(**inputs)
+    model.forward = patched
+    torch.testing.assert_close(model(**inputs).loss, fused)
 
 
 def test_importing_the_losses_does_not_import_transformers():

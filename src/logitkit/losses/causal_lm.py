@@ -59,6 +59,7 @@ from logitkit.losses.fused import linear_cross_entropy
 IGNORE_INDEX = -100
 _PROBE_LENGTH = 4
 _STATE = "_logitkit_fused_loss"
+_OWNER = "_logitkit_patched_model"  # on the base model: the patched model that owns it
 _MISSING = object()
 
 
@@ -294,7 +295,7 @@ class _Patch:
     signature: inspect.Signature
     loss_type: Any  # the model's own loss_type attribute (_MISSING if it had none)
     function: Callable[..., Any] | None = None  # the patched forward's function
-    guard: Any = None  # the handle of _guard_the_base_model's hook
+    guard: int | None = None  # the id of _guard_the_base_model's hook on the base model
     running: int = 0  # how many calls of the patched forward (or the probe) are under way
 
 
@@ -310,18 +311,13 @@ def _running(patch: _Patch | None) -> Iterator[None]:
         patch.running -= 1
 
 
-def _wrapper_modules(function: Any) -> list[str]:
-    """The modules that define a function and the functions it wraps (``__wrapped__``,
-    ``__func__``); read from the function's globals, which ``functools.wraps`` does not copy."""
-    owners: list[str] = []
-    for _ in range(16):
-        if function is None:
-            break
-        owner = getattr(function, "__globals__", {}).get("__name__")
-        if isinstance(owner, str) and owner not in owners:
-            owners.append(owner)
+def _wrapped_chain(function: Any) -> list[Any]:
+    """A function and the functions it wraps (``__wrapped__``, a method's ``__func__``)."""
+    chain: list[Any] = []
+    while function is not None and len(chain) < 16:
+        chain.append(function)
         function = getattr(function, "__wrapped__", None) or getattr(function, "__func__", None)
-    return owners
+    return chain
 
 
 def _guard_the_base_model(model: nn.Module, base: nn.Module, patch: _Patch) -> None:
@@ -329,27 +325,36 @@ def _guard_the_base_model(model: nn.Module, base: nn.Module, patch: _Patch) -> N
 
     Some trainers replace ``model.forward`` after it was patched with a forward that runs the
     base model and computes a loss of their own (TRL's ``SFTTrainer`` adds a fused LM head that
-    computes cross-entropy): the chosen loss would silently not be trained. A forward hook on
-    the base model raises when it runs outside the patched forward while ``model.forward`` is
-    no longer the patched one (a wrapper that calls it, e.g. accelerate's autocast, is fine).
+    computes cross-entropy): the chosen loss would silently not be trained. A forward pre-hook
+    on the base model (``_check_base_model_call``) raises when it runs outside the patched
+    forward while ``model.forward`` neither is nor wraps (``__wrapped__``) the patched one
+    (accelerate's autocast wrapper, say, is fine). The hook finds the model through the base model's
+    ``_OWNER`` entry, so a deep copy of the model checks itself, not the original.
     """
+    base.__dict__[_OWNER] = model  # not a submodule: kept out of named_modules and state_dict
+    patch.guard = base.register_forward_pre_hook(_check_base_model_call).id
 
-    def check(module: nn.Module, args: Any) -> None:
-        forward = model.__dict__.get("forward")
-        if patch.running or getattr(forward, "__func__", None) is patch.function:
-            return
-        owners = _wrapper_modules(forward)
-        common = ("torch.", "accelerate.", "transformers.")
-        owners = [owner for owner in owners if not owner.startswith(common)] or owners
-        hint = (" TRL's SFTTrainer computes its own cross-entropy: train with "
-                "logitkit.losses.trl.FusedLossSFTTrainer(model=..., loss=...) instead."
-                if any(owner.startswith("trl") for owner in owners) else "")
-        raise RuntimeError(f"{type(model).__name__} was patched by patch_causal_lm, but its "
-                           f"forward was replaced afterwards (by {', '.join(owners)}) and runs "
-                           "the base model without the patched forward, so its loss is not the "
-                           f"one set by patch_causal_lm.{hint}")
 
-    patch.guard = base.register_forward_pre_hook(check)
+def _check_base_model_call(base: nn.Module, args: Any) -> None:
+    model = base.__dict__.get(_OWNER)
+    patch = None if model is None else model.__dict__.get(_STATE)
+    if patch is None:
+        return
+    chain = _wrapped_chain(model.__dict__.get("forward"))
+    if patch.running or any(function is patch.function for function in chain):
+        return  # inside the patched forward, or a direct call while it is (wrapped) in place
+    # The modules that define the replacing functions (functools.wraps does not copy globals).
+    owners = list(dict.fromkeys(getattr(function, "__globals__", {}).get("__name__", "?")
+                                for function in chain))
+    common = ("torch.", "accelerate.", "transformers.")
+    owners = [owner for owner in owners if not owner.startswith(common)] or owners
+    hint = (" TRL's SFTTrainer computes its own cross-entropy: train with "
+            "logitkit.losses.trl.FusedLossSFTTrainer(model=..., loss=...) instead."
+            if any(owner.startswith("trl") for owner in owners) else "")
+    raise RuntimeError(f"{type(model).__name__} was patched by patch_causal_lm, but its "
+                       f"forward was replaced afterwards (by {', '.join(owners)}) and runs "
+                       "the base model without the patched forward, so its loss is not the "
+                       f"one set by patch_causal_lm.{hint}")
 
 
 def _fused_head_loss(patch: _Patch, head: nn.Module, hidden: Tensor, labels: Tensor | None,
@@ -596,7 +601,9 @@ def unpatch_causal_lm(model: nn.Module) -> nn.Module:
     model_ = _unwrap(model)
     patch = model_.__dict__.pop(_STATE, None)
     if patch is not None:
-        patch.guard.remove()
+        base = _parts(model_)[0]
+        base._forward_pre_hooks.pop(patch.guard, None)  # by id: a deep copy has its own hooks
+        base.__dict__.pop(_OWNER, None)
         del model_.forward
         if patch.previous is not None:
             model_.forward = patch.previous
