@@ -386,3 +386,12 @@ def test_bf16_emo_runs_its_products_in_bf16_and_stays_close_to_float64():
     torch.testing.assert_close(value.double(), ref.detach(), rtol=2e-2, atol=1e-2)
     for ours, theirs in zip(low, ref_params, strict=True):
         torch.testing.assert_close(ours.grad.double(), theirs.grad, rtol=5e-2, atol=2e-3)
+
+
+def test_a_bf16_head_takes_one_chunk_where_that_needs_less_memory_than_a_float32_sum():
+    # Several chunks of a bf16 weight sum its gradient in a float32 V x d buffer; one chunk of
+    # N rows needs an N x V float32 block instead, the smaller one when N <= d + M.
+    cpu = torch.device("cpu")
+    assert fused_module.default_chunk_rows(512, 131072, 1024, 1, cpu, torch.bfloat16) == 512
+    assert fused_module.default_chunk_rows(512, 131072, 1024, 1, cpu, torch.float32) == 256
+    assert fused_module.default_chunk_rows(4096, 32768, 512, 1, cpu, torch.bfloat16) == 256

@@ -64,18 +64,24 @@ MIN_CHUNK_ROWS = {"cpu": 256, "cuda": 512}
 
 
 def default_chunk_rows(num_rows: int, vocab_size: int, width: int, buffers: int,
-                       device: torch.device) -> int:
+                       device: torch.device, dtype: torch.dtype = torch.float32) -> int:
     """Rows per chunk: ``M = (V + N) d / (CHUNK_FRACTION * buffers * V)``, in
-    ``[MIN_CHUNK_ROWS, N]``.
+    ``[MIN_CHUNK_ROWS, N]``; for a half/bf16 weight, all N rows when ``N <= d + M``.
 
     The gradients alone take ``(V + N) d`` numbers (weight and hidden), so the chunk's
     ``buffers`` blocks of ``M x V`` add at most ``1/CHUNK_FRACTION`` of that: the budget follows
     N, V and d instead of a fixed number of logits (a fixed budget wastes memory when N is small
-    and V d large, and makes tiny, slow chunks when V is large and d small).
+    and V d large, and makes tiny, slow chunks when V is large and d small). A half/bf16
+    weight's gradient is summed over several chunks in a float32 V x d buffer; one chunk of N
+    rows needs none, and its N x V float32 block is the smaller of the two when
+    ``N <= d + M`` (small N with a large vocabulary).
     """
     rows = (vocab_size + num_rows) * width // (CHUNK_FRACTION * buffers * vocab_size)
     minimum = MIN_CHUNK_ROWS.get(device.type, MIN_CHUNK_ROWS["cuda"])
-    return max(1, min(num_rows, max(rows, minimum)))
+    rows = max(1, min(num_rows, max(rows, minimum)))
+    if compute_dtype(dtype) != dtype and num_rows <= width + rows:
+        return num_rows
+    return rows
 
 
 def _chunked_pass(hidden: Tensor, weight: Tensor, bias: Tensor | None, target: Tensor,
@@ -88,29 +94,27 @@ def _chunked_pass(hidden: Tensor, weight: Tensor, bias: Tensor | None, target: T
     ``row_weights[i, k]`` (without it, by 1; ignored rows always have zero gradient);
     ``separate=True`` keeps one accumulator per term (J = K), else the terms are summed into one
     (J = 1). Every gradient is multiplied by ``grad_scale``, folded into the chunk's small
-    operands (its M x d hidden rows, or the cast of its M x V block to a half/bf16 weight's
+    operands (its M x d hidden rows, or its M x V block before the cast to a half/bf16 weight's
     dtype), so no pass over a V x d gradient is spent on it. Returns ``values, finite,
-    (grad_hidden (J, N, d), grad_weight (J, V, d), grad_bias (J, V))`` (None where not needed);
+    (grad_hidden (J, N, d), grad_weight J x (V, d), grad_bias J x (V,))`` (None where not
+    needed; the last two are lists);
     the weight and bias gradients are accumulated in the compute dtype (float32, or float64 for
     float64 inputs), or written in the weight's dtype when there is a single chunk (one product,
     as for unchunked logits).
     """
     num_rows, width = hidden.shape
     dtype = compute_dtype(weight.dtype)
-    vocab_size = weight.shape[0]
     num_acc = loss.num_terms if separate else 1
     accumulate_dtype = weight.dtype if num_rows <= chunk_rows else dtype
     grad_hidden = grad_weight = grad_bias = None
     if need_grad and needs[0]:
         grad_hidden = hidden.new_empty((num_acc, num_rows, width))
-    # The first chunk writes the weight and bias gradients, the others add to them (no pass to
-    # zero a V x d buffer first).
+    # The first chunk's products become the weight and bias gradients, the others add to them
+    # (no V x d buffer is zeroed or written through a copy first).
     if need_grad and needs[1]:
-        grad_weight = torch.empty((num_acc, vocab_size, width), dtype=accumulate_dtype,
-                                  device=weight.device)
+        grad_weight = [None] * num_acc
     if need_grad and needs[2] and bias is not None:
-        grad_bias = torch.empty((num_acc, vocab_size), dtype=accumulate_dtype,
-                                device=weight.device)
+        grad_bias = [None] * num_acc
     chunk_values = []
     finite = torch.ones((), dtype=torch.bool, device=hidden.device)
     order = _rows_by_target(target, loss)
@@ -132,28 +136,27 @@ def _chunked_pass(hidden: Tensor, weight: Tensor, bias: Tensor | None, target: T
             for grad in grads[1:]:
                 grads[0].add_(grad)
             grads = grads[:1]
-        first = start == 0
         for j in range(len(grads)):
             grad = grads[j]
             if grad_bias is not None:
-                _write_or_add(grad_bias[j], grad.sum(0).mul_(grad_scale), first)
+                grad_bias[j] = _first_or_add(grad_bias[j], grad.sum(0).mul_(grad_scale),
+                                             accumulate_dtype)
             if weight.dtype == dtype:  # scale the M x d rows, not the M x V block
                 grad_in, scale = grad, grad_scale
-            else:  # the cast to half/bf16 is a pass over the block anyway: scale in it
-                grad_in = torch.mul(grad, grad_scale, out=grad.new_empty(grad.shape,
-                                                                         dtype=weight.dtype))
+            else:  # scale in float32 (in place: a mixed-dtype out= would take a temporary)
+                grad_in = (grad if grad_scale == 1.0 else grad.mul_(grad_scale)).to(weight.dtype)
                 scale = 1.0
             grads[j] = grad = None  # a float32 block of a half/bf16 weight is freed here
             scaled_hidden = chunk_hidden if scale == 1.0 else chunk_hidden * scale
             if grad_hidden is not None:
                 _write_rows(grad_hidden[j], rows, grad_in @ weight if order is not None
                             else torch.mm(grad_in, weight, out=grad_hidden[j, rows]), scale)
-            if grad_weight is not None and grad_weight.dtype != weight.dtype:
-                _write_or_add(grad_weight[j], grad_in.T @ scaled_hidden, first)
-            elif grad_weight is not None and first:
-                torch.mm(grad_in.T, scaled_hidden, out=grad_weight[j])
-            elif grad_weight is not None:
+            if grad_weight is not None and grad_weight[j] is not None \
+                    and grad_weight[j].dtype == weight.dtype:
                 grad_weight[j].addmm_(grad_in.T, scaled_hidden)
+            elif grad_weight is not None:
+                grad_weight[j] = _first_or_add(grad_weight[j], grad_in.T @ scaled_hidden,
+                                               accumulate_dtype)
             del grad_in
     values = torch.cat(chunk_values)
     if order is not None:
@@ -169,11 +172,11 @@ def _write_rows(grad_hidden: Tensor, rows: slice | Tensor, product: Tensor, scal
         grad_hidden.index_copy_(0, rows, product)
 
 
-def _write_or_add(total: Tensor, part: Tensor, first: bool) -> None:
-    if first:
-        total.copy_(part)
-    else:
-        total.add_(part)
+def _first_or_add(total: Tensor | None, part: Tensor, dtype: torch.dtype) -> Tensor:
+    """``part`` in ``dtype`` if it is the first, else ``total += part``."""
+    if total is None:
+        return part.to(dtype)
+    return total.add_(part)
 
 
 def _rows_by_target(target: Tensor, loss: RowLoss) -> Tensor | None:
@@ -185,7 +188,7 @@ def _rows_by_target(target: Tensor, loss: RowLoss) -> Tensor | None:
     return torch.argsort(target, stable=True)
 
 
-def _combine_(accumulated: Tensor | None, coefficients: Tensor | None,
+def _combine_(accumulated: Tensor | list[Tensor] | None, coefficients: Tensor | None,
               dtype: torch.dtype) -> Tensor | None:
     """``sum_j coefficients[j] * accumulated[j]`` in ``dtype``, written over ``accumulated[0]``
     (``coefficients=None``: all 1, already folded into the accumulators)."""
@@ -196,7 +199,7 @@ def _combine_(accumulated: Tensor | None, coefficients: Tensor | None,
         for term in accumulated[1:]:
             combined.add_(term)
         return combined.to(dtype)
-    coefficients = coefficients.to(accumulated.dtype)
+    coefficients = coefficients.to(combined.dtype)
     combined.mul_(coefficients[0])
     for coefficient, term in zip(coefficients[1:], accumulated[1:], strict=True):
         combined.add_(term, alpha=float(coefficient))
@@ -292,7 +295,7 @@ def _fused(hidden: Tensor, weight: Tensor, target: Tensor, loss: RowLoss, *, bia
     check_batch(valid.numel(), vocab_size)
     num_rows = valid.numel()
     chunk_rows = chunk_size or default_chunk_rows(num_rows, vocab_size, width, loss.buffers,
-                                                  hidden.device)
+                                                  hidden.device, weight.dtype)
     out = _FusedLinearLoss.apply(hidden.reshape(-1, width), weight, bias, flat_target, valid, loss,
                                  reduction, chunk_rows)
     return out.reshape(batch_shape) if reduction == "none" else out
