@@ -2,7 +2,9 @@
 
 ``head_operands(head, hidden)`` returns ``(x, weight, bias)`` with ``head(hidden) == x @
 weight.T + bias`` exactly (up to rounding), so a fused loss on ``(x, weight, bias)`` is the loss
-of the layer's own logits, gradients to every trainable part included. Supported layers:
+of the layer's own logits, gradients to every trainable part included; ``linear_parts(head)``
+checks a layer (and finds its linear map and adapters) without computing anything. Supported
+layers:
 
 * ``nn.Linear``: ``(hidden, W, b)``;
 * PEFT ``ModulesToSaveWrapper`` (``modules_to_save=["lm_head"]``, common when tokens are added):
@@ -29,6 +31,8 @@ Example::
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 
@@ -54,21 +58,25 @@ def _refused(head: nn.Module, why: str) -> ValueError:
                       "make_compute_loss_func(loss))")
 
 
-def head_operands(head: nn.Module, hidden: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
-    """``(x, weight, bias)`` with ``head(hidden) = x @ weight.T + bias`` (see the module doc).
+@dataclass(frozen=True)
+class LoraAdapter:
+    """One active LoRA adapter of an output layer: ``s * B(A(drop(h)))``."""
 
-    Args:
-        head: the model's output layer; required.
-        hidden: its input ``(..., d)``; required (a zero-row tensor checks ``head`` alone).
+    lora_a: nn.Linear
+    lora_b: nn.Linear
+    dropout: nn.Module
+    scale: float
 
-    Returns:
-        ``x`` ``(..., d')``, ``weight`` ``(V, d')`` and ``bias`` ``(V,)`` or None, one dtype.
+
+def linear_parts(head: nn.Module) -> tuple[nn.Linear, list[LoraAdapter]]:
+    """The plain ``nn.Linear`` an output layer applies and its active LoRA adapters (none for
+    ``nn.Linear`` or ``modules_to_save``); checks the layer, computes nothing.
 
     Raises:
         ValueError: a layer the fused loss cannot reproduce exactly.
     """
     if _is_plain_linear(head):
-        return hidden, head.weight, head.bias
+        return head, []
     peft = _peft_classes() if type(head).__module__.startswith("peft.") else None
     if peft is None:
         raise _refused(head, "not a plain nn.Linear (quantised or a custom layer)")
@@ -76,37 +84,54 @@ def head_operands(head: nn.Module, hidden: Tensor) -> tuple[Tensor, Tensor, Tens
     if isinstance(head, modules_to_save):
         active = head.active_adapters
         if head.disable_adapters or not active or active[0] not in head.modules_to_save:
-            return head_operands(head.original_module, hidden)
-        return head_operands(head.modules_to_save[active[0]], hidden)
+            return linear_parts(head.original_module)
+        return linear_parts(head.modules_to_save[active[0]])
     if not isinstance(head, lora_linear):
         raise _refused(head, "not a PEFT layer the fused loss knows")
-    return _lora_operands(head, hidden)
-
-
-def _lora_operands(head: nn.Module, hidden: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
     base = head.base_layer
     if not _is_plain_linear(base):
         raise _refused(head, f"its LoRA adapts a {type(base).__name__}, not an nn.Linear")
     if head.disable_adapters and head.merged:
         head.unmerge()  # as the layer's own forward does
-    adapters = [] if head.disable_adapters or head.merged else \
+    names = [] if head.disable_adapters or head.merged else \
         [name for name in head.active_adapters if name in head.lora_A]
-    variants = [name for name in adapters if name in head.lora_variant]
+    variants = [name for name in names if name in head.lora_variant]
     if variants:
         raise _refused(head, f"adapter(s) {variants} use a LoRA variant (e.g. DoRA), which is "
                              "not one linear map")
-    xs, weights, bias = [hidden], [base.weight], base.bias
-    for name in adapters:
-        lora_a, lora_b, scale = head.lora_A[name], head.lora_B[name], head.scaling[name]
+    adapters = []
+    for name in names:
+        lora_a, lora_b = head.lora_A[name], head.lora_B[name]
         if not (_is_plain_linear(lora_a) and _is_plain_linear(lora_b)):
             raise _refused(head, f"adapter {name!r} is not a pair of nn.Linear layers")
-        dropped = head.lora_dropout[name](hidden.to(lora_a.weight.dtype))
-        xs.append(lora_a(dropped) * scale)
-        weights.append(lora_b.weight)
-        if lora_b.bias is not None:  # lora_bias=True: B's bias, scaled, adds to the bias
-            bias = lora_b.bias * scale if bias is None else bias + lora_b.bias * scale
-    if len(xs) == 1:
+        adapters.append(LoraAdapter(lora_a, lora_b, head.lora_dropout[name], head.scaling[name]))
+    return base, adapters
+
+
+def head_operands(head: nn.Module, hidden: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+    """``(x, weight, bias)`` with ``head(hidden) = x @ weight.T + bias`` (see the module doc).
+
+    Args:
+        head: the model's output layer; required.
+        hidden: its input ``(..., d)``; required.
+
+    Returns:
+        ``x`` ``(..., d')``, ``weight`` ``(V, d')`` and ``bias`` ``(V,)`` or None, one dtype.
+
+    Raises:
+        ValueError: a layer the fused loss cannot reproduce exactly (``linear_parts``).
+    """
+    base, adapters = linear_parts(head)
+    if not adapters:
         return hidden, base.weight, base.bias
+    xs, weights, bias = [hidden], [base.weight], base.bias
+    for adapter in adapters:
+        dropped = adapter.dropout(hidden.to(adapter.lora_a.weight.dtype))
+        xs.append(adapter.lora_a(dropped) * adapter.scale)
+        weights.append(adapter.lora_b.weight)
+        extra = adapter.lora_b.bias  # lora_bias=True: B's bias, scaled, adds to the bias
+        if extra is not None:
+            bias = extra * adapter.scale if bias is None else bias + extra * adapter.scale
     dtype = base.weight.dtype
     for tensor in weights[1:]:
         dtype = torch.promote_types(dtype, tensor.dtype)

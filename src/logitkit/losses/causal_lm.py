@@ -53,7 +53,7 @@ import torch
 from torch import Tensor, nn
 
 from logitkit.losses._base import OutputLoss, reduce_by_items, shifted
-from logitkit.losses._output_layer import head_operands
+from logitkit.losses._output_layer import head_operands, linear_parts
 from logitkit.losses.fused import linear_cross_entropy
 
 IGNORE_INDEX = -100
@@ -90,18 +90,10 @@ def _parts(model: nn.Module) -> tuple[nn.Module, nn.Module]:
                          f"layer (model.base_model, model.get_output_embeddings()), got "
                          f"{type(model).__name__}")
     try:
-        head_operands(head, _head_weight(head).new_zeros(0, _head_weight(head).shape[1]))
+        linear_parts(head)
     except ValueError as error:
         raise ValueError(f"{type(model).__name__}: {error}") from None
     return base, head
-
-
-def _head_weight(head: nn.Module) -> Tensor:
-    """The output layer's (V, d) weight (a PEFT wrapper forwards ``.weight`` to its base)."""
-    weight = getattr(head, "weight", None)
-    if not isinstance(weight, Tensor) or weight.dim() != 2:
-        raise ValueError(f"the output layer {type(head).__name__} has no (V, d) weight")
-    return weight
 
 
 def _hidden_of(output: Any) -> Tensor | None:
@@ -168,7 +160,7 @@ def _run_probe(model: nn.Module, base: nn.Module, head: nn.Module,
         seen["planted"] = planted.reshape(output.shape).to(output.dtype)
         return seen["planted"]
 
-    weight = _head_weight(head)
+    weight = linear_parts(head)[0].weight
     vocab_size = weight.shape[0]
     ids = (torch.arange(_PROBE_LENGTH, device=weight.device) % vocab_size)[None]
     labels = torch.full_like(ids, vocab_size - 1)
