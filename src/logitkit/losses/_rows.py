@@ -129,7 +129,7 @@ def _emo_similarities(rows: Rows, cost: CosineCost) -> tuple[Tensor, Tensor]:
 
     With unit embeddings ``e_i`` (``cost``), ``r = e_t`` (ids) or ``sum_j tau_j e_j``
     (probabilities), ``s_i = <e_i, r>``; EMO's value is ``1 + <p, -s>``. One (U x D x V)
-    product, U the number of distinct target ids (M for soft targets).
+    product, U the number of runs of equal target ids (M for soft targets).
     """
     weighted = cost.target_similarities(rows.target, sign=-1.0).mul_(rows.p)
     return weighted, weighted.sum(-1)
@@ -296,14 +296,13 @@ class CosineCost:
             return self.similarities(self.target_rows(target).mul_(sign))
         out = self.inverse_norms.new_empty((target.numel(), self.embedding.shape[0]))
         self.similarities(self.target_rows(ids).mul_(sign), out=out[:ids.numel()])
-        ends = lengths.cumsum(0).tolist()
-        for run, (end, length) in reversed(list(enumerate(zip(ends, lengths.tolist(),
-                                                              strict=True)))):
-            start = end - length
+        starts, lengths = (lengths.cumsum(0) - lengths).tolist(), lengths.tolist()
+        for run in reversed(range(len(starts))):
+            start, end = starts[run], starts[run] + lengths[run]
             if start != run:
                 out[start].copy_(out[run])
-            if length > 1:
-                out[start + 1:end].copy_(out[start].expand(length - 1, -1))
+            if end - start > 1:
+                out[start + 1:end].copy_(out[start].expand(end - start - 1, -1))
         return out
 
 
@@ -379,18 +378,18 @@ def emo_loss_spec(cost: CosineCost, *, mle_weight: str | float | None = None,
             raise ValueError(f"adaptive_cap must be None or a positive finite number, "
                              f"got {adaptive_cap!r}")
         adaptive_cap = float(adaptive_cap)
+    # Every EMO form keeps two M x V blocks and shares its target product between equal ids.
+    emo_row_loss = partial(RowLoss, buffers=2, shares_work_by_target=True)
     if mle_weight is None:
-        return RowLoss(terms=partial(emo_terms, cost=cost), soft_targets=True,
-                       buffers=2, shares_work_by_target=True)
+        return emo_row_loss(terms=partial(emo_terms, cost=cost), soft_targets=True)
     if mle_weight == "adaptive":
-        return RowLoss(terms=partial(emo_mle_adaptive_terms, cost=cost,
-                                     cap=adaptive_cap), buffers=2, shares_work_by_target=True)
+        return emo_row_loss(terms=partial(emo_mle_adaptive_terms, cost=cost, cap=adaptive_cap))
     if mle_weight == "adaptive_batch":
-        return RowLoss(terms=partial(emo_mle_terms, cost=cost),
-                       coefficients=partial(adaptive_batch_coefficients, cap=adaptive_cap),
-                       num_terms=2, buffers=2, shares_work_by_target=True)
-    return RowLoss(terms=partial(emo_mle_fixed_terms, cost=cost, mle_weight=float(mle_weight)),
-                   buffers=2, shares_work_by_target=True)
+        return emo_row_loss(terms=partial(emo_mle_terms, cost=cost),
+                            coefficients=partial(adaptive_batch_coefficients, cap=adaptive_cap),
+                            num_terms=2)
+    return emo_row_loss(terms=partial(emo_mle_fixed_terms, cost=cost,
+                                      mle_weight=float(mle_weight)))
 
 
 def tailr_loss_spec(gamma: float, threshold: float | None) -> RowLoss:
