@@ -81,6 +81,7 @@ def rough_corrals(monkeypatch):
             return outcome
         return HullOutcome(x=outcome.x, support=outcome.support,
                            weights=jittered(outcome.weights, len(outcome.support)),
+                           support_norms=outcome.support_norms,
                            virtual_weight=outcome.virtual_weight,
                            converged=outcome.converged, iterations=outcome.iterations,
                            pool_size=outcome.pool_size)

@@ -91,11 +91,25 @@ def test_a_failed_entropy_certificate_falls_back_to_the_exact_algorithm():
             assert decision.status == expected, (k, decision.status)
 
 
-def test_a_tolerance_below_the_rounding_of_a_dense_sum_leaves_it_to_wolfe():
+def test_a_pool_certifies_where_a_dense_sum_of_all_rows_could_not():
+    weight = spread_head(2, n=2000, d=16)
+    tol = 8e-12  # a sum over all 1999 rows carries rounding gamma_2001 > tol / 64
+    assert tol / 64 < 2001 * 2.0**-53
+    k = next(k for k in range(80) if in_hull_of_others(weight, k))
+    cert = entropy_certificate(weight, k, minimiser(weight, k), tol=tol)
+    assert cert is not None and cert.kind == "hull"
+    assert len(cert.support) < 2000 * tol / 64 / 2.0**-53  # within what tol allows
+    combined = sum(ai * weight[i] for ai, i in
+                   zip(cert.weights.tolist(), cert.support.tolist(), strict=True))
+    scale = float(cert.weights @ np.abs(weight[k] - weight[cert.support]).sum(1))
+    assert np.abs(combined - weight[k]).sum() <= tol / 64 * scale
+
+
+def test_a_tolerance_below_the_rounding_of_a_full_dimensional_pool_leaves_it_to_wolfe():
     weight = spread_head(0, n=400, d=16)
     k = next(k for k in range(60) if in_hull_of_others(weight, k))
     z = minimiser(weight, k)
-    tol = 64 * 0.5 * len(weight) * 2.0**-53  # a dense certificate's own rounding exceeds tol/64
+    tol = 64 * 4 * 30 * 2.0**-53  # room for about 30 rows: fewer than 2 (d + 1)
     assert entropy_certificate(weight, k, z, tol=tol) is None
     assert entropy_certificate(weight, k, z, tol=1e3 * tol) is not None
     decision = decide_hull(weight, None, k, np.arange(len(weight)), None, tol, weight.sum(0),

@@ -7,15 +7,20 @@ Gordan/Motzkin alternative it is not iff a convex combination ``a`` of the other
 in the convex hull of the other rows. Statuses, each with evidence checked in float64:
 
 * "argmaxable": a witness ``z`` at which ``k`` wins, proved with rounding bounds;
-* "tie": ``k`` cannot win strictly (certificate), yet ties at the top (witness of a tie): exact
-  duplicates of a winning row (reported in ``duplicate_groups``; greedy decoding's lowest-id
-  tie-break lets one of them through), points on a facet of the hull, and points within the
-  tolerance of one;
+* "tie": ``k`` cannot win by more than the tolerance (certificate: ``k`` cannot win strictly, or
+  cannot once its row is pushed inward by the tolerance), yet comes within the tolerance of the
+  top (witness of a tie): exact duplicates of a winning row (reported in ``duplicate_groups``;
+  greedy decoding's lowest-id tie-break lets one of them through), points on a facet of the
+  hull, and points within the tolerance of one, on either side (a vertex that sticks out by
+  less than float64 can prove is a tie, not "unknown");
 * "unargmaxable": ``k`` stays unable to win even after its row is pushed outward by the tolerance
   (``w_k`` moved away from the centroid of the other rows by the fraction ``tol``; with a bias,
   ``b_k`` raised by ``tol`` times the median bias gap);
 * "unknown": undecided (``method="fast"`` or ``"frank_wolfe"``; with ``"exact"`` only where the
-  exact stage ends without a verified witness or certificate).
+  exact stage ends without a verified witness or certificate, which no head in the tests does:
+  near-twins, fp16 heads over twelve decades, biases of 1e200 are all decided). ``tol`` must be
+  at least :func:`smallest_tolerance` (``d``), about ``256 (d + 4) 2^-53``, below which float64
+  cannot tell a certificate's rounding from the tolerance; smaller values are refused.
 
 The tolerance is relative and per class, so verdicts do not change when ``W, b`` are scaled by a
 power of two (the audit itself rescales them exactly by one) or when one row gets an extreme bias
@@ -51,7 +56,7 @@ from logitkit.audit.exact import Decision, decide_many
 from logitkit.audit.frank_wolfe import frank_wolfe
 from logitkit.audit.reverify import EVIDENCE_CONVENTION
 from logitkit.audit.statuses import METHODS, STATUSES
-from logitkit.audit.verify import Certificate
+from logitkit.audit.verify import RESIDUAL_SHARE, Certificate, rounding_share
 
 MAX_BOX = 1e15  # the largest box the margin LP and its certificates can honour
 MARGINS_NOTE = ("witness margins: the relative margin (l_k - max_{i != k} l_i) / (|z|_2 "
@@ -348,6 +353,14 @@ def _validated(
             "for unbounded inputs")
     if not (0 < tol < 1e-2):
         raise ValueError(f"tol must lie in (0, 0.01), got {tol}")
+    floor = smallest_tolerance(w.shape[1])
+    if tol < floor:
+        raise ValueError(
+            f"tol must be at least {floor:.3g} for a head with d = {w.shape[1]}, got {tol:g}: a "
+            f"certificate of up to d + 2 rows carries a float64 rounding allowance of "
+            f"gamma_(d+4) = {rounding_share(w.shape[1] + 2):.3g} of its size, which must stay "
+            "below tol / 256 (a quarter of the tol / 64 a certificate may miss by), or classes "
+            "within that distance of a facet could not be decided")
     if classes is None:
         return w, b, np.arange(w.shape[0])
     ids = np.asarray(classes)
@@ -358,6 +371,27 @@ def _validated(
     if len(np.unique(ids)) != len(ids):
         raise ValueError("classes contains repeated ids")
     return w, b, ids.astype(np.int64)
+
+
+def smallest_tolerance(d: int) -> float:
+    """The smallest ``tol`` an exact audit of a ``d``-dimensional head honours.
+
+    A certificate of ``d + 2`` rows (Wolfe's corral, plus the virtual point with a bias) must fit
+    its float64 rounding allowance ``gamma_{d+4}`` into a quarter of the ``tol / 64`` it may miss
+    by; below that, a class within the tolerance of a facet could not be decided.
+
+    Args:
+        d: the head's input dimension.
+
+    Returns:
+        ``256 gamma_{d+4}``, ``gamma_n = n 2^-53 / (1 - n 2^-53)``.
+
+    Example:
+        >>> from logitkit.audit.argmaxable import smallest_tolerance
+        >>> f"{smallest_tolerance(896):.2e}"
+        '2.56e-11'
+    """
+    return 4.0 * rounding_share(d + 2) / RESIDUAL_SHARE
 
 
 def power_of_two_scale(weight: np.ndarray) -> float:
@@ -431,7 +465,9 @@ def check_argmaxable(
       is "unargmaxable" even where it ties); with a bias ``b_k`` rises by ``tol * median_i
       |b_k - b_i|``; with a box and a bias the certificate's bound on the best margin is below
       ``-tau``, ``tau = tol (box max_S |d_i|_1 + max_S |c_i|)`` over the LP's rows ``S``;
-    * "tie": a certificate that ``k`` cannot win strictly (no push), and an input where its margin
+    * "tie": a certificate that ``k`` cannot win strictly (no push, kind "hull") or not after its
+      row is pushed inward by the tolerance (kind "inner": ``w_k - tol (w_k - mean_{i != k}
+      w_i)``, or ``b_k`` lowered by the bias push), and an input where its margin
       is within the tolerance of 0: at least ``-tol`` times the logit scale ``|z|_2 max_S |d_i|_2``
       (plus the median bias gap); with a box and a bias, a certificate's bound of at most ``tau``
       and a best margin found of at least ``-tau``. Exact duplicates of an argmaxable row are ties
@@ -458,7 +494,8 @@ def check_argmaxable(
         box: bound the inputs to ``|z|_inf <= box``, ``0 < box <= MAX_BOX`` (1e15; HiGHS, which
             solves the margin LP, takes bounds from 1e20 as infinite), or None for unbounded
             inputs; default None.
-        tol: the relative tolerance that separates ties from the strict verdicts, in (0, 0.01);
+        tol: the relative tolerance that separates ties from the strict verdicts, in
+            ``[smallest_tolerance(d), 0.01)`` (``2.6e-11`` for ``d = 896``);
             default 1e-9.
         fw_radius: Frank-Wolfe's L2-ball radius when there is no box; default 100.0.
         fw_iterations: Frank-Wolfe's iteration budget per class; default 200.
@@ -475,7 +512,8 @@ def check_argmaxable(
     Raises:
         TypeError: ``weight`` or ``bias`` is not numeric.
         ValueError: an unknown ``method``; ``weight`` not (V, d) with V >= 2; ``bias`` not (V,);
-            NaN or infinite values; ``box`` outside ``(0, MAX_BOX]``; ``tol`` outside (0, 0.01);
+            NaN or infinite values; ``box`` outside ``(0, MAX_BOX]``; ``tol`` outside
+            ``[smallest_tolerance(d), 0.01)``;
             ``classes`` empty, not 1-D integers, out of range or repeated.
         RuntimeError: HiGHS fails on a margin LP (``method="exact"`` with a box and a bias).
 
@@ -526,8 +564,11 @@ def check_argmaxable(
     stages: dict[int, str] = {}
     timings: dict[str, float] = {}
     first_phase = "frank_wolfe" if method == "frank_wolfe" else "nearest rows"
-    with progress(total=len(needed), desc=f"audit ({first_phase})", unit="class",
-                  disable=not show_progress) as bar:
+    # Extreme heads (a bias of 1e200, fp16 rows over twelve decades) overflow in the heuristic
+    # searches; every verdict still rests on evidence checked with rounding bounds.
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"), \
+            progress(total=len(needed), desc=f"audit ({first_phase})", unit="class",
+                     disable=not show_progress) as bar:
 
         def phase(name: str, total: int) -> None:
             bar.reset(total=total)

@@ -76,6 +76,32 @@ def _input(x: np.ndarray, d: int, lifted: bool, box: float | None) -> np.ndarray
     return z if np.all(np.isfinite(z)) else None
 
 
+def _levelled(weight: np.ndarray, bias: np.ndarray | None, k: int, outcome, shift) -> np.ndarray:
+    """The minimum-norm point ``x`` projected so that every point of its corral gets the same
+    value ``q_i . x / |p_i|`` (``q_i = (d_i + s, c_i + delta)``; :mod:`~logitkit.audit.hull`
+    works on the unit points ``p_i / |p_i|``, its ``support_norms``): the normal of the corral's
+    affine hull.
+
+    Where the push is of the size of the tolerance, ``x`` is that small too, and its absolute
+    rounding error (of the size of the points, ``2^-53 |q_i|``) can turn it away from the true
+    normal by more than the push; the normal computed from the corral's points (of the rows'
+    size) is accurate relative to them. A corral that holds the virtual point is left as is."""
+    if outcome.virtual_weight > 0 or len(outcome.support) < 2:
+        return outcome.x
+    rows = outcome.support
+    points = weight[k] - weight[rows]
+    if bias is None:
+        points = points + (0.0 if shift is None else shift)
+    else:
+        points = np.hstack([points, (bias[k] - bias[rows] + (shift or 0.0))[:, None]])
+    points /= outcome.support_norms[:, None]
+    spans = points[1:] - points[0]
+    try:
+        return outcome.x - np.linalg.lstsq(spans, spans @ outcome.x, rcond=None)[0]
+    except np.linalg.LinAlgError:
+        return outcome.x
+
+
 def _check(weight, bias, k, z, box) -> tuple[float, bool]:
     if z is None:
         return -np.inf, False
@@ -136,14 +162,15 @@ def polished_weights(
     return refined[:m] if np.all(refined >= 0) else None
 
 
-def _certificate(weight, bias, k, outcome, tol, shift) -> Certificate | None:
+def _certificate(weight, bias, k, outcome, tol, shift, kind="depth") -> Certificate | None:
     """The corral of a converged minimum-norm point as a certificate, if it checks out (its
     weights polished by :func:`polished_weights` where they miss by more than rounding)."""
     total = float(outcome.weights.sum())
     if not outcome.converged or total <= 0:
         return None
     weights = outcome.weights / total
-    certificate = hull_certificate(weight, bias, k, outcome.support, weights, tol, shift=shift)
+    certificate = hull_certificate(weight, bias, k, outcome.support, weights, tol, shift=shift,
+                                   kind=kind)
     if certificate is not None:
         return certificate
     polished = polished_weights(weight, bias, k, outcome.support, weights, shift,
@@ -151,7 +178,7 @@ def _certificate(weight, bias, k, outcome, tol, shift) -> Certificate | None:
     if polished is None:
         return None
     return hull_certificate(weight, bias, k, outcome.support, polished / polished.sum(), tol,
-                            shift=shift)
+                            shift=shift, kind=kind)
 
 
 def _onto_ties(weight, bias, k, support, z) -> np.ndarray:
@@ -189,7 +216,8 @@ def decide_hull(
     certificate = _certificate(weight, bias, k, pushed, tol, shift)
     if certificate is not None:
         return Decision("unargmaxable", certificate=certificate, rows=pushed.pool_size)
-    near = _input(pushed.x, d, lifted, box) if np.any(pushed.x) else None
+    near = _input(_levelled(weight, bias, k, pushed, shift), d, lifted, box) \
+        if np.any(pushed.x) else None
     margin, verified = _check(weight, bias, k, near, box)
     if verified:
         return Decision("argmaxable", witness=near, margin=margin, rows=pushed.pool_size)
@@ -202,14 +230,18 @@ def decide_hull(
         if verified:
             return Decision("argmaxable", witness=z, margin=plain_margin, rows=rows)
     certificate = _certificate(weight, bias, k, plain, tol, None)
+    if certificate is None and near is not None:  # outside by less than float64 can show?
+        inner = nearest_point(weight, bias, k, seed, -push, row_sum=row_sum)
+        certificate = _certificate(weight, bias, k, inner, tol, -shift, kind="inner")
+        rows = max(rows, inner.pool_size)
     if certificate is not None and near is not None:
-        z = _onto_ties(weight, bias, k, certificate.support, near)
-        tie_margin, _ = _check(weight, bias, k, z, box)
         size = float(np.linalg.norm(weight[k] - weight[certificate.support], axis=1).max())
-        scale = np.linalg.norm(z) * size + (0.0 if bias is None else push / tol)
-        if tie_margin >= -tol * scale:
-            return Decision("tie", witness=z, margin=tie_margin, certificate=certificate,
-                            rows=rows)
+        for z in (near, _onto_ties(weight, bias, k, certificate.support, near)):
+            tie_margin, _ = _check(weight, bias, k, z, box)
+            scale = np.linalg.norm(z) * size + (0.0 if bias is None else push / tol)
+            if tie_margin >= -tol * scale:
+                return Decision("tie", witness=z, margin=tie_margin, certificate=certificate,
+                                rows=rows)
     return Decision("unknown", witness=near, margin=margin, rows=rows)
 
 

@@ -15,6 +15,12 @@ affine hull's nearest point lies inside their hull), adds the point that most vi
 and drops points whose weight would turn negative. The corral's Gram system is kept as an economic
 QR factorisation updated in ``O(d c)`` per step (``scipy.linalg.qr_insert``/``qr_delete``).
 
+The points are scaled to unit length first: ``0`` lies in the hull of the ``p_i`` exactly when it
+lies in the hull of the ``p_i / |p_i|`` (the same conic combination, reweighted by ``1 / |p_i|``),
+and a witness for one is a witness for the other. Rows whose differences span twelve decades
+(fp16 heads, a bias of 1e200) then make a corral as well conditioned as rows of one size; the
+returned weights are those of the points themselves.
+
 Only rows that matter are ever touched: the algorithm runs on a *pool* of candidate rows; when it
 converges there, one product ``W x`` over all rows finds the rows that violate optimality, the worst
 join the pool, and the corral is kept (a warm start). An interior point needs ``d + 1`` rows in its
@@ -46,6 +52,7 @@ class HullOutcome:
     x: np.ndarray
     support: np.ndarray  # row ids of W
     weights: np.ndarray  # on the simplex; a virtual point (bias mode) is not listed
+    support_norms: np.ndarray  # |p_i| of the support's points (the corral holds p_i / |p_i|)
     virtual_weight: float
     converged: bool
     iterations: int
@@ -178,9 +185,15 @@ def nearest_point(
         block = wk - weight[rows]
         if lifted:
             block = np.hstack([block, gaps[rows, None] / ratio])
-        return block + offset
+        block += offset
+        peak = np.abs(block).max(1, keepdims=True)  # scaled first: no overflow at 1e200
+        block /= np.where(peak > 0, peak, 1.0)
+        length = np.linalg.norm(block, axis=1)
+        norms[rows] = peak[:, 0] * length
+        return block / np.where(length > 0, length, 1.0)[:, None]
 
     rows = np.unique(start_rows[start_rows != k])
+    norms = np.ones(n_rows)  # |p_i|: the points are scaled to unit length (conic invariance)
     in_pool = np.zeros(n_rows, dtype=bool)
     in_pool[rows] = True
     in_pool[k] = True
@@ -197,6 +210,7 @@ def nearest_point(
     iterations = 0
     converged = False
     previous = np.inf
+    all_norms = None
     while iterations < max_iterations:
         used, stalled = _wolfe(pool, corral, max_iterations - iterations, scale)
         iterations += used
@@ -211,6 +225,13 @@ def nearest_point(
         if lifted:
             values = values + (gaps + shift) * (x[d] / ratio)
         values[in_pool] = np.inf
+        if all_norms is None:  # |p_i| of every row, from one product (ranking only)
+            moved = wk + offset[:d]
+            squares = moved @ moved - 2.0 * (weight @ moved) + np.einsum("ij,ij->i", weight, weight)
+            all_norms = np.sqrt(np.maximum(squares, np.finfo(np.float64).tiny))
+            if lifted:
+                all_norms = np.hypot(all_norms, (gaps + shift) / ratio)
+        values /= all_norms
         violators = np.flatnonzero(values < norm2 * (1.0 - 1e-9))
         if len(violators) == 0:
             converged = True
@@ -221,9 +242,14 @@ def nearest_point(
         pool = np.vstack([pool, points(worst)])
     index = np.asarray(corral.index)
     real = index >= base
-    virtual_weight = float(corral.weights[~real].sum())
+    weights = corral.weights.copy()  # on the unit points: a_i / |p_i| on the points themselves
+    support = rows[index[real] - base]
+    weights[real] /= np.where(norms[support] > 0, norms[support], 1.0)
+    weights /= weights.sum()
+    virtual_weight = float(weights[~real].sum())
     if lifted:
         x = np.append(x[:d], x[d] / ratio)
-    return HullOutcome(x=x, support=rows[index[real] - base], weights=corral.weights[real],
+    return HullOutcome(x=x, support=support, weights=weights[real],
+                       support_norms=norms[support],
                        virtual_weight=virtual_weight, converged=converged,
                        iterations=iterations, pool_size=len(rows))

@@ -14,6 +14,8 @@ certificate ``a`` over ``S``, ``g = sum_i a_i d_i``, ``c_a = sum_i a_i c_i``,
 * "depth": as "hull" for row ``k`` pushed outward by the tolerance: ``|g + s|_1 + rho <= tol / 64
   * size`` with ``s = tol (w_k - m_k)``, ``m_k`` the mean of the other distinct rows (no bias),
   or ``c_a <= -tol beta_k + tol sum_i a_i |c_i|`` (bias; ``beta_k`` the median bias gap);
+* "inner" (a tie): as "depth" for row ``k`` pushed inward: ``|g - s|_1 + rho <= tol / 64 * size``,
+  or ``c_a <= +tol beta_k + tol sum_i a_i |c_i|``;
 * "box": ``B (|g|_1 + rho) + c_a + gamma_{|S|+2} sum_i a_i |c_i|`` below ``-tau_S``
   (unargmaxable) or at most ``tau`` (tie).
 
@@ -84,6 +86,12 @@ EVIDENCE_CONVENTION: dict[str, str] = {
         "distinct rows other than w_k, and |g + s|_1 + rho <= (tol / 64) size (w_k + s lies in "
         "the hull of the rows S). With a bias: |g|_1 + rho <= (tol / 64) size and c_a <= "
         "-delta + tol csize, delta = tol beta_k (b_k raised by delta). bound = c_a."),
+    "inner": (
+        "kind 'inner' (a tie): as 'depth' with row k pushed INWARD (towards the centroid) by the "
+        "tolerance: |g - s|_1 + rho <= (tol / 64) size without a bias; with a bias |g|_1 + rho "
+        "<= (tol / 64) size and c_a <= +delta + tol csize (b_k lowered by delta). k never wins "
+        "by more than the tolerance: it lies within the tolerance of the hull's boundary, on "
+        "either side (a class outside the hull by less than float64 can show is such a tie)."),
     "box": (
         "kind 'box' (needs B): beta = B (|g|_1 + rho) + c_a + gamma_{|S|+2} csize bounds the best "
         "margin min_{i != k} (d_i . z + c_i) over |z|_inf <= B, and bound >= beta (up to "
@@ -92,8 +100,8 @@ EVIDENCE_CONVENTION: dict[str, str] = {
         "threshold is over the rows of its LP, a superset of S: its acceptance implies these.)"),
     "statuses": (
         "argmaxable: a witness (n_classes minus the listed tie, unargmaxable and unknown ids "
-        "equals the number of argmaxable witnesses); tie: a witness and a 'hull' or 'box' "
-        "certificate; unargmaxable: a 'depth' or 'box' certificate; unknown: no claim. Ids, "
+        "equals the number of argmaxable witnesses); tie: a witness and a 'hull', 'inner' or "
+        "'box' certificate; unargmaxable: a 'depth' or 'box' certificate; unknown: no claim. Ids, "
         "witnesses and bounds refer to the head as read (settings.rescaled_by is undone). "
         "Check: logitkit audit PATH --verify RESULT.json."),
 }
@@ -235,7 +243,7 @@ def _certificate_failure(weight: np.ndarray, bias: np.ndarray, has_bias: bool,
         support, a, kind = _read_certificate(entry, k, len(weight))
     except ValueError as error:
         return str(error), None, ""
-    allowed = {"tie": ("hull", "box"), "unargmaxable": ("depth", "box")}[status]
+    allowed = {"tie": ("hull", "inner", "box"), "unargmaxable": ("depth", "box")}[status]
     if kind not in allowed:
         return f"a {status} needs a certificate of kind {' or '.join(allowed)}, got {kind!r}", \
             None, kind
@@ -259,19 +267,22 @@ def _certificate_failure(weight: np.ndarray, bias: np.ndarray, has_bias: bool,
         if beta > tau:
             return f"box bound {beta:.6g} exceeds tau = {tau:.6g}", comb, kind
         return None, comb, kind
-    g, pushed = comb.g, kind == "depth" and not has_bias
+    direction = {"depth": 1.0, "inner": -1.0}.get(kind, 0.0)  # pushed outward, inward, not
+    g, pushed = comb.g, direction != 0 and not has_bias
     if pushed:
         others = distinct[np.any(distinct[:, :-1] != weight[k], axis=1), :-1]
-        g = g + tol * (weight[k] - others.mean(0))
+        g = g + direction * tol * (weight[k] - others.mean(0))
     off = float(np.abs(g).sum()) + comb.rho
     if off > limit:
-        return (f"|g{' + s' if pushed else ''}|_1 + rho = {off:.6g} exceeds "
-                f"(tol / 64) size = {limit:.6g}"), comb, kind
+        sign = "" if not pushed else " + s" if direction > 0 else " - s"
+        return (f"|g{sign}|_1 + rho = {off:.6g} exceeds (tol / 64) size = {limit:.6g}"), \
+            comb, kind
     if has_bias:
-        target = -tol * _beta(bias, distinct, k) if kind == "depth" else 0.0
+        target = -direction * tol * _beta(bias, distinct, k)
         if comb.c_a > target + tol * comb.csize:
+            named = {1.0: "-delta", -1.0: "+delta"}.get(direction, "0")
             return (f"c_a = {comb.c_a:.6g} exceeds {target + tol * comb.csize:.6g} "
-                    f"({'-delta' if kind == 'depth' else '0'} + tol csize)"), comb, kind
+                    f"({named} + tol csize)"), comb, kind
     if comb.c_a > float(entry["bound"]) + comb.gamma * comb.csize:
         return f"recorded bound {entry['bound']:.6g} is below c_a = {comb.c_a:.6g}", comb, kind
     return None, comb, kind

@@ -36,7 +36,7 @@ import numpy as np
 
 MEMORY = 16  # L-BFGS curvature pairs
 ARMIJO = 1e-4
-SETTLED_GRADIENT = 5e-3  # |grad F|_1 / |w_k|_1 below this with F > 0: near the minimiser of F
+SETTLED_GRADIENT = 5e-2  # |grad F|_1 / |w_k|_1 below this with F > 0: near the minimiser of F
 
 
 @dataclass

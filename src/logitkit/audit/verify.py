@@ -60,6 +60,8 @@ class Certificate:
     * "depth": ``k`` stays unable to win after its row is pushed outward by the tolerance:
       ``g = -shift`` (no bias; ``w_k + shift`` lies in the hull) or ``g = 0`` and
       ``c_a <= -delta`` (bias ``b_k`` raised by ``delta``);
+    * "inner": the same for row ``k`` pushed inward (``g = shift``, or ``c_a <= delta``): ``k``
+      never wins by more than the tolerance (evidence of a tie);
     * "box": ``bound = B |g|_1 + c_a`` (plus rounding) bounds the best margin over
       ``|z|_inf <= B``.
 
@@ -69,7 +71,7 @@ class Certificate:
     Args:
         support: (m,) int ids of the rows combined (never ``k``).
         weights: (m,) float64 convex weights ``a`` over ``support``.
-        kind: "hull", "depth" or "box".
+        kind: "hull", "depth", "inner" or "box".
         residual: ``|g|_1`` (plus its rounding bound for "hull"/"depth") relative to
             ``sum_i a_i |d_i|_1``.
         bound: ``c_a`` ("hull", "depth") or the bound on the best margin ("box"); default 0.0.
@@ -304,11 +306,13 @@ def valid_weights(weights: np.ndarray, support: np.ndarray, k: int) -> bool:
 def hull_certificate(
     weight: np.ndarray, bias: np.ndarray | None, k: int, support: np.ndarray,
     weights: np.ndarray, tol: float, shift: np.ndarray | float | None = None,
+    kind: str = "depth",
 ) -> Certificate | None:
     """Check ``sum_i a_i (d_i, c_i) = -shift`` up to the relative tolerance (no box).
 
     ``shift`` is None for a plain "hull" certificate (``g = 0``, ``c_a <= 0``: no strict win);
-    a vector (no bias: ``eps u``) or a number (bias: ``delta``) for a "depth" certificate.
+    a vector (no bias: ``eps u``) or a number (bias: ``delta``) for a pushed row: ``kind``
+    "depth" (pushed outward) or "inner" (pushed inward, ``-eps u`` or ``-delta``).
     """
     if not valid_weights(weights, support, k):
         return None
@@ -322,7 +326,8 @@ def hull_certificate(
         limit = 0.0 if shift is None else -float(shift)
         if c_a > limit + tol * float(weights @ np.abs(bias[k] - bias[support])):
             return None
-    kind = "hull" if shift is None else "depth"
+    if shift is None:
+        kind = "hull"
     return Certificate(support=support, weights=weights, kind=kind, residual=residual,
                        bound=c_a)
 
