@@ -52,7 +52,9 @@ import numpy as np
 
 from logitkit._utils import progress
 from logitkit.audit.certify import certify_fast
-from logitkit.audit.exact import Decision, decide_many
+from logitkit.audit.chebyshev import ball_radii, into_box_edge
+from logitkit.audit.decision import Decision
+from logitkit.audit.exact import decide_many
 from logitkit.audit.frank_wolfe import frank_wolfe
 from logitkit.audit.reverify import EVIDENCE_CONVENTION
 from logitkit.audit.statuses import METHODS, STATUSES
@@ -419,6 +421,23 @@ def duplicate_rows(weight: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
     return first
 
 
+def _keep_witnesses_with_a_ball(fast, weight: np.ndarray, bias: np.ndarray | None,
+                                classes: np.ndarray, box: float, min_radius: float) -> None:
+    """The Chebyshev question (:mod:`~logitkit.audit.chebyshev`): a fast witness stands only where
+    a ball of radius ``min_radius`` around it provably lies in its class's winning region
+    (without a bias, after scaling it by a power of two as far into the box as it goes)."""
+    found = np.flatnonzero(fast.certified)
+    z = fast.witnesses[found]
+    if bias is None:
+        scaled = into_box_edge(z, box)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            factor = np.abs(scaled).max(1) / np.abs(z).max(1)
+        fast.margins[found] *= np.where(np.isfinite(factor), factor, 1.0)
+        fast.witnesses[found] = z = scaled
+    radii = ball_radii(weight, bias, classes[found], z) if len(found) else np.zeros(0)
+    fast.certified[found[radii < min_radius]] = False
+
+
 def _relative(margin: float, z: np.ndarray | None, row_scale: float, bias_scale: float) -> float:
     if z is None or not np.isfinite(margin):
         return -np.inf
@@ -436,6 +455,7 @@ def check_argmaxable(
     tol: float = 1e-9,
     fw_radius: float = 100.0,
     fw_iterations: int = 200,
+    min_radius: float | None = None,
     keep_witnesses: bool = True,
     jobs: int = 1,
     show_progress: bool = True,
@@ -546,6 +566,13 @@ def check_argmaxable(
         ['unargmaxable', 'tie', 'argmaxable']
     """
     w, b, ids = _validated(weight, bias, classes, method, box, tol)
+    if min_radius is not None and not (
+            method == "exact" and box is not None and np.isfinite(min_radius)
+            and 0 < min_radius < box):
+        raise ValueError(
+            f"min_radius (the Chebyshev-ball question of Grivas et al.: box=100, "
+            f"min_radius=1e-8) needs method='exact', a box, and 0 < min_radius < box; got "
+            f"min_radius={min_radius}, box={box}, method={method!r}")
     start = time.perf_counter()
     scale = power_of_two_scale(w)
     w = w * scale
@@ -559,6 +586,7 @@ def check_argmaxable(
     row_scale = float(np.median(np.linalg.norm(w, axis=1)))
     bias_scale = 0.0 if b is None else float(np.median(np.abs(b - np.median(b))))
     settings = {"method": method, "box": box, "bias": b is not None, "tol": tol,
+                "min_radius": min_radius,
                 "shape": list(w.shape), "distinct_rows": len(representatives)}
     decisions: dict[int, Decision] = {}
     stages: dict[int, str] = {}
@@ -587,6 +615,8 @@ def check_argmaxable(
         else:
             fast = certify_fast(w_r, b_r, needed, box=box, on_progress=bar.update,
                                 on_phase=phase)
+            if min_radius is not None:
+                _keep_witnesses_with_a_ball(fast, w_r, b_r, needed, box, min_radius)
             for j, k in enumerate(needed.tolist()):
                 status = "argmaxable" if fast.certified[j] else "unknown"
                 decisions[k] = Decision(status, witness=fast.witnesses[j],
@@ -598,7 +628,8 @@ def check_argmaxable(
                 phase("exact stage", len(remaining))
                 outcome = decide_many(w_r, b_r, needed[remaining], fast.rivals[remaining], box,
                                       tol, jobs=jobs, on_done=bar.update,
-                                      settled=[fast.settled.get(j) for j in remaining.tolist()])
+                                      settled=[fast.settled.get(j) for j in remaining.tolist()],
+                                      min_radius=min_radius)
                 for j, decision in zip(remaining, outcome, strict=True):
                     k = int(needed[j])
                     if decision.witness is None:
@@ -628,7 +659,9 @@ def check_argmaxable(
             cert = decision.certificate
             certificates[k] = Certificate(support=representatives[cert.support],
                                           weights=cert.weights, kind=cert.kind,
-                                          residual=cert.residual, bound=cert.bound / scale)
+                                          residual=cert.residual,
+                                          bound=cert.bound if cert.kind == "ball"
+                                          else cert.bound / scale)
         if status[j] == "tie":  # k reaches the top but never beats every rival: exactly 0
             margins[j] = 0.0
         else:

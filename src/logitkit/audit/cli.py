@@ -1,6 +1,7 @@
 """`logitkit audit PATH`: can each class of a checkpoint's output layer win the argmax?
 
-    logitkit audit PATH [--classes 0,5,10-20] [--box B] [--tol T] [--json out.json [--evidence]]
+    logitkit audit PATH [--classes 0,5,10-20] [--box B [--min-radius R]] [--tol T]
+                        [--json out.json [--evidence]]
                         [--plot margins.png] [--fail-on unargmaxable[,tie,unknown]]
                         [--sample N [--seed S]]
     logitkit audit PATH --verify RESULT.json [--key NAME] [--no-bias]
@@ -134,7 +135,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     """Add the options of ``logitkit audit`` to ``parser`` and set :func:`run` as its handler.
 
     Options (defaults in brackets): ``path``; ``--key`` [the output head]; ``--classes``
-    [all]; ``--method`` exact|fast|frank_wolfe [exact]; ``--box`` [unbounded]; ``--tol`` [1e-9];
+    [all]; ``--method`` exact|fast|frank_wolfe [exact]; ``--box`` [unbounded]; ``--min-radius``
+    [none: a strict win anywhere]; ``--tol`` [1e-9];
     ``--jobs`` [1]; ``--no-bias``; ``--json``; ``--evidence``; ``--plot``; ``--fail-on`` [none];
     ``--sample`` [every class]; ``--seed`` [0, with ``--sample``]; ``--verify`` [none].
 
@@ -170,6 +172,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "stage only (classes it cannot settle are 'unknown'); frank_wolfe: "
                              "the blog's method, for comparison (may leave 'unknown')")
     parser.add_argument("--box", type=float, help="bound the inputs: |z|_inf <= BOX")
+    parser.add_argument("--min-radius", type=float, dest="min_radius",
+                        help="the question of Grivas et al. (ACL 2022): argmaxable only where a "
+                             "ball of this radius fits in the class's winning region inside the "
+                             "box (theirs: --box 100 --min-radius 1e-8); needs --box")
     parser.add_argument("--tol", type=float, default=1e-9,
                         help="relative tolerance that separates ties (default 1e-9)")
     parser.add_argument("--jobs", type=int, default=1,
@@ -288,6 +294,7 @@ def run(args: argparse.Namespace) -> int:
         return 0 if verify_file(args.verify, head.weight, bias, source=head.source) else FAILED
     classes = parse_classes(args.classes) if args.classes else None
     options = {"method": args.method, "box": args.box, "tol": args.tol,
+               "min_radius": args.min_radius,
                "keep_witnesses": args.evidence, "jobs": max(1, args.jobs)}
     estimate = None
     if args.sample is not None:

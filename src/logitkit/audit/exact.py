@@ -34,6 +34,8 @@ import numpy as np
 from scipy.optimize import linprog
 from threadpoolctl import threadpool_limits
 
+from logitkit.audit.chebyshev import decide_ball
+from logitkit.audit.decision import HIGHS_OPTIONS, Decision
 from logitkit.audit.entropy_certificate import entropy_certificate
 from logitkit.audit.hull import nearest_point
 from logitkit.audit.verify import (
@@ -45,17 +47,6 @@ from logitkit.audit.verify import (
     in_box,
     witness_margins,
 )
-
-HIGHS_OPTIONS = {"primal_feasibility_tolerance": 1e-10, "dual_feasibility_tolerance": 1e-10}
-
-
-@dataclass
-class Decision:
-    status: str  # "argmaxable", "tie", "unargmaxable" or "unknown"
-    witness: np.ndarray | None = None  # a winning input; for a tie, an input where k ties
-    margin: float = -np.inf  # the margin at ``witness`` (float64)
-    certificate: Certificate | None = None
-    rows: int = 0  # rows the solver looked at
 
 
 def bias_push(bias: np.ndarray, k: int, tol: float) -> float:
@@ -313,6 +304,8 @@ _SHARED: dict = {}  # the head, set before worker processes fork (they inherit i
 def _decide(task: tuple[int, int, np.ndarray, np.ndarray | None]) -> tuple[int, Decision]:
     j, k, rivals, settled = task
     weight, bias, box, tol = _SHARED["weight"], _SHARED["bias"], _SHARED["box"], _SHARED["tol"]
+    if _SHARED["min_radius"] is not None:
+        return j, decide_ball(weight, bias, k, rivals, box, _SHARED["min_radius"], tol)
     if bias is None or box is None:
         return j, decide_hull(weight, bias, k, rivals, box, tol, _SHARED["row_sum"],
                               settled=settled, weight32=_SHARED["weight32"])
@@ -323,9 +316,12 @@ def decide_many(
     weight: np.ndarray, bias: np.ndarray | None, classes: np.ndarray, rivals: np.ndarray,
     box: float | None, tol: float, *, jobs: int = 1,
     on_done: Callable[[int], None] | None = None,
-    settled: list[np.ndarray | None] | None = None,
+    settled: list[np.ndarray | None] | None = None, min_radius: float | None = None,
 ) -> list[Decision]:
     """Decide every class in ``classes`` (starting rows ``rivals[j]``), in ``jobs`` processes.
+
+    With ``min_radius`` (and a box) the question is the Chebyshev-ball one of
+    :mod:`~logitkit.audit.chebyshev`.
 
     ``settled[j]`` (no bias; None where absent) is the point where the witness search settled
     for ``classes[j]``, the start of an entropy certificate. Classes are independent, so
@@ -334,10 +330,11 @@ def decide_many(
     thread: the stage is a long chain of small products, which a second thread slows down (3.5x
     on 768-wide heads) instead of speeding up.
     """
-    starts = [None] * len(classes) if settled is None or bias is not None else settled
+    starts = [None] * len(classes) if settled is None or bias is not None or \
+        min_radius is not None else settled
     weight32 = weight.astype(np.float32) if any(z is not None for z in starts) else None
     _SHARED.update(weight=weight, bias=bias, box=box, tol=tol, row_sum=weight.sum(0),
-                   weight32=weight32)
+                   weight32=weight32, min_radius=min_radius)
     tasks = [(j, int(k), rivals[j], starts[j]) for j, k in enumerate(classes)]
     decisions: list[Decision | None] = [None] * len(tasks)
     try:

@@ -24,7 +24,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from logitkit.audit.exact import Decision, bias_push
+from logitkit.audit.decision import Decision
+from logitkit.audit.exact import bias_push
 from logitkit.audit.verify import (
     box_certificate,
     box_tolerance,

@@ -98,6 +98,14 @@ EVIDENCE_CONVENTION: dict[str, str] = {
         "rounding). unargmaxable: beta < -tol (B max_{i in S} |d_i|_1 + max_{i in S} |c_i|); "
         "tie: beta <= tol (B max_{i != k} |d_i|_1 + max_{i != k} |c_i|). (The audit's own "
         "threshold is over the rows of its LP, a superset of S: its acceptance implies these.)"),
+    "ball": (
+        "with settings.min_radius = r (needs B; the question of Grivas et al. 2022): a class is "
+        "argmaxable when a ball of radius r around some z with |z|_inf <= B lies where it wins. "
+        "Witness: (l_k - l_i) - 2 (e_k + e_i) >= r |d_i|_2 (1 + gamma_{d+2}) for every i != k "
+        "(a tie: r (1 - tol)). Certificate kind 'ball': beta = (B (|g|_1 + rho) + c_a + "
+        "gamma' csize) / (sum_i a_i |d_i|_2 (1 - gamma')) (1 + 2 gamma'), gamma' = "
+        "gamma_{|S|+d+2}, bounds the largest such radius (r sum a_i |d_i|_2 <= g . z + c_a); "
+        "unargmaxable: beta < r (1 - tol); tie: beta <= r (1 + tol)."),
     "statuses": (
         "argmaxable: a witness (n_classes minus the listed tie, unargmaxable and unknown ids "
         "equals the number of argmaxable witnesses); tie: a witness and a 'hull', 'inner' or "
@@ -196,12 +204,13 @@ class _Combination:
     max_l1: float  # max_{i in S} |d_i|_1
     max_l2: float  # max_{i in S} |d_i|_2
     max_gap: float  # max_{i in S} |c_i|
+    l2_size: float  # sum_{i in S} a_i |d_i|_2
 
 
 def _combination(weight: np.ndarray, bias: np.ndarray, k: int, support: np.ndarray,
                  a: np.ndarray) -> _Combination:
     g = np.zeros(weight.shape[1])
-    size = max_l1 = max_l2 = 0.0
+    size = max_l1 = max_l2 = l2_size = 0.0
     for start in range(0, len(support), ROW_BLOCK):  # a dense certificate lists every row
         part = slice(start, start + ROW_BLOCK)
         diffs = weight[k] - weight[support[part]]
@@ -209,12 +218,14 @@ def _combination(weight: np.ndarray, bias: np.ndarray, k: int, support: np.ndarr
         l1 = np.abs(diffs).sum(1)
         size += float(a[part] @ l1)
         max_l1 = max(max_l1, float(l1.max()))
-        max_l2 = max(max_l2, float(np.linalg.norm(diffs, axis=1).max()))
+        l2 = np.linalg.norm(diffs, axis=1)
+        max_l2 = max(max_l2, float(l2.max()))
+        l2_size += float(a[part] @ l2)
     gaps = bias[k] - bias[support]
     gamma = _gamma(len(support) + 2)
     return _Combination(g=g, c_a=float(a @ gaps), size=size, csize=float(a @ np.abs(gaps)),
                         rho=gamma * size, gamma=gamma, max_l1=max_l1, max_l2=max_l2,
-                        max_gap=float(np.abs(gaps).max()))
+                        max_gap=float(np.abs(gaps).max()), l2_size=l2_size)
 
 
 def _read_certificate(entry: Any, k: int, n_rows: int) -> tuple[np.ndarray, np.ndarray, str]:
@@ -237,19 +248,25 @@ def _read_certificate(entry: Any, k: int, n_rows: int) -> tuple[np.ndarray, np.n
 
 def _certificate_failure(weight: np.ndarray, bias: np.ndarray, has_bias: bool,
                          distinct: np.ndarray, k: int, status: str, entry: Any, tol: float,
-                         box: float | None) -> tuple[str | None, _Combination | None, str]:
+                         box: float | None, min_radius: float | None = None,
+                         ) -> tuple[str | None, _Combination | None, str]:
     """``(failure or None, the recomputed combination, kind)`` for ``certificates[k]``."""
     try:
         support, a, kind = _read_certificate(entry, k, len(weight))
     except ValueError as error:
         return str(error), None, ""
     allowed = {"tie": ("hull", "inner", "box"), "unargmaxable": ("depth", "box")}[status]
+    if min_radius is not None:
+        allowed = ("ball",)
     if kind not in allowed:
         return f"a {status} needs a certificate of kind {' or '.join(allowed)}, got {kind!r}", \
             None, kind
     if kind == "box" and box is None:
         return "a 'box' certificate without a box in the settings", None, kind
     comb = _combination(weight, bias, k, support, a)
+    if kind == "ball":
+        return _ball_failure(comb, status, box, min_radius, tol, weight.shape[1], len(support)), \
+            comb, kind
     limit = tol * RESIDUAL_SHARE * comb.size
     if kind == "box":
         beta = box * (float(np.abs(comb.g).sum()) + comb.rho) + comb.c_a + comb.gamma * comb.csize
@@ -288,6 +305,39 @@ def _certificate_failure(weight: np.ndarray, bias: np.ndarray, has_bias: bool,
     return None, comb, kind
 
 
+def _ball_failure(comb: _Combination, status: str, box: float, min_radius: float, tol: float,
+                  d: int, n_support: int) -> str | None:
+    """The 'ball' entry of the convention: the duality bound on the largest radius."""
+    gamma = _gamma(n_support + d + 2)
+    numerator = box * (float(np.abs(comb.g).sum()) + comb.rho) + comb.c_a + gamma * comb.csize
+    denominator = comb.l2_size * (1.0 - gamma)
+    if not denominator > 0:
+        return "sum_i a_i |d_i|_2 is 0"
+    bound = numerator / denominator
+    bound += abs(bound) * 2.0 * gamma
+    limit = min_radius * (1.0 - tol) if status == "unargmaxable" else min_radius * (1.0 + tol)
+    if status == "unargmaxable" and not bound < limit:
+        return f"ball bound {bound:.6g} is not below r_min (1 - tol) = {limit:.6g}"
+    if status == "tie" and bound > limit:
+        return f"ball bound {bound:.6g} exceeds r_min (1 + tol) = {limit:.6g}"
+    return None
+
+
+def _ball_radii(weight: np.ndarray, ks: np.ndarray, gaps: np.ndarray,
+                allowance: np.ndarray) -> np.ndarray:
+    """Lower bounds on the radius of the ball around each witness where its class wins:
+    ``min_i (gap_i - allowance_i) / |d_i|_2`` (``|d_i|_2`` rounded up by ``gamma_{d+2}``)."""
+    radii = np.empty(len(ks))
+    for j, k in enumerate(ks.tolist()):
+        lengths = np.linalg.norm(weight[k] - weight, axis=1) * (1.0 + _gamma(weight.shape[1] + 2))
+        slack = gaps[j] - allowance[j]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(slack >= 0, slack / lengths, -np.inf)
+        ratio[k] = np.inf
+        radii[j] = float(ratio.min())
+    return radii
+
+
 def _settings_problems(settings: dict[str, Any], weight: np.ndarray, has_bias: bool,
                        distinct: np.ndarray) -> list[str]:
     problems = []
@@ -310,7 +360,8 @@ def _settings_problems(settings: dict[str, Any], weight: np.ndarray, has_bias: b
 
 def _witness_failures(weight: np.ndarray, bias: np.ndarray, witnesses: dict[int, np.ndarray],
                       status_of: dict[int, str], taus: dict[int, float],
-                      box: float | None) -> dict[int, str]:
+                      box: float | None, min_radius: float | None = None,
+                      tol: float = 0.0) -> dict[int, str]:
     """Failing witnesses: ``{k: reason}`` (the ``witness`` entry of the convention)."""
     failures: dict[int, str] = {}
     good = {}
@@ -325,6 +376,14 @@ def _witness_failures(weight: np.ndarray, bias: np.ndarray, witnesses: dict[int,
     for start in range(0, len(ks_all), BLOCK):
         ks = ks_all[start:start + BLOCK]
         gaps, allowance = _pair_gaps(weight, bias, ks, np.stack([good[int(k)] for k in ks]))
+        if min_radius is not None:
+            radii = _ball_radii(weight, ks, gaps, allowance)
+            for j, k in enumerate(ks.tolist()):
+                need = min_radius * (1.0 if status_of[k] == "argmaxable" else 1.0 - tol)
+                if not radii[j] >= need:
+                    failures[k] = (f"the ball around the witness has radius {radii[j]:.6g} "
+                                   f"< {need:.6g}")
+            continue
         for j, k in enumerate(ks.tolist()):
             if status_of[k] == "argmaxable":
                 slack = gaps[j] - allowance[j]
@@ -392,6 +451,8 @@ def verify_saved_result(weight: Any, bias: Any, payload: dict[str, Any]) -> Veri
         return report
     tol, box = float(settings["tol"]), settings.get("box")
     box = None if box is None else float(box)
+    min_radius = settings.get("min_radius")
+    min_radius = None if min_radius is None or box is None else float(min_radius)
     status_of = {int(k): name for name in ("tie", "unargmaxable", "unknown")
                  for k in payload.get(name, [])}
     report.unknown = sum(1 for s in status_of.values() if s == "unknown")
@@ -423,7 +484,7 @@ def verify_saved_result(weight: Any, bias: Any, payload: dict[str, Any]) -> Veri
             failures[k] = "no certificate"
             continue
         problem, comb, kind = _certificate_failure(w, b, has_bias, distinct, k, status,
-                                                   certificates[k], tol, box)
+                                                   certificates[k], tol, box, min_radius)
         if problem is not None:
             failures[k] = f"certificate: {problem}"
         elif status == "tie" and k not in witnesses:
@@ -439,7 +500,7 @@ def verify_saved_result(weight: Any, bias: Any, payload: dict[str, Any]) -> Veri
                 taus[k] = tol * (float(np.linalg.norm(z)) * comb.max_l2 + beta)
     checked = {k: z for k, z in witnesses.items()
                if k not in failures and status_of[k] in ("argmaxable", "tie")}
-    failures.update(_witness_failures(w, b, checked, status_of, taus, box))
+    failures.update(_witness_failures(w, b, checked, status_of, taus, box, min_radius, tol))
     for k, status in status_of.items():
         if status != "unknown" and k not in failures:
             report.verified[status] += 1
