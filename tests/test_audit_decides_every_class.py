@@ -173,3 +173,14 @@ def test_an_inner_certificate_is_written_and_verified_again_from_the_json() -> N
         len(payload["certificates"][str(k)]["weights"]) - 1)  # all weight on one row
     failures = verify_saved_result(weight, None, payload).failures
     assert any(f"class {k} (tie)" in line and "|g - s|_1" in line for line in failures), failures
+
+
+def test_the_callers_head_is_never_written() -> None:
+    import torch
+
+    weight = head(11, 40, 5) * 3.0  # rescaled by a power of two inside the audit
+    bias = np.random.default_rng(12).normal(size=40)
+    for given in (weight.copy(), torch.tensor(weight), weight.astype(np.float32)):
+        before = np.array(given, dtype=np.float64, copy=True)
+        check_argmaxable(given, bias, show_progress=False)
+        assert np.array_equal(np.asarray(given, dtype=np.float64), before)

@@ -575,12 +575,15 @@ def check_argmaxable(
             f"min_radius={min_radius}, box={box}, method={method!r}")
     start = time.perf_counter()
     scale = power_of_two_scale(w)
-    w = w * scale
+    if w is not weight and w.flags.owndata and w.flags.writeable:
+        w *= scale  # our own float64 copy: scaled in place (one copy of the head, not two)
+    else:
+        w = w * scale  # the caller's array (or a view of their tensor): never written
     b = None if b is None else b * scale
     first = duplicate_rows(w, b)
     representatives = np.flatnonzero(first == np.arange(len(w)))
     position = np.searchsorted(representatives, first)
-    w_r = np.ascontiguousarray(w[representatives])
+    w_r = w if len(representatives) == len(w) else np.ascontiguousarray(w[representatives])
     b_r = None if b is None else b[representatives]
     needed = np.unique(position[ids])
     row_scale = float(np.median(np.linalg.norm(w, axis=1)))

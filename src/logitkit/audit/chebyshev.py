@@ -25,9 +25,9 @@ How it relates to the default question (a strict win anywhere, no minimum radius
 a ball of any radius ``r > 0`` wins strictly at its centre, so "argmaxable" here implies
 "argmaxable" there; the converse fails for classes whose region is thinner than ``r_min`` or
 lies outside the box, which this question calls unargmaxable. Without a bias the region is a
-cone, so a ball of radius ``r_min`` fits in the box unless the cone's angular width is below
-about ``r_min / (B sqrt(d))``: the two questions differ only for extremely thin cones (and for
-ties, which have no ball at all).
+cone, so a ball of radius ``r_min`` fits in the box unless the cone's half-angle is below about
+``r_min / B`` (down to ``r_min / (B sqrt(d))`` along a diagonal of the box): the two questions
+differ only for extremely thin cones (and for ties, which have no ball at all).
 
 Reference:
     Grivas, Bogoychev and Lopez, "Low-Rank Softmax Can Have Unargmaxable Classes in Theory but
