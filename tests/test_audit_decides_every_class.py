@@ -181,6 +181,6 @@ def test_the_callers_head_is_never_written() -> None:
     weight = head(11, 40, 5) * 3.0  # rescaled by a power of two inside the audit
     bias = np.random.default_rng(12).normal(size=40)
     for given in (weight.copy(), torch.tensor(weight), weight.astype(np.float32)):
-        before = np.array(given, dtype=np.float64, copy=True)
+        before = np.asarray(given, dtype=np.float64).copy()
         check_argmaxable(given, bias, show_progress=False)
         assert np.array_equal(np.asarray(given, dtype=np.float64), before)

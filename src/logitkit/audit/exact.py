@@ -4,14 +4,17 @@ Without a box (or without a bias, where a box changes nothing: the problem is ho
 decision first tries, where the witness search settled near the minimiser of its bound (no bias),
 an entropy certificate (:mod:`~logitkit.audit.entropy_certificate`) for the pushed row (step 1's
 "unargmaxable"); otherwise, or if that fails, it uses the minimum-norm point of
-:mod:`~logitkit.audit.hull` twice at most:
+:mod:`~logitkit.audit.hull` three times at most:
 
 1. on the points pushed by the tolerance (``w_k`` moved away from the centroid of the other rows by
    the fraction ``tol``, or ``b_k`` raised by ``delta``): a certificate there means "unargmaxable"
    with room to spare; a witness there that also wins for the real head means "argmaxable";
 2. otherwise on the real points: a witness means "argmaxable"; a certificate means "tie": ``k``
    cannot win, yet it wins after a push of the size of the tolerance (duplicate rows, points on a
-   facet, and points closer to the hull's boundary than the tolerance).
+   facet, and points closer to the hull's boundary than the tolerance);
+3. where the real points give neither (a row outside the hull by less than the witness check's
+   rounding bound can prove), on the points pushed *inward* by the tolerance: a certificate there
+   (kind "inner") with an input where ``k`` comes within the tolerance of the top means "tie".
 
 A converged corral whose weights miss the certificate's equations by more than rounding (an
 ill-conditioned corral of ``d + 1`` rows) gets them polished by least squares
