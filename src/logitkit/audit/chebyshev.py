@@ -141,7 +141,8 @@ def decide_ball(
     min_radius: float, tol: float, *, add_rows: int = 64, max_rounds: int = 200,
 ) -> Decision:
     """The Chebyshev LP with constraint generation, then the verdict of the module doc."""
-    lengths = np.linalg.norm(weight[k] - weight, axis=1)
+    squares = np.einsum("ij,ij->i", weight, weight)  # |w_k - w_i|_2 without a V x d temporary
+    lengths = np.sqrt(np.maximum(squares[k] + squares - 2.0 * (weight @ weight[k]), 0.0))
     nearest = np.argsort(np.where(np.arange(len(weight)) == k, np.inf, lengths))
     rows = np.union1d(start_rows[start_rows != k], nearest[: min(add_rows, len(weight) - 1)])
     gaps = np.zeros(len(weight)) if bias is None else bias[k] - bias
@@ -151,7 +152,7 @@ def decide_ball(
         z, r, duals = _ball_lp(weight, bias, k, rows, box)
         outside[rows] = False
         with np.errstate(divide="ignore", invalid="ignore"):
-            slack = ((weight[k] - weight) @ z + gaps) / lengths
+            slack = (weight[k] @ z - weight @ z + gaps) / lengths
         candidates = np.flatnonzero(outside & (slack < r - 1e-12 * abs(r)))
         if len(candidates) == 0:
             break
@@ -160,7 +161,7 @@ def decide_ball(
     keep = duals > 0
     certificate = ball_certificate(weight, bias, k, rows[keep], duals[keep], box)
     bound = np.inf if certificate is None else certificate.bound
-    values = (weight[k] - weight) @ z + gaps
+    values = weight[k] @ z - weight @ z + gaps
     values[k] = np.inf
     margin = float(values.min())
     if radius >= min_radius:
