@@ -47,9 +47,8 @@ Example::
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import linprog
 
-from logitkit.audit.decision import HIGHS_OPTIONS, Decision
+from logitkit.audit.decision import Decision, solve_margin_lp
 from logitkit.audit.verify import Certificate, _gamma, combination, row_norms_of, valid_weights
 
 
@@ -119,29 +118,20 @@ def ball_certificate(weight: np.ndarray, bias: np.ndarray | None, k: int, suppor
 def _ball_lp(weight: np.ndarray, bias: np.ndarray | None, k: int, rows: np.ndarray,
              box: float) -> tuple[np.ndarray, float, np.ndarray]:
     """``(z, r, duals)`` of the Chebyshev LP over ``rows`` (duals >= 0, summing to 1)."""
-    d = weight.shape[1]
     diffs = weight[k] - weight[rows]
     gaps = np.zeros(len(rows)) if bias is None else bias[k] - bias[rows]
-    lengths = np.linalg.norm(diffs, axis=1)
-    a_ub = np.hstack([-diffs, lengths[:, None]])
-    objective = np.zeros(d + 1)
-    objective[-1] = -1.0
-    res = linprog(objective, A_ub=a_ub, b_ub=gaps, bounds=[(-box, box)] * d + [(None, None)],
-                  method="highs", options=HIGHS_OPTIONS)
-    if res.status != 0:
-        raise RuntimeError(f"HiGHS failed on the ball LP of class {k}: {res.message}")
-    duals = np.maximum(-res.ineqlin.marginals, 0.0)
-    total = duals.sum()
-    duals = duals / total if total > 0 else np.full(len(rows), 1.0 / len(rows))
-    return np.clip(res.x[:d], -box, box), float(res.x[-1]), duals
+    return solve_margin_lp(diffs, gaps, np.linalg.norm(diffs, axis=1), box,
+                           f"ball LP of class {k}")
 
 
 def decide_ball(
     weight: np.ndarray, bias: np.ndarray | None, k: int, start_rows: np.ndarray, box: float,
     min_radius: float, tol: float, *, add_rows: int = 64, max_rounds: int = 200,
+    row_squares: np.ndarray | None = None,
 ) -> Decision:
-    """The Chebyshev LP with constraint generation, then the verdict of the module doc."""
-    squares = np.einsum("ij,ij->i", weight, weight)  # |w_k - w_i|_2 without a V x d temporary
+    """The Chebyshev LP with constraint generation, then the verdict of the module doc.
+    ``row_squares``: ``|w_i|^2`` per row, passed once by callers deciding many classes."""
+    squares = np.einsum("ij,ij->i", weight, weight) if row_squares is None else row_squares
     lengths = np.sqrt(np.maximum(squares[k] + squares - 2.0 * (weight @ weight[k]), 0.0))
     nearest = np.argsort(np.where(np.arange(len(weight)) == k, np.inf, lengths))
     rows = np.union1d(start_rows[start_rows != k], nearest[: min(add_rows, len(weight) - 1)])

@@ -34,11 +34,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import linprog
 from threadpoolctl import threadpool_limits
 
 from logitkit.audit.chebyshev import decide_ball
-from logitkit.audit.decision import HIGHS_OPTIONS, Decision
+from logitkit.audit.decision import Decision, solve_margin_lp
 from logitkit.audit.entropy_certificate import entropy_certificate
 from logitkit.audit.hull import nearest_point
 from logitkit.audit.verify import (
@@ -188,10 +187,12 @@ def decide_hull(
     weight: np.ndarray, bias: np.ndarray | None, k: int, start_rows: np.ndarray,
     box: float | None, tol: float, row_sum: np.ndarray, *,
     settled: np.ndarray | None = None, weight32: np.ndarray | None = None,
+    row_squares: np.ndarray | None = None,
 ) -> Decision:
     """Steps 1-2 of the module doc (no box, or no bias). ``settled``: where the witness search
     settled for ``k`` (no bias), the start of an entropy certificate; ``weight32``: a float32
-    copy of ``weight`` for its Gram matrix."""
+    copy of ``weight`` for its Gram matrix; ``row_squares``: ``|w_i|^2`` per row (computed by
+    :func:`~logitkit.audit.hull.nearest_point` if None)."""
     d = weight.shape[1]
     lifted = bias is not None
     if lifted:
@@ -206,7 +207,8 @@ def decide_hull(
             if certificate is not None:
                 return Decision("unargmaxable", certificate=certificate,
                                 rows=len(certificate.support))
-    pushed = nearest_point(weight, bias, k, start_rows, push, row_sum=row_sum)
+    pushed = nearest_point(weight, bias, k, start_rows, push, row_sum=row_sum,
+                           row_squares=row_squares)
     certificate = _certificate(weight, bias, k, pushed, tol, shift)
     if certificate is not None:
         return Decision("unargmaxable", certificate=certificate, rows=pushed.pool_size)
@@ -216,7 +218,8 @@ def decide_hull(
     if verified:
         return Decision("argmaxable", witness=near, margin=margin, rows=pushed.pool_size)
     seed = pushed.support if len(pushed.support) else start_rows
-    plain = nearest_point(weight, bias, k, seed, 0.0, row_sum=row_sum)
+    plain = nearest_point(weight, bias, k, seed, 0.0, row_sum=row_sum,
+                           row_squares=row_squares)
     rows = max(pushed.pool_size, plain.pool_size)
     if np.any(plain.x):
         z = _input(plain.x, d, lifted, box)
@@ -225,7 +228,8 @@ def decide_hull(
             return Decision("argmaxable", witness=z, margin=plain_margin, rows=rows)
     certificate = _certificate(weight, bias, k, plain, tol, None)
     if certificate is None and near is not None:  # outside by less than float64 can show?
-        inner = nearest_point(weight, bias, k, seed, -push, row_sum=row_sum)
+        inner = nearest_point(weight, bias, k, seed, -push, row_sum=row_sum,
+                           row_squares=row_squares)
         certificate = _certificate(weight, bias, k, inner, tol, -shift, kind="inner")
         rows = max(rows, inner.pool_size)
     if certificate is not None and near is not None:
@@ -249,21 +253,9 @@ class MarginLp:
 def solve_box_lp(weight: np.ndarray, bias: np.ndarray, k: int, rows: np.ndarray,
                  box: float) -> MarginLp:
     """``max t s.t. d_i . z + c_i >= t (i in rows), |z|_inf <= box`` with HiGHS."""
-    d = weight.shape[1]
-    diffs = weight[k] - weight[rows]
-    gaps = bias[k] - bias[rows]
-    a_ub = np.hstack([-diffs, np.ones((len(rows), 1))])
-    objective = np.zeros(d + 1)
-    objective[-1] = -1.0
-    bounds = [(-box, box)] * d + [(None, None)]
-    res = linprog(objective, A_ub=a_ub, b_ub=gaps, bounds=bounds, method="highs",
-                  options=HIGHS_OPTIONS)
-    if res.status != 0:
-        raise RuntimeError(f"HiGHS failed on the margin LP of class {k}: {res.message}")
-    duals = np.maximum(-res.ineqlin.marginals, 0.0)
-    total = duals.sum()
-    duals = duals / total if total > 0 else np.full(len(rows), 1.0 / len(rows))
-    return MarginLp(z=np.clip(res.x[:d], -box, box), t=float(res.x[-1]), duals=duals)
+    z, t, duals = solve_margin_lp(weight[k] - weight[rows], bias[k] - bias[rows],
+                                  np.ones(len(rows)), box, f"margin LP of class {k}")
+    return MarginLp(z=z, t=t, duals=duals)
 
 
 def decide_box(
@@ -308,10 +300,12 @@ def _decide(task: tuple[int, int, np.ndarray, np.ndarray | None]) -> tuple[int, 
     j, k, rivals, settled = task
     weight, bias, box, tol = _SHARED["weight"], _SHARED["bias"], _SHARED["box"], _SHARED["tol"]
     if _SHARED["min_radius"] is not None:
-        return j, decide_ball(weight, bias, k, rivals, box, _SHARED["min_radius"], tol)
+        return j, decide_ball(weight, bias, k, rivals, box, _SHARED["min_radius"], tol,
+                              row_squares=_SHARED["row_squares"])
     if bias is None or box is None:
         return j, decide_hull(weight, bias, k, rivals, box, tol, _SHARED["row_sum"],
-                              settled=settled, weight32=_SHARED["weight32"])
+                              settled=settled, weight32=_SHARED["weight32"],
+                              row_squares=_SHARED["row_squares"])
     return j, decide_box(weight, bias, k, rivals, box, tol)
 
 
@@ -337,7 +331,8 @@ def decide_many(
         min_radius is not None else settled
     weight32 = weight.astype(np.float32) if any(z is not None for z in starts) else None
     _SHARED.update(weight=weight, bias=bias, box=box, tol=tol, row_sum=weight.sum(0),
-                   weight32=weight32, min_radius=min_radius)
+                   weight32=weight32, min_radius=min_radius,
+                   row_squares=np.einsum("ij,ij->i", weight, weight))
     tasks = [(j, int(k), rivals[j], starts[j]) for j, k in enumerate(classes)]
     decisions: list[Decision | None] = [None] * len(tasks)
     try:

@@ -157,14 +157,16 @@ def nearest_point(
     shift: float,
     *,
     row_sum: np.ndarray,
+    row_squares: np.ndarray | None = None,
     add_rows: int = 256,
     max_iterations: int = 50_000,
 ) -> HullOutcome:
     """The minimum-norm point of the shifted points of class ``k`` (module doc), exactly.
 
     ``start_rows`` seed the pool; ``shift`` is ``eps`` (no bias) or ``delta`` (bias);
-    ``row_sum`` is ``W.sum(0)`` (for the centroid). Whatever it returns is checked again by the
-    caller (:mod:`logitkit.audit.verify`).
+    ``row_sum`` is ``W.sum(0)`` (for the centroid); ``row_squares`` ``|w_i|^2`` per row (computed
+    here if None; callers deciding many classes pass it once). Whatever it returns is checked
+    again by the caller (:mod:`logitkit.audit.verify`).
     """
     n_rows, d = weight.shape
     wk = weight[k]
@@ -227,7 +229,9 @@ def nearest_point(
         values[in_pool] = np.inf
         if all_norms is None:  # |p_i| of every row, from one product (ranking only)
             moved = wk + offset[:d]
-            squares = moved @ moved - 2.0 * (weight @ moved) + np.einsum("ij,ij->i", weight, weight)
+            if row_squares is None:
+                row_squares = np.einsum("ij,ij->i", weight, weight)
+            squares = moved @ moved - 2.0 * (weight @ moved) + row_squares
             all_norms = np.sqrt(np.maximum(squares, np.finfo(np.float64).tiny))
             if lifted:
                 all_norms = np.hypot(all_norms, (gaps + shift) / ratio)

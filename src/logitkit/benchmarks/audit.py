@@ -78,6 +78,22 @@ def baseline_lp_seconds(weight: np.ndarray, k: int) -> tuple[float, bool, float]
     return time.perf_counter() - start, res.status == 0, -float(res.fun or 0.0)
 
 
+def side_by_side_with_the_lp(weight: np.ndarray, classes: np.ndarray) -> list[dict]:
+    """Each class audited alone by us and by the plain margin LP over all rows, timed side by
+    side: seconds, the LP's status, whether the verdicts agree and the ratio."""
+    rows = []
+    for k in classes.tolist():
+        begin = time.perf_counter()
+        alone = check_argmaxable(weight, classes=[k], show_progress=False)
+        ours_k = time.perf_counter() - begin
+        lp_s, done, optimum = baseline_lp_seconds(weight, k)
+        agree = (optimum > 1e-9) == (alone.status[0] == "argmaxable") if done else None
+        rows.append({"class": k, "ours_s": round(ours_k, 2), "lp_s": round(lp_s, 1),
+                     "lp_finished": done, "status": str(alone.status[0]), "lp_agrees": agree,
+                     "ratio_lp_over_ours": round(lp_s / ours_k, 1)})
+    return rows
+
+
 def _ours(weight: np.ndarray) -> tuple[dict, np.ndarray]:
     """Our whole-head audit: figures and the classes our exact stage took."""
     cpu, start = cpu_seconds(), time.perf_counter()
@@ -101,17 +117,8 @@ def audit_case(name: str, weight: np.ndarray, *, target_s: float | None, sample:
     """
     ours, hard = _ours(weight)
     picked = np.random.default_rng(1).choice(hard, size=min(sample, len(hard)), replace=False)
-    side_by_side, finished = [], True
-    for k in picked.tolist():
-        begin = time.perf_counter()
-        alone = check_argmaxable(weight, classes=[k], show_progress=False)
-        ours_k = time.perf_counter() - begin
-        lp_s, done, optimum = baseline_lp_seconds(weight, k)
-        finished &= done
-        agree = (optimum > 1e-9) == (alone.status[0] == "argmaxable") if done else None
-        side_by_side.append({"class": k, "ours_s": round(ours_k, 2), "lp_s": round(lp_s, 1),
-                             "lp_finished": done, "status": str(alone.status[0]),
-                             "lp_agrees": agree, "ratio_lp_over_ours": round(lp_s / ours_k, 1)})
+    side_by_side = side_by_side_with_the_lp(weight, picked)
+    finished = all(c["lp_finished"] for c in side_by_side)
     per_class_lp = float(np.mean([c["lp_s"] for c in side_by_side])) if side_by_side else 0.0
     baseline = {"time_s": round(per_class_lp * max(len(hard), 1), 1),
                 "per_class_s": round(per_class_lp, 1), "classes_extrapolated": len(hard),
@@ -155,16 +162,7 @@ def frontier_case(name: str, n: int, d: int, sigma: float, *, sample: int, targe
             **{f"n_{k}": v for k, v in result.counts.items()},
             **{f"stage_{k}": v for k, v in result.stage_counts.items()}}
     hard = result.classes[result.stage == "exact"]
-    side_by_side = []
-    for k in (hard[:2].tolist() if baseline else []):
-        begin = time.perf_counter()
-        alone = check_argmaxable(weight, classes=[k], show_progress=False)
-        ours_k = time.perf_counter() - begin
-        lp_s, done, optimum = baseline_lp_seconds(weight, k)
-        side_by_side.append({"class": k, "ours_s": round(ours_k, 2), "lp_s": round(lp_s, 1),
-                             "lp_finished": done, "status": str(alone.status[0]),
-                             "lp_agrees": (optimum > 1e-9) == (alone.status[0] == "argmaxable")
-                             if done else None})
+    side_by_side = side_by_side_with_the_lp(weight, hard[:2] if baseline else hard[:0])
     per_class = float(np.mean([c["lp_s"] for c in side_by_side])) if side_by_side else None
     base = {"side_by_side": side_by_side,
             **({} if per_class is None else {
