@@ -9,7 +9,17 @@ import pytest
 import torch
 
 from logitkit.cli import main
-from logitkit.experiments import Claim, Context, Result, _framework, available, run_experiments
+from logitkit.experiments import (
+    POSTS,
+    Claim,
+    Context,
+    Result,
+    _framework,
+    available,
+    run_experiments,
+)
+
+QUOTE = {"seed_quote": "a sentence of the post", "source": POSTS["emo"]}
 
 
 def _fake_experiment(name, calls, *, threads=None, interrupt=False):
@@ -22,9 +32,10 @@ def _fake_experiment(name, calls, *, threads=None, interrupt=False):
         return Result(
             name=name, title=f"The {name} claim", data="none",
             claims=[Claim(claim=f"{name}: x beats y", verdict="partly", measured=table,
-                          settings={"steps": 3, "model": {"width": 8}}, seeds=[ctx.seed]),
+                          settings={"steps": 3, "model": {"width": 8}}, seeds=[ctx.seed],
+                          **QUOTE),
                     Claim(claim=f"{name}: y beats x", verdict="not reproduced", measured=table,
-                          settings={}, seeds=[ctx.seed])],
+                          settings={}, seeds=[ctx.seed], **QUOTE)],
             numbers={"x": 1.5}, plots=["plot.png"],
         )
     module = types.SimpleNamespace(TITLE=f"The {name} claim", run=run, MINUTES={"smoke": 0.5})
@@ -50,7 +61,9 @@ def test_report_is_written_and_finished_runs_are_skipped(fakes, tmp_path):
     run_experiments(["alpha"], ctx)
     assert [c[:2] for c in fakes] == [("alpha", "smoke")]
     report = (tmp_path / "report.md").read_text()
-    assert "| alpha | smoke | alpha: x beats y | **partly** |" in report
+    assert "| alpha | smoke | 1 | alpha: x beats y | **partly** |" in report
+    assert "> a sentence of the post" in report and f"<{POSTS['emo']}>" in report
+    assert "Verdict: **partly** (size `smoke`, 1 seed)" in report
     assert "![plot.png](alpha/plot.png)" in report
     payload = json.loads((tmp_path / "report.json").read_text())
     assert payload["experiments"]["alpha"]["numbers"] == {"x": 1.5}
@@ -168,7 +181,15 @@ def test_unknown_experiment_and_bad_values_are_rejected(fakes, tmp_path):
     with pytest.raises(ValueError, match="unknown experiment"):
         run_experiments(["nope"], Context(size="smoke", out_dir=tmp_path))
     with pytest.raises(ValueError, match="verdict"):
-        Claim(claim="c", verdict="maybe", measured=[], settings={}, seeds=[0])
+        Claim(claim="c", verdict="maybe", measured=[], settings={}, seeds=[0], **QUOTE)
+    with pytest.raises(ValueError, match="verdict"):
+        Claim(claim="c", verdict="inconclusive", measured=[], settings={}, seeds=[0], **QUOTE)
+    with pytest.raises(ValueError, match="seed_quote"):
+        Claim(claim="c", verdict="partly", measured=[], settings={}, seeds=[0], seed_quote=" ",
+              source=POSTS["emo"])
+    with pytest.raises(ValueError, match="source must be one of the posts"):
+        Claim(claim="c", verdict="partly", measured=[], settings={}, seeds=[0],
+              seed_quote="q", source="https://example.com")
     with pytest.raises(ValueError, match="size"):
         Context(size="huge", out_dir=tmp_path)
     with pytest.raises(ValueError, match="threads"):
@@ -220,10 +241,9 @@ def test_every_experiment_runs_at_smoke_size(name, tmp_path):
     result = payload["experiments"][name]
     assert result["claims"], "an experiment must state at least one claim"
     for claim in result["claims"]:
-        assert claim["verdict"] in {"reproduced", "not reproduced", "partly", "inconclusive"}
+        assert claim["verdict"] in {"reproduced", "not reproduced", "partly"}
         assert claim["measured"] and claim["seeds"]
-    if name == "matching":  # 4 training steps cannot decide the training claims
-        assert [c["verdict"] for c in result["claims"][:2]] == ["inconclusive"] * 2
+        assert claim["seed_quote"].strip() and claim["source"] in POSTS.values()
     assert _finite_numbers(result["numbers"])
     for plot in result["plots"]:
         assert (tmp_path / name / plot).stat().st_size > 0
@@ -245,3 +265,32 @@ def test_a_rerun_with_the_same_seed_gives_the_same_numbers(name, tmp_path):
         payload = json.loads((tmp_path / attempt / "report.json").read_text())
         runs.append(payload["experiments"][name]["numbers"])
     assert runs[0] == runs[1]
+
+
+def test_a_training_claim_needs_three_paired_seeds_beyond_smoke(fakes, tmp_path):
+    one_seed = Claim(claim="c", verdict="partly", measured=[{"x": 1}], settings={}, seeds=[0],
+                     training=True, **QUOTE)
+    _framework.check_claims([one_seed], "smoke")
+    for size in ("quick", "full"):
+        with pytest.raises(ValueError, match="has 1 seed.*at least 3 paired seeds"):
+            _framework.check_claims([one_seed], size)
+    three = Claim(claim="c", verdict="partly", measured=[{"x": 1}], settings={}, seeds=[0, 1, 2],
+                  training=True, **QUOTE)
+    _framework.check_claims([three], "quick")
+    assert "(size `quick`, 3 paired seeds)" in _framework.render_report([{
+        "name": "alpha", "title": "t", "data": "d", "claims": [_framework.asdict(three)],
+        "numbers": {}, "_run": {"size": "quick"}}])
+
+
+def test_a_result_of_an_older_format_is_rerun_and_left_out_of_the_report(fakes, tmp_path):
+    ctx = Context(size="smoke", out_dir=tmp_path)
+    run_experiments(["alpha"], ctx)
+    saved = tmp_path / "alpha" / "result.json"
+    payload = json.loads(saved.read_text())
+    del payload["_run"]["format"]
+    del payload["claims"][0]["seed_quote"]
+    saved.write_text(json.dumps(payload))
+    assert _framework.saved_results(tmp_path) == []
+    run_experiments(["alpha"], ctx)
+    assert [c[:2] for c in fakes] == [("alpha", "smoke"), ("alpha", "smoke")]
+    assert "seed_quote" in json.loads(saved.read_text())["claims"][0]

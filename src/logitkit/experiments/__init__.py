@@ -5,6 +5,11 @@ An experiment is a module in this package whose name does not start with ``_`` a
     TITLE: str                      # one line, shown in the report
     def run(ctx: Context) -> Result
 
+Each :class:`Claim` quotes the post's sentence it tests (``seed_quote``, translated) with the post's
+address (``source``, one of ``POSTS``); a claim about training (``training=True``) rests on at
+least ``MIN_PAIRED_SEEDS`` paired seeds at the quick and full sizes, with paired 95% intervals
+(``_stats``) and a paired-difference plot (``_plots``).
+
 ``ctx.size`` is "smoke" (seconds, used by the tests), "quick" (a few minutes, ``make demo``) or
 "full". ``ctx.data_dir`` is the real data folder (``../shared/data`` layout) or None, in which case
 the experiment uses data the package builds offline and says so in ``Result.data``. Plots go in
@@ -13,6 +18,8 @@ on a rerun with the same seed: wall-clock figures go in ``Result.timings`` inste
 """
 
 from logitkit.experiments._framework import (
+    MIN_PAIRED_SEEDS,
+    POSTS,
     VERDICTS,
     Claim,
     Context,
@@ -21,4 +28,5 @@ from logitkit.experiments._framework import (
     run_experiments,
 )
 
-__all__ = ["VERDICTS", "Claim", "Context", "Result", "available", "run_experiments"]
+__all__ = ["MIN_PAIRED_SEEDS", "POSTS", "VERDICTS", "Claim", "Context", "Result", "available",
+           "run_experiments"]

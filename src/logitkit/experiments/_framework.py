@@ -29,9 +29,21 @@ from logitkit import __version__
 from logitkit._utils import MissingExtra, atomic_write_text, check_writable, progress
 
 SIZES = ("smoke", "quick", "full")
-# "inconclusive": this size of the experiment cannot decide the claim (too little training or
-# data for the mechanism to act); its numbers are reported, the full size decides.
-VERDICTS = ("reproduced", "not reproduced", "partly", "inconclusive")
+# No "inconclusive": a claim the demo size cannot decide gets a design that can.
+VERDICTS = ("reproduced", "not reproduced", "partly")
+# The five source posts (Su Jianlin, Scientific Spaces; the originals are in ../shared/seeds/).
+POSTS = {
+    "emo": "https://kexue.fm/archives/9797",
+    "optim": "https://kexue.fm/archives/9736",
+    "matching": "https://kexue.fm/archives/8860",
+    "tailr": "https://kexue.fm/archives/9526",
+    "audit": "https://kexue.fm/archives/9046",
+}
+# A claim about training is decided by paired differences over at least this many seeds (at the
+# quick and full sizes; smoke only checks that everything runs).
+MIN_PAIRED_SEEDS = 3
+# Saved results of another format are rerun (and left out of the report until they are).
+RESULT_FORMAT = 2
 # "all" runs experiments in this order (cheap first); any other module found runs after them.
 PREFERRED_ORDER = ("thresholds", "audit", "losses", "optim", "matching")
 DEFAULT_THREADS = 2
@@ -77,16 +89,43 @@ class Context:
 
 @dataclass
 class Claim:
+    """One tested claim: the post's sentence (``seed_quote``, translated, from ``source``), the
+    claim as tested here, its verdict and the numbers behind it.
+
+    ``training=True`` marks a claim about training, which needs ``MIN_PAIRED_SEEDS`` paired seeds
+    at the quick and full sizes (checked by :func:`check_claims`).
+    """
+
     claim: str
     verdict: str
     measured: list[dict[str, Any]]
     settings: dict[str, Any]
     seeds: list[int]
+    seed_quote: str
+    source: str
+    training: bool = False
     notes: str = ""
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
             raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
+        if not self.seed_quote.strip():
+            raise ValueError(f"claim {self.claim!r} needs the post's sentence it tests "
+                             "(seed_quote)")
+        if self.source not in POSTS.values():
+            raise ValueError(f"source must be one of the posts {sorted(POSTS.values())}, got "
+                             f"{self.source!r}")
+
+
+def check_claims(claims: list[Claim], size: str) -> None:
+    """Raise ValueError if a training claim rests on fewer than ``MIN_PAIRED_SEEDS`` seeds (quick
+    and full sizes)."""
+    if size == "smoke":
+        return
+    for claim in claims:
+        if claim.training and len(set(claim.seeds)) < MIN_PAIRED_SEEDS:
+            raise ValueError(f"training claim {claim.claim!r} has {len(set(claim.seeds))} seed(s); "
+                             f"size {size} needs at least {MIN_PAIRED_SEEDS} paired seeds")
 
 
 @dataclass
@@ -245,7 +284,8 @@ def run_experiments(
 def _run_or_load(name: str, ctx: Context, *, force: bool, log: TextIO) -> Result:
     folder = ctx.out_dir / name
     saved = folder / "result.json"
-    stamp = {"size": ctx.size, "seed": ctx.seed, "data_dir": str(ctx.data_dir)}
+    stamp = {"size": ctx.size, "seed": ctx.seed, "data_dir": str(ctx.data_dir),
+             "format": RESULT_FORMAT}
     if saved.exists() and not force:
         payload = json.loads(saved.read_text())
         if payload.get("_run") == stamp:
@@ -263,6 +303,7 @@ def _run_or_load(name: str, ctx: Context, *, force: bool, log: TextIO) -> Result
     with torch_threads(threads):
         result = experiment_module(name).run(sub_ctx)
     result.timings.setdefault("total_s", round(time.perf_counter() - start, 2))
+    check_claims(result.claims, ctx.size)
     check_finite(result.numbers, where=f"{name}.numbers")
     payload = {**asdict(result), "_run": stamp, "_environment": environment(threads)}
     atomic_write_text(saved, json.dumps(payload, indent=2) + "\n")
@@ -283,12 +324,15 @@ def check_finite(value: Any, *, where: str) -> None:
 
 
 def saved_results(out_dir: Path) -> list[dict[str, Any]]:
-    """Every ``<name>/result.json`` in ``out_dir`` for a known experiment, in report order."""
+    """Every ``<name>/result.json`` in ``out_dir`` for a known experiment and of this
+    ``RESULT_FORMAT``, in report order."""
     payloads = []
     for name in available():
         path = out_dir / name / "result.json"
         if path.is_file():
-            payloads.append(json.loads(path.read_text()))
+            payload = json.loads(path.read_text())
+            if payload.get("_run", {}).get("format") == RESULT_FORMAT:
+                payloads.append(payload)
     return payloads
 
 
@@ -338,24 +382,34 @@ def _run_line(payload: dict[str, Any]) -> str:
     return "Run: " + ", ".join(p for p in parts if p)
 
 
+def _seed_words(claim: Claim) -> str:
+    count = len(claim.seeds)
+    paired = "paired " if claim.training and count > 1 else ""
+    return f"{count} {paired}seed{'s' if count != 1 else ''}"
+
+
 def render_report(payloads: list[dict[str, Any]]) -> str:
     """``report.md`` for saved results: a verdict summary, then a section per experiment."""
     lines = ["# logitkit reproduce report", ""]
     if not payloads:
         return "\n".join(lines + ["No experiment has finished in this folder yet.", ""])
-    lines += ["| experiment | size | claim | verdict |", "|---|---|---|---|"]
+    lines += ["| experiment | size | seeds | claim | verdict |", "|---|---|---|---|---|"]
     for payload in payloads:
         size = payload.get("_run", {}).get("size", "?")
         for claim in payload["claims"]:
-            lines.append(f"| {payload['name']} | {size} | {_cell(claim['claim'])} "
-                         f"| **{claim['verdict']}** |")
+            lines.append(f"| {payload['name']} | {size} | {len(claim['seeds'])} "
+                         f"| {_cell(claim['claim'])} | **{claim['verdict']}** |")
     for payload in payloads:
         result = Result.from_json(payload)
         lines += ["", f"## {result.name}: {result.title}", "", _run_line(payload), "",
                   f"Data: {result.data}", ""]
         shown: list[list[dict[str, Any]]] = []
+        size = payload.get("_run", {}).get("size", "?")
         for claim in result.claims:
-            lines += [f"### Claim: {claim.claim}", "", f"Verdict: **{claim.verdict}**", ""]
+            lines += [f"### Claim: {claim.claim}", "",
+                      f"> {claim.seed_quote}", ">",
+                      f"> (the post, translated: <{claim.source}>)", "",
+                      f"Verdict: **{claim.verdict}** (size `{size}`, {_seed_words(claim)})", ""]
             if claim.measured in shown:
                 lines.append("Measured: the same table as the claim above.\n")
             else:
