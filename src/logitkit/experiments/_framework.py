@@ -45,7 +45,7 @@ MIN_PAIRED_SEEDS = 3
 # Saved results of another format are rerun (and left out of the report until they are).
 RESULT_FORMAT = 2
 # "all" runs experiments in this order (cheap first); any other module found runs after them.
-PREFERRED_ORDER = ("thresholds", "audit", "losses", "optim", "matching")
+PREFERRED_ORDER = ("thresholds", "audit", "emo", "tailr", "optim", "matching")
 DEFAULT_THREADS = 2
 # seeds are 0 <= seed < SEED_LIMIT: numpy and scikit-learn take seeds below 2**32, and experiments
 # derive their further seeds as seed + 1, seed + 2, ...; 2**31 leaves room for those.
