@@ -22,6 +22,20 @@ def test_data_follow_the_balanced_and_zipf_priors():
     assert np.bincount(val[:300], minlength=n).argmax() == 0
 
 
+def test_without_a_shift_training_follows_the_zipf_prior_too():
+    data = experiment.draw_data(seed=2, largest=1000, scenario="no_shift")
+    n = experiment.N_CLASSES
+    train = np.bincount(data["train"][1], minlength=n)
+    assert train.sum() == experiment.TRAIN_PER_CLASS * n
+    np.testing.assert_allclose(train / train.sum(), experiment.deployment_prior(), atol=0.03)
+    assert train[0] > 4 * train[-1]  # imbalanced, as the post's setting asks
+    # the rows of the three parts are distinct rows of the pool
+    rows = np.concatenate([data[p][0] for p in ("train", "val", "test")])
+    assert np.unique(rows, axis=0).shape[0] == rows.shape[0]
+    with pytest.raises(ValueError, match="scenario"):
+        experiment.draw_data(seed=2, largest=10, scenario="drift")
+
+
 def test_one_seed_scores_every_method_on_the_same_rows():
     out = experiment.one_seed("naive_bayes", 0, (100, 300))
     for size in (100, 300):
@@ -48,6 +62,8 @@ def test_verdict_rule_follows_the_intervals():
 def test_smoke_run_writes_claims_and_a_plot(tmp_path):
     result = experiment.run(Context(size="smoke", out_dir=tmp_path))
     assert [c.verdict in ("reproduced", "partly", "not reproduced") for c in result.claims] == [
-        True, True]
+        True, True, True]
+    assert all(c.seed_quote and c.training for c in result.claims)
     assert (tmp_path / result.plots[0]).stat().st_size > 0
-    assert set(result.numbers) == {"naive_bayes"}
+    assert {s: set(m) for s, m in result.numbers.items()} == {"no_shift": {"naive_bayes"},
+                                                               "shift": {"naive_bayes"}}
