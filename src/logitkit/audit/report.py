@@ -130,6 +130,26 @@ def summary(result: AuditResult, tokenizer: Any = None, *, source: str | None = 
     return "\n".join(lines)
 
 
+def _margin_histogram(ax: Any, margins: np.ndarray) -> None:
+    """|margin| on log-spaced bins and a log count axis (margins and counts both span decades),
+    positive (a class wins) and negative margins apart, exact zeros (ties) counted in the title."""
+    parts = {"margin > 0": (margins[margins > 0], "tab:blue"),
+             "margin < 0": (-margins[margins < 0], "tab:red")}
+    nonzero = np.concatenate([values for values, _ in parts.values()])
+    if len(nonzero):
+        low, high = float(nonzero.min()), float(nonzero.max())
+        bins = np.geomspace(low, high * (1 + 1e-9) if high > low else low * 10, 50)
+        for label, (values, color) in parts.items():
+            if len(values):
+                ax.hist(values, bins=bins, color=color, alpha=0.7, label=f"{label} ({len(values)})")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.legend(fontsize=8)
+    ax.set_xlabel("|relative witness margin| (log scale)")
+    ax.set_ylabel("classes (log scale)")
+    ax.set_title(f"exact ties (margin 0): {int(np.sum(margins == 0))}", fontsize=9)
+
+
 def plot_margins(result: AuditResult, weight: Any, path: str | Path, *,
                  title: str = "") -> Path:
     """Draw the audit's margins to a PNG (what ``logitkit audit --plot`` writes).
@@ -191,10 +211,7 @@ def plot_margins(result: AuditResult, weight: Any, path: str | Path, *,
     left.set_xlabel("row norm |w_k|")
     left.set_ylabel("relative witness margin (0: tie)")
     left.legend(fontsize=8)
-    if len(finite):
-        right.hist(finite, bins=60, color="tab:blue")
-    right.set_xlabel("relative witness margin")
-    right.set_ylabel("classes")
+    _margin_histogram(right, finite)
     settings = result.settings
     fig.suptitle(title or f"{settings['shape'][0]} x {settings['shape'][1]} head: how close each "
                  "class comes to winning")
