@@ -68,6 +68,8 @@ def test_report_is_written_and_finished_runs_are_skipped(fakes, tmp_path):
     payload = json.loads((tmp_path / "report.json").read_text())
     assert payload["experiments"]["alpha"]["numbers"] == {"x": 1.5}
     assert payload["experiments"]["alpha"]["run"]["size"] == "smoke"
+    assert [c["size"] for c in payload["experiments"]["alpha"]["claims"]] == ["smoke"] * 2
+    assert payload["experiments"]["alpha"]["claims"][0]["seed_quote"] == QUOTE["seed_quote"]
     run_experiments(["alpha"], ctx, force=True)
     run_experiments(["alpha"], Context(size="quick", out_dir=tmp_path))
     assert [c[:2] for c in fakes] == [("alpha", "smoke"), ("alpha", "smoke"), ("alpha", "quick")]

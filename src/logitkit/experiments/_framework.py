@@ -428,13 +428,18 @@ def render_report(payloads: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _report_entry(payload: dict[str, Any]) -> dict[str, Any]:
+    """One experiment in ``report.json``: its result, run and environment; each claim also names
+    the size its verdict came from."""
+    size = payload.get("_run", {}).get("size")
+    entry = {k: v for k, v in payload.items() if not k.startswith("_")}
+    entry["claims"] = [{**claim, "size": size} for claim in entry["claims"]]
+    return {**entry, "run": payload.get("_run"), "environment": payload.get("_environment")}
+
+
 def write_report(out_dir: Path) -> None:
     """Write ``report.md`` and ``report.json`` covering every result saved in ``out_dir``."""
     payloads = saved_results(out_dir)
     atomic_write_text(out_dir / "report.md", render_report(payloads))
-    report = {
-        "experiments": {p["name"]: {**{k: v for k, v in p.items() if not k.startswith("_")},
-                                    "run": p.get("_run"), "environment": p.get("_environment")}
-                        for p in payloads},
-    }
+    report = {"experiments": {p["name"]: _report_entry(p) for p in payloads}}
     atomic_write_text(out_dir / "report.json", json.dumps(report, indent=2) + "\n")
