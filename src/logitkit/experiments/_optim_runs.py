@@ -1,10 +1,12 @@
 """Training runs for the optimizer experiment: a small word-level language model trained with the
-released Tiger's rule (and Lion, AdamW, and Tiger with each remedy), then measured.
+released Tiger's rule (and Lion, and Tiger with each remedy), then measured.
 
-One run = one (method, seed): train ``TinyLM`` on the training words, watch the input embedding
-with ``SaturationMonitor``, then report the pile-up (entries and rows at +-1/wd, and in which
-tokens), the training loss, and the held-out loss by how often each position's input token was seen
-in training. Runs are independent and seeded, so they may run in worker processes in any order.
+One run = one (method, seed, settings): train ``TinyLM`` on the training words, watch the input
+embedding with ``SaturationMonitor``, then report the pile-up (entries and rows at +-1/wd, and in
+which tokens), the training loss, and the held-out loss by how often each position's input token
+was seen in training. Runs are independent and seeded, so they may run in worker processes in any
+order; each job carries its own settings, so runs at different learning rates or weight decays
+share one pool.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from logitkit.experiments._tiny_lm import TinyLM, TinyLMConfig
-from logitkit.optim import HalfSwapTiedHead, SaturationMonitor, Tiger, make_optimizer, param_groups
+from logitkit.optim import HalfSwapTiedHead, SaturationMonitor, make_optimizer
 
 # method -> optimizer, embedding treatment, tying of the output layer
 METHODS: dict[str, dict[str, str]] = {
@@ -34,7 +36,6 @@ METHODS: dict[str, dict[str, str]] = {
     "tiger_tied": {"optimizer": "tiger", "embeddings": "dense", "tie": "plain"},
     "tiger_half_swap_tied": {"optimizer": "tiger", "embeddings": "dense", "tie": "half_swap"},
     "tiger_adamw_embeddings": {"optimizer": "tiger", "embeddings": "adamw", "tie": "none"},
-    "adamw": {"optimizer": "adamw", "embeddings": "adamw", "tie": "none"},
 }
 SIGN_METHODS = ("tiger", "lion")
 REMEDIES = ("tiger_lazy", "tiger_tied", "tiger_half_swap_tied", "tiger_adamw_embeddings")
@@ -81,12 +82,9 @@ def build_model(method: str, cfg: dict[str, Any], seed: int, vocab: int) -> Tiny
 
 def build_optimizer(method: str, model: nn.Module, cfg: dict[str, Any]) -> torch.optim.Optimizer:
     """The released Tiger's rule (relative step sizes, 0.5 lr and no decay for vectors, NaN shrink)
-    for Tiger and Lion; AdamW groups (absolute lr ``adamw_lr``) for embeddings or everything."""
+    for Tiger and Lion; AdamW (absolute lr ``adamw_lr``) for the embeddings where the method says
+    so."""
     spec = METHODS[method]
-    if spec["optimizer"] == "adamw":
-        groups = [{"params": g["params"], "weight_decay": g["weight_decay"], "algorithm": "adamw"}
-                  for g in param_groups(model, weight_decay=cfg["weight_decay"])]
-        return Tiger(groups, lr=cfg["adamw_lr"], weight_decay=cfg["weight_decay"])
     options = {"beta": cfg["beta"]} if spec["optimizer"] == "tiger" else {"betas": cfg["betas"]}
     return make_optimizer(model, optimizer=spec["optimizer"], lr=cfg["lr"],
                           weight_decay=cfg["weight_decay"], embeddings=spec["embeddings"],
@@ -212,13 +210,14 @@ def _every(values: Sequence[float], every: int) -> list[float]:
             for i in range(0, len(values), every)]
 
 
-_WORKER_DATA: dict[str, Any] = {}
+Job = tuple[str, int, dict[str, Any]]  # (method, seed, settings)
+_WORKER_DATA: dict[str, Corpus] = {}
 
 
-def _init_worker(corpus: Corpus, cfg: dict[str, Any]) -> None:
+def _init_worker(corpus: Corpus) -> None:
     torch.set_num_threads(1)
     _keep_freed_memory()
-    _WORKER_DATA.update(corpus=corpus, cfg=cfg)
+    _WORKER_DATA["corpus"] = corpus
 
 
 def _keep_freed_memory() -> None:
@@ -234,20 +233,21 @@ def _keep_freed_memory() -> None:
     libc.mallopt(m_mmap_threshold, 64 << 20)
 
 
-def _worker_run(method: str, seed: int) -> dict[str, Any]:
-    return train_run(method, seed, _WORKER_DATA["cfg"], _WORKER_DATA["corpus"])
+def _worker_run(method: str, seed: int, cfg: dict[str, Any]) -> dict[str, Any]:
+    return train_run(method, seed, cfg, _WORKER_DATA["corpus"])
 
 
-def run_all(jobs: Sequence[tuple[str, int]], corpus: Corpus, cfg: dict[str, Any], workers: int,
+def run_all(jobs: Sequence[Job], corpus: Corpus, workers: int,
             progress: Callable[..., Iterable[Any]]) -> list[dict[str, Any]]:
-    """Every (method, seed) job, on ``workers`` processes of one torch thread each (``workers=1``:
-    in this process); results in the order of ``jobs``."""
+    """Every (method, seed, settings) job, on ``workers`` processes of one torch thread each
+    (``workers=1``: in this process); results in the order of ``jobs``. Jobs are handed out in
+    that order, so put the longest first."""
     if workers <= 1:
-        return [train_run(m, s, cfg, corpus) for m, s in progress(jobs, desc="optim runs")]
+        return [train_run(m, s, c, corpus) for m, s, c in progress(jobs, desc="optim runs")]
     context = get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
-                             initargs=(corpus, cfg)) as pool:
-        futures = {pool.submit(_worker_run, m, s): i for i, (m, s) in enumerate(jobs)}
+                             initargs=(corpus,)) as pool:
+        futures = {pool.submit(_worker_run, *job): i for i, job in enumerate(jobs)}
         results: list[dict[str, Any] | None] = [None] * len(jobs)
         for future in progress(as_completed(futures), total=len(futures), desc="optim runs"):
             results[futures[future]] = future.result()
