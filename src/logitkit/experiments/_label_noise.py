@@ -6,6 +6,11 @@ trained long enough to do so with cross-entropy; the same network, initialisatio
 trained with TaiLr. Measured on the clean test set: accuracy, NLL, expected calibration error and
 over-confidence (mean max-probability minus accuracy); on the training set: the share of noisy
 examples whose *noisy* label the model predicts (memorised).
+
+The optimiser is a parameter because the outcome depends on it (see the ``tailr`` experiment):
+Adam, the optimiser of the TaiLr authors' fairseq scripts, normalises each parameter's update by
+its own gradient scale, which can undo a down-weighting of the noisy labels' gradients that plain
+SGD keeps.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from logitkit._utils import require
 from logitkit.losses import tailr_loss
 
 ECE_BINS = 15
+OPTIMIZERS = ("adam", "sgd")
 
 
 @dataclass(frozen=True)
@@ -75,10 +81,14 @@ def calibration_error(probs: Tensor, labels: Tensor, bins: int = ECE_BINS) -> fl
 
 
 def train(data: NoisyDigits, *, gamma: float | None, threshold: float | None, epochs: int,
-          width: int, batch: int, lr: float, seed: int) -> nn.Module:
-    """Adam on the noisy labels; ``gamma=None`` is cross-entropy, else ``tailr_loss``."""
+          width: int, batch: int, lr: float, seed: int, optimizer: str = "adam") -> nn.Module:
+    """Train on the noisy labels with ``optimizer`` ("adam", or "sgd": plain SGD without
+    momentum); ``gamma=None`` is cross-entropy, else ``tailr_loss``."""
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     model = mlp(width, seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    optimizer_class = torch.optim.Adam if optimizer == "adam" else torch.optim.SGD
+    step = optimizer_class(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed + 1)
     n = data.train_x.shape[0]
     for _ in range(epochs):
@@ -89,9 +99,9 @@ def train(data: NoisyDigits, *, gamma: float | None, threshold: float | None, ep
                 loss = nn.functional.cross_entropy(logits, target)
             else:
                 loss = tailr_loss(logits, target, gamma=gamma, threshold=threshold)
-            optimizer.zero_grad(set_to_none=True)
+            step.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
+            step.step()
     return model.eval()
 
 
