@@ -365,7 +365,8 @@ def plot_noise(results: dict, paired_path, overview_path) -> None:
         ax.set_title({"test_accuracy": "clean test accuracy (higher is better)",
                       "memorised": "share of noisy training labels memorised (lower is better)"}
                      [metric], fontsize=9)
-    axes[0].legend(fontsize=8, loc="lower left")
+    figure.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=2,
+                  fontsize=8)
     figure.suptitle("digits (real, 10 classes), symmetric label noise; bars = mean, dots = seeds",
                     fontsize=10)
     save_figure(figure, overview_path)
