@@ -1,4 +1,5 @@
-"""Helpers of the losses experiment: the frozen-layer cache, label noise, calibration, verdicts."""
+"""The EMO experiment: the frozen-layer cache, the authors' loss recipe, scoring samples under the
+pretrained model, text statistics and the verdict rules, each against a direct computation."""
 
 from __future__ import annotations
 
@@ -8,11 +9,9 @@ import pytest
 import torch
 
 pytest.importorskip("transformers")
-pytest.importorskip("sklearn")
 
-from logitkit.experiments import _label_noise as noise  # noqa: E402
 from logitkit.experiments import _lm_finetune as lm  # noqa: E402
-from logitkit.experiments import losses as experiment  # noqa: E402
+from logitkit.experiments import emo as experiment  # noqa: E402
 
 
 def test_cached_lower_layers_plus_upper_layers_equal_the_whole_model():
@@ -38,12 +37,38 @@ def test_training_the_top_layers_changes_only_them_and_restore_undoes_it():
     cached = lm.cache_lower(split, ids[:, :-1], batch=4)
     state = lm.snapshot(split)
     losses = lm.train_top(split, cached, ids[:, 1:], torch.arange(4), batch=2, lr=1e-2,
-                          loss_fn=experiment._lm_loss("emo", split.head.detach().clone()))
+                          loss_fn=experiment.loss_for("emo", split.head.detach().clone()))
     assert len(losses) == 2
     changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
     assert changed and all(name.startswith(("model.layers.1.", "model.norm.")) for name in changed)
     lm.restore(split, state)
     assert all(torch.equal(p, before[name]) for name, p in model.named_parameters())
+
+
+def test_the_emo_loss_is_the_gpt2_script_of_the_authors_value_and_gradient():
+    """language_modeling/gpt2.py of github.com/DRSY/EMO, mode 'emo', written out naively."""
+    gen = torch.Generator().manual_seed(0)
+    hidden = torch.randn(2, 5, 8, generator=gen, dtype=torch.float64, requires_grad=True)
+    head = torch.randn(30, 8, generator=gen, dtype=torch.float64)
+    cost = torch.randn(30, 8, generator=gen, dtype=torch.float64)
+    target = torch.randint(0, 30, (2, 5), generator=gen)
+    ours = experiment.loss_for("emo", cost)(hidden, head, target)
+    (grad,) = torch.autograd.grad(ours, hidden)
+
+    logits = (hidden @ head.T).reshape(-1, 30)
+    labels = target.reshape(-1)
+    mle = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+    unit = cost / cost.norm(dim=1, keepdim=True)
+    emo = 1 - (torch.softmax(logits, -1) @ unit * unit[labels]).sum(-1)
+    theirs = ((mle + (mle / (emo + 1e-10)).detach() * emo) * 0.5).mean()
+    (their_grad,) = torch.autograd.grad(theirs, hidden)
+    # uncapped, the value is the CE value
+    assert float(ours.detach()) == pytest.approx(float(theirs.detach()), rel=1e-9)
+    torch.testing.assert_close(grad, their_grad, rtol=1e-6, atol=1e-9)
+    ce = experiment.loss_for("ce", cost)(hidden, head, target)
+    assert float(ce.detach()) == pytest.approx(float(mle.detach().mean()), rel=1e-9)
+    with pytest.raises(ValueError, match="method"):
+        experiment.loss_for("tailr", cost)
 
 
 def test_evaluation_matches_a_direct_computation():
@@ -62,43 +87,140 @@ def test_evaluation_matches_a_direct_computation():
     assert result["accuracy"] == pytest.approx(float((log_p.argmax(1) == target).double().mean()))
     assert result["semantic_cost"] == pytest.approx(float(expected_cost), rel=1e-4)
 
-
-def test_symmetric_noise_flips_the_share_asked_for_to_other_classes():
-    data = noise.noisy_digits(0.4, seed=0)
-    flipped = data.noisy.double().mean()
-    assert 0.35 < float(flipped) < 0.45
-    assert bool((data.train_noisy[data.noisy] != data.train_clean[data.noisy]).all())
-    assert torch.isfinite(data.test_x).all() and data.test_x.abs().max() < 100
-    again = noise.noisy_digits(0.4, seed=0)
-    assert torch.equal(again.train_noisy, data.train_noisy)
-
-
-def test_calibration_error_against_a_loop():
-    gen = torch.Generator().manual_seed(0)
-    probs = torch.softmax(3 * torch.randn(200, 5, generator=gen, dtype=torch.float64), -1)
-    labels = torch.randint(0, 5, (200,), generator=gen)
-    confidence, predicted = probs.max(1)
-    expected = 0.0
-    for b in range(15):
-        low, high = b / 15, (b + 1) / 15
-        members = [i for i in range(200) if low <= confidence[i] < high or
-                   (b == 14 and confidence[i] == 1.0)]
-        if members:
-            accuracy = sum(float(predicted[i] == labels[i]) for i in members) / len(members)
-            mean_confidence = sum(float(confidence[i]) for i in members) / len(members)
-            expected += len(members) / 200 * abs(accuracy - mean_confidence)
-    assert noise.calibration_error(probs, labels) == pytest.approx(expected, abs=1e-12)
+    # The judge: the same model (same output layer) with other top-layer weights.
+    judge_model, _ = lm.tiny_random_llama(seed=3)
+    judge_split = lm.split_model(judge_model, trainable_layers=1)
+    with torch.no_grad():
+        for parameter in judge_split.trainable:
+            parameter.add_(0.5 * torch.randn_like(parameter))
+    with torch.no_grad():
+        judge_hidden = lm.top_hidden(judge_split, lm.cache_lower(judge_split, ids[:, :-1], 2))
+        judge_log_p = torch.log_softmax(judge_model(ids[:, :-1]).logits.double(), -1)
+    judged = lm.evaluate(split, lm.cache_lower(split, ids[:, :-1], 2), ids[:, 1:], cost, 2,
+                         judge_hidden=judge_hidden)
+    naive = sum(-float(log_p[i].exp()[v] * judge_log_p.reshape(-1, 256)[i, v])
+                for i in range(18) for v in range(256)) / 18
+    assert judged["judge_nll"] == pytest.approx(naive, rel=1e-4)
+    assert {k: judged[k] for k in result} == pytest.approx(result, rel=1e-5)
 
 
-@pytest.mark.parametrize("ours,ce,direction,counts", [
-    ([0.8, 0.86, 0.92], [0.7, 0.75, 0.8], "higher", True),  # better on every seed, CI off 0
-    ([0.9, 0.8, 0.85], [0.7, 0.75, 0.8], "higher", False),  # every seed, but CI includes 0
-    ([0.9, 0.7, 0.85], [0.7, 0.75, 0.8], "higher", False),  # worse on one seed
-    ([10.0], [12.0], "lower", True),                         # one seed: its direction
-    ([12.0], [10.0], "lower", False),
+def test_samples_are_scored_under_the_pretrained_model_as_a_full_forward_would():
+    """Sample with changed top layers; the NLL from the states kept while sampling, under the
+    restored pretrained top layers, equals the pretrained model's own NLL of prompt + sample."""
+    model, _ = lm.tiny_random_llama(seed=6)
+    split = lm.split_model(model, trainable_layers=1)
+    state = lm.snapshot(split)
+    with torch.no_grad():
+        for parameter in split.trainable:
+            parameter.add_(0.3 * torch.randn_like(parameter))
+    prompts = torch.randint(0, 256, (3, 5), generator=torch.Generator().manual_seed(7))
+    samples, states = lm.sample_with_lower_states(split, prompts, new_tokens=6, seed=8)
+    assert samples.shape == (3, 6) and states.shape == (3, 10, 32)
+    again = lm.sample_continuations(split.model, prompts, 6, seed=8, batch=3)
+    assert torch.equal(samples, again)  # the hook does not change the samples
+    assert not any(h for layer in model.model.layers for h in layer._forward_pre_hooks.values())
+
+    lm.restore(split, state)
+    tokens = torch.cat([prompts, samples], 1)
+    nll = lm.continuation_nll(split, states, tokens, prompt_tokens=5, batch=2)
+    reference, _ = lm.tiny_random_llama(seed=6)  # the same pretrained weights, untouched
+    with torch.no_grad():
+        log_p = torch.log_softmax(reference(tokens).logits.double(), -1)
+    naive = torch.tensor([[-float(log_p[i, t - 1, tokens[i, t]]) for t in range(5, 11)]
+                          for i in range(3)], dtype=torch.float64)
+    torch.testing.assert_close(nll.double(), naive, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="do not match"):
+        lm.continuation_nll(split, states[:, :-1], tokens, prompt_tokens=5, batch=2)
+
+
+def test_distinct_and_repetition_against_loops():
+    samples = torch.tensor([[1, 2, 1, 2, 1, 3], [4, 4, 4, 4, 5, 6], [1, 2, 3, 4, 5, 6]])
+    rows = samples.tolist()
+    bigrams = [f"{r[i]} {r[i + 1]}" for r in rows for i in range(len(r) - 1)]
+    assert experiment.distinct_n(samples, 2) == pytest.approx(len(set(bigrams)) / len(bigrams))
+    # Row 0: bigrams 12 21 12 21 13 -> 3 distinct of 5; row 1: 44 44 44 45 56 -> 3 of 5; row 2: 5.
+    assert experiment.repetition_n(samples, 2) == pytest.approx(((1 - 3 / 5) * 2 + 0) / 3)
+    trigrams = {tuple(r[i:i + 3]) for r in rows for i in range(4)}
+    assert experiment.distinct_n(samples, 3) == pytest.approx(len(trigrams) / 12)
+    with pytest.raises(ValueError, match="no 7-grams"):
+        experiment.distinct_n(samples, 7)
+    stats = experiment.text_statistics(samples, torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
+    assert stats["sample_nll"] == 2.5
+
+
+@pytest.mark.parametrize("emo,ce,better,reading", [
+    ([80.0, 81.0, 82.0], [84.0, 85.1, 85.9], "lower", "EMO better"),
+    ([88.0, 89.0, 90.0], [84.0, 85.1, 85.9], "lower", "EMO worse"),
+    ([0.80, 0.86, 0.92], [0.70, 0.75, 0.80], "higher", "EMO better"),
+    ([0.9, 0.8, 0.85], [0.7, 0.75, 0.8], "higher", "no detectable difference"),  # CI has 0
+    ([0.9, 0.7, 0.85], [0.7, 0.75, 0.8], "higher", "no detectable difference"),
+    ([10.0], [12.0], "lower", "no detectable difference"),  # one seed: no interval
 ])
-def test_a_metric_counts_only_when_better_on_every_paired_seed(ours, ce, direction, counts):
-    assert experiment._better(ours, ce, direction)[0] is counts
+def test_a_difference_counts_only_when_its_interval_excludes_zero(emo, ce, better, reading):
+    diff, outcome = experiment.compare(emo, ce, better)
+    assert outcome == reading
+    wins = sum((e < c) if better == "lower" else (e > c) for e, c in zip(emo, ce, strict=True))
+    assert diff["wins"] == wins and diff["n"] == len(emo)
+
+
+def _part(ce, emo):
+    metrics = list(experiment.METRICS)
+    per_seed = {method: [dict(zip(metrics, values, strict=True)) for values in rows]
+                for method, rows in (("ce", ce), ("emo", emo))}
+    reference = dict(zip(metrics, ce[0], strict=True))
+    return {"per_seed": per_seed, "model": "m", "vocab_size": 9, "corpus": "c",
+            "sampled_tokens_per_run": 8,
+            "references": {"pretrained": reference,
+                           "real continuations": {m: reference[m]
+                                                  for m in ("sample_nll", "rep2", "distinct2")}}}
+
+
+# metric order: perplexity, semantic_cost, judge_nll, sample_nll, rep2, distinct2, accuracy
+CE = [[85.0, 0.70, 4.0, 5.0, 0.01, 0.90, 0.25], [86.0, 0.71, 4.1, 5.1, 0.02, 0.91, 0.26],
+      [85.5, 0.70, 4.2, 5.2, 0.01, 0.92, 0.25]]
+
+
+@pytest.mark.parametrize("shift,verdicts", [
+    # EMO lower on every metric by a constant: better everywhere (rep-2 lower too)
+    ((-1.0, -0.02, -0.1, -0.3, -0.005, 0.0, 0.0), ("reproduced", "reproduced", "reproduced")),
+    # lower judge NLL but more repetition: partly; perplexity worse, semantic cost better
+    ((+1.0, -0.02, -0.1, -0.3, +0.005, 0.0, 0.0), ("partly", "not reproduced", "reproduced")),
+    # lower judge NLL bought with a worse perplexity: partly
+    ((+1.0, -0.02, -0.1, -0.3, 0.0, 0.0, 0.0), ("partly", "not reproduced", "reproduced")),
+    # only the sampled NLL (reported, not counted) is lower: not reproduced
+    ((0.0, 0.0, 0.0, -0.3, 0.0, 0.0, 0.0), ("not reproduced", "not reproduced", "not reproduced")),
+])
+def test_verdicts_follow_the_paired_intervals(shift, verdicts):
+    emo = [[value + delta + 1e-3 * seed * (index == 0) for index, (value, delta)
+            in enumerate(zip(row, shift, strict=True))] for seed, row in enumerate(CE)]
+    cfg = experiment.SETTINGS["smoke"]
+    claims = experiment.claims_for(_part(CE, emo), cfg, [0, 1, 2])
+    assert tuple(claim.verdict for claim in claims) == verdicts
+    assert all(claim.training and claim.seed_quote for claim in claims)
+    assert "GPT-2" in claims[0].settings["emo_recipe"]
+    assert claims[0].measured[-1]["method"].startswith("EMO - CE")
+
+
+def test_the_plots_are_drawn(tmp_path):
+    pytest.importorskip("matplotlib")
+    gen = torch.Generator().manual_seed(0)
+    ce = [[float(v) for v in torch.rand(7, generator=gen)] for _ in range(3)]
+    emo = [[float(v) for v in torch.rand(7, generator=gen)] for _ in range(3)]
+    part = _part(ce, emo)
+    experiment._plot_values(part, tmp_path / "values.png")
+    experiment._plot_differences(part, tmp_path / "paired.png")
+    assert all((tmp_path / name).stat().st_size > 1000 for name in ("values.png", "paired.png"))
+
+
+def test_windows_are_consecutive_without_a_generator_and_seeded_with_one():
+    ids = torch.arange(100)
+    consecutive = experiment.windows(ids, 5, 10, None)
+    assert torch.equal(consecutive, torch.arange(50).reshape(5, 10))
+    drawn = [experiment.windows(ids, 4, 10, torch.Generator().manual_seed(1)) for _ in range(2)]
+    assert torch.equal(*drawn)
+    assert all(torch.equal(row, torch.arange(row[0], row[0] + 10)) for row in drawn[0])
+    with pytest.raises(ValueError, match="too short"):
+        experiment.windows(ids[:5], 1, 10, None)
 
 
 @pytest.mark.slow

