@@ -1,12 +1,15 @@
-"""The theory section of the matching claims, measured: random projections and PSD judgements.
+"""The theory section of the matching claims, measured: k-dimensional features and PSD judgements.
 
 Seed 002 argues that any PSD similarity matrix S is a Gram matrix B B^T (so a bi-encoder with
-embeddings B can represent it exactly), and that by Johnson-Lindenstrauss about 8 log n
-dimensions suffice to keep the similarities of n items. Two measurements:
+embeddings B can represent it exactly), and that by Johnson-Lindenstrauss n vectors can be brought
+down to about 8 log n dimensions with their inner products approximately kept. Measured here:
 
-* :func:`projected_spearman`: the Spearman correlation with gold of the cosine of embeddings
-  after a Gaussian random projection to k dimensions (``x -> x R / sqrt(k)``, R with N(0, 1)
-  entries), for a range of k: how many dimensions the ranking really needs.
+* :func:`random_projection`: a Gaussian random projection to k dimensions (``x -> x R / sqrt(k)``,
+  R with N(0, 1) entries), the JL construction; :func:`best_rank_k`: the best k-dimensional
+  features for the inner products of the given n vectors (truncated SVD, Eckart-Young), i.e. the
+  seed's B cut to k columns. Either gives k-dimensional features whose cosines rank pairs.
+* :func:`spearman_drop`: how much test Spearman the reduced features lose against the full ones,
+  with a paired bootstrap interval over the test pairs (is the loss within sampling noise?).
 * :func:`judgement_triangles`: the premise. A symmetric similarity judgement need not be PSD:
   [[1, 1, 0], [1, 1, 1], [0, 1, 1]] ("a is b", "b is c", "a is not c") has eigenvalue 1 - sqrt 2,
   so no embedding reproduces it. On data, every triple of sentences whose three pairs all carry
@@ -17,8 +20,10 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import Any
 
 import numpy as np
+from scipy.stats import rankdata
 
 from logitkit.matching import PairSet, spearman
 
@@ -36,17 +41,37 @@ def cosines(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", first, second) / np.maximum(norms, 1e-12)
 
 
-def projected_spearman(first: np.ndarray, second: np.ndarray, gold: np.ndarray, dimension: int,
-                       rng: np.random.Generator) -> dict[str, float]:
-    """Spearman of the pairs' cosines after one random projection to ``dimension`` dimensions.
+def random_projection(embeddings: np.ndarray, dimension: int,
+                      rng: np.random.Generator) -> np.ndarray:
+    """``embeddings @ R / sqrt(dimension)`` with R a (width, dimension) N(0, 1) matrix from rng."""
+    projection = rng.standard_normal((embeddings.shape[1], dimension)) / math.sqrt(dimension)
+    return embeddings @ projection
 
-    ``first[i]``, ``second[i]``: the embeddings of pair i. Also returns the mean absolute change
-    of the cosines (``cosine_error``) caused by the projection.
-    """
-    projection = rng.standard_normal((first.shape[1], dimension)) / math.sqrt(dimension)
-    projected = cosines(first @ projection, second @ projection)
-    return {"spearman": spearman(projected, gold),
-            "cosine_error": float(np.mean(np.abs(projected - cosines(first, second))))}
+
+def best_rank_k(embeddings: np.ndarray, dimension: int) -> np.ndarray:
+    """(n, dimension) features F whose Gram matrix F F^T is the best rank-``dimension``
+    approximation of ``embeddings @ embeddings.T`` (truncated SVD: F = U_k diag(s_k))."""
+    u, s, _ = np.linalg.svd(embeddings, full_matrices=False)
+    return u[:, :dimension] * s[:dimension]
+
+
+def _row_pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    x = x - x.mean(axis=1, keepdims=True)
+    y = y - y.mean(axis=1, keepdims=True)
+    return (x * y).sum(axis=1) / np.sqrt((x * x).sum(axis=1) * (y * y).sum(axis=1))
+
+
+def spearman_drop(full: np.ndarray, reduced: np.ndarray, gold: np.ndarray,
+                  rng: np.random.Generator, *, resamples: int = 1000) -> dict[str, Any]:
+    """``spearman(full, gold) - spearman(reduced, gold)`` with a 95% percentile interval from a
+    paired bootstrap over the pairs (the same resampled pairs for both scores)."""
+    drop = spearman(full, gold) - spearman(reduced, gold)
+    rows = rng.integers(0, len(gold), size=(resamples, len(gold)))
+    gold_ranks = rankdata(gold[rows], axis=1)
+    drops = (_row_pearson(rankdata(full[rows], axis=1), gold_ranks)
+             - _row_pearson(rankdata(reduced[rows], axis=1), gold_ranks))
+    low, high = np.quantile(drops, [0.025, 0.975])
+    return {"drop": float(drop), "ci95": [float(low), float(high)]}
 
 
 def judgement_triangles(pairs: PairSet, *, max_score: float = 5.0) -> list[np.ndarray]:
