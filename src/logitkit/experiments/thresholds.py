@@ -50,7 +50,7 @@ from logitkit.thresholds import (
 
 TITLE = "Per-class decision weights with imbalanced classes, with and without a prior shift"
 THREADS = 1
-MINUTES = {"smoke": 0.1, "quick": 0.7, "full": 3}  # on 2 idle CPU cores (1 thread used)
+MINUTES = {"smoke": 0.1, "quick": 0.5, "full": 3}  # on 2 idle CPU cores (1 thread used)
 NEEDS = ("sklearn", "matplotlib")
 
 N_CLASSES = 8
