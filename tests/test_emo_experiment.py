@@ -137,13 +137,13 @@ def test_distinct_and_repetition_against_loops():
     samples = torch.tensor([[1, 2, 1, 2, 1, 3], [4, 4, 4, 4, 5, 6], [1, 2, 3, 4, 5, 6]])
     rows = samples.tolist()
     bigrams = [f"{r[i]} {r[i + 1]}" for r in rows for i in range(len(r) - 1)]
-    assert experiment.distinct_n(samples, 2) == pytest.approx(len(set(bigrams)) / len(bigrams))
+    assert lm.distinct_n(samples, 2) == pytest.approx(len(set(bigrams)) / len(bigrams))
     # Row 0: bigrams 12 21 12 21 13 -> 3 distinct of 5; row 1: 44 44 44 45 56 -> 3 of 5; row 2: 5.
-    assert experiment.repetition_n(samples, 2) == pytest.approx(((1 - 3 / 5) * 2 + 0) / 3)
+    assert lm.repetition_n(samples, 2) == pytest.approx(((1 - 3 / 5) * 2 + 0) / 3)
     trigrams = {tuple(r[i:i + 3]) for r in rows for i in range(4)}
-    assert experiment.distinct_n(samples, 3) == pytest.approx(len(trigrams) / 12)
+    assert lm.distinct_n(samples, 3) == pytest.approx(len(trigrams) / 12)
     with pytest.raises(ValueError, match="no 7-grams"):
-        experiment.distinct_n(samples, 7)
+        lm.distinct_n(samples, 7)
     stats = experiment.text_statistics(samples, torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
     assert stats["sample_nll"] == 2.5
 
@@ -214,13 +214,13 @@ def test_the_plots_are_drawn(tmp_path):
 
 def test_windows_are_consecutive_without_a_generator_and_seeded_with_one():
     ids = torch.arange(100)
-    consecutive = experiment.windows(ids, 5, 10, None)
+    consecutive = lm.windows(ids, 5, 10, None)
     assert torch.equal(consecutive, torch.arange(50).reshape(5, 10))
-    drawn = [experiment.windows(ids, 4, 10, torch.Generator().manual_seed(1)) for _ in range(2)]
+    drawn = [lm.windows(ids, 4, 10, torch.Generator().manual_seed(1)) for _ in range(2)]
     assert torch.equal(*drawn)
     assert all(torch.equal(row, torch.arange(row[0], row[0] + 10)) for row in drawn[0])
     with pytest.raises(ValueError, match="too short"):
-        experiment.windows(ids[:5], 1, 10, None)
+        lm.windows(ids[:5], 1, 10, None)
 
 
 @pytest.mark.slow

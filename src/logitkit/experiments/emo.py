@@ -46,7 +46,7 @@ an effect from noise.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -59,7 +59,6 @@ from logitkit.experiments import POSTS, Claim, Context, Result
 from logitkit.experiments import _lm_finetune as lm
 from logitkit.experiments._plots import PairedPanel, plot_paired_differences
 from logitkit.experiments._stats import fmt_mean_ci, interval_excludes_zero, paired_difference
-from logitkit.experiments._text import load_text
 from logitkit.losses import linear_cross_entropy, linear_emo_loss
 
 TITLE = "EMO vs cross-entropy fine-tuning a pretrained LM (SmolLM2-135M)"
@@ -119,34 +118,10 @@ SETTINGS = {
 # Text statistics of samples (token ids).
 
 
-def _ngrams(ids: Sequence[int], n: int) -> list[tuple[int, ...]]:
-    return [tuple(ids[i:i + n]) for i in range(len(ids) - n + 1)]
-
-
-def distinct_n(samples: torch.Tensor, n: int) -> float:
-    """Distinct n-grams over all samples (n_samples, T) over their number (Li et al., 2016)."""
-    grams = [g for row in samples.tolist() for g in _ngrams(row, n)]
-    if not grams:
-        raise ValueError(f"samples of {samples.shape[-1]} tokens have no {n}-grams")
-    return len(set(grams)) / len(grams)
-
-
-def repetition_n(samples: torch.Tensor, n: int) -> float:
-    """Mean over samples of ``1 - distinct n-grams / n-grams`` within each sample (seq-rep-n of
-    Welleck et al., 2020): 0 when no sample repeats an n-gram of its own."""
-    shares = []
-    for row in samples.tolist():
-        grams = _ngrams(row, n)
-        if not grams:
-            raise ValueError(f"samples of {len(row)} tokens have no {n}-grams")
-        shares.append(1.0 - len(set(grams)) / len(grams))
-    return sum(shares) / len(shares)
-
-
 def text_statistics(samples: torch.Tensor, nll: torch.Tensor) -> dict[str, float]:
     """``sample_nll`` (mean of the per-token NLL ``nll``), ``rep2`` and ``distinct2``."""
-    return {"sample_nll": float(nll.double().mean()), "rep2": repetition_n(samples, 2),
-            "distinct2": distinct_n(samples, 2)}
+    return {"sample_nll": float(nll.double().mean()), "rep2": lm.repetition_n(samples, 2),
+            "distinct2": lm.distinct_n(samples, 2)}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -161,28 +136,6 @@ def loss_for(method: str, cost_embedding: torch.Tensor) -> Callable[..., torch.T
         return partial(linear_emo_loss, cost_embedding=cost_embedding, mle_weight="adaptive",
                        adaptive_cap=None)
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-
-
-def _corpus(ctx: Context) -> tuple[str, str, str]:
-    path = ctx.data_file(CORPUS)
-    text, label = load_text(path, "finetune")
-    if path is None:
-        label += " (no data folder given: the real corpus is ../shared/data/" + CORPUS + ")"
-    split = int(len(text) * 0.9)
-    return text[:split], text[split:], label
-
-
-def windows(ids: torch.Tensor, count: int, length: int,
-            generator: torch.Generator | None) -> torch.Tensor:
-    """``count`` windows of ``length`` tokens: random starts, or consecutive without generator."""
-    if ids.numel() < length + 1:
-        raise ValueError(f"corpus of {ids.numel()} tokens is too short for windows of {length}")
-    if generator is None:
-        count = min(count, ids.numel() // length)
-        starts = torch.arange(count) * length
-    else:
-        starts = torch.randint(0, ids.numel() - length + 1, (count,), generator=generator)
-    return ids[starts[:, None] + torch.arange(length)]
 
 
 def _score_samples(split: lm.SplitLM, pretrained_state: list[torch.Tensor], prompts: torch.Tensor,
@@ -201,17 +154,17 @@ def run_finetune(ctx: Context, cfg: Settings, seeds: list[int]) -> dict[str, Any
     started = time.perf_counter()
     model, tokenizer = lm.load_smollm2() if cfg.real_model else lm.tiny_random_llama(ctx.seed)
     timings = {"load_s": time.perf_counter() - started}
-    train_text, heldout_text, corpus_label = _corpus(ctx)
+    train_text, heldout_text, corpus_label = lm.split_corpus(ctx, CORPUS)
     train_ids = torch.tensor(tokenizer.encode(train_text))
     heldout_ids = torch.tensor(tokenizer.encode(heldout_text))
     split = lm.split_model(model, cfg.trainable_layers)
     cost_embedding = split.head.detach().clone()
-    pool = windows(train_ids, cfg.steps * cfg.batch, cfg.context + 1,
+    pool = lm.windows(train_ids, cfg.steps * cfg.batch, cfg.context + 1,
                    torch.Generator().manual_seed(ctx.seed))
-    heldout = windows(heldout_ids, cfg.eval_windows, cfg.context + 1, None)
+    heldout = lm.windows(heldout_ids, cfg.eval_windows, cfg.context + 1, None)
     # Prompts and their real continuations: consecutive held-out windows after those scored.
     length = cfg.prompt_tokens + cfg.new_tokens
-    real = windows(heldout_ids[heldout.numel():], cfg.prompts, length, None)
+    real = lm.windows(heldout_ids[heldout.numel():], cfg.prompts, length, None)
     prompts = real[:, :cfg.prompt_tokens]
     progress = ctx.progress
     train_cache = lm.cache_lower(split, pool[:, :-1], 16, progress)
