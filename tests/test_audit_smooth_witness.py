@@ -9,7 +9,11 @@ from scipy.optimize import linprog
 
 import logitkit.audit.certify as certify
 from logitkit.audit import check_argmaxable
-from logitkit.audit.smooth_witness import SETTLED_GRADIENT, smooth_witnesses
+from logitkit.audit.smooth_witness import (
+    SETTLED_GRADIENT,
+    pooled_smooth_witnesses,
+    smooth_witnesses,
+)
 from tests.audit_references import spread_head
 
 
@@ -68,11 +72,11 @@ def test_fast_stage_uses_the_search_and_keeps_every_verdict(monkeypatch):
     results = []
 
     def recording(*args, **kwargs):
-        outcome = smooth_witnesses(*args, **kwargs)
+        outcome = pooled_smooth_witnesses(*args, **kwargs)
         results.append(outcome.found)
         return outcome
 
-    monkeypatch.setattr(certify, "smooth_witnesses", recording)
+    monkeypatch.setattr(certify, "pooled_smooth_witnesses", recording)
     audit = check_argmaxable(weight, show_progress=False)
     found = np.concatenate(results)
     assert found.sum() >= 5 and not found.all()  # it decided some, the rest went further

@@ -58,7 +58,7 @@ from logitkit.audit.exact import decide_many
 from logitkit.audit.frank_wolfe import frank_wolfe
 from logitkit.audit.reverify import EVIDENCE_CONVENTION
 from logitkit.audit.statuses import METHODS, STATUSES
-from logitkit.audit.verify import RESIDUAL_SHARE, Certificate, rounding_share
+from logitkit.audit.verify import RESIDUAL_SHARE, Certificate, rounding_share, row_norms_of
 
 MAX_BOX = 1e15  # the largest box the margin LP and its certificates can honour
 MARGINS_NOTE = ("witness margins: the relative margin (l_k - max_{i != k} l_i) / (|z|_2 "
@@ -398,7 +398,7 @@ def smallest_tolerance(d: int) -> float:
 
 def power_of_two_scale(weight: np.ndarray) -> float:
     """``2^-p`` with ``2^p`` near the median row norm: an exact rescaling to norms near 1."""
-    median = float(np.median(np.linalg.norm(weight, axis=1)))
+    median = float(np.median(row_norms_of(weight)))
     return float(np.exp2(-np.round(np.log2(median)))) if median > 0 else 1.0
 
 
@@ -587,7 +587,7 @@ def check_argmaxable(
     w_r = w if len(representatives) == len(w) else np.ascontiguousarray(w[representatives])
     b_r = None if b is None else b[representatives]
     needed = np.unique(position[ids])
-    row_scale = float(np.median(np.linalg.norm(w, axis=1)))
+    row_scale = float(np.median(row_norms_of(w)))
     bias_scale = 0.0 if b is None else float(np.median(np.abs(b - np.median(b))))
     settings = {"method": method, "box": box, "bias": b is not None, "tol": tol,
                 "min_radius": min_radius,
@@ -633,6 +633,9 @@ def check_argmaxable(
                 outcome = decide_many(w_r, b_r, needed[remaining], fast.rivals[remaining], box,
                                       tol, jobs=jobs, on_done=bar.update,
                                       settled=[fast.settled.get(j) for j in remaining.tolist()],
+                                      settled_pool=[fast.settled_pool.get(j, -1)
+                                                    for j in remaining.tolist()],
+                                      pools=fast.pools,
                                       min_radius=min_radius)
                 for j, decision in zip(remaining, outcome, strict=True):
                     k = int(needed[j])

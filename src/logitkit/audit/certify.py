@@ -23,11 +23,11 @@ entropy certificate, :mod:`~logitkit.audit.entropy_certificate`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from logitkit.audit.smooth_witness import smooth_witnesses
+from logitkit.audit.smooth_witness import pooled_smooth_witnesses
 from logitkit.audit.verify import (
     UNIT_ROUNDOFF_64,
     float32_copy,
@@ -45,6 +45,8 @@ class FastOutcome:
     margins: np.ndarray  # float64: the margin at that input (verified when certified)
     rivals: np.ndarray  # int64 (n_classes, r): rows beating each class most at its best input
     settled: dict[int, np.ndarray]  # position -> a point near the minimiser of the smooth bound
+    settled_pool: dict[int, int] = field(default_factory=dict)  # position -> index in pools
+    pools: list[np.ndarray] = field(default_factory=list)  # row ids a class settled over
 
 
 def _ladder(weight: np.ndarray, bias: np.ndarray | None, ids: np.ndarray,
@@ -187,8 +189,8 @@ def _round_to_float32(z: np.ndarray, box: float | None) -> np.ndarray:
 def _smooth_stage(weight: np.ndarray, weight32: np.ndarray | None, rough32: np.ndarray,
                   classes: np.ndarray, box: float | None, norms: np.ndarray,
                   on_progress: Callable[[int], None] | None,
-                  ) -> tuple[dict[int, tuple[np.ndarray, float]], dict[int, np.ndarray]]:
-    """Stage 3 (no bias): ``({class: (witness, margin)}, {class: settled point})``."""
+                  ):
+    """Stage 3 (no bias): ``{class: (witness, margin)}`` and the search's outcome."""
     proved_witnesses: dict[int, tuple[np.ndarray, float]] = {}
 
     def accept(ids: np.ndarray, z: np.ndarray) -> np.ndarray:
@@ -202,9 +204,8 @@ def _smooth_stage(weight: np.ndarray, weight32: np.ndarray | None, rough32: np.n
             proved_witnesses[int(ids[j])] = (z[j], float(margin[j]))
         return proved
 
-    outcome = smooth_witnesses(rough32, classes, accept, on_progress=on_progress)
-    settled = {int(classes[j]): outcome.z[j] for j in np.flatnonzero(outcome.settled)}
-    return proved_witnesses, settled
+    return proved_witnesses, pooled_smooth_witnesses(rough32, classes, accept,
+                                                     on_progress=on_progress)
 
 
 def certify_fast(
@@ -272,17 +273,22 @@ def certify_fast(
                 on_progress(len(where))
     open_ = np.flatnonzero(~certified)
     settled: dict[int, np.ndarray] = {}
+    settled_pool: dict[int, int] = {}
+    pools: list[np.ndarray] = []
     if bias is None and len(open_):
         if on_phase is not None:
             on_phase("smooth search", len(open_))
-        proved, points = _smooth_stage(weight, weight32, rough[0], classes[open_], box, norms,
+        proved, search = _smooth_stage(weight, weight32, rough[0], classes[open_], box, norms,
                                        on_progress)
-        for j in open_.tolist():
+        pools = search.pools
+        for i, j in enumerate(open_.tolist()):
             k = int(classes[j])
             if k in proved:
                 certified[j] = True
                 witnesses[j], margins[j] = proved[k]
-            elif k in points:
-                settled[j] = points[k]
+            elif search.settled[i]:
+                settled[j] = search.z[i]
+                if search.pool[i] >= 0:
+                    settled_pool[j] = int(search.pool[i])
     return FastOutcome(certified=certified, witnesses=witnesses, margins=margins, rivals=rivals,
-                       settled=settled)
+                       settled=settled, settled_pool=settled_pool, pools=pools)

@@ -68,28 +68,33 @@ def largest_support(tol: float) -> int:
 def entropy_certificate(
     weight: np.ndarray, k: int, z: np.ndarray, *, tol: float,
     shift: np.ndarray | None = None, weight32: np.ndarray | None = None,
+    rows: np.ndarray | None = None,
 ) -> Certificate | None:
     """A certificate that ``sum_i a_i w_i = w_k + shift`` (``i != k``) from the point ``z``.
 
     ``weight`` is float64 (a head without a bias); ``z`` a point near the minimiser of ``F``
     (module doc); ``shift`` the push of row ``k`` by the tolerance (a "depth" certificate, see
     :func:`~logitkit.audit.verify.hull_certificate`), None for a plain "hull" certificate.
-    ``weight32``, a float32 copy of ``weight``, is reused for the logits if given.
+    ``weight32``, a float32 copy of ``weight``, is reused for the logits if given; ``rows``,
+    sorted row ids, the candidates for the pools (None: all rows; ``k`` never is one).
     The rows (the *pool*) are the ``8 (d + 1)`` with the largest logits at ``z``; where that pool
     gives no certificate, one 4 times larger, and so on up to all rows or
     :func:`largest_support` (so the certificate's rounding stays well inside the tolerance).
     Returns None when no pool gives a certificate or ``tol`` is too small for a pool of
     ``2 (d + 1)`` rows; the caller then falls back to an exact method.
     """
-    n_rows, d = weight.shape
-    most = min(largest_support(tol), n_rows - 1)
-    if most < min(2 * (d + 1), n_rows - 1):
+    d = weight.shape[1]
+    candidates = np.delete(np.arange(len(weight)), k) if rows is None else rows[rows != k]
+    most = min(largest_support(tol), len(candidates))
+    if most < min(2 * (d + 1), len(candidates)):
         return None  # the rounding allowance of a full-dimensional pool exceeds the tolerance
     target = weight[k] if shift is None else weight[k] + shift
     rows32 = weight.astype(np.float32) if weight32 is None else weight32
     size = min(POOL_PER_DIMENSION * (d + 1), most)
+    logits = (rows32 @ z.astype(np.float32) if rows is None else
+              rows32[candidates] @ z.astype(np.float32))
     while True:
-        pool = _pool(rows32, k, z, size)
+        pool = _pool(candidates, logits, size)
         combination = _pool_combination(weight[pool], np.ascontiguousarray(rows32[pool]),
                                         target, z)
         if combination is not None:
@@ -122,11 +127,13 @@ def _pool_combination(rows: np.ndarray, rows32: np.ndarray, target: np.ndarray,
     return None
 
 
-def _pool(rows32: np.ndarray, k: int, z: np.ndarray, size: int) -> np.ndarray:
-    """Ids of the ``size`` rows other than ``k`` with the largest logits ``W z``, sorted."""
-    logits = rows32 @ z.astype(np.float32)
-    logits[k] = -np.inf
-    return np.sort(np.argpartition(-logits, size - 1)[:size])
+def _pool(candidates: np.ndarray, logits: np.ndarray, size: int) -> np.ndarray:
+    """Ids of the ``size`` candidate rows with the largest logits, sorted."""
+    if len(logits) > len(candidates):  # the logits of every row: candidates are all but k
+        logits = logits[candidates]
+    if size >= len(candidates):
+        return candidates
+    return np.sort(candidates[np.argpartition(-logits, size - 1)[:size]])
 
 
 def _bound(rows: np.ndarray, target: np.ndarray, z: np.ndarray) -> float:

@@ -186,11 +186,12 @@ def _onto_ties(weight, bias, k, support, z) -> np.ndarray:
 def decide_hull(
     weight: np.ndarray, bias: np.ndarray | None, k: int, start_rows: np.ndarray,
     box: float | None, tol: float, row_sum: np.ndarray, *,
-    settled: np.ndarray | None = None, weight32: np.ndarray | None = None,
-    row_squares: np.ndarray | None = None,
+    settled: np.ndarray | None = None, settled_rows: np.ndarray | None = None,
+    weight32: np.ndarray | None = None, row_squares: np.ndarray | None = None,
 ) -> Decision:
     """Steps 1-2 of the module doc (no box, or no bias). ``settled``: where the witness search
-    settled for ``k`` (no bias), the start of an entropy certificate; ``weight32``: a float32
+    settled for ``k`` (no bias), the start of an entropy certificate, sought first among the rows
+    ``settled_rows`` the search settled over (if not None), then among all; ``weight32``: a float32
     copy of ``weight`` for its Gram matrix; ``row_squares``: ``|w_i|^2`` per row (computed by
     :func:`~logitkit.audit.hull.nearest_point` if None)."""
     d = weight.shape[1]
@@ -201,9 +202,9 @@ def decide_hull(
     else:
         push = tol
         shift = tol * (weight[k] - (row_sum - weight[k]) / (len(weight) - 1))
-        if settled is not None:
+        for rows in ([] if settled is None else [settled_rows, None][settled_rows is None:]):
             certificate = entropy_certificate(weight, k, settled, tol=tol, shift=shift,
-                                              weight32=weight32)
+                                              weight32=weight32, rows=rows)
             if certificate is not None:
                 return Decision("unargmaxable", certificate=certificate,
                                 rows=len(certificate.support))
@@ -296,8 +297,8 @@ def decide_box(
 _SHARED: dict = {}  # the head, set before worker processes fork (they inherit it, no copy)
 
 
-def _decide(task: tuple[int, int, np.ndarray, np.ndarray | None]) -> tuple[int, Decision]:
-    j, k, rivals, settled = task
+def _decide(task: tuple[int, int, np.ndarray, np.ndarray | None, int]) -> tuple[int, Decision]:
+    j, k, rivals, settled, pool = task
     weight, bias, box, tol = _SHARED["weight"], _SHARED["bias"], _SHARED["box"], _SHARED["tol"]
     if _SHARED["min_radius"] is not None:
         return j, decide_ball(weight, bias, k, rivals, box, _SHARED["min_radius"], tol,
@@ -305,6 +306,7 @@ def _decide(task: tuple[int, int, np.ndarray, np.ndarray | None]) -> tuple[int, 
     if bias is None or box is None:
         return j, decide_hull(weight, bias, k, rivals, box, tol, _SHARED["row_sum"],
                               settled=settled, weight32=_SHARED["weight32"],
+                              settled_rows=_SHARED["pools"][pool] if pool >= 0 else None,
                               row_squares=_SHARED["row_squares"])
     return j, decide_box(weight, bias, k, rivals, box, tol)
 
@@ -314,6 +316,7 @@ def decide_many(
     box: float | None, tol: float, *, jobs: int = 1,
     on_done: Callable[[int], None] | None = None,
     settled: list[np.ndarray | None] | None = None, min_radius: float | None = None,
+    settled_pool: list[int] | None = None, pools: list[np.ndarray] | None = None,
 ) -> list[Decision]:
     """Decide every class in ``classes`` (starting rows ``rivals[j]``), in ``jobs`` processes.
 
@@ -321,19 +324,21 @@ def decide_many(
     :mod:`~logitkit.audit.chebyshev`.
 
     ``settled[j]`` (no bias; None where absent) is the point where the witness search settled
-    for ``classes[j]``, the start of an entropy certificate. Classes are independent, so
-    ``jobs > 1`` runs them in forked worker processes that share the head read-only (where the
-    platform can fork; otherwise one process does all). Each process keeps its BLAS to one
-    thread: the stage is a long chain of small products, which a second thread slows down (3.5x
-    on 768-wide heads) instead of speeding up.
+    for ``classes[j]``, the start of an entropy certificate, sought first among the rows
+    ``pools[settled_pool[j]]`` it settled over (where ``settled_pool[j] >= 0``). Classes are
+    independent, so ``jobs > 1`` runs them in forked worker processes that share the head
+    read-only (where the platform can fork; otherwise one process does all). Each process keeps
+    its BLAS to one thread: the stage is a long chain of small products, which a second thread
+    slows down (3.5x on 768-wide heads) instead of speeding up.
     """
     starts = [None] * len(classes) if settled is None or bias is not None or \
         min_radius is not None else settled
     weight32 = weight.astype(np.float32) if any(z is not None for z in starts) else None
     _SHARED.update(weight=weight, bias=bias, box=box, tol=tol, row_sum=weight.sum(0),
-                   weight32=weight32, min_radius=min_radius,
+                   weight32=weight32, min_radius=min_radius, pools=pools or [],
                    row_squares=np.einsum("ij,ij->i", weight, weight))
-    tasks = [(j, int(k), rivals[j], starts[j]) for j, k in enumerate(classes)]
+    pool_of = [-1] * len(classes) if settled_pool is None else settled_pool
+    tasks = [(j, int(k), rivals[j], starts[j], pool_of[j]) for j, k in enumerate(classes)]
     decisions: list[Decision | None] = [None] * len(tasks)
     try:
         with threadpool_limits(limits=1):

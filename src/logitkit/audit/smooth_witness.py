@@ -30,24 +30,30 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 MEMORY = 16  # L-BFGS curvature pairs
 ARMIJO = 1e-4
 SETTLED_GRADIENT = 5e-2  # |grad F|_1 / |w_k|_1 below this with F > 0: near the minimiser of F
+POOL_SETTLED_GRADIENT = 5e-3  # the same over a pool, where a closer point saves Newton steps
 
 
 @dataclass
 class SmoothOutcome:
     """Per class: ``found`` (an accepted witness, in ``z``) or ``settled`` (``F > 0`` with a small
     gradient: ``z`` is near the minimiser of ``F``, a starting point for a certificate), or
-    neither (the search gave up; ``z`` is then meaningless)."""
+    ``rejected`` (``stop_when_rejected``: the candidate ``accept`` turned down, in ``z``), or none
+    (the search gave up; ``z`` is then meaningless). ``pool``: the index in ``pools`` (arrays of
+    row ids) of the rows a class settled over, -1 for the whole head."""
 
     found: np.ndarray
     settled: np.ndarray
     z: np.ndarray
+    rejected: np.ndarray
+    pool: np.ndarray
+    pools: list[np.ndarray] = field(default_factory=list)
 
 
 def _evaluate(weight32: np.ndarray, ids: np.ndarray, z: np.ndarray, own: np.ndarray):
@@ -98,7 +104,8 @@ def _direction(gradient: np.ndarray, steps: np.ndarray, changes: np.ndarray,
 def smooth_witnesses(
     weight32: np.ndarray, classes: np.ndarray,
     accept: Callable[[np.ndarray, np.ndarray], np.ndarray], *,
-    max_evaluations: int = 400, block: int = 256,
+    max_evaluations: int = 400, block: int = 256, stop_when_rejected: bool = False,
+    starts: np.ndarray | None = None, settled_gradient: float = SETTLED_GRADIENT,
     on_progress: Callable[[int], None] | None = None,
 ) -> SmoothOutcome:
     """Search each class's ``F`` for a witness (``found``) or its minimiser (``settled``).
@@ -107,15 +114,19 @@ def smooth_witnesses(
     ``accept(ids, z)`` returns, per row, whether ``z[j]`` is a verified witness for ``ids[j]``; it
     is called on the evaluated points where the class has the largest float32 logit. Each class
     starts at ``w_k`` minus the centroid of the other rows and gets at most ``max_evaluations``
-    passes. It settles once ``F > 0`` and ``|grad F|_1 <= SETTLED_GRADIENT |w_k|_1`` (an interior
+    passes. It settles once ``F > 0`` and ``|grad F|_1 <= settled_gradient |w_k|_1`` (an interior
     class, or one on a facet where ``F`` levels off towards a limit at infinity); classes that
     neither win nor settle in time go to the exact stage. Every round evaluates one trial point
     for each of up to ``block`` classes (a new L-BFGS step, or a shorter one after a failed
     Armijo test), all in one matrix product; a class that is done hands its place to the next.
+    ``stop_when_rejected``: a class whose candidate ``accept`` turns down stops there
+    (``rejected``; for searches over a subset of the rows, where winning over the subset does
+    not mean winning over the head). ``starts``: a first point per class instead.
     """
     n_rows, d = weight32.shape
     found = np.zeros(len(classes), dtype=bool)
     settled = np.zeros(len(classes), dtype=bool)
+    rejected = np.zeros(len(classes), dtype=bool)
     points = np.zeros((len(classes), d))
     column_sum = weight32.sum(0, dtype=np.float64)
     # Slots: a class holds one until it is decided or gives up, then the next class takes it,
@@ -143,6 +154,8 @@ def smooth_witnesses(
             own[free] = weight32[classes[position[free]]]
             own_size[free] = np.maximum(np.abs(own[free]).sum(1), np.finfo(np.float64).tiny)
             start = own[free] - (column_sum - own[free]) / (n_rows - 1)
+            if starts is not None:
+                start = starts[position[free]]
             norms = np.linalg.norm(start, axis=1, keepdims=True)
             z[free] = start / np.where(norms > 0, norms, 1.0)
             length[free], count[free], evaluations[free] = 0.0, 0, 0
@@ -161,6 +174,11 @@ def smooth_witnesses(
             found[position[live[good]]] = True
             points[position[live[good]]] = trial[good]
             done[live[good]] = True
+            if stop_when_rejected:
+                turned_down = np.setdiff1d(hits, good)
+                rejected[position[live[turned_down]]] = True
+                points[position[live[turned_down]]] = trial[turned_down]
+                done[live[turned_down]] = True
         first = evaluations[live] == 1  # the start point: later rounds try steps from it
         value[live[first]], gradient[live[first]] = v[first], g[first]
         tried = ~first
@@ -180,7 +198,7 @@ def smooth_witnesses(
         done[failed[length[failed] < 1e-12]] = True  # no descent left
         done[live] |= ~np.isfinite(value[live])
         flat = live[~done[live] & (value[live] > 0) &
-                    (np.abs(gradient[live]).sum(1) <= SETTLED_GRADIENT * own_size[live])]
+                    (np.abs(gradient[live]).sum(1) <= settled_gradient * own_size[live])]
         settled[position[flat]] = True
         points[position[flat]] = z[flat]
         done[flat] = True
@@ -196,4 +214,81 @@ def smooth_witnesses(
         position[done] = -1
         if on_progress is not None and done.any():
             on_progress(int(done.sum()))
-    return SmoothOutcome(found=found, settled=settled, z=points)
+    return SmoothOutcome(found=found, settled=settled, z=points, rejected=rejected,
+                         pool=np.full(len(classes), -1))
+
+
+POOL_ROWS = 8192  # rows of the cheap first pass (at least 8 (d + 1))
+POOL_CHUNK = 4096  # classes per pass over one pool
+POOL_ROUNDS = 8  # passes over a growing pool before the whole head takes the classes left
+POOL_GROWTH = 32  # rows added to the pool per class turned down (those beating it most)
+
+
+def pooled_smooth_witnesses(
+    weight32: np.ndarray, classes: np.ndarray,
+    accept: Callable[[np.ndarray, np.ndarray], np.ndarray], *,
+    on_progress: Callable[[int], None] | None = None,
+) -> SmoothOutcome:
+    """:func:`smooth_witnesses` over a pool of rows first, over the whole head for the rest.
+
+    The pool starts as the ``max(POOL_ROWS, 8 (d + 1))`` rows with the largest norms plus the
+    classes searched with it (``POOL_CHUNK`` at a time), so one evaluation costs a fraction of a
+    pass over a large head. ``F`` over a subset of the other rows is a lower bound of ``F`` over
+    all of them, so a class that settles over the pool has ``w_k`` near the softmax mean of pool
+    rows: inside the hull of the head too. It settles closer there (``POOL_SETTLED_GRADIENT``),
+    and its certificate is first sought among the same rows (``pool``, ``pools``), computed and
+    checked on the whole head. A class that wins over the pool is checked on the whole head by
+    ``accept`` (a witness there is a witness); where that check fails, the ``POOL_GROWTH`` rows
+    that beat it most at that point join the pool and the search goes on from there (column
+    generation), for ``POOL_ROUNDS`` passes; classes still open are searched over all rows.
+    Heads with fewer than twice the pool's rows are searched whole.
+    """
+    n_rows, d = weight32.shape
+    size = max(POOL_ROWS, 8 * (d + 1))
+    if n_rows < 2 * size:
+        return smooth_witnesses(weight32, classes, accept, on_progress=on_progress)
+    found = np.zeros(len(classes), dtype=bool)
+    settled = np.zeros(len(classes), dtype=bool)
+    points = np.zeros((len(classes), d))
+    pool = np.full(len(classes), -1)
+    pools: list[np.ndarray] = []
+    largest_first = np.argsort(-np.einsum("ij,ij->i", weight32, weight32, dtype=np.float64))
+    for start in range(0, len(classes), POOL_CHUNK):
+        chunk = np.arange(start, min(start + POOL_CHUNK, len(classes)))
+        in_pool = np.zeros(n_rows, dtype=bool)
+        in_pool[classes[chunk]] = True
+        in_pool[largest_first[~in_pool[largest_first]][:size]] = True
+        searched, starts = chunk, None
+        for _ in range(POOL_ROUNDS):
+            rows = np.flatnonzero(in_pool)
+            local = np.searchsorted(rows, classes[searched])
+            outcome = smooth_witnesses(
+                np.ascontiguousarray(weight32[rows]), local,
+                lambda ids, z, rows=rows: accept(rows[ids], z), stop_when_rejected=True,
+                starts=starts, settled_gradient=POOL_SETTLED_GRADIENT)
+            decided = outcome.found | outcome.settled
+            found[searched], settled[searched] = outcome.found, outcome.settled
+            points[searched[decided]] = outcome.z[decided]
+            if outcome.settled.any():
+                pool[searched[outcome.settled]] = len(pools)
+                pools.append(rows)
+            if on_progress is not None:
+                on_progress(int(decided.sum()))
+            turned_down = np.flatnonzero(outcome.rejected)
+            if len(turned_down) == 0:
+                break
+            searched, starts = searched[turned_down], outcome.z[turned_down]
+            in_pool[_strongest_rivals(weight32, classes[searched], starts)] = True
+    rest = np.flatnonzero(~(found | settled))
+    if len(rest):
+        outcome = smooth_witnesses(weight32, classes[rest], accept, on_progress=on_progress)
+        found[rest], settled[rest], points[rest] = outcome.found, outcome.settled, outcome.z
+    return SmoothOutcome(found=found, settled=settled, z=points,
+                         rejected=np.zeros(len(classes), dtype=bool), pool=pool, pools=pools)
+
+
+def _strongest_rivals(weight32: np.ndarray, ids: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """The ``POOL_GROWTH`` rows with the largest logits at each ``z[j]`` besides ``ids[j]``."""
+    logits = z.astype(np.float32) @ weight32.T
+    logits[np.arange(len(ids)), ids] = -np.inf
+    return np.argpartition(-logits, POOL_GROWTH - 1, axis=1)[:, :POOL_GROWTH].ravel()
