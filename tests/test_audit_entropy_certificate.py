@@ -56,6 +56,35 @@ def test_interior_rows_get_exact_combinations(seed):
         assert np.abs(combined - weight[k] - shift).sum() <= tol / 64 * scale
 
 
+def test_certificates_drawn_from_given_rows_use_only_those_rows():
+    """``rows`` (the pool a search settled over, which may hold ``k`` itself): the certificate's
+    support lies in it, never holds ``k``, and still combines to the pushed row exactly; rows
+    whose hull misses ``w_k`` give no certificate."""
+    weight = spread_head(3, n=400, d=8)
+    norms = np.linalg.norm(weight, axis=1)
+    largest = np.argsort(-norms)[:120]
+    tol = 1e-9
+    checked = 0
+    for k in np.argsort(norms)[:15].tolist():  # the smallest rows: inside the largest ones' hull
+        rows = np.sort(np.append(largest, k))
+        reduced = weight[rows[rows != k]]
+        if not in_hull_of_others(np.vstack([reduced, weight[k]]), len(reduced)):
+            continue
+        shift = tol * (weight[k] - (weight.sum(0) - weight[k]) / (len(weight) - 1))
+        z = minimiser(np.vstack([reduced, weight[k]]), len(reduced))
+        cert = entropy_certificate(weight, k, z, tol=tol, shift=shift, rows=rows)
+        assert cert is not None, k
+        assert set(cert.support.tolist()) <= set(largest.tolist()) and k not in cert.support
+        combined = sum(ai * weight[i] for ai, i in zip(cert.weights.tolist(),
+                                                       cert.support.tolist(), strict=True))
+        scale = float(cert.weights @ np.abs(weight[k] - weight[cert.support]).sum(1))
+        assert np.abs(combined - weight[k] - shift).sum() <= tol / 64 * scale
+        checked += 1
+    assert checked >= 10
+    top = int(np.argmax(norms))  # a vertex: no rows combine to it
+    assert entropy_certificate(weight, top, np.zeros(8), tol=tol, rows=largest) is None
+
+
 def test_a_plain_hull_certificate_without_a_shift():
     weight = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0], [0.1, 0.2]])
     cert = entropy_certificate(weight, 4, np.zeros(2), tol=1e-9)

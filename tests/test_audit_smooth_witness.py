@@ -8,8 +8,10 @@ import pytest
 from scipy.optimize import linprog
 
 import logitkit.audit.certify as certify
+import logitkit.audit.smooth_witness as sw
 from logitkit.audit import check_argmaxable
 from logitkit.audit.smooth_witness import (
+    POOL_SETTLED_GRADIENT,
     SETTLED_GRADIENT,
     pooled_smooth_witnesses,
     smooth_witnesses,
@@ -96,3 +98,69 @@ def test_search_witnesses_respect_a_box(box):
     for k in audit.argmaxable.tolist():
         z = audit.witnesses[k]
         assert np.abs(z).max() <= box and strictly_wins(weight, k, z)
+
+
+@pytest.mark.parametrize("seed", [1, 2])  # heads where the pool lets a class win wrongly
+def test_the_pooled_search_decides_like_the_lp_and_settles_over_its_pool(monkeypatch, seed):
+    """A small pool (88 of 600 rows): witnesses win over the whole head, classes settle only
+    inside the hull, and near the softmax mean of the pool rows they settled over; classes the
+    pool lets win wrongly come back with the rows that beat them (a second pass)."""
+    monkeypatch.setattr(sw, "POOL_ROWS", 40)  # the pool: max(40, 8 (d + 1)) = 88 rows
+    monkeypatch.setattr(sw, "POOL_CHUNK", 50)  # plus 50 classes searched over it at a time
+    weight = spread_head(seed, n=600, d=10)
+    weight32 = weight.astype(np.float32)
+    weight = weight32.astype(np.float64)
+    margins = np.array([best_margin(weight, k) for k in range(len(weight))])
+    passes = []
+    original = sw.smooth_witnesses
+
+    def recording(rows32, ids, accept, **kwargs):
+        passes.append((len(rows32), kwargs.get("starts") is not None))
+        return original(rows32, ids, accept, **kwargs)
+
+    monkeypatch.setattr(sw, "smooth_witnesses", recording)
+
+    def accept(ids, z):
+        return np.array([strictly_wins(weight, k, zk) for k, zk in zip(ids, z, strict=True)])
+
+    classes = np.random.default_rng(seed).permutation(len(weight))
+    outcome = pooled_smooth_witnesses(weight32, classes, accept)
+    assert any(restart for _, restart in passes)  # the pool grew and the search went on
+    argmaxable = margins[classes] > 1e-6
+    interior = margins[classes] <= 1e-9
+    assert outcome.found[argmaxable].mean() >= 0.95 and not outcome.found[interior].any()
+    assert not outcome.settled[argmaxable].any() and outcome.settled[interior].mean() >= 0.9
+    for j in np.flatnonzero(outcome.found):
+        assert strictly_wins(weight, classes[j], outcome.z[j])
+    over_a_pool = np.flatnonzero(outcome.settled & (outcome.pool >= 0))
+    assert len(over_a_pool) >= 0.5 * outcome.settled.sum()
+    for j in over_a_pool:
+        k = classes[j]
+        rows = outcome.pools[outcome.pool[j]]
+        rows = rows[rows != k]
+        assert len(rows) <= 88 + 50 + 32 * 20  # the pool never grew to the whole head
+        logits = weight[rows] @ outcome.z[j]
+        p = np.exp(logits - logits.max())
+        mean = (p / p.sum()) @ weight[rows]
+        assert np.abs(mean - weight[k]).sum() <= 2 * POOL_SETTLED_GRADIENT * np.abs(
+            weight[k]).sum()
+
+
+def test_audits_through_a_small_pool_match_the_lp(monkeypatch):
+    """The whole audit with the pooled search and pool-first entropy certificates: every verdict
+    as the brute-force LP says, every certificate and witness checked here."""
+    monkeypatch.setattr(sw, "POOL_ROWS", 40)
+    monkeypatch.setattr(sw, "POOL_CHUNK", 50)
+    weight = spread_head(5, n=500, d=10)
+    audit = check_argmaxable(weight, show_progress=False)
+    assert audit.counts["unargmaxable"] > 50 and audit.counts["unknown"] == 0
+    for k, status in zip(audit.classes.tolist(), audit.status.tolist(), strict=True):
+        margin = best_margin(weight, k)
+        assert status == ("argmaxable" if margin > 1e-7 else "unargmaxable"), (k, margin)
+        if status == "argmaxable":
+            assert strictly_wins(weight, k, audit.witnesses[k])
+        else:
+            cert = audit.certificates[k]
+            assert k not in cert.support and cert.weights.min() >= 0
+            assert abs(cert.weights.sum() - 1) < 1e-12
+            assert np.abs(cert.weights @ weight[cert.support] - weight[k]).max() < 1e-6
