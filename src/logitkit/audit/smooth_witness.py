@@ -17,6 +17,14 @@ the cheap witnesses leave open (median 23 evaluations) and settles for nearly al
 (:mod:`~logitkit.audit.hull`) about a thousand major cycles. The caller verifies every
 candidate (``accept``).
 
+On large heads :func:`pooled_smooth_witnesses` searches over a pool first: the 8192 rows with
+the largest norms (at least ``8 (d + 1)``) plus the classes searched with them, grown by the rows
+that beat a candidate turned down on the whole head (column generation). ``F`` over a subset of
+the rows is a lower bound of ``F``, so settling there still means "inside the hull", and the
+certificate is sought among the same rows. On a GPT-2-shaped 50257 x 768 head (sigma 1) this
+took the whole audit from 43 to 25 minutes, and the exact stage from 1.05 to 0.2 s per class on
+a 151936 x 896 head (one Gram matrix per class instead of about four).
+
 Example::
 
     import numpy as np
