@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from logitkit.audit.smooth_witness import pooled_smooth_witnesses
+from logitkit.audit.smooth_witness import SmoothOutcome, pooled_smooth_witnesses
 from logitkit.audit.verify import (
     UNIT_ROUNDOFF_64,
     float32_copy,
@@ -189,7 +189,7 @@ def _round_to_float32(z: np.ndarray, box: float | None) -> np.ndarray:
 def _smooth_stage(weight: np.ndarray, weight32: np.ndarray | None, rough32: np.ndarray,
                   classes: np.ndarray, box: float | None, norms: np.ndarray,
                   on_progress: Callable[[int], None] | None,
-                  ):
+                  ) -> tuple[dict[int, tuple[np.ndarray, float]], SmoothOutcome]:
     """Stage 3 (no bias): ``{class: (witness, margin)}`` and the search's outcome."""
     proved_witnesses: dict[int, tuple[np.ndarray, float]] = {}
 

@@ -91,8 +91,8 @@ def entropy_certificate(
     target = weight[k] if shift is None else weight[k] + shift
     rows32 = weight.astype(np.float32) if weight32 is None else weight32
     size = min(POOL_PER_DIMENSION * (d + 1), most)
-    logits = (rows32 @ z.astype(np.float32) if rows is None else
-              rows32[candidates] @ z.astype(np.float32))
+    z32 = z.astype(np.float32)
+    logits = (rows32 @ z32)[candidates] if rows is None else rows32[candidates] @ z32
     while True:
         pool = _pool(candidates, logits, size)
         combination = _pool_combination(weight[pool], np.ascontiguousarray(rows32[pool]),
@@ -128,9 +128,7 @@ def _pool_combination(rows: np.ndarray, rows32: np.ndarray, target: np.ndarray,
 
 
 def _pool(candidates: np.ndarray, logits: np.ndarray, size: int) -> np.ndarray:
-    """Ids of the ``size`` candidate rows with the largest logits, sorted."""
-    if len(logits) > len(candidates):  # the logits of every row: candidates are all but k
-        logits = logits[candidates]
+    """Ids of the ``size`` candidate rows with the largest logits (one per candidate), sorted."""
     if size >= len(candidates):
         return candidates
     return np.sort(candidates[np.argpartition(-logits, size - 1)[:size]])

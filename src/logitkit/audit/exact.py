@@ -202,7 +202,8 @@ def decide_hull(
     else:
         push = tol
         shift = tol * (weight[k] - (row_sum - weight[k]) / (len(weight) - 1))
-        for rows in ([] if settled is None else [settled_rows, None][settled_rows is None:]):
+        row_sets = (None,) if settled_rows is None else (settled_rows, None)  # None: all rows
+        for rows in row_sets if settled is not None else ():
             certificate = entropy_certificate(weight, k, settled, tol=tol, shift=shift,
                                               weight32=weight32, rows=rows)
             if certificate is not None:
