@@ -120,6 +120,25 @@ def test_a_failed_entropy_certificate_falls_back_to_the_exact_algorithm():
             assert decision.status == expected, (k, decision.status)
 
 
+def test_rows_that_miss_the_class_fall_back_to_all_rows():
+    """``settled_rows`` whose hull misses ``w_k`` (the 20 smallest rows): the certificate comes
+    from all rows: a dense entropy certificate (Wolfe's corral would hold at most d + 1 rows)."""
+    weight = spread_head(4, n=300, d=8)
+    norms = np.linalg.norm(weight, axis=1)
+    smallest = np.sort(np.argsort(norms)[:20])
+    row_sum = weight.sum(0)
+    interior = [k for k in np.argsort(norms)[20:60].tolist() if in_hull_of_others(weight, k)]
+    assert len(interior) >= 10
+    for k in interior:
+        decision = decide_hull(weight, None, k, np.arange(len(weight)), None, 1e-9, row_sum,
+                               settled=minimiser(weight, k), settled_rows=smallest,
+                               weight32=weight.astype(np.float32))
+        assert decision.status == "unargmaxable", k
+        support = decision.certificate.support
+        assert len(support) > weight.shape[1] + 1 and not set(support.tolist()) <= set(
+            smallest.tolist())
+
+
 def test_a_pool_certifies_where_a_dense_sum_of_all_rows_could_not():
     weight = spread_head(2, n=2000, d=16)
     tol = 8e-12  # a sum over all 1999 rows carries rounding gamma_2001 > tol / 64
