@@ -243,13 +243,14 @@ def pooled_smooth_witnesses(
     classes searched with it (``POOL_CHUNK`` at a time), so one evaluation costs a fraction of a
     pass over a large head. ``F`` over a subset of the other rows is a lower bound of ``F`` over
     all of them, so a class that settles over the pool has ``w_k`` near the softmax mean of pool
-    rows: inside the hull of the head too. It settles closer there (``POOL_SETTLED_GRADIENT``),
-    and its certificate is first sought among the same rows (``pool``, ``pools``), computed and
-    checked on the whole head. A class that wins over the pool is checked on the whole head by
-    ``accept`` (a witness there is a witness); where that check fails, the ``POOL_GROWTH`` rows
-    that beat it most at that point join the pool and the search goes on from there (column
-    generation), for ``POOL_ROUNDS`` passes; classes still open are searched over all rows.
-    Heads with fewer than twice the pool's rows are searched whole.
+    rows: near or inside the hull of the pool, so of the head (its certificate decides). It
+    settles closer there (``POOL_SETTLED_GRADIENT``), and its certificate is first sought among
+    the same rows (``pool``, ``pools``), computed and checked on the whole head. A class that
+    wins over the pool is checked on the whole head by ``accept`` (a witness there is a
+    witness); where that check fails, the ``POOL_GROWTH`` rows that beat it most at that point
+    join the pool and the search goes on from there (column generation), for ``POOL_ROUNDS``
+    passes; classes still open are searched over all rows. Heads with fewer than twice the
+    pool's rows are searched whole.
     """
     n_rows, d = weight32.shape
     size = max(POOL_ROWS, 8 * (d + 1))
