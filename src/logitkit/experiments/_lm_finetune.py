@@ -103,6 +103,23 @@ def tiny_random_llama(seed: int) -> tuple[nn.Module, ByteTokenizer]:
     return transformers.LlamaForCausalLM(config).eval(), ByteTokenizer()
 
 
+@dataclass(frozen=True)
+class FineTuneSettings:
+    """What the emo and tailr generation experiments size alike: the model, how many top layers
+    train, the fine-tuning run and the evaluation (held-out windows, prompts, sampled tokens)."""
+
+    real_model: bool  # SmolLM2 (True) or a tiny random Llama over bytes (smoke)
+    trainable_layers: int
+    context: int
+    batch: int
+    steps: int
+    lr: float
+    eval_windows: int
+    prompts: int
+    prompt_tokens: int
+    new_tokens: int
+
+
 @dataclass
 class SplitLM:
     """A causal LM cut after layer ``cut``: ``lower`` (frozen) and ``upper`` (trained) share the

@@ -47,21 +47,11 @@ METRICS = {"perplexity": "lower", "sample_nll": "lower", "distinct_2": "higher"}
 
 
 @dataclass(frozen=True)
-class GenerationSettings:
-    real_model: bool  # SmolLM2 (True) or a tiny random Llama over bytes (smoke)
-    trainable_layers: int
-    context: int
-    batch: int
-    steps: int
-    lr: float
+class GenerationSettings(lm.FineTuneSettings):
     corrupt_share: float
     corruption: str  # one of CORRUPTIONS
     gamma: float
     threshold: float
-    eval_windows: int
-    prompts: int
-    prompt_tokens: int
-    new_tokens: int
 
 
 def corrupt_windows(windows: Tensor, share: float, mode: str, vocab_size: int,

@@ -89,17 +89,7 @@ METRICS = {
 
 
 @dataclass(frozen=True)
-class Settings:
-    real_model: bool  # SmolLM2 (True) or a tiny random Llama over bytes (smoke)
-    trainable_layers: int
-    context: int
-    batch: int
-    steps: int
-    lr: float
-    eval_windows: int
-    prompts: int
-    prompt_tokens: int
-    new_tokens: int
+class Settings(lm.FineTuneSettings):
     seeds: int
 
 

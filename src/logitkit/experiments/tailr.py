@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 
 from logitkit._utils import new_figure, save_figure
 from logitkit.experiments import POSTS, Claim, Context, Result
@@ -75,27 +76,21 @@ class Settings:
 
 OPTIMIZERS = (("adam", 1e-3), ("sgd", 0.1))
 OPTIMIZER_LABELS = {"adam": "Adam", "sgd": "plain SGD"}
+# Every size: 40% of the training windows random tokens, the authors' WritingPrompts settings.
+_STORIES = partial(generation.GenerationSettings, corrupt_share=0.4, corruption="random",
+                   gamma=AUTHORS_STORIES[0], threshold=AUTHORS_STORIES[1])
 SETTINGS = {
     "smoke": Settings(
-        generation.GenerationSettings(
-            real_model=False, trainable_layers=1, context=16, batch=4, steps=3, lr=1e-3,
-            corrupt_share=0.4, corruption="random", gamma=AUTHORS_STORIES[0],
-            threshold=AUTHORS_STORIES[1],
-            eval_windows=8, prompts=4, prompt_tokens=8, new_tokens=8),
+        _STORIES(real_model=False, trainable_layers=1, context=16, batch=4, steps=3, lr=1e-3,
+                 eval_windows=8, prompts=4, prompt_tokens=8, new_tokens=8),
         NoiseSettings(rates=(0.4,), optimizers=OPTIMIZERS, epochs=2), seeds=1),
     "quick": Settings(
-        generation.GenerationSettings(
-            real_model=True, trainable_layers=2, context=32, batch=4, steps=10, lr=5e-4,
-            corrupt_share=0.4, corruption="random", gamma=AUTHORS_STORIES[0],
-            threshold=AUTHORS_STORIES[1],
-            eval_windows=24, prompts=12, prompt_tokens=8, new_tokens=16),
+        _STORIES(real_model=True, trainable_layers=2, context=32, batch=4, steps=10, lr=5e-4,
+                 eval_windows=24, prompts=12, prompt_tokens=8, new_tokens=16),
         NoiseSettings(rates=(0.4,), optimizers=OPTIMIZERS, epochs=60), seeds=3),
     "full": Settings(
-        generation.GenerationSettings(
-            real_model=True, trainable_layers=2, context=64, batch=8, steps=20, lr=5e-4,
-            corrupt_share=0.4, corruption="random", gamma=AUTHORS_STORIES[0],
-            threshold=AUTHORS_STORIES[1],
-            eval_windows=96, prompts=48, prompt_tokens=16, new_tokens=32),
+        _STORIES(real_model=True, trainable_layers=2, context=64, batch=8, steps=20, lr=5e-4,
+                 eval_windows=96, prompts=48, prompt_tokens=16, new_tokens=32),
         NoiseSettings(rates=(0.2, 0.4), optimizers=OPTIMIZERS, epochs=60), seeds=5),
 }
 GENERATION_QUOTE = (
