@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from logitkit.audit.smooth_witness import SmoothOutcome, pooled_smooth_witnesses
+from logitkit.audit.smooth_witness import SmoothOutcome, pooled_smooth_witnesses, rivals_at
 from logitkit.audit.verify import (
     UNIT_ROUNDOFF_64,
     float32_copy,
@@ -73,7 +73,8 @@ def _nearest(weight: np.ndarray, bias: np.ndarray | None, ids: np.ndarray, box: 
              n_rivals: int, rough: tuple[np.ndarray, np.ndarray | None], norms: np.ndarray):
     """Stage 1 for one block of classes: margins, proofs, best alpha and rivals.
 
-    ``rough``: ``weight`` and ``bias`` in float32 (for :func:`_rivals`); ``norms``: ``|w_i|_2``."""
+    ``rough``: ``weight`` and ``bias`` in float32 (for
+    :func:`~logitkit.audit.smooth_witness.rivals_at`); ``norms``: ``|w_i|_2``."""
     d = weight.shape[1]
     gamma = 2.0 * (d + 2) * UNIT_ROUNDOFF_64
     gram = weight @ weight[ids].T  # (V, B): gram[i, j] = w_i . w_{k_j}
@@ -101,7 +102,7 @@ def _nearest(weight: np.ndarray, bias: np.ndarray | None, ids: np.ndarray, box: 
     open_ = np.flatnonzero(~proved)
     rivals = np.zeros((len(ids), n_rivals), dtype=np.int64)
     if len(open_):
-        rivals[open_] = _rivals(*rough, ids[open_], witnesses[open_], n_rivals, len(open_))
+        rivals[open_] = rivals_at(*rough, ids[open_], witnesses[open_], n_rivals, len(open_))
     return proved, witnesses, best_margin, rivals
 
 
@@ -135,25 +136,6 @@ def _nearest_all(weight: np.ndarray, box: float | None, block: int, norms: np.nd
     proved = own - 2.0 * gamma * norms**2 - rival_bound > 0
     alpha = _ladder(weight, None, np.arange(n_rows), box)[0]
     return proved, own - rival, alpha
-
-
-def _rivals(weight32: np.ndarray, bias32: np.ndarray | None, ids: np.ndarray, z: np.ndarray,
-            n_rivals: int, block: int) -> np.ndarray:
-    """The ``n_rivals`` rows with the largest logits at each ``z[j]`` besides ``ids[j]``.
-
-    A heuristic (rivals only seed the relaxation and the exact stage; no verdict rests on them),
-    so the logits come from ``weight32`` and ``bias32``, float32 copies (rounded if need be) of
-    the head: half the time of the float64 product.
-    """
-    out = np.zeros((len(ids), n_rivals), dtype=np.int64)
-    for start in range(0, len(ids), block):
-        part = slice(start, start + block)
-        logits = z[part].astype(np.float32) @ weight32.T  # (B, V), rows contiguous
-        if bias32 is not None:
-            logits += bias32
-        logits[np.arange(len(logits)), ids[part]] = -np.inf
-        out[part] = np.argpartition(-logits, n_rivals - 1, axis=1)[:, :n_rivals]
-    return out
 
 
 def _relax(weight: np.ndarray, bias: np.ndarray | None, ids: np.ndarray, z: np.ndarray,
@@ -241,7 +223,7 @@ def certify_fast(
         witnesses = weight * alpha[:, None]
         margins = margins * alpha
         open_ = np.flatnonzero(~certified)
-        rivals[open_] = _rivals(*rough, open_, witnesses[open_], n_rivals, block)
+        rivals[open_] = rivals_at(*rough, open_, witnesses[open_], n_rivals, block)
     else:
         for start in range(0, len(classes), block):
             part = slice(start, start + block)

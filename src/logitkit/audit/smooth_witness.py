@@ -287,7 +287,9 @@ def pooled_smooth_witnesses(
             if len(turned_down) == 0:
                 break
             searched, starts = searched[turned_down], outcome.z[turned_down]
-            in_pool[_strongest_rivals(weight32, classes[searched], starts)] = True
+            growth = rivals_at(weight32, None, classes[searched], starts, POOL_GROWTH,
+                               block=256)  # 256 x V logits at a time, not one per class at once
+            in_pool[growth.ravel()] = True
     rest = np.flatnonzero(~(found | settled))
     if len(rest):
         outcome = smooth_witnesses(weight32, classes[rest], accept, on_progress=on_progress)
@@ -296,8 +298,21 @@ def pooled_smooth_witnesses(
                          rejected=np.zeros(len(classes), dtype=bool), pool=pool, pools=pools)
 
 
-def _strongest_rivals(weight32: np.ndarray, ids: np.ndarray, z: np.ndarray) -> np.ndarray:
-    """The ``POOL_GROWTH`` rows with the largest logits at each ``z[j]`` besides ``ids[j]``."""
-    logits = z.astype(np.float32) @ weight32.T
-    logits[np.arange(len(ids)), ids] = -np.inf
-    return np.argpartition(-logits, POOL_GROWTH - 1, axis=1)[:, :POOL_GROWTH].ravel()
+def rivals_at(weight32: np.ndarray, bias32: np.ndarray | None, ids: np.ndarray, z: np.ndarray,
+              n_rivals: int, block: int) -> np.ndarray:
+    """The ``n_rivals`` rows with the largest logits at each ``z[j]`` besides ``ids[j]``,
+    ``block`` inputs per product.
+
+    A heuristic (rivals seed the relaxation, the exact stage and the pool's growth; no verdict
+    rests on them), so the logits come from ``weight32`` and ``bias32``, float32 copies (rounded
+    if need be) of the head: half the time of the float64 product.
+    """
+    out = np.zeros((len(ids), n_rivals), dtype=np.int64)
+    for start in range(0, len(ids), block):
+        part = slice(start, start + block)
+        logits = z[part].astype(np.float32) @ weight32.T  # (B, V), rows contiguous
+        if bias32 is not None:
+            logits += bias32
+        logits[np.arange(len(logits)), ids[part]] = -np.inf
+        out[part] = np.argpartition(-logits, n_rivals - 1, axis=1)[:, :n_rivals]
+    return out
