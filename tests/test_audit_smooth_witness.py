@@ -164,3 +164,68 @@ def test_audits_through_a_small_pool_match_the_lp(monkeypatch):
             assert k not in cert.support and cert.weights.min() >= 0
             assert abs(cert.weights.sum() - 1) < 1e-12
             assert np.abs(cert.weights @ weight[cert.support] - weight[k]).max() < 1e-6
+
+
+def two_loop(gradient, pairs):
+    """The textbook L-BFGS direction for one row; ``pairs``: (s, y) oldest first."""
+    q = gradient.copy()
+    alphas = []
+    for s, y in reversed(pairs):
+        alpha = (s @ q) / (s @ y)
+        q -= alpha * y
+        alphas.append(alpha)
+    if pairs:
+        s, y = pairs[-1]
+        q *= (s @ y) / (y @ y)
+    for (s, y), alpha in zip(pairs, reversed(alphas), strict=True):
+        q += (alpha - (y @ q) / (s @ y)) * s
+    direction = -q
+    return direction if direction @ gradient < 0 else -gradient
+
+
+def test_direction_reads_each_rows_ring_like_the_textbook_recursion():
+    rng = np.random.default_rng(4)
+    memory, slots, d = sw.MEMORY, 6, 5
+    steps = np.zeros((memory, slots, d))
+    changes = np.zeros_like(steps)
+    curvature = np.zeros((memory, slots))
+    count = np.array([0, 1, 3, memory, memory + 5, 2 * memory + 3])  # empty, partial, wrapped
+    history = []
+    for row, n in enumerate(count):
+        pairs = []
+        for t in range(n):
+            s = rng.normal(size=d)
+            y = s + 0.3 * rng.normal(size=d)  # s . y > 0
+            steps[t % memory, row], changes[t % memory, row] = s, y
+            curvature[t % memory, row] = 1.0 / (s @ y)
+            pairs.append((s, y))
+        history.append(pairs[-memory:])
+    gradient = rng.normal(size=(slots, d))
+    rows = np.array([5, 0, 3, 1, 4, 2])  # any subset of slots, in any order
+    got = sw._direction(gradient[rows], steps, changes, curvature, count[rows], rows)
+    for j, row in enumerate(rows):
+        np.testing.assert_allclose(got[j], two_loop(gradient[row], history[row]), rtol=1e-10,
+                                   atol=1e-12)
+
+
+def test_evaluate_matches_float64_log_sum_exp_far_from_the_origin():
+    """At ``|z| = 60`` most exponentials would be subnormal floats; the floor on them moves
+    ``F`` and its gradient by far less than float32 rounding."""
+    rng = np.random.default_rng(5)
+    weight = rng.normal(size=(300, 8)) * np.exp(rng.normal(size=(300, 1)))
+    weight32 = weight.astype(np.float32)
+    ids = np.array([3, 7, 11, 200])
+    z = rng.normal(size=(4, 8))
+    z *= 60.0 / np.linalg.norm(z, axis=1, keepdims=True)
+    value, gradient, wins = sw._evaluate(weight32, ids, z, weight32[ids].astype(np.float64))
+    for j, k in enumerate(ids):
+        others = np.delete(np.arange(300), k)
+        logits = weight32[others].astype(np.float64) @ z[j].astype(np.float32)
+        top = logits.max()
+        p = np.exp(logits - top)
+        expected = top + np.log(p.sum()) - weight32[k].astype(np.float64) @ z[j].astype(np.float32)
+        expected_gradient = (p / p.sum()) @ weight32[others] - weight32[k]
+        assert abs(value[j] - expected) <= 1e-4 * (1 + abs(top))
+        np.testing.assert_allclose(gradient[j], expected_gradient, atol=1e-4 * np.abs(weight).max())
+        own = weight32[k].astype(np.float64) @ z[j].astype(np.float32)
+        assert wins[j] == (own > top)

@@ -275,3 +275,28 @@ def test_progress_names_each_phase_of_a_long_audit(monkeypatch, capsys):
     names = ["nearest rows", "relaxation", "smooth search", "exact stage"]
     assert [name for name in names if f"audit ({name})" in err] == names
     assert sorted(names, key=lambda name: err.index(f"audit ({name})")) == names
+
+
+@pytest.mark.parametrize("use_bias", [False, True])
+def test_combination_sums_support_of_many_blocks_exactly_enough(use_bias):
+    """``g = sum a_i (w_k - w_i)``, ``c_a`` and ``sum a_i |w_k - w_i|_1`` over a support of
+    several blocks, against ``math.fsum`` per coordinate; the reported rounding bound covers
+    the error of ``|g|_1``."""
+    import math
+
+    from logitkit.audit import verify
+
+    rng = np.random.default_rng(8)
+    weight = rng.normal(size=(3000, 6)) * np.exp(rng.normal(size=(3000, 1)))
+    bias = rng.normal(size=3000) if use_bias else None
+    support = np.sort(rng.choice(np.arange(1, 3000), 2 * verify.COMBINATION_BLOCK + 37,
+                                 replace=False))
+    weights = rng.random(len(support))
+    weights /= weights.sum()
+    g, c_a, size, rounding = verify.combination(weight, bias, 0, support, weights)
+    diffs = weight[0] - weight[support]
+    exact = np.array([math.fsum(weights * diffs[:, c]) for c in range(6)])
+    assert abs(np.abs(exact).sum() - np.abs(g).sum()) <= rounding
+    assert size == pytest.approx(math.fsum((weights[:, None] * np.abs(diffs)).ravel()), rel=1e-12)
+    if use_bias:
+        assert c_a == pytest.approx(math.fsum(weights * (bias[0] - bias[support])), rel=1e-9)

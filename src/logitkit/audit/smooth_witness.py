@@ -46,6 +46,10 @@ MEMORY = 16  # L-BFGS curvature pairs
 ARMIJO = 1e-4
 SETTLED_GRADIENT = 5e-2  # |grad F|_1 / |w_k|_1 below this with F > 0: near the minimiser of F
 POOL_SETTLED_GRADIENT = 5e-3  # the same over a pool, where a closer point saves Newton steps
+# Logits below the top by more than 60 count as 60 below (a change of at most V e^-60 in F):
+# their exponentials would otherwise be subnormal floats, on which products run several times
+# slower (4x for the whole evaluation at |z| ~ 10, where interior classes settle)
+LOWEST_EXPONENT = -60.0
 
 
 @dataclass
@@ -72,39 +76,41 @@ def _evaluate(weight32: np.ndarray, ids: np.ndarray, z: np.ndarray, own: np.ndar
     logits[rows, ids] = -np.inf
     top = logits.max(1)
     finite = np.isfinite(top) & np.isfinite(own_logit)
-    weights = np.exp(logits - top[:, None])
+    logits -= top[:, None]
+    np.maximum(logits, LOWEST_EXPONENT, out=logits)  # no subnormal floats: they are slow
+    weights = np.exp(logits, out=logits)
     total = weights.sum(1)
-    gradient = (weights / total[:, None]) @ weight32
+    weights /= total[:, None]
+    gradient = weights @ weight32
     value = top.astype(np.float64) + np.log(total.astype(np.float64)) - own_logit
     value[~finite] = np.inf
     return value, gradient.astype(np.float64) - own, finite & (own_logit > top)
 
 
 def _direction(gradient: np.ndarray, steps: np.ndarray, changes: np.ndarray,
-               curvature: np.ndarray, count: np.ndarray) -> np.ndarray:
-    """L-BFGS two-loop recursion for each row (its own ring of ``count`` pairs; a pair with
-    ``curvature == 0`` is inert); ``-gradient`` where that is not a descent direction."""
+               curvature: np.ndarray, count: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """L-BFGS two-loop recursion for the slots ``rows`` (each its own ring of ``count`` pairs in
+    ``steps[:, row]``, ``changes[:, row]``; a pair with ``curvature == 0`` is inert), read in
+    place (no copy of the rings); ``-gradient`` where that is not a descent direction."""
     memory = len(steps)
-    rows = np.arange(len(gradient))
-    newest_first = [(count - 1 - i) % memory for i in range(memory)]
-    valid = [(i < count).astype(np.float64) for i in range(memory)]
     q = gradient.copy()
-    alphas = []
-    for i, slot in enumerate(newest_first):
-        alpha = valid[i] * curvature[slot, rows] * (steps[slot, rows] * q).sum(1)
+    pairs = []  # newest first: (alpha, curvature, ring slot) per row
+    for age in range(min(int(count.max(initial=0)), memory)):
+        slot = (count - 1 - age) % memory
+        rho = np.where(age < count, curvature[slot, rows], 0.0)
+        alpha = rho * np.einsum("ij,ij->i", steps[slot, rows], q)
         q -= alpha[:, None] * changes[slot, rows]
-        alphas.append(alpha)
-    last = newest_first[0]
-    sy = (steps[last, rows] * changes[last, rows]).sum(1)
-    yy = (changes[last, rows] ** 2).sum(1)
-    usable = (count > 0) & (sy > 0) & (yy > 0)
-    q *= np.where(usable, sy / np.where(usable, yy, 1.0), 1.0)[:, None]
-    for i in reversed(range(memory)):
-        slot = newest_first[i]
-        beta = valid[i] * curvature[slot, rows] * (changes[slot, rows] * q).sum(1)
-        q += (alphas[i] - beta)[:, None] * steps[slot, rows]
+        pairs.append((alpha, rho, slot))
+    if pairs:  # scale by s.y / y.y of the newest pair
+        s, y = steps[pairs[0][2], rows], changes[pairs[0][2], rows]
+        sy, yy = np.einsum("ij,ij->i", s, y), np.einsum("ij,ij->i", y, y)
+        usable = (count > 0) & (sy > 0) & (yy > 0)
+        q *= np.where(usable, sy / np.where(usable, yy, 1.0), 1.0)[:, None]
+    for alpha, rho, slot in reversed(pairs):
+        beta = rho * np.einsum("ij,ij->i", changes[slot, rows], q)
+        q += (alpha - beta)[:, None] * steps[slot, rows]
     direction = -q
-    uphill = (direction * gradient).sum(1) >= 0
+    uphill = np.einsum("ij,ij->i", direction, gradient) >= 0
     direction[uphill] = -gradient[uphill]
     return direction
 
@@ -172,8 +178,9 @@ def smooth_witnesses(
         if len(live) == 0:
             break
         ids = classes[position[live]]
-        trial = z[live] + length[live, None] * direction[live]
-        v, g, candidate = _evaluate(weight32, ids, trial, own[live])
+        every = slice(None) if len(live) == size else live  # a view, not a copy, when all are
+        trial = z[every] + length[live, None] * direction[every]
+        v, g, candidate = _evaluate(weight32, ids, trial, own[every])
         evaluations[live] += 1
         done = np.zeros(size, dtype=bool)
         hits = np.flatnonzero(candidate)
@@ -190,7 +197,7 @@ def smooth_witnesses(
         first = evaluations[live] == 1  # the start point: later rounds try steps from it
         value[live[first]], gradient[live[first]] = v[first], g[first]
         tried = ~first
-        slope = (direction[live] * gradient[live]).sum(1)
+        slope = np.einsum("ij,ij->i", direction[every], gradient[every])
         ok = tried & (v <= value[live] + ARMIJO * length[live] * slope)
         moved = live[ok]
         s = trial[ok] - z[moved]
@@ -206,7 +213,7 @@ def smooth_witnesses(
         done[failed[length[failed] < 1e-12]] = True  # no descent left
         done[live] |= ~np.isfinite(value[live])
         flat = live[~done[live] & (value[live] > 0) &
-                    (np.abs(gradient[live]).sum(1) <= settled_gradient * own_size[live])]
+                    (np.abs(gradient[every]).sum(1) <= settled_gradient * own_size[live])]
         settled[position[flat]] = True
         points[position[flat]] = z[flat]
         done[flat] = True
@@ -214,8 +221,8 @@ def smooth_witnesses(
         taken = np.concatenate([live[first], moved])
         taken = taken[~done[taken]]
         if len(taken):
-            direction[taken] = _direction(gradient[taken], steps[:, taken], changes[:, taken],
-                                          curvature[:, taken], count[taken])
+            direction[taken] = _direction(gradient[taken], steps, changes, curvature,
+                                          count[taken], taken)
             fresh = count[taken] == 0  # the first step moves z by about its own length
             length[taken] = np.where(fresh, 1.0 / np.maximum(
                 np.linalg.norm(direction[taken], axis=1), 1e-300), 1.0)

@@ -42,7 +42,7 @@ import numpy as np
 UNIT_ROUNDOFF_64 = 2.0**-53
 UNIT_ROUNDOFF_32 = 2.0**-24
 SMALLEST_NORMAL_32 = 2.0**-126
-COMBINATION_BLOCK = 4096  # certificate rows per block when a combination is summed
+COMBINATION_BLOCK = 256  # certificate rows per block when a combination is summed (in cache)
 RESIDUAL_SHARE = 1.0 / 64  # a certificate's residual stays below tol / 64, so that a push of
 # tol (see :mod:`logitkit.audit.exact`) is never mistaken for rounding
 
