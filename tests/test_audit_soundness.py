@@ -300,3 +300,38 @@ def test_combination_sums_support_of_many_blocks_exactly_enough(use_bias):
     assert size == pytest.approx(math.fsum((weights[:, None] * np.abs(diffs)).ravel()), rel=1e-12)
     if use_bias:
         assert c_a == pytest.approx(math.fsum(weights * (bias[0] - bias[support])), rel=1e-9)
+
+
+@pytest.mark.parametrize("use_bias", [False, True])
+def test_float32_check_rechecks_only_rows_it_cannot_rule_out_and_agrees_with_float64(
+        use_bias, monkeypatch):
+    """Rivals planted 1 to 20 float32 ulps apart among 3000 others, beyond what the float32
+    bound can separate: the float64 recheck of the rows it cannot rule out must give the
+    verdicts of the float64 check over every row, and never a false witness."""
+    from logitkit.audit import verify
+
+    rechecked = []
+    recheck = verify._float64_recheck
+    monkeypatch.setattr(verify, "_float64_recheck",
+                        lambda *a: rechecked.append(a[2]) or recheck(*a))
+    rng = np.random.default_rng(9)
+    n, d = 3000, 8
+    weight32 = (0.3 * rng.normal(size=(n, d))).astype(np.float32)
+    top = (np.abs(rng.normal(size=d)) + 1.0).astype(np.float32)
+    gaps = [1, -1, 3, 8, -8, 20]  # ulps of the first coordinate; the last row wins by 12 ulps
+    for i, gap in enumerate(gaps):
+        weight32[i] = top
+        weight32[i, 0] = top[0] + np.float32(gap) * np.spacing(top[0])
+    bias32 = np.zeros(n, dtype=np.float32) if use_bias else None
+    weight = weight32.astype(np.float64)
+    bias = None if bias32 is None else bias32.astype(np.float64)
+    classes = np.arange(len(gaps))
+    z = np.tile(np.eye(d)[0] + 1e-3, (len(gaps), 1)).astype(np.float32).astype(np.float64)
+    plain = verify.witness_margins(weight, bias, classes, z)
+    fast = verify.witness_margins(weight, bias, classes, z, weight32=weight32, bias32=bias32)
+    assert 5 in rechecked  # the winner's 12 ulps are below the float32 bound
+    np.testing.assert_array_equal(plain[1], fast[1])
+    np.testing.assert_allclose(plain[0], fast[0], rtol=1e-6, atol=1e-12)
+    assert fast[1].tolist() == [False] * (len(gaps) - 1) + [True]  # only the largest row wins
+    for k in classes:
+        assert wins(weight, bias, int(k), z[k]) >= fast[1][k]

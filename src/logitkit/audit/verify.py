@@ -141,7 +141,8 @@ def float32_copy(array: np.ndarray | None) -> np.ndarray | None:
 
 def _float32_logits(weight32: np.ndarray, bias32: np.ndarray | None, zs: np.ndarray,
                     row_norms: np.ndarray) -> tuple[np.ndarray, float, np.ndarray] | None:
-    """Logits ``(B, V)`` by the float32 product, with ``gamma`` and the underflow allowance.
+    """Logits ``(B, V)`` by the float32 product (kept float32: their maxima and partitions are
+    the same in float64), with ``gamma`` and the underflow allowance.
 
     None unless every ``z`` is exact in float32 and no logit overflows. The allowance covers
     flushed subnormals (a BLAS may flush them to zero): at most ``2^-126`` per product and per
@@ -157,7 +158,7 @@ def _float32_logits(weight32: np.ndarray, bias32: np.ndarray | None, zs: np.ndar
         return None
     d = weight32.shape[1]
     allowance = SMALLEST_NORMAL_32 * (np.abs(zs).sum(1) + np.sqrt(d) * row_norms.max() + 2 * d + 2)
-    return logits.astype(np.float64), _gamma(d + 2, UNIT_ROUNDOFF_32), allowance
+    return logits, _gamma(d + 2, UNIT_ROUNDOFF_32), allowance
 
 
 def _float64_logits(weight: np.ndarray, bias: np.ndarray | None, zs: np.ndarray) -> np.ndarray:
@@ -180,6 +181,48 @@ def row_norms_of(weight: np.ndarray) -> np.ndarray:
     """``|w_i|_2`` per row, float64 (the size term of the witness bounds)."""
     weight = np.asarray(weight, dtype=np.float64)
     return np.sqrt(np.einsum("ij,ij->i", weight, weight))
+
+
+def _pair_bounds(bias: np.ndarray | None, z_norm: float, row_norms: np.ndarray,
+                 gamma: float) -> np.ndarray:
+    """``2 gamma (|w_i|_2 |z|_2 + |b_i|)`` per row: twice the rounding bound of each logit."""
+    size = row_norms * z_norm
+    if bias is not None:
+        size += np.abs(bias)
+    return 2.0 * gamma * size
+
+
+def _pairs_prove(bias: np.ndarray | None, k: int, z_norm: float, row_norms: np.ndarray,
+                 logits: np.ndarray, own: float, gamma64: float) -> bool:
+    """Whether float64 ``logits`` at an input of norm ``z_norm`` (row ``k`` at -inf, its logit
+    ``own``) prove the win of ``k`` pair by pair: ``l_k - 2 e_k > l_i + 2 e_i`` for every ``i``."""
+    errors = _pair_bounds(bias, z_norm, row_norms, gamma64)
+    return bool(own - errors[k] - (logits + errors).max() > 0)
+
+
+def _float64_recheck(weight: np.ndarray, bias: np.ndarray | None, k: int, z: np.ndarray,
+                     z_norm: float, row_norms: np.ndarray, logits32: np.ndarray, own32: float,
+                     gamma32: float, allowance: float, gamma64: float) -> tuple[float, bool]:
+    """``(margin, proved)`` at ``z`` from float64 logits of the rows the float32 ones cannot
+    rule out. With ``e_i`` a float32 bound and ``E_i`` a float64 one per row, a row with
+    ``l32_i + e_i + 2 E_i < l32_k - e_k - 2 E_k`` has its float64 logit plus ``E_i`` below the
+    float64 ``l_k - E_k``, so it cannot break the float64 proof: only the others are computed
+    (a few rows, instead of a float64 product over the whole head). ``logits32`` has row
+    ``k`` at -inf. The margin uses the float32 logits of the rows ruled out."""
+    errors32 = _pair_bounds(bias, z_norm, row_norms, gamma32) + 2.0 * allowance
+    errors64 = _pair_bounds(bias, z_norm, row_norms, gamma64)
+    threshold = own32 - errors32[k] - 2.0 * errors64[k]
+    reach = logits32.astype(np.float64) + errors32 + 2.0 * errors64
+    rows = np.flatnonzero(reach >= threshold)
+    own = float(weight[k] @ z) + (0.0 if bias is None else float(bias[k]))
+    exact = weight[rows] @ z + (0.0 if bias is None else bias[rows])
+    ruled_out = np.ones(len(logits32), dtype=bool)
+    ruled_out[rows] = False
+    ruled_out[k] = False
+    rival = max(exact.max(initial=-np.inf),
+                float(logits32[ruled_out].max(initial=-np.inf)))
+    proved = own - errors64[k] - (exact + errors64[rows]).max(initial=-np.inf) > 0
+    return own - rival, bool(proved)
 
 
 def witness_margins(
@@ -217,8 +260,8 @@ def witness_margins(
             gamma, allowance = gamma64, np.zeros(len(ids))
         else:
             logits, gamma, allowance = computed
-        own = _take_own(logits, ids)
-        margin = np.where(finite, own - logits.max(1), -np.inf)
+        own = _take_own(logits, ids).astype(np.float64)
+        margin = np.where(finite, own - logits.max(1).astype(np.float64), -np.inf)
         z_norms = np.linalg.norm(zs, axis=1)
         own_bias = 0.0 if bias is None else np.abs(bias[ids])
         # One bound for every rival first (the largest |w_i| and |b_i|): it decides almost all.
@@ -227,18 +270,14 @@ def witness_margins(
         proved = finite & (margin - shared > 0)
         # The per-pair bounds, in float64, where that did not decide.
         could_win = margin > (0.0 if computed is None else -shared)
-        undecided = np.flatnonzero(finite & ~proved & could_win)
-        if len(undecided):
-            exact = _float64_logits(weight, bias, zs[undecided])
-            own_exact = _take_own(exact, ids[undecided])
-            margin[undecided] = own_exact - exact.max(1)
-            errors = np.outer(z_norms[undecided], row_norms)
-            if bias is not None:
-                errors += np.abs(bias)
-            errors *= 2.0 * gamma64
-            own_error = errors[np.arange(len(undecided)), ids[undecided]]
-            errors += exact
-            proved[undecided] = own_exact - own_error - errors.max(1) > 0
+        for j in np.flatnonzero(finite & ~proved & could_win):
+            if computed is None:
+                proved[j] = _pairs_prove(bias, ids[j], z_norms[j], row_norms, logits[j], own[j],
+                                         gamma64)
+            else:
+                margin[j], proved[j] = _float64_recheck(weight, bias, ids[j], zs[j], z_norms[j],
+                                                        row_norms, logits[j], own[j], gamma,
+                                                        allowance[j], gamma64)
         margins[part], verified[part] = margin, proved
         if rivals:
             top[part] = np.argpartition(-logits, rivals - 1, axis=1)[:, :rivals]
