@@ -37,16 +37,22 @@ def minimiser(weight, k, steps=2000):
     return z
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_interior_rows_get_exact_combinations(seed):
+@pytest.mark.parametrize("seed,exact32", [(0, False), (1, False), (0, True)])
+def test_interior_rows_get_exact_combinations(seed, exact32):
+    """``exact32``: a head exact in float32, its float64 sums taken from the float32 rows."""
     weight = spread_head(seed, n=400, d=16)
+    weight32 = None
+    if exact32:
+        weight32 = weight.astype(np.float32)
+        weight = weight32.astype(np.float64)
     interior = [k for k in range(60) if in_hull_of_others(weight, k)]
     assert len(interior) >= 10
     tol = 1e-9
     centroid_free = weight.sum(0)
     for k in interior:
         shift = tol * (weight[k] - (centroid_free - weight[k]) / (len(weight) - 1))
-        cert = entropy_certificate(weight, k, minimiser(weight, k), tol=tol, shift=shift)
+        cert = entropy_certificate(weight, k, minimiser(weight, k), tol=tol, shift=shift,
+                                   weight32=weight32, exact32=exact32)
         assert cert is not None and cert.kind == "depth", k
         a, rows = cert.weights, cert.support
         assert k not in rows and np.all(a >= 0) and abs(a.sum() - 1) < 1e-12
@@ -163,3 +169,17 @@ def test_a_tolerance_below_the_rounding_of_a_full_dimensional_pool_leaves_it_to_
     decision = decide_hull(weight, None, k, np.arange(len(weight)), None, tol, weight.sum(0),
                            settled=z)
     assert decision.status == "unargmaxable" and len(decision.certificate.support) <= 17
+
+
+def test_float64_sums_from_float32_rows_match_those_from_float64_rows():
+    from logitkit.audit import entropy_certificate as ec
+
+    rng = np.random.default_rng(2)
+    rows32 = rng.normal(size=(3 * ec.UPCAST_BLOCK + 11, 5)).astype(np.float32)
+    a = rng.random(len(rows32))
+    exact = np.array([np.sum(a * rows32[:, c].astype(np.float64)) for c in range(5)])
+    got = ec._float64_sum(a, None, rows32)
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, exact, rtol=1e-13)
+    np.testing.assert_allclose(got, ec._float64_sum(a, rows32.astype(np.float64), rows32),
+                               rtol=1e-13)

@@ -55,6 +55,7 @@ NEWTON_STEPS = 8  # where the weight step leaves the simplex: a damped Newton st
 POOL_PER_DIMENSION = 8  # the first pool: the 8 (d + 1) rows with the largest logits at z
 POOL_GROWTH = 4  # the next pool where one gives no certificate
 ROUNDING_ROOM = 4  # a certificate's rounding allowance stays below 1/4 of what tol allows
+UPCAST_BLOCK = 256  # float32 pool rows upcast per block for a float64 sum (in cache)
 
 
 def largest_support(tol: float) -> int:
@@ -68,7 +69,7 @@ def largest_support(tol: float) -> int:
 def entropy_certificate(
     weight: np.ndarray, k: int, z: np.ndarray, *, tol: float,
     shift: np.ndarray | None = None, weight32: np.ndarray | None = None,
-    rows: np.ndarray | None = None,
+    rows: np.ndarray | None = None, exact32: bool = False,
 ) -> Certificate | None:
     """A certificate that ``sum_i a_i w_i = w_k + shift`` (``i != k``) from the point ``z``.
 
@@ -76,7 +77,11 @@ def entropy_certificate(
     (module doc); ``shift`` the push of row ``k`` by the tolerance (a "depth" certificate, see
     :func:`~logitkit.audit.verify.hull_certificate`), None for a plain "hull" certificate.
     ``weight32``, a float32 copy of ``weight``, is reused for the logits if given; ``rows``,
-    sorted row ids, the candidates for the pools (None: all rows; ``k`` never is one).
+    sorted row ids, the candidates for the pools (None: all rows; ``k`` never is one);
+    ``exact32``: ``weight32`` holds ``weight`` exactly
+    (:func:`~logitkit.audit.verify.float32_copy`), so the float64 sums over a pool are taken
+    from its float32 rows, a block at a time, and no float64 copy of the pool is gathered (half
+    the memory traffic of the refinement).
     The rows (the *pool*) are the ``8 (d + 1)`` with the largest logits at ``z``; where that pool
     gives no certificate, one 4 times larger, and so on up to all rows or
     :func:`largest_support` (so the certificate's rounding stays well inside the tolerance).
@@ -95,7 +100,7 @@ def entropy_certificate(
     logits = (rows32 @ z32)[candidates] if rows is None else rows32[candidates] @ z32
     while True:
         pool = _pool(candidates, logits, size)
-        combination = _pool_combination(weight[pool], np.ascontiguousarray(rows32[pool]),
+        combination = _pool_combination(None if exact32 else weight[pool], rows32[pool],
                                         target, z)
         if combination is not None:
             keep = np.flatnonzero(combination > 0)
@@ -109,10 +114,11 @@ def entropy_certificate(
         size = min(POOL_GROWTH * size, most)
 
 
-def _pool_combination(rows: np.ndarray, rows32: np.ndarray, target: np.ndarray,
+def _pool_combination(rows: np.ndarray | None, rows32: np.ndarray, target: np.ndarray,
                       z: np.ndarray) -> np.ndarray | None:
-    """Convex weights over ``rows`` (float64; ``rows32`` their float32 copy) combining to
-    ``target`` to rounding, by the Newton steps of the module doc from ``z``; None if none."""
+    """Convex weights over ``rows`` (float64, or None where ``rows32``, their float32 copy,
+    is exact) combining to ``target`` to rounding, by the Newton steps of the module doc from
+    ``z``; None if none."""
     p, mu = _softmax_mean(rows32, z)
     for _ in range(NEWTON_STEPS):
         factor = _hessian_factor(rows32, p, mu)
@@ -121,8 +127,8 @@ def _pool_combination(rows: np.ndarray, rows32: np.ndarray, target: np.ndarray,
         a = _refined(rows, rows32, target, p, mu, factor)
         if a is not None:
             return a
-        z = _damped_newton(rows, target, z, -cho_solve(factor, mu - target, check_finite=False),
-                           mu - target)
+        z = _damped_newton(rows, rows32, target, z,
+                           -cho_solve(factor, mu - target, check_finite=False), mu - target)
         p, mu = _softmax_mean(rows32, z)
     return None
 
@@ -134,18 +140,31 @@ def _pool(candidates: np.ndarray, logits: np.ndarray, size: int) -> np.ndarray:
     return np.sort(candidates[np.argpartition(-logits, size - 1)[:size]])
 
 
-def _bound(rows: np.ndarray, target: np.ndarray, z: np.ndarray) -> float:
+def _float64_sum(a: np.ndarray, rows: np.ndarray | None, rows32: np.ndarray) -> np.ndarray:
+    """``sum_i a_i w_i`` in float64, from ``rows`` or (None) from the exact ``rows32``, upcast
+    a cache-sized block at a time."""
+    if rows is not None:
+        return a @ rows
+    total = np.zeros(rows32.shape[1])
+    for start in range(0, len(rows32), UPCAST_BLOCK):
+        part = slice(start, start + UPCAST_BLOCK)
+        total += a[part] @ rows32[part].astype(np.float64)
+    return total
+
+
+def _bound(rows: np.ndarray | None, rows32: np.ndarray, target: np.ndarray,
+           z: np.ndarray) -> float:
     """``F(z) = log sum_i exp(w_i . z) - target . z`` over the pool, in float64."""
-    logits = rows @ z
+    logits = (rows32.astype(np.float64) if rows is None else rows) @ z
     top = logits.max()
     return float(top + np.log(np.exp(logits - top).sum()) - target @ z)
 
 
-def _damped_newton(rows: np.ndarray, target: np.ndarray, z: np.ndarray, step: np.ndarray,
-                   gradient: np.ndarray) -> np.ndarray:
+def _damped_newton(rows: np.ndarray | None, rows32: np.ndarray, target: np.ndarray,
+                   z: np.ndarray, step: np.ndarray, gradient: np.ndarray) -> np.ndarray:
     """``z + t step`` with the largest ``t`` in 1, 1/2, ... passing Armijo's test on ``F``."""
-    start, slope, t = _bound(rows, target, z), float(gradient @ step), 1.0
-    while t > 1e-4 and _bound(rows, target, z + t * step) > start + 1e-4 * t * slope:
+    start, slope, t = _bound(rows, rows32, target, z), float(gradient @ step), 1.0
+    while t > 1e-4 and _bound(rows, rows32, target, z + t * step) > start + 1e-4 * t * slope:
         t /= 2
     return z + t * step
 
@@ -171,14 +190,14 @@ def _hessian_factor(rows32: np.ndarray, p: np.ndarray, mu: np.ndarray):
         return None
 
 
-def _refined(rows: np.ndarray, rows32: np.ndarray, target: np.ndarray, p: np.ndarray,
+def _refined(rows: np.ndarray | None, rows32: np.ndarray, target: np.ndarray, p: np.ndarray,
              mu: np.ndarray, factor) -> np.ndarray | None:
     """``p`` plus the weight step of the module doc, refined with float64 residuals (the step
     itself may be rounded: the next residual corrects it); None if a weight turns negative."""
     a, best, best_size = p, p, np.inf
     scale = float(np.abs(target).sum())
     for _ in range(REFINEMENTS):
-        r = a @ rows - target
+        r = _float64_sum(a, rows, rows32) - target
         s = a.sum() - 1.0
         size = float(np.abs(r).sum()) + abs(s) * scale
         if size >= best_size:  # at the rounding level

@@ -44,6 +44,7 @@ from logitkit.audit.verify import (
     Certificate,
     box_certificate,
     box_tolerance,
+    float32_copy,
     homogeneous_into_box,
     hull_certificate,
     in_box,
@@ -187,13 +188,15 @@ def decide_hull(
     weight: np.ndarray, bias: np.ndarray | None, k: int, start_rows: np.ndarray,
     box: float | None, tol: float, row_sum: np.ndarray, *,
     settled: np.ndarray | None = None, settled_rows: np.ndarray | None = None,
-    weight32: np.ndarray | None = None, row_squares: np.ndarray | None = None,
+    weight32: np.ndarray | None = None, exact32: bool = False,
+    row_squares: np.ndarray | None = None,
 ) -> Decision:
     """Steps 1-2 of the module doc (no box, or no bias). ``settled``: where the witness search
     settled for ``k`` (no bias), the start of an entropy certificate, sought first among the rows
     ``settled_rows`` the search settled over (if not None), then among all; ``weight32``: a float32
-    copy of ``weight`` for its Gram matrix; ``row_squares``: ``|w_i|^2`` per row (computed by
-    :func:`~logitkit.audit.hull.nearest_point` if None)."""
+    copy of ``weight`` for its Gram matrix (``exact32``: an exact one, see
+    :func:`~logitkit.audit.entropy_certificate.entropy_certificate`); ``row_squares``:
+    ``|w_i|^2`` per row (computed by :func:`~logitkit.audit.hull.nearest_point` if None)."""
     d = weight.shape[1]
     lifted = bias is not None
     if lifted:
@@ -205,7 +208,7 @@ def decide_hull(
         row_sets = (None,) if settled_rows is None else (settled_rows, None)  # None: all rows
         for rows in row_sets if settled is not None else ():
             certificate = entropy_certificate(weight, k, settled, tol=tol, shift=shift,
-                                              weight32=weight32, rows=rows)
+                                              weight32=weight32, rows=rows, exact32=exact32)
             if certificate is not None:
                 return Decision("unargmaxable", certificate=certificate,
                                 rows=len(certificate.support))
@@ -307,6 +310,7 @@ def _decide(task: tuple[int, int, np.ndarray, np.ndarray | None, int]) -> tuple[
     if bias is None or box is None:
         return j, decide_hull(weight, bias, k, rivals, box, tol, _SHARED["row_sum"],
                               settled=settled, weight32=_SHARED["weight32"],
+                              exact32=_SHARED["exact32"],
                               settled_rows=_SHARED["pools"][pool] if pool >= 0 else None,
                               row_squares=_SHARED["row_squares"])
     return j, decide_box(weight, bias, k, rivals, box, tol)
@@ -334,9 +338,12 @@ def decide_many(
     """
     starts = [None] * len(classes) if settled is None or bias is not None or \
         min_radius is not None else settled
-    weight32 = weight.astype(np.float32) if any(z is not None for z in starts) else None
+    weight32 = float32_copy(weight) if any(z is not None for z in starts) else None
+    exact32 = weight32 is not None
+    if weight32 is None and any(z is not None for z in starts):
+        weight32 = weight.astype(np.float32)  # rounded: steers the Newton steps only
     _SHARED.update(weight=weight, bias=bias, box=box, tol=tol, row_sum=weight.sum(0),
-                   weight32=weight32, min_radius=min_radius, pools=pools or [],
+                   weight32=weight32, exact32=exact32, min_radius=min_radius, pools=pools or [],
                    row_squares=np.einsum("ij,ij->i", weight, weight))
     pool_of = [-1] * len(classes) if settled_pool is None else settled_pool
     tasks = [(j, int(k), rivals[j], starts[j], pool_of[j]) for j, k in enumerate(classes)]
