@@ -37,6 +37,8 @@ from logitkit.audit.verify import (
     witness_margins,
 )
 
+NEAREST_ENTRIES = 2**23  # V x B logits per block of stage 1 on a sample of classes (64 MB each)
+
 
 @dataclass
 class FastOutcome:
@@ -224,9 +226,10 @@ def certify_fast(
         margins = margins * alpha
         open_ = np.flatnonzero(~certified)
         rivals[open_] = rivals_at(*rough, open_, witnesses[open_], n_rivals, block)
-    else:
-        for start in range(0, len(classes), block):
-            part = slice(start, start + block)
+    else:  # a few V x B float64 arrays per block: B shrinks on large heads (memory)
+        nearest_block = max(16, min(block, NEAREST_ENTRIES // n_rows))
+        for start in range(0, len(classes), nearest_block):
+            part = slice(start, start + nearest_block)
             proved, z, margin, rival = _nearest(weight, bias, classes[part], box, n_rivals,
                                                 rough, norms)
             certified[part], witnesses[part], margins[part] = proved, z, margin

@@ -25,9 +25,9 @@ Targets (on 2 cores): sigma 0.5 in < 600 s, sigma 1 in < 600 s (issue 26; issue 
 3600 s), SmolLM2 in < 180 s (``met.time_under_target_s``). ``--quick``: 4000 x 48 heads of the
 same kind (about a minute), which cannot test these targets (each is about a whole real-sized
 head): its table (stderr) marks each "not testable at --quick size" and the JSON lists them
-under ``not_testable``. Sigma 1 end to end, run alone, took 52 minutes at 610cf96, 43 at 2ca6f13
-and 25 with the pooled search (issue 26); its two baseline LPs add 10, and the frontier cases
-about 15 (their LPs included).
+under ``not_testable``. Sigma 1 end to end, run alone, took 52 minutes at 610cf96, 43 at 2ca6f13,
+25 with the pooled search (issue 26) and 16 after the speed work of the next stop; its two
+baseline LPs add 10, and the frontier cases about 15 (their LPs included).
 """
 
 from __future__ import annotations
