@@ -48,9 +48,10 @@ MEMORY = 16  # L-BFGS curvature pairs
 ARMIJO = 1e-4
 SETTLED_GRADIENT = 5e-2  # |grad F|_1 / |w_k|_1 below this with F > 0: near the minimiser of F
 POOL_SETTLED_GRADIENT = 5e-3  # the same over a pool, where a closer point saves Newton steps
-# Logits below the top by more than 60 count as 60 below (a change of at most V e^-60 in F):
-# their exponentials would otherwise be subnormal floats, on which products run several times
-# slower (4x for the whole evaluation at |z| ~ 10, where interior classes settle)
+# Logits below the top by more than 60 (row k's own -inf too) count as 60 below, a change of at
+# most V e^-60 in F: their exponentials would otherwise be subnormal floats, on which products
+# run several times slower (4x for the whole evaluation at |z| ~ 10, where interior classes
+# settle)
 LOWEST_EXPONENT = -60.0
 
 
