@@ -338,9 +338,10 @@ def decide_many(
     """
     starts = [None] * len(classes) if settled is None or bias is not None or \
         min_radius is not None else settled
-    weight32 = float32_copy(weight) if any(z is not None for z in starts) else None
+    certifies = any(z is not None for z in starts)  # entropy certificates need float32 rows
+    weight32 = float32_copy(weight) if certifies else None
     exact32 = weight32 is not None
-    if weight32 is None and any(z is not None for z in starts):
+    if certifies and not exact32:
         weight32 = weight.astype(np.float32)  # rounded: steers the Newton steps only
     _SHARED.update(weight=weight, bias=bias, box=box, tol=tol, row_sum=weight.sum(0),
                    weight32=weight32, exact32=exact32, min_radius=min_radius, pools=pools or [],
