@@ -335,3 +335,42 @@ def test_float32_check_rechecks_only_rows_it_cannot_rule_out_and_agrees_with_flo
     assert fast[1].tolist() == [False] * (len(gaps) - 1) + [True]  # only the largest row wins
     for k in classes:
         assert wins(weight, bias, int(k), z[k]) >= fast[1][k]
+
+
+@pytest.mark.parametrize("box", [None, 0.25])
+def test_stage_one_on_float32_heads_proves_what_the_float64_pass_proves(box):
+    """Without a bias, a head exact in float32 takes stage 1 (``z = alpha w_k``) through the
+    float32 check; its proofs must be those of the float64 symmetric pass, including rows one
+    float32 ulp apart (a win far below the float32 rounding bound), every proof a real win
+    (exact products, correctly rounded sums), and the rivals the largest other logits."""
+    import math
+
+    from logitkit.audit.certify import _nearest_all, _nearest_float32
+    from logitkit.audit.verify import float32_copy, row_norms_of
+
+    rng = np.random.default_rng(8)
+    weight32 = (rng.normal(size=(300, 6)) * np.exp(0.8 * rng.normal(size=(300, 1)))).astype(
+        np.float32)
+    twins = weight32[np.argsort(-np.linalg.norm(weight32, axis=1))[:20]]  # the longest rows,
+    for twin in twins:  # each lengthened by one ulp in its largest entry
+        j = np.abs(twin).argmax()
+        twin[j] = np.nextafter(twin[j], np.float32(np.inf) * twin[j])
+    weight = np.vstack([weight32, twins]).astype(np.float64)
+    norms = row_norms_of(weight)
+    classes = np.arange(len(weight))
+    proved32, z, margins32, rivals = _nearest_float32(weight, float32_copy(weight), classes, box,
+                                                      8, norms, 64, None)
+    proved64, margins64, alpha = _nearest_all(weight, box, 64, norms, None)
+    np.testing.assert_array_equal(z, weight * alpha[:, None])
+    np.testing.assert_array_equal(proved32, proved64)
+    scale = (norms.max() * norms * alpha).max()  # float32 logits round at 1e-7 of this
+    np.testing.assert_allclose(margins32, margins64 * alpha, rtol=0, atol=1e-6 * scale)
+    assert proved32[300:].sum() >= 5  # one-ulp wins proved, through the float64 recheck
+    for k in range(len(weight)):
+        logits = [math.fsum(weight[i] * z[k]) for i in range(len(weight))]  # exact products
+        own = logits[k]
+        others = np.delete(np.array(logits), k)
+        if proved32[k]:
+            assert own > others.max()
+        top = set(np.delete(np.arange(len(weight)), k)[np.argsort(-others)[:8]].tolist())
+        assert len(top & set(rivals[k].tolist())) >= 7  # ties at the 8th place may swap

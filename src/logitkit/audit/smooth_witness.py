@@ -44,10 +44,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from logitkit.audit.verify import largest_columns
+
 MEMORY = 16  # L-BFGS curvature pairs
 ARMIJO = 1e-4
 SETTLED_GRADIENT = 5e-2  # |grad F|_1 / |w_k|_1 below this with F > 0: near the minimiser of F
 POOL_SETTLED_GRADIENT = 5e-3  # the same over a pool, where a closer point saves Newton steps
+ACCEPT_BATCH = 256  # candidates that end their class's search, checked together (one product)
 # Logits below the top by more than 60 (row k's own -inf too) count as 60 below, a change of at
 # most V e^-60 in F: their exponentials would otherwise be subnormal floats, on which products
 # run several times slower (4x for the whole evaluation at |z| ~ 10, where interior classes
@@ -138,7 +141,9 @@ def smooth_witnesses(
     Armijo test), all in one matrix product; a class that is done hands its place to the next.
     ``stop_when_rejected``: a class whose candidate ``accept`` turns down stops there
     (``rejected``; for searches over a subset of the rows, where winning over the subset does
-    not mean winning over the head). ``starts``: a first point per class instead.
+    not mean winning over the head); its search ends at the candidate whatever ``accept`` says,
+    so candidates are checked ``ACCEPT_BATCH`` at a time (one product over the head for many,
+    instead of a thin one per round). ``starts``: a first point per class instead.
     """
     n_rows, d = weight32.shape
     found = np.zeros(len(classes), dtype=bool)
@@ -163,6 +168,17 @@ def smooth_witnesses(
     count = np.zeros(size, dtype=np.int64)
     evaluations = np.zeros(size, dtype=np.int64)
     waiting = 0  # the next class to take a slot
+    pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (classes, ids, candidates)
+
+    def check_pending() -> None:
+        """``accept`` on the candidates of classes stopped at them (found, or rejected)."""
+        if pending:
+            where, pending_ids, candidates = (np.concatenate(part)
+                                              for part in zip(*pending, strict=True))
+            good = accept(pending_ids, candidates)
+            found[where[good]], rejected[where[~good]], points[where] = True, True, candidates
+            pending.clear()
+
     while True:
         free = np.flatnonzero(position < 0)[: len(classes) - waiting]
         if len(free):  # new classes start at w_k minus the centroid of the other rows
@@ -179,6 +195,7 @@ def smooth_witnesses(
             steps[:, free], changes[:, free], curvature[:, free] = 0.0, 0.0, 0.0
         live = np.flatnonzero(position >= 0)
         if len(live) == 0:
+            check_pending()
             break
         ids = classes[position[live]]
         every = slice(None) if len(live) == size else live  # a view, not a copy, when all are
@@ -187,16 +204,16 @@ def smooth_witnesses(
         evaluations[live] += 1
         done = np.zeros(size, dtype=bool)
         hits = np.flatnonzero(candidate)
-        if len(hits):
+        if len(hits) and stop_when_rejected:  # the class stops either way: checked in batches
+            pending.append((position[live[hits]], ids[hits], trial[hits]))
+            done[live[hits]] = True
+            if sum(len(where) for where, _, _ in pending) >= ACCEPT_BATCH:
+                check_pending()
+        elif len(hits):
             good = hits[accept(ids[hits], trial[hits])]
             found[position[live[good]]] = True
             points[position[live[good]]] = trial[good]
             done[live[good]] = True
-            if stop_when_rejected:
-                turned_down = np.setdiff1d(hits, good)
-                rejected[position[live[turned_down]]] = True
-                points[position[live[turned_down]]] = trial[turned_down]
-                done[live[turned_down]] = True
         first = evaluations[live] == 1  # the start point: later rounds try steps from it
         value[live[first]], gradient[live[first]] = v[first], g[first]
         tried = ~first
@@ -324,5 +341,5 @@ def rivals_at(weight32: np.ndarray, bias32: np.ndarray | None, ids: np.ndarray, 
         if bias32 is not None:
             logits += bias32
         logits[np.arange(len(logits)), ids[part]] = -np.inf
-        out[part] = np.argpartition(-logits, n_rivals - 1, axis=1)[:, :n_rivals]
+        out[part] = largest_columns(logits, n_rivals)
     return out
