@@ -229,3 +229,32 @@ def test_evaluate_matches_float64_log_sum_exp_far_from_the_origin():
         np.testing.assert_allclose(gradient[j], expected_gradient, atol=1e-4 * np.abs(weight).max())
         own = weight32[k].astype(np.float64) @ z[j].astype(np.float32)
         assert wins[j] == (own > top)
+
+
+def test_candidates_checked_in_batches_end_each_search_as_one_by_one_checks_do(monkeypatch):
+    """A search that stops at every candidate (``stop_when_rejected``) checks candidates in
+    batches across rounds; each class must end exactly as with a check per round (found or
+    rejected at the same point), and the checks must come in fewer, fuller calls."""
+    weight = spread_head(3, n=300, d=6)
+    weight32 = weight.astype(np.float32)
+    pool = weight32[:120]  # winning over these 120 rows is not winning over all 300
+    classes = np.arange(0, 120, 2)
+    calls = []
+
+    def accept(ids, z):
+        calls.append(len(ids))
+        return np.array([strictly_wins(weight, k, zk) for k, zk in zip(ids, z, strict=True)])
+
+    outcomes = []
+    for batch in (1, 256):
+        monkeypatch.setattr(sw, "ACCEPT_BATCH", batch)
+        calls.clear()
+        outcomes.append((smooth_witnesses(pool, classes, accept, stop_when_rejected=True,
+                                          block=16), list(calls)))
+    (one, one_calls), (batched, batched_calls) = outcomes
+    assert one.found.any() and one.rejected.any()  # both endings occur
+    for name in ("found", "rejected", "settled"):
+        np.testing.assert_array_equal(getattr(batched, name), getattr(one, name))
+    ended = one.found | one.rejected
+    np.testing.assert_array_equal(batched.z[ended], one.z[ended])
+    assert sum(batched_calls) == sum(one_calls) and len(batched_calls) < len(one_calls)

@@ -25,7 +25,10 @@ certificate is sought among the same rows. On a GPT-2-shaped 50257 x 768 head (s
 took the whole audit from 43 to 25 minutes, and the exact stage from 1.05 to 0.2 s per class on
 a 151936 x 896 head (one Gram matrix per class instead of about four). Pools of 1024 classes
 (not 4096) and exponentials floored at ``e^-60`` (``LOWEST_EXPONENT``: no subnormal floats,
-which slowed every product that met them) then took the GPT-2-shaped head to 16 minutes.
+which slowed every product that met them) then took the GPT-2-shaped head to 16 minutes;
+checking the candidates that end a pooled search in batches (``ACCEPT_BATCH``) instead of in
+a thin product over the head per round took its search from 205 to 175 s (on a faster
+machine, where the whole audit of that head went from 9.5 to 8.2 minutes).
 
 Example::
 
