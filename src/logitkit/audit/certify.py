@@ -8,8 +8,9 @@
    within ``gamma (alpha |w_i| |w_k| + |b_i|)`` of the exact value (Cauchy-Schwarz bounds
    ``|w_i| . |w_k|``), and a class is certified when its margin beats twice the two bounds for
    every rival. Without a bias on a head exact in float32, ``z`` is exact in float32 as well and
-   the float32 check of :func:`~logitkit.audit.verify.witness_margins` takes its place (half the
-   cost of the float64 product, with the rivals from the same logits).
+   the float32 check of :func:`~logitkit.audit.verify.witness_margins` takes its place: one
+   float32 pass gives the proofs and the rivals, where the float64 pass (symmetric, half the
+   products) needed a float32 pass for the rivals besides.
 2. Relaxation (Agmon-Motzkin) for the classes left: starting from their best ``z``, project in
    turn onto ``d_i . z + c_i >= target`` for the ``r`` rows that beat ``k`` most, then check the
    new ``z`` against all rows with :func:`~logitkit.audit.verify.witness_margins` (rounded to
