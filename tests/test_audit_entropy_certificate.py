@@ -183,3 +183,64 @@ def test_float64_sums_from_float32_rows_match_those_from_float64_rows():
     np.testing.assert_allclose(got, exact, rtol=1e-13)
     np.testing.assert_allclose(got, ec._float64_sum(a, rows32.astype(np.float64), rows32),
                                rtol=1e-13)
+
+
+def test_the_step_over_the_heaviest_rows_is_the_smallest_change_confined_to_them(monkeypatch):
+    """Reference: the smallest ``sum_S delta_i^2 / p_i`` with ``sum_S delta_i w_i = -r`` and
+    ``sum_S delta_i = -s`` (``delta = 0`` off ``S``), by least squares in ``u = delta / sqrt(p)``
+    written here; the first refinement step must be that change."""
+    from logitkit.audit import entropy_certificate as ec
+
+    rng = np.random.default_rng(7)
+    rows = rng.normal(size=(300, 6)).astype(np.float32).astype(np.float64)
+    p = rng.random(300) + 0.1
+    p /= 1.002 * p.sum()  # weights off the simplex too
+    target = p @ rows + 1e-3 * rng.normal(size=6)  # a residual to remove
+    subset = np.sort(rng.choice(300, size=40, replace=False))
+    monkeypatch.setattr(ec, "REFINEMENTS", 2)  # returns p plus the first step
+    mass = p[subset]
+    mean = mass @ rows[subset] / mass.sum()
+    factor = ec._hessian_factor(rows[subset].astype(np.float32), mass, mean)
+    got = ec._refined(None, rows.astype(np.float32), target, p, mean, factor, subset=subset,
+                      total=float(mass.sum()))
+    residual, excess = p @ rows - target, p.sum() - 1.0
+    scaled = np.vstack([rows[subset].T, np.ones(40)]) * np.sqrt(mass)
+    u = np.linalg.lstsq(scaled, -np.append(residual, excess), rcond=None)[0]
+    expected = p.copy()
+    expected[subset] += np.sqrt(mass) * u
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6 * np.abs(u).max())
+    off = np.setdiff1d(np.arange(300), subset)
+    np.testing.assert_array_equal(got[off], p[off])
+
+
+def test_certificates_come_from_the_heaviest_rows_step_or_else_the_whole_pool(monkeypatch):
+    """With a pool of every row (``z`` then near its minimiser), the step over the
+    ``3 (d + 1)`` heaviest rows reaches the rounding level: one Gram matrix of that many rows;
+    where it cannot (``CONVERGED = 0``), the whole pool's step takes over. Exact either way."""
+    from logitkit.audit import entropy_certificate as ec
+
+    formed = []
+    original = ec._hessian_factor
+
+    def counting(rows32, p, mu):
+        formed.append(len(rows32))
+        return original(rows32, p, mu)
+
+    monkeypatch.setattr(ec, "_hessian_factor", counting)
+    monkeypatch.setattr(ec, "POOL_PER_DIMENSION", 100)
+    weight = spread_head(0, n=400, d=16)
+    tol, default = 1e-9, ec.CONVERGED
+    checked = 0
+    for k in [k for k in range(60) if in_hull_of_others(weight, k)][:5]:
+        z = minimiser(weight, k)
+        for converged, expected in ((default, [51]), (0.0, [51, 399])):
+            monkeypatch.setattr(ec, "CONVERGED", converged)
+            formed.clear()
+            cert = entropy_certificate(weight, k, z, tol=tol)
+            assert cert is not None and formed[:2] == expected, (k, converged, formed)
+            combined = sum(ai * weight[i] for ai, i in
+                           zip(cert.weights.tolist(), cert.support.tolist(), strict=True))
+            scale = float(cert.weights @ np.abs(weight[k] - weight[cert.support]).sum(1))
+            assert np.abs(combined - weight[k]).sum() <= tol / 64 * scale
+            checked += converged > 0 and formed == [51]
+    assert checked >= 4  # the heaviest rows' step alone, for most classes
