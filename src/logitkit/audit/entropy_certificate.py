@@ -20,12 +20,13 @@ the Hessian is formed again. The certificate is used only if every weight stays 
 :func:`~logitkit.audit.verify.hull_certificate` accepts it.
 
 The Gram matrix behind ``H`` is most of the work. So the step is first confined to the
-``3 (d + 1)`` rows ``S`` with the largest weights (the other weights stay ``p_i``): the same
-smallest change over ``S`` alone is ``delta_i = p_i ((w_i - mu_S) . y - s / P_S)``,
-``H_S y = -(r - s mu_S)``, with ``P_S = sum_S p_i``, ``mu_S = sum_S p_i w_i / P_S`` and ``H_S``
-the Hessian's sum over ``S`` (a third of the Gram matrix). It must reach the rounding level with
-every weight ``>= 0``; where it does not, the step over the whole pool above takes over (on a
-151936 x 896 head five classes in six need no more: the exact stage 28% faster).
+``3 (d + 1)`` rows ``T`` with the largest weights (the other weights stay ``p_i``): the same
+smallest change over ``T`` alone is ``delta_i = p_i ((w_i - mu_T) . y - s / P_T)``,
+``H_T y = -(r - s mu_T)``, with ``P_T = sum_T p_i``, ``mu_T = sum_T p_i w_i / P_T`` and ``H_T``
+the Hessian's sum over ``T`` (3/8 of the pool's Gram matrix). It must reach the rounding level with
+every weight ``>= 0``; where it does not, the step over the whole pool above takes over. On a
+151936 x 896 head (lognormal row norms) five interior classes in six need no more, and 400 of
+them took 15.3 s instead of 19.5 s with two processes.
 
 Pools: all of this runs on the ``8 (d + 1)`` rows with the largest logits at ``z`` (``F`` restricted
 to them has its own minimiser, which the Newton steps find; a pool whose hull misses ``w_k`` is
