@@ -27,8 +27,10 @@ same kind (about a minute), which cannot test these targets (each is about a who
 head): its table (stderr) marks each "not testable at --quick size" and the JSON lists them
 under ``not_testable``. Sigma 1 end to end, run alone, took 52 minutes at 610cf96, 43 at 2ca6f13,
 25 with the pooled search (issue 26) and 16 after the speed work of the next stop; on a faster
-machine 9.5 at 39606f5 and 8.2 after the next (stage 1 by the float32 check, batched candidate
-checks); its two baseline LPs add 10, and the frontier cases about 15 (their LPs included).
+machine 9.5 at 39606f5, 8.2 after the next (stage 1 by the float32 check, batched candidate
+checks) and 7.8 after the one after (certificate steps over the heaviest rows first; the
+151936 x 896 head whole: 55.6 minutes); its two baseline LPs add 10, and the frontier cases
+about 15 (their LPs included).
 Sampled frontier times overstate whole-head times: a sample's fixed costs (float64 and float32
 copies of the head) and its pooled searches with few classes (thin matrix products) are scaled
 by ``V / sample`` too.
