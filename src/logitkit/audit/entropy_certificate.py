@@ -154,10 +154,10 @@ def _subset_step(rows: np.ndarray | None, rows32: np.ndarray, target: np.ndarray
                  p: np.ndarray, subset: np.ndarray) -> np.ndarray | None:
     """The weight step confined to the rows ``subset`` (module doc), refined to the rounding
     level; None where a weight turns negative or the residual stays above ``CONVERGED``."""
-    mass = p[subset]
+    mass, heaviest32 = p[subset], rows32[subset]
     total = float(mass.sum())
-    mean = (mass.astype(np.float32) @ rows32[subset]).astype(np.float64) / total
-    factor = _hessian_factor(rows32[subset], mass, mean)
+    mean = (mass.astype(np.float32) @ heaviest32).astype(np.float64) / total
+    factor = _hessian_factor(heaviest32, mass, mean)
     if factor is None:
         return None
     return _refined(rows, rows32, target, p, mean, factor, subset=subset, total=total,
