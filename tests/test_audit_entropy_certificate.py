@@ -186,9 +186,9 @@ def test_float64_sums_from_float32_rows_match_those_from_float64_rows():
 
 
 def test_the_step_over_the_heaviest_rows_is_the_smallest_change_confined_to_them(monkeypatch):
-    """Reference: the smallest ``sum_S delta_i^2 / p_i`` with ``sum_S delta_i w_i = -r`` and
-    ``sum_S delta_i = -s`` (``delta = 0`` off ``S``), by least squares in ``u = delta / sqrt(p)``
-    written here; the first refinement step must be that change."""
+    """Reference: the smallest ``sum_T delta_i^2 / p_i`` with ``sum_T delta_i w_i = -r`` and
+    ``sum_T delta_i = -s`` (``delta = 0`` off ``T``, the module doc's subset), by least squares
+    in ``u = delta / sqrt(p)`` written here; the first refinement step must be that change."""
     from logitkit.audit import entropy_certificate as ec
 
     rng = np.random.default_rng(7)
