@@ -2,7 +2,9 @@
 met, and targets that a --quick size cannot test; the JSON on stdout stays one object."""
 
 import json
+import multiprocessing as mp
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -118,6 +120,23 @@ def test_audit_quick_marks_its_targets_not_testable(capsys):
     assert "time_under_target_s" not in result["met"]
     table = harness.format_table([result], quick=True)
     assert "50257x768 head < 600 s" in table and "not testable at --quick size [1]" in table
+
+
+def _hold_256_mib(_: int) -> float:
+    block = np.ones(2**25)  # 256 MiB, touched
+    time.sleep(0.8)
+    return float(block[-1])
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps_rollup").exists(), reason="needs Linux /proc")
+def test_peak_memory_of_the_audit_counts_its_forked_workers():
+    audit = pytest.importorskip("logitkit.benchmarks.audit")
+    with audit.PeakMemory(interval=0.05) as idle:
+        time.sleep(0.2)
+    with audit.PeakMemory(interval=0.05) as memory, mp.get_context("fork").Pool(2) as pool:
+        assert pool.map(_hold_256_mib, [0, 1]) == [1.0, 1.0]
+    assert memory.peak_gb - idle.peak_gb >= 0.45  # two workers holding 0.25 GiB each
+    assert memory.peak_gb - idle.peak_gb < 1.0
 
 
 def test_logitkit_bench_shows_the_table_and_saves_only_the_json(tmp_path, capfd):

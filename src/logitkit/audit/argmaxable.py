@@ -58,7 +58,13 @@ from logitkit.audit.exact import decide_many
 from logitkit.audit.frank_wolfe import frank_wolfe
 from logitkit.audit.reverify import EVIDENCE_CONVENTION
 from logitkit.audit.statuses import METHODS, STATUSES
-from logitkit.audit.verify import RESIDUAL_SHARE, Certificate, rounding_share, row_norms_of
+from logitkit.audit.verify import (
+    RESIDUAL_SHARE,
+    Certificate,
+    float32_copy,
+    rounding_share,
+    row_norms_of,
+)
 
 MAX_BOX = 1e15  # the largest box the margin LP and its certificates can honour
 MARGINS_NOTE = ("witness margins: the relative margin (l_k - max_{i != k} l_i) / (|z|_2 "
@@ -89,7 +95,9 @@ class AuditResult:
         margin: (n,) float64 relative witness margins (0 for a tie, -inf where no input was
             tried).
         witnesses: ``{k: z}``, the input ``z`` (d,) at which ``k`` wins ("argmaxable") or ties
-            ("tie"); empty when ``check_argmaxable(..., keep_witnesses=False)``.
+            ("tie"); empty when ``check_argmaxable(..., keep_witnesses=False)``. The fast
+            stage's witnesses are float32 arrays where all of them are exact in float32 (heads
+            stored in float32, bf16 or fp16: half the memory), float64 otherwise.
         certificates: ``{k: Certificate}``, the convex combination of other rows proving that
             ``k`` cannot win ("unargmaxable" and "tie"; see :class:`~logitkit.audit.verify.
             Certificate`); support ids refer to the rows of the original head.
@@ -433,17 +441,19 @@ def _keep_witnesses_with_a_ball(fast, weight: np.ndarray, bias: np.ndarray | Non
         with np.errstate(divide="ignore", invalid="ignore"):
             factor = np.abs(scaled).max(1) / np.abs(z).max(1)
         fast.margins[found] *= np.where(np.isfinite(factor), factor, 1.0)
+        if fast.witnesses.dtype != np.float64 and float32_copy(scaled) is None:
+            fast.witnesses = fast.witnesses.astype(np.float64)  # never rounded after the check
         fast.witnesses[found] = z = scaled
     radii = ball_radii(weight, bias, classes[found], z) if len(found) else np.zeros(0)
     fast.certified[found[radii < min_radius]] = False
 
 
-def _relative(margin: float, z: np.ndarray | None, row_scale: float, bias_scale: float) -> float:
-    if z is None or not np.isfinite(margin):
+def _relative(margin: float, size: float | None, row_scale: float, bias_scale: float) -> float:
+    """``margin`` relative to the logit scale at a witness of norm ``size`` (None: no witness)."""
+    if size is None or not np.isfinite(margin):
         return -np.inf
     with np.errstate(over="ignore"):  # a witness of 1e200 (a bias of -1e200): margin / inf = 0
-        return margin / max(float(np.linalg.norm(z)) * row_scale + bias_scale,
-                            np.finfo(np.float64).tiny)
+        return margin / max(size * row_scale + bias_scale, np.finfo(np.float64).tiny)
 
 
 def check_argmaxable(
@@ -593,6 +603,7 @@ def check_argmaxable(
                 "min_radius": min_radius,
                 "shape": list(w.shape), "distinct_rows": len(representatives)}
     decisions: dict[int, Decision] = {}
+    witness_sizes: dict[int, float] = {}  # |z|_2 of the inputs released (keep_witnesses=False)
     stages: dict[int, str] = {}
     timings: dict[str, float] = {}
     first_phase = "frank_wolfe" if method == "frank_wolfe" else "nearest rows"
@@ -621,11 +632,21 @@ def check_argmaxable(
                                 on_phase=phase)
             if min_radius is not None:
                 _keep_witnesses_with_a_ball(fast, w_r, b_r, needed, box, min_radius)
+            exact32 = float32_copy(fast.witnesses) if fast.witnesses.dtype == np.float64 \
+                else None
+            if exact32 is not None:  # half the memory where nothing is lost
+                fast.witnesses = exact32
+            released = None if keep_witnesses else row_norms_of(fast.witnesses)
             for j, k in enumerate(needed.tolist()):
                 status = "argmaxable" if fast.certified[j] else "unknown"
-                decisions[k] = Decision(status, witness=fast.witnesses[j],
-                                        margin=float(fast.margins[j]))
+                witness = fast.witnesses[j]
+                if released is not None:  # only the open classes' inputs are kept, as copies
+                    witness = None if fast.certified[j] else witness.copy()
+                    witness_sizes[k] = float(released[j])
+                decisions[k] = Decision(status, witness=witness, margin=float(fast.margins[j]))
                 stages[k] = "fast" if fast.certified[j] else "none"
+            if released is not None:
+                fast.witnesses = np.empty((0, w.shape[1]))  # V x d floats no longer held
             timings["fast_s"] = time.perf_counter() - start
             if method == "exact":
                 remaining = np.flatnonzero(~fast.certified)
@@ -639,8 +660,9 @@ def check_argmaxable(
                                       min_radius=min_radius)
                 for j, decision in zip(remaining, outcome, strict=True):
                     k = int(needed[j])
-                    if decision.witness is None:
-                        decision.witness, decision.margin = fast.witnesses[j], fast.margins[j]
+                    if decision.witness is None:  # the fast stage's best input stands
+                        decision.witness, decision.margin = decisions[k].witness, \
+                            decisions[k].margin
                     decisions[k] = decision
                     stages[k] = "exact" if decision.status != "unknown" else "none"
                 timings["exact_s"] = time.perf_counter() - start - timings["fast_s"]
@@ -652,6 +674,7 @@ def check_argmaxable(
     margins = np.full(len(ids), -np.inf)
     witnesses: dict[int, np.ndarray] = {}
     certificates: dict[int, Certificate] = {}
+    distinct = len(representatives) == len(w)  # support ids already rows of the head: no copy
     for j, k in enumerate(ids.tolist()):
         rep = int(position[k])
         decision = decisions[rep]
@@ -664,7 +687,8 @@ def check_argmaxable(
                                           kind="hull", residual=0.0)
         elif decision.certificate is not None:
             cert = decision.certificate
-            certificates[k] = Certificate(support=representatives[cert.support],
+            certificates[k] = Certificate(support=cert.support if distinct else
+                                          representatives[cert.support],
                                           weights=cert.weights, kind=cert.kind,
                                           residual=cert.residual,
                                           bound=cert.bound if cert.kind == "ball"
@@ -672,7 +696,9 @@ def check_argmaxable(
         if status[j] == "tie":  # k reaches the top but never beats every rival: exactly 0
             margins[j] = 0.0
         else:
-            margins[j] = _relative(decision.margin, decision.witness, row_scale, bias_scale)
+            size = witness_sizes.get(rep) if decision.witness is None else \
+                float(row_norms_of(decision.witness[None])[0])
+            margins[j] = _relative(decision.margin, size, row_scale, bias_scale)
         if keep_witnesses and decision.witness is not None and status[j] in ("argmaxable", "tie"):
             witnesses[k] = decision.witness
     settings["rescaled_by"] = scale

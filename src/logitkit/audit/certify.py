@@ -32,6 +32,7 @@ import numpy as np
 
 from logitkit.audit.smooth_witness import SmoothOutcome, pooled_smooth_witnesses, rivals_at
 from logitkit.audit.verify import (
+    SMALLEST_NORMAL_32,
     UNIT_ROUNDOFF_64,
     float32_copy,
     homogeneous_into_box,
@@ -47,7 +48,8 @@ NEAREST_CLASSES = 2048  # classes per progress report of stage 1 by the float32 
 @dataclass
 class FastOutcome:
     certified: np.ndarray  # bool per class
-    witnesses: np.ndarray  # float64 (n_classes, d): the best input tried for each class
+    witnesses: np.ndarray  # (n_classes, d): the best input tried for each class (float32 where
+    # the head and every input are exact in float32, else float64)
     margins: np.ndarray  # float64: the margin at that input (verified when certified)
     rivals: np.ndarray  # int64 (n_classes, r): rows beating each class most at its best input
     settled: dict[int, np.ndarray]  # position -> a point near the minimiser of the smooth bound
@@ -144,6 +146,26 @@ def _nearest_all(weight: np.ndarray, box: float | None, block: int, norms: np.nd
     return proved, own - rival, alpha
 
 
+def _scaled_in_float32(weight32: np.ndarray, classes: np.ndarray,
+                       alpha: np.ndarray) -> np.ndarray | None:
+    """``alpha_j w_{k_j}`` (one new array) if every entry is exact in float32, else None: with
+    ``alpha_j`` a power of two that float32 holds, a product is exact where it is normal (or a
+    zero row entry), and only those are accepted."""
+    alpha32 = alpha.astype(np.float32)
+    if not (np.array_equal(alpha32, alpha) and (alpha32 >= SMALLEST_NORMAL_32).all()):
+        return None
+    scaled = weight32[classes]
+    with np.errstate(over="ignore"):
+        scaled *= alpha32[:, None]
+    for start in range(0, len(scaled), NEAREST_CLASSES):  # checked in blocks: no V x d masks
+        part = slice(start, start + NEAREST_CLASSES)
+        sizes = np.abs(scaled[part])
+        if not (np.isfinite(sizes)
+                & ((sizes >= SMALLEST_NORMAL_32) | (weight32[classes[part]] == 0))).all():
+            return None
+    return scaled
+
+
 def _nearest_float32(weight: np.ndarray, weight32: np.ndarray, classes: np.ndarray,
                      box: float | None, n_rivals: int, norms: np.ndarray, block: int,
                      on_progress: Callable[[int], None] | None):
@@ -152,9 +174,14 @@ def _nearest_float32(weight: np.ndarray, weight32: np.ndarray, classes: np.ndarr
     the float32 product and its rounding bound (float64 only for the rows that bound cannot rule
     out) and returns the rivals from the same logits: one float32 pass instead of the float64
     symmetric pass of :func:`_nearest_all` plus a float32 one for the rivals (GPT-2-shaped head,
-    50257 x 768: 25 s instead of about 54 s). Returns proofs, witnesses, margins, rivals."""
-    witnesses = weight[classes]  # a copy, scaled in place (one V x d array, not two)
-    witnesses *= _ladder(weight, None, classes, box)[0][:, None]
+    50257 x 768: 25 s instead of about 54 s). Returns proofs, witnesses, margins, rivals.
+
+    The witnesses are float32 (half the memory of a whole vocabulary's inputs) where scaling by
+    ``alpha`` leaves every entry normal or zero, so exact; float64 otherwise."""
+    alpha = _ladder(weight, None, classes, box)[0]
+    witnesses = _scaled_in_float32(weight32, classes, alpha)
+    if witnesses is None:  # a power of two takes some entry out of float32's normal range
+        witnesses = weight[classes] * alpha[:, None]
     margins, certified = np.full(len(classes), -np.inf), np.zeros(len(classes), dtype=bool)
     rivals = np.zeros((len(classes), n_rivals), dtype=np.int64)
     for start in range(0, len(classes), NEAREST_CLASSES):

@@ -43,6 +43,7 @@ import torch
 UNIT_ROUNDOFF_64 = 2.0**-53
 UNIT_ROUNDOFF_32 = 2.0**-24
 SMALLEST_NORMAL_32 = 2.0**-126
+NORM_ROWS = 4096  # rows upcast per block for their float64 norms
 COMBINATION_BLOCK = 256  # certificate rows per block when a combination is summed (in cache)
 RESIDUAL_SHARE = 1.0 / 64  # a certificate's residual stays below tol / 64, so that a push of
 # tol (see :mod:`logitkit.audit.exact`) is never mistaken for rounding
@@ -105,6 +106,13 @@ class Certificate:
     kind: str
     residual: float
     bound: float = 0.0
+
+    def __post_init__(self) -> None:
+        # Row ids kept as int32 where they fit: a whole vocabulary's certificates (thousands of
+        # rows each) take 12 bytes per row instead of 16.
+        support = np.asarray(self.support)
+        if support.size == 0 or int(support.max()) <= np.iinfo(np.int32).max:
+            object.__setattr__(self, "support", support.astype(np.int32, copy=False))
 
     def to_dict(self) -> dict:
         """The certificate as JSON-ready Python values.
@@ -194,9 +202,13 @@ def largest_columns(logits: np.ndarray, count: int) -> np.ndarray:
 
 
 def row_norms_of(weight: np.ndarray) -> np.ndarray:
-    """``|w_i|_2`` per row, float64 (the size term of the witness bounds)."""
-    weight = np.asarray(weight, dtype=np.float64)
-    return np.sqrt(np.einsum("ij,ij->i", weight, weight))
+    """``|w_i|_2`` per row, float64 (the size term of the witness bounds), a block of rows at a
+    time (no float64 copy of a float32 head)."""
+    norms = np.empty(len(weight))
+    for start in range(0, len(weight), NORM_ROWS):
+        block = np.asarray(weight[start:start + NORM_ROWS], dtype=np.float64)
+        norms[start:start + NORM_ROWS] = np.sqrt(np.einsum("ij,ij->i", block, block))
+    return norms
 
 
 def _pair_bounds(bias: np.ndarray | None, z_norm: float, row_norms: np.ndarray,

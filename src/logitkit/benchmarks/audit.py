@@ -16,9 +16,10 @@ that hits the time limit makes the baseline a lower bound (said in the case).
 Frontier heads (issue 26; full run only): a Qwen2-shaped 151936 x 896 and a Gemma-shaped
 256000 x 2304 head, lognormal sigma 1, seeded, each audited on a seeded sample of classes (1000
 and 200; every row still competes) with the whole-head time extrapolated from the sample (said
-so in the case), the peak resident memory against the float32 head, and the per-class LP side by
-side on 2 hard classes of the 151936-row head (the 256000 x 2304 LP over all rows does not fit in
-memory). Targets: < 1 h and < 4 h on 2 cores, peak <= 2x the float32 head. ``--quick`` runs the
+so in the case), the peak memory against the float32 head (:class:`PeakMemory`: this process and
+its forked workers, each page counted once; at least this process's peak resident set), and the
+per-class LP side by side on 2 hard classes of the 151936-row head (the 256000 x 2304 LP over all
+rows does not fit in memory). Targets: < 1 h and < 4 h on 2 cores, peak <= 2x the float32 head. ``--quick`` runs the
 same path on a 20000 x 40 head (targets not testable there; large enough for the pooled search).
 
 Targets (on 2 cores): sigma 0.5 in < 600 s, sigma 1 in < 600 s (issue 26; issue 13 asked for
@@ -40,8 +41,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import resource
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -60,6 +63,63 @@ def cpu_seconds() -> float:
     own, children = (resource.getrusage(who) for who in (resource.RUSAGE_SELF,
                                                           resource.RUSAGE_CHILDREN))
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _pss_mb(pid: int) -> int:
+    """Proportional set size of process ``pid`` in MiB (pages shared with others counted in
+    shares, so summing processes counts each page once); 0 if it is gone."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as lines:
+            return next((int(line.split()[1]) // 1024 for line in lines
+                         if line.startswith("Pss:")), 0)
+    except OSError:
+        return 0
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as text:
+            return [int(child) for child in text.read().split()]
+    except OSError:
+        return []
+
+
+class PeakMemory:
+    """The peak memory of this process and its children (the audit's forked workers, which
+    share the head copy-on-write) while in the ``with`` block: their summed proportional set
+    sizes, sampled every ``interval`` seconds (Linux; ``peak_gb`` is None without /proc).
+
+    Example::
+
+        with PeakMemory() as memory:
+            check_argmaxable(weight, jobs=2)
+        print(memory.peak_gb)
+    """
+
+    def __init__(self, interval: float = 0.25) -> None:
+        self.interval, self.peak_mb = interval, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        me = os.getpid()
+        while True:
+            total = _pss_mb(me) + sum(_pss_mb(child) for child in _children(me))
+            self.peak_mb = max(self.peak_mb, total)
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def peak_gb(self) -> float | None:
+        return self.peak_mb / 1024 if self.peak_mb else None
 
 
 def lognormal_head(n: int, d: int, sigma: float, seed: int = 0) -> np.ndarray:
@@ -110,10 +170,13 @@ def side_by_side_with_the_lp(weight: np.ndarray, classes: np.ndarray) -> list[di
 def _ours(weight: np.ndarray) -> tuple[dict, np.ndarray]:
     """Our whole-head audit: figures and the classes our exact stage took."""
     cpu, start = cpu_seconds(), time.perf_counter()
-    result = check_argmaxable(weight, method="exact", keep_witnesses=False, jobs=JOBS,
-                              show_progress=False)
+    with PeakMemory() as memory:
+        result = check_argmaxable(weight, method="exact", keep_witnesses=False, jobs=JOBS,
+                                  show_progress=False)
     wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu
     figures = {"time_s": round(wall, 1), "cpu_s": round(cpu, 1), "jobs": JOBS,
+               "peak_pss_with_workers_gb": None if memory.peak_gb is None else
+               round(memory.peak_gb, 2),
                "fast_s": round(result.timings["fast_s"], 1),
                "exact_s": round(result.timings.get("exact_s", 0.0), 1),
                "duplicate_groups": len(result.duplicate_groups),
@@ -162,15 +225,19 @@ def frontier_case(name: str, n: int, d: int, sigma: float, *, sample: int, targe
     weight = lognormal_head(n, d, sigma)
     classes = np.sort(np.random.default_rng(2).choice(n, size=sample, replace=False))
     cpu, start = cpu_seconds(), time.perf_counter()
-    result = check_argmaxable(weight, classes=classes, keep_witnesses=False, jobs=JOBS,
-                              show_progress=False)
+    with PeakMemory() as memory:
+        result = check_argmaxable(weight, classes=classes, keep_witnesses=False, jobs=JOBS,
+                                  show_progress=False)
     wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu
-    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    peak_gb = max(rss_gb, memory.peak_gb or 0.0)  # with the workers' own memory where known
     ours = {"sample": sample, "sample_s": round(wall, 1), "cpu_s": round(cpu, 1),
             "time_s": round(wall * n / sample, 1), "time_is": "extrapolated from the sample",
             "fast_s": round(result.timings["fast_s"], 1),
             "exact_s": round(result.timings.get("exact_s", 0.0), 1),
-            "peak_rss_gb": round(peak_gb, 2),
+            "peak_rss_gb": round(rss_gb, 2),
+            "peak_pss_with_workers_gb": None if memory.peak_gb is None else
+            round(memory.peak_gb, 2),
             "peak_over_float32_head": round(peak_gb * 2**30 / weight.nbytes, 2),
             **{f"n_{k}": v for k, v in result.counts.items()},
             **{f"stage_{k}": v for k, v in result.stage_counts.items()}}

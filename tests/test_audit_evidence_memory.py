@@ -1,0 +1,127 @@
+"""The evidence of a whole-vocabulary audit in less memory, with nothing rounded away.
+
+Certificates keep their row ids as int32 (where they fit); the fast stage keeps its witnesses in
+float32 where every one is exact in float32 (heads stored in float32, bf16 or fp16), and in
+float64 wherever a power of two or a rounding would take some entry out of float32. Each check is
+written here: combinations summed in float64, logits of the witnesses in float64.
+"""
+
+import numpy as np
+import pytest
+
+from logitkit.audit import check_argmaxable
+from logitkit.audit.verify import Certificate
+
+
+def head_with_interior_rows(seed: int, n: int = 400, d: int = 8, interior: int = 40) -> np.ndarray:
+    """Rows of spread norms plus ``interior`` rows strictly inside the hull, rounded to float32."""
+    rng = np.random.default_rng(seed)
+    outer = rng.normal(size=(n, d)) * np.exp(0.5 * rng.normal(size=(n, 1)))
+    mixes = rng.dirichlet(np.ones(n), size=interior)
+    return np.vstack([outer, 0.9 * mixes @ outer]).astype(np.float32)
+
+
+def wins_in_float64(weight: np.ndarray, k: int, z: np.ndarray) -> bool:
+    logits = weight.astype(np.float64) @ np.asarray(z, dtype=np.float64)
+    return bool(logits[k] > np.delete(logits, k).max())
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_certificates_keep_int32_row_ids_that_still_combine_to_the_class(seed):
+    weight = head_with_interior_rows(seed)
+    result = check_argmaxable(weight, show_progress=False)
+    assert len(result.certificates) >= 30
+    rows, tol = weight.astype(np.float64), result.settings["tol"]
+    for k, cert in result.certificates.items():
+        assert cert.support.dtype == np.int32
+        assert k not in cert.support.tolist()
+        assert cert.weights.min() >= 0 and abs(cert.weights.sum() - 1) < 1e-12
+        target = rows[k].copy()
+        if cert.kind == "depth":  # w_k pushed outward by tol, away from the others' centroid
+            target += tol * (rows[k] - np.delete(rows, k, axis=0).mean(0))
+        size = cert.weights @ np.abs(rows[k] - rows[cert.support]).sum(1)
+        gap = np.abs(cert.weights @ rows[cert.support] - target).sum()
+        assert gap <= 1.01 * tol / 64 * size
+
+
+def test_row_ids_beyond_int32_are_kept_as_given():
+    ids = np.array([3, 2**31 + 5], dtype=np.int64)
+    cert = Certificate(support=ids, weights=np.array([0.5, 0.5]), kind="hull", residual=0.0)
+    assert cert.support.dtype == np.int64 and cert.support.tolist() == ids.tolist()
+    small = Certificate(support=np.array([7, 1]), weights=np.ones(2) / 2, kind="hull",
+                        residual=0.0)
+    assert small.support.dtype == np.int32 and small.support.tolist() == [7, 1]
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_witnesses_of_a_float32_head_are_float32_and_win_in_float64(seed):
+    weight = head_with_interior_rows(seed)
+    result = check_argmaxable(weight, show_progress=False)
+    stage = dict(zip(result.classes.tolist(), result.stage.tolist(), strict=True))
+    assert sum(stage[k] == "fast" for k in result.argmaxable.tolist()) >= 100
+    for k in result.argmaxable.tolist():
+        z = result.witnesses[k]
+        if stage[k] == "fast":
+            assert z.dtype == np.float32
+        assert wins_in_float64(weight, k, z)
+
+
+def test_witnesses_of_a_head_not_exact_in_float32_stay_float64():
+    weight = head_with_interior_rows(0).astype(np.float64) * (1 + 1e-12)
+    result = check_argmaxable(weight, show_progress=False)
+    for k in result.argmaxable.tolist():
+        assert result.witnesses[k].dtype == np.float64
+        assert wins_in_float64(weight, k, result.witnesses[k])
+
+
+@pytest.mark.parametrize("box, tiny", [(1e-10, 1e-30), (1e-37, 1.0), (1e15, 1e-44)])
+def test_nearest_row_witnesses_stay_exact_where_a_box_takes_them_out_of_float32(box, tiny):
+    """On a sphere every class wins at ``z = alpha w_k`` (``alpha`` a power of two that puts
+    ``z`` at the box's edge). Where ``alpha w_k`` has entries outside float32's normal range
+    (a tiny entry scaled down, a tiny box, large entries scaled up past float32's top
+    after a small one), the witness must still be exactly ``alpha w_k``: never rounded."""
+    rng = np.random.default_rng(4)
+    weight = rng.normal(size=(64, 6))
+    weight /= np.linalg.norm(weight, axis=1, keepdims=True)
+    weight[:, -1] = np.where(np.arange(64) % 2 == 0, tiny, weight[:, -1])
+    weight /= np.linalg.norm(weight, axis=1, keepdims=True)
+    weight = weight.astype(np.float32)
+    result = check_argmaxable(weight, box=box, show_progress=False)
+    assert len(result.argmaxable) == 64
+    for k in range(64):
+        z = result.witnesses[k].astype(np.float64)
+        row = weight[k].astype(np.float64) * result.settings["rescaled_by"]
+        ratio = z[row != 0] / row[row != 0]
+        assert np.all(ratio == ratio[0])  # exactly alpha w_k, no entry rounded
+        assert np.log2(ratio[0]) == np.round(np.log2(ratio[0]))
+        assert np.abs(z).max() <= box
+        assert wins_in_float64(weight, k, z)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_without_witnesses_the_verdicts_margins_and_certificates_are_the_same(bias):
+    """``keep_witnesses=False`` releases the fast stage's inputs (only their norms are kept for
+    the relative margins, and the open classes' inputs for the exact stage): nothing else may
+    change, and an unargmaxable class's margin still comes from its best input."""
+    weight = head_with_interior_rows(2, n=300)
+    b = np.random.default_rng(5).normal(size=len(weight)) if bias else None
+    kept = check_argmaxable(weight, b, show_progress=False)
+    lean = check_argmaxable(weight, b, keep_witnesses=False, show_progress=False)
+    assert lean.witnesses == {} and len(kept.witnesses) == len(kept.argmaxable) + len(kept.tie)
+    assert lean.status.tolist() == kept.status.tolist()
+    assert np.array_equal(lean.margin, kept.margin)
+    assert np.isfinite(lean.margin).all()
+    assert lean.certificates.keys() == kept.certificates.keys()
+    for k, cert in kept.certificates.items():
+        assert np.array_equal(lean.certificates[k].support, cert.support)
+        assert np.array_equal(lean.certificates[k].weights, cert.weights)
+    # the margin of an argmaxable class is its witness's margin over |z|_2 times the row scale
+    scale = np.median(np.linalg.norm(weight.astype(np.float64), axis=1))
+    bias_scale = 0.0 if b is None else np.median(np.abs(b - np.median(b)))
+    for j, k in enumerate(kept.classes.tolist()):
+        if kept.status[j] == "argmaxable":
+            z = kept.witnesses[k].astype(np.float64)
+            logits = weight.astype(np.float64) @ z + (0.0 if b is None else b)
+            margin = logits[k] - np.delete(logits, k).max()
+            expected = margin / (np.linalg.norm(z) * scale + bias_scale)
+            assert lean.margin[j] == pytest.approx(expected, abs=1e-6)  # float32 logits
