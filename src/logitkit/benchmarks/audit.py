@@ -19,8 +19,9 @@ and 200; every row still competes) with the whole-head time extrapolated from th
 so in the case), the peak memory against the float32 head (:class:`PeakMemory`: this process and
 its forked workers, each page counted once; at least this process's peak resident set), and the
 per-class LP side by side on 2 hard classes of the 151936-row head (the 256000 x 2304 LP over all
-rows does not fit in memory). Targets: < 1 h and < 4 h on 2 cores, peak <= 2x the float32 head. ``--quick`` runs the
-same path on a 20000 x 40 head (targets not testable there; large enough for the pooled search).
+rows does not fit in memory). Targets: < 1 h and < 4 h on 2 cores, peak <= 2x the float32 head.
+``--quick`` runs the same path on a 20000 x 40 head (targets not testable there; large enough for
+the pooled search).
 
 Targets (on 2 cores): sigma 0.5 in < 600 s, sigma 1 in < 600 s (issue 26; issue 13 asked for
 3600 s), SmolLM2 in < 180 s (``met.time_under_target_s``). ``--quick``: 4000 x 48 heads of the
