@@ -88,7 +88,8 @@ def _children(pid: int) -> list[int]:
 class PeakMemory:
     """The peak memory of this process and its children (the audit's forked workers, which
     share the head copy-on-write) while in the ``with`` block: their summed proportional set
-    sizes, sampled every ``interval`` seconds (Linux; ``peak_gb`` is None without /proc).
+    sizes, sampled every ``interval`` seconds; ``peak_gb`` in GiB, as this module's other memory
+    figures (None without Linux's /proc).
 
     Example::
 
