@@ -77,9 +77,10 @@ def test_witnesses_of_a_head_not_exact_in_float32_stay_float64():
 @pytest.mark.parametrize("box, tiny", [(1e-10, 1e-30), (1e-37, 1.0), (1e15, 1e-44)])
 def test_nearest_row_witnesses_stay_exact_where_a_box_takes_them_out_of_float32(box, tiny):
     """On a sphere every class wins at ``z = alpha w_k`` (``alpha`` a power of two that puts
-    ``z`` at the box's edge). Where ``alpha w_k`` has entries outside float32's normal range
-    (a tiny entry scaled down, a tiny box, large entries scaled up past float32's top
-    after a small one), the witness must still be exactly ``alpha w_k``: never rounded."""
+    ``z`` at the box's edge). Where ``alpha w_k`` has entries below float32's normal range (a
+    tiny entry scaled down; a box so small that ``alpha`` itself is subnormal in float32) and
+    where subnormal float32 entries are scaled up (exact), the witness must be exactly
+    ``alpha w_k``: never rounded."""
     rng = np.random.default_rng(4)
     weight = rng.normal(size=(64, 6))
     weight /= np.linalg.norm(weight, axis=1, keepdims=True)
