@@ -32,7 +32,6 @@ import numpy as np
 
 from logitkit.audit.smooth_witness import SmoothOutcome, pooled_smooth_witnesses, rivals_at
 from logitkit.audit.verify import (
-    SMALLEST_NORMAL_32,
     UNIT_ROUNDOFF_64,
     float32_copy,
     homogeneous_into_box,
@@ -146,22 +145,16 @@ def _nearest_all(weight: np.ndarray, box: float | None, block: int, norms: np.nd
     return proved, own - rival, alpha
 
 
-def _scaled_in_float32(weight32: np.ndarray, classes: np.ndarray,
+def _scaled_in_float32(weight: np.ndarray, weight32: np.ndarray, classes: np.ndarray,
                        alpha: np.ndarray) -> np.ndarray | None:
-    """``alpha_j w_{k_j}`` (one new array) if every entry is exact in float32, else None: with
-    ``alpha_j`` a power of two that float32 holds, a product is exact where it is normal (or a
-    zero row entry), and only those are accepted."""
-    alpha32 = alpha.astype(np.float32)
-    if not (np.array_equal(alpha32, alpha) and (alpha32 >= SMALLEST_NORMAL_32).all()):
-        return None
-    scaled = weight32[classes]
-    with np.errstate(over="ignore"):
-        scaled *= alpha32[:, None]
-    for start in range(0, len(scaled), NEAREST_CLASSES):  # checked in blocks: no V x d masks
+    """``alpha_j w_{k_j}`` in float32 (one new array) if that holds every product exactly, else
+    None: compared with the float64 products a block of classes at a time (no V x d float64
+    array), as :func:`~logitkit.audit.verify.float32_copy` compares a whole array."""
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        scaled = weight32[classes] * alpha.astype(np.float32)[:, None]
+    for start in range(0, len(scaled), NEAREST_CLASSES):
         part = slice(start, start + NEAREST_CLASSES)
-        sizes = np.abs(scaled[part])
-        if not (np.isfinite(sizes)
-                & ((sizes >= SMALLEST_NORMAL_32) | (weight32[classes[part]] == 0))).all():
+        if not np.array_equal(scaled[part], weight[classes[part]] * alpha[part, None]):
             return None
     return scaled
 
@@ -176,11 +169,11 @@ def _nearest_float32(weight: np.ndarray, weight32: np.ndarray, classes: np.ndarr
     symmetric pass of :func:`_nearest_all` plus a float32 one for the rivals (GPT-2-shaped head,
     50257 x 768: 25 s instead of about 54 s). Returns proofs, witnesses, margins, rivals.
 
-    The witnesses are float32 (half the memory of a whole vocabulary's inputs) where scaling by
-    ``alpha`` leaves every entry normal or zero, so exact; float64 otherwise."""
+    The witnesses are float32 (half the memory of a whole vocabulary's inputs) where float32
+    holds every ``alpha w_k`` exactly; float64 otherwise."""
     alpha = _ladder(weight, None, classes, box)[0]
-    witnesses = _scaled_in_float32(weight32, classes, alpha)
-    if witnesses is None:  # a power of two takes some entry out of float32's normal range
+    witnesses = _scaled_in_float32(weight, weight32, classes, alpha)
+    if witnesses is None:  # a power of two takes some entry out of float32's range
         witnesses = weight[classes] * alpha[:, None]
     margins, certified = np.full(len(classes), -np.inf), np.zeros(len(classes), dtype=bool)
     rivals = np.zeros((len(classes), n_rivals), dtype=np.int64)
