@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +55,7 @@ from logitkit._utils import progress
 from logitkit.audit.certify import certify_fast
 from logitkit.audit.chebyshev import ball_radii, into_box_edge
 from logitkit.audit.decision import Decision
+from logitkit.audit.evidence_store import CertificateStore
 from logitkit.audit.exact import decide_many
 from logitkit.audit.frank_wolfe import frank_wolfe
 from logitkit.audit.reverify import EVIDENCE_CONVENTION
@@ -143,7 +145,7 @@ class AuditResult:
     stage: np.ndarray
     margin: np.ndarray
     witnesses: dict[int, np.ndarray]
-    certificates: dict[int, Certificate]
+    certificates: Mapping[int, Certificate]
     duplicate_groups: list[np.ndarray]
     settings: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)
@@ -603,6 +605,14 @@ def check_argmaxable(
                 "min_radius": min_radius,
                 "shape": list(w.shape), "distinct_rows": len(representatives)}
     decisions: dict[int, Decision] = {}
+    staged = CertificateStore()  # the exact stage's certificates by representative, head units
+    distinct = len(representatives) == len(w)  # support ids already rows of the head: no copy
+
+    def in_head_units(cert: Certificate) -> Certificate:
+        return Certificate(support=cert.support if distinct else representatives[cert.support],
+                           weights=cert.weights, kind=cert.kind, residual=cert.residual,
+                           bound=cert.bound if cert.kind == "ball" else cert.bound / scale)
+
     witness_sizes: dict[int, float] = {}  # |z|_2 of the inputs released (keep_witnesses=False)
     stages: dict[int, str] = {}
     timings: dict[str, float] = {}
@@ -650,6 +660,14 @@ def check_argmaxable(
             timings["fast_s"] = time.perf_counter() - start
             if method == "exact":
                 remaining = np.flatnonzero(~fast.certified)
+
+                def file_certificate(j: int, decision: Decision) -> Decision:
+                    if decision.certificate is not None:  # held by the store from now on
+                        staged.add(int(needed[remaining[j]]), in_head_units(
+                            decision.certificate))
+                        decision.certificate = None
+                    return decision
+
                 phase("exact stage", len(remaining))
                 outcome = decide_many(w_r, b_r, needed[remaining], fast.rivals[remaining], box,
                                       tol, jobs=jobs, on_done=bar.update,
@@ -657,7 +675,7 @@ def check_argmaxable(
                                       settled_pool=[fast.settled_pool.get(j, -1)
                                                     for j in remaining.tolist()],
                                       pools=fast.pools,
-                                      min_radius=min_radius)
+                                      min_radius=min_radius, on_decision=file_certificate)
                 for j, decision in zip(remaining, outcome, strict=True):
                     k = int(needed[j])
                     if decision.witness is None:  # the fast stage's best input stands
@@ -673,8 +691,7 @@ def check_argmaxable(
     stage = np.empty(len(ids), dtype=object)
     margins = np.full(len(ids), -np.inf)
     witnesses: dict[int, np.ndarray] = {}
-    certificates: dict[int, Certificate] = {}
-    distinct = len(representatives) == len(w)  # support ids already rows of the head: no copy
+    held: list[tuple[int, int | Certificate]] = []  # (k, its representative or certificate)
     for j, k in enumerate(ids.tolist()):
         rep = int(position[k])
         decision = decisions[rep]
@@ -683,16 +700,12 @@ def check_argmaxable(
         if len(twins) > 1 and decision.status == "argmaxable":
             status[j], stage[j] = "tie", "duplicate"  # it ties with its twins, never beats them
             other = int(twins[twins != k][0])
-            certificates[k] = Certificate(support=np.array([other]), weights=np.ones(1),
-                                          kind="hull", residual=0.0)
+            held.append((k, Certificate(support=np.array([other]), weights=np.ones(1),
+                                        kind="hull", residual=0.0)))
+        elif rep in staged:
+            held.append((k, rep))
         elif decision.certificate is not None:
-            cert = decision.certificate
-            certificates[k] = Certificate(support=cert.support if distinct else
-                                          representatives[cert.support],
-                                          weights=cert.weights, kind=cert.kind,
-                                          residual=cert.residual,
-                                          bound=cert.bound if cert.kind == "ball"
-                                          else cert.bound / scale)
+            held.append((k, in_head_units(decision.certificate)))
         if status[j] == "tie":  # k reaches the top but never beats every rival: exactly 0
             margins[j] = 0.0
         else:
@@ -703,5 +716,5 @@ def check_argmaxable(
             witnesses[k] = decision.witness
     settings["rescaled_by"] = scale
     return AuditResult(classes=ids, status=status.astype(str), stage=stage.astype(str),
-                       margin=margins, witnesses=witnesses, certificates=certificates,
+                       margin=margins, witnesses=witnesses, certificates=staged.rekeyed(held),
                        duplicate_groups=groups, settings=settings, timings=timings)

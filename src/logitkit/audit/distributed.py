@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from logitkit.audit.argmaxable import AuditResult, _validated, check_argmaxable
+from logitkit.audit.evidence_store import CertificateStore
 
 WAIT = timedelta(days=7)  # how long a rank with its share done waits for the slowest one
 
@@ -158,9 +159,10 @@ def merge_results(parts: Sequence[AuditResult], classes: Any) -> AuditResult:
 
     witnesses = {k: parts[p].witnesses[k] for k, (p, _) in zip(ids.tolist(), rows, strict=True)
                  if k in parts[p].witnesses}
-    certificates = {k: parts[p].certificates[k]
-                    for k, (p, _) in zip(ids.tolist(), rows, strict=True)
-                    if k in parts[p].certificates}
+    certificates = CertificateStore()  # past its budget on disk, as in each part
+    for k, (p, _) in zip(ids.tolist(), rows, strict=True):
+        if k in parts[p].certificates:
+            certificates.add(k, parts[p].certificates[k])
     groups = {int(g[0]): g for part in parts for g in part.duplicate_groups}
     timings = {key: max(part.timings.get(key, 0.0) for part in parts)
                for part in parts for key in part.timings}

@@ -29,6 +29,7 @@ where ``tau = tol * (B max_S |d_i|_1 + max_S |c_i|)`` over the LP's rows ``S`` (
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -322,6 +323,7 @@ def decide_many(
     on_done: Callable[[int], None] | None = None,
     settled: list[np.ndarray | None] | None = None, min_radius: float | None = None,
     settled_pool: list[int] | None = None, pools: list[np.ndarray] | None = None,
+    on_decision: Callable[[int, Decision], Decision] | None = None,
 ) -> list[Decision]:
     """Decide every class in ``classes`` (starting rows ``rivals[j]``), in ``jobs`` processes.
 
@@ -334,7 +336,9 @@ def decide_many(
     independent, so ``jobs > 1`` runs them in forked worker processes that share the head
     read-only (where the platform can fork; otherwise one process does all). Each process keeps
     its BLAS to one thread: the stage is a long chain of small products, which a second thread
-    slows down (3.5x on 768-wide heads) instead of speeding up.
+    slows down (3.5x on 768-wide heads) instead of speeding up. ``on_decision(j, decision)``
+    sees each decision as it arrives and returns the one kept (e.g. with its certificate moved
+    to a :class:`~logitkit.audit.evidence_store.CertificateStore`).
     """
     starts = [None] * len(classes) if settled is None or bias is not None or \
         min_radius is not None else settled
@@ -351,25 +355,23 @@ def decide_many(
     decisions: list[Decision | None] = [None] * len(tasks)
     try:
         with threadpool_limits(limits=1):
-            _run(tasks, decisions, jobs, on_done)
+            _run(tasks, decisions, jobs, on_done, on_decision)
     finally:
         _SHARED.clear()
     return decisions  # type: ignore[return-value]
 
 
-def _run(tasks: list, decisions: list, jobs: int, on_done: Callable[[int], None] | None) -> None:
+def _run(tasks: list, decisions: list, jobs: int, on_done: Callable[[int], None] | None,
+         on_decision: Callable[[int, Decision], Decision] | None) -> None:
     """Decide ``tasks`` into ``decisions`` (by position), in ``jobs`` forked processes if > 1."""
-    if jobs > 1 and len(tasks) > 1 and "fork" in mp.get_all_start_methods():
-        with mp.get_context("fork").Pool(min(jobs, len(tasks)), initializer=threadpool_limits,
-                                         initargs=(1,)) as pool:
+    with contextlib.ExitStack() as stack:
+        if jobs > 1 and len(tasks) > 1 and "fork" in mp.get_all_start_methods():
+            pool = stack.enter_context(mp.get_context("fork").Pool(
+                min(jobs, len(tasks)), initializer=threadpool_limits, initargs=(1,)))
             outcomes = pool.imap_unordered(_decide, tasks)
-            for j, decision in outcomes:
-                decisions[j] = decision
-                if on_done is not None:
-                    on_done(1)
-        return
-    for task in tasks:
-        j, decision = _decide(task)
-        decisions[j] = decision
-        if on_done is not None:
-            on_done(1)
+        else:
+            outcomes = map(_decide, tasks)
+        for j, decision in outcomes:
+            decisions[j] = decision if on_decision is None else on_decision(j, decision)
+            if on_done is not None:
+                on_done(1)
