@@ -43,11 +43,12 @@ Example:
 """
 from __future__ import annotations
 
+import io
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -275,7 +276,7 @@ class AuditResult:
         return str(self.status[where[0]])
 
     def to_json(self, *, include_evidence: bool = False) -> str:
-        """The result as one line of JSON (what ``logitkit audit --json`` writes).
+        """The result as JSON (what ``logitkit audit --json`` writes; :meth:`write_json` builds it).
 
         Keys: ``settings``, ``n_classes``, ``counts``, ``stage_counts``, ``timings``, the ids of
         the "tie", "unargmaxable" and "unknown" classes (argmaxable ids are implied),
@@ -298,7 +299,8 @@ class AuditResult:
             include_evidence: also write every witness and certificate; default False.
 
         Returns:
-            A JSON string.
+            A JSON string: one line without evidence; with it, each witness and certificate on
+            a line of its own (see :meth:`write_json`).
 
         Example:
             >>> import json
@@ -312,8 +314,40 @@ class AuditResult:
             >>> [name in payload["evidence_convention"] for name in ("witness", "depth", "inner")]
             [True, True, True]
         """
+        text = io.StringIO()
+        self.write_json(text, include_evidence=include_evidence)
+        return text.getvalue()
+
+    def write_json(self, file: TextIO, *, include_evidence: bool = False,
+                   extra: dict[str, Any] | None = None) -> None:
+        """Write :meth:`to_json`'s JSON to ``file`` a piece at a time: a whole vocabulary's
+        evidence (gigabytes of it at 150k rows) never stands in memory as one text or as Python
+        lists, only one witness or certificate at a time.
+
+        The layout (valid JSON; :func:`~logitkit.audit.reverify.read_saved_result` reads it one
+        entry at a time): the other keys on the first line, ending with ``"witnesses": {``; then
+        one witness per line, ``"k": [...]`` (a comma after each but the last); a line ``},
+        "certificates": {``; one certificate per line; a last line with ``}``, the
+        ``evidence_convention`` and ``extra``'s keys. Without evidence, one line.
+
+        Args:
+            file: a text file open for writing (or any object with ``write(str)``).
+            include_evidence: also write every witness and certificate; default False.
+            extra: more top-level keys, written last; default None.
+
+        Example:
+            >>> import io, json
+            >>> import numpy as np
+            >>> from logitkit.audit import check_argmaxable
+            >>> W = np.array([[1, 2], [2, 1], [1, 0], [0, 1], [1, 1]], dtype=float)
+            >>> out = io.StringIO()
+            >>> check_argmaxable(W, show_progress=False).write_json(out, include_evidence=True)
+            >>> lines = out.getvalue().splitlines()
+            >>> len(lines), lines[5], json.loads(out.getvalue())["witnesses"]["0"] is not None
+            (8, '}, "certificates": {', True)
+        """
         decided = np.isfinite(self.margin)
-        payload: dict[str, Any] = {
+        head = json.dumps({
             "settings": self.settings,
             "n_classes": len(self.classes),
             "counts": self.counts,
@@ -324,12 +358,28 @@ class AuditResult:
             "margins": {str(k): float(m) for k, m in
                         zip(self.classes[decided], self.margin[decided], strict=True)},
             "margins_note": MARGINS_NOTE,
-        }
-        if include_evidence:
-            payload["witnesses"] = {str(k): z.tolist() for k, z in self.witnesses.items()}
-            payload["certificates"] = {str(k): c.to_dict() for k, c in self.certificates.items()}
-            payload["evidence_convention"] = EVIDENCE_CONVENTION
-        return json.dumps(payload)
+        })
+        tail = json.dumps(({"evidence_convention": EVIDENCE_CONVENTION} if include_evidence
+                           else {}) | (extra or {}))
+        if not include_evidence:
+            file.write(head if tail == "{}" else head[:-1] + ", " + tail[1:])
+            return
+        file.write(head[:-1] + ', "witnesses": {\n')
+        _write_entries(file, ((k, z.tolist()) for k, z in self.witnesses.items()))
+        file.write('}, "certificates": {\n')
+        _write_entries(file, ((k, c.to_dict()) for k, c in self.certificates.items()))
+        file.write("}, " + tail[1:])
+
+
+def _write_entries(file: TextIO, entries: Iterable[tuple[int, Any]]) -> None:
+    """``"k": value`` lines, a comma after each but the last."""
+    line = None
+    for k, value in entries:
+        if line is not None:
+            file.write(line + ",\n")
+        line = f'"{k}": {json.dumps(value)}'
+    if line is not None:
+        file.write(line + "\n")
 
 
 def _as_float64(name: str, value: Any) -> np.ndarray:

@@ -254,7 +254,7 @@ def run(args: argparse.Namespace) -> int:
         1
         >>> tmp.cleanup()
     """
-    from logitkit._utils import atomic_write_text, check_output_file
+    from logitkit._utils import atomic_output, check_output_file
     from logitkit.audit.argmaxable import check_argmaxable
     from logitkit.audit.checkpoint import read_head
     from logitkit.audit.distributed import (
@@ -317,7 +317,9 @@ def run(args: argparse.Namespace) -> int:
         print(estimate.summary())
     if args.json:
         written = result if estimate is None else estimate
-        atomic_write_text(args.json, written.to_json(include_evidence=args.evidence) + "\n")
+        with atomic_output(args.json) as tmp, open(tmp, "w") as file:  # evidence: streamed
+            written.write_json(file, include_evidence=args.evidence)
+            file.write("\n")
         print(f"wrote {args.json}", file=sys.stderr)
     if args.plot:
         plot_margins(result, head.weight, args.plot)

@@ -16,9 +16,9 @@ Reference:
 
 from __future__ import annotations
 
-import json
+import io
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -119,7 +119,7 @@ class Estimate:
             include_evidence: also write every witness and certificate; default False.
 
         Returns:
-            A JSON string (one line).
+            A JSON string (one line without evidence).
 
         Example:
             >>> import json
@@ -130,9 +130,15 @@ class Estimate:
             >>> payload["n_classes"], payload["estimate"]["sample"], payload["estimate"]["seed"]
             (3, 3, 1)
         """
-        payload = json.loads(self.result.to_json(include_evidence=include_evidence))
-        payload["estimate"] = self.to_dict()
-        return json.dumps(payload)
+        text = io.StringIO()
+        self.write_json(text, include_evidence=include_evidence)
+        return text.getvalue()
+
+    def write_json(self, file: TextIO, *, include_evidence: bool = False) -> None:
+        """:meth:`to_json` written to ``file`` a piece at a time
+        (:meth:`~logitkit.audit.argmaxable.AuditResult.write_json`)."""
+        self.result.write_json(file, include_evidence=include_evidence,
+                               extra={"estimate": self.to_dict()})
 
     def summary(self) -> str:
         """The estimate as text: one line per status with its count in the sample, the share

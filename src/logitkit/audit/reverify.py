@@ -41,6 +41,7 @@ Example:
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -457,7 +458,9 @@ def verify_saved_result(weight: Any, bias: Any, payload: dict[str, Any]) -> Veri
                  for k in payload.get(name, [])}
     report.unknown = sum(1 for s in status_of.values() if s == "unknown")
     witnesses = {int(k): np.asarray(z, dtype=np.float64) for k, z in payload["witnesses"].items()}
-    certificates = {int(k): c for k, c in payload["certificates"].items()}
+    saved = payload["certificates"]  # read one at a time where the file allows (read_saved_result)
+    key_of = {int(k): k for k in saved}
+    certificates = key_of.keys()
     for k in witnesses:
         status_of.setdefault(k, "argmaxable")
     missing = int(payload.get("n_classes", 0)) - len(status_of)
@@ -484,7 +487,7 @@ def verify_saved_result(weight: Any, bias: Any, payload: dict[str, Any]) -> Veri
             failures[k] = "no certificate"
             continue
         problem, comb, kind = _certificate_failure(w, b, has_bias, distinct, k, status,
-                                                   certificates[k], tol, box, min_radius)
+                                                   saved[key_of[k]], tol, box, min_radius)
         if problem is not None:
             failures[k] = f"certificate: {problem}"
         elif status == "tie" and k not in witnesses:
@@ -542,13 +545,103 @@ def verify_file(result_path: str | Path, weight: Any, bias: Any, *, source: str 
         >>> tmp.cleanup()
     """
     path = Path(result_path)
-    try:
-        payload = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"--verify: {path} is not JSON ({error})") from None
-    if not isinstance(payload, dict):
-        raise ValueError(f"--verify: {path} is not the JSON object logitkit audit --json writes")
+    payload = read_saved_result(path)
     report = verify_saved_result(weight, bias, payload)
     print(f"re-verified {path.name} against {source or 'the head'}")
     print("\n".join(report.lines()))
     return report.ok
+
+
+class SavedEntries(Mapping):
+    """The witnesses or the certificates of a saved result, ``{"k": value}``, each parsed from
+    its own line of the file when asked for (see :func:`read_saved_result`)."""
+
+    def __init__(self, path: Path, offsets: dict[str, int]) -> None:
+        self.path, self.offsets = path, offsets
+
+    def __getitem__(self, key: str) -> Any:
+        with open(self.path, "rb") as file:
+            file.seek(self.offsets[key])
+            line = file.readline().rstrip().removesuffix(b",")
+        return json.loads(b"{" + line + b"}")[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.offsets)
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+
+def read_saved_result(path: str | Path) -> dict[str, Any]:
+    """A saved audit's JSON with its evidence left in the file until each entry is asked for.
+
+    :meth:`~logitkit.audit.argmaxable.AuditResult.write_json` writes every witness and
+    certificate on a line of its own (gigabytes for a 150k-row head: parsed at once, they would
+    take several times that in Python objects). Here those lines are only indexed
+    (``witnesses`` and ``certificates`` become :class:`SavedEntries`); the rest is parsed as
+    usual. A file in another layout (one line, or indented) is parsed whole.
+
+    Args:
+        path: the JSON written by ``logitkit audit --json PATH --evidence`` (or without
+            evidence).
+
+    Returns:
+        The JSON object, as ``json.load`` gives it but for the lazily read evidence.
+
+    Raises:
+        OSError: the file cannot be read.
+        ValueError: it is not JSON, or not a JSON object.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> import numpy as np
+        >>> from logitkit.audit import check_argmaxable
+        >>> W = np.array([[1, 2], [2, 1], [1, 0], [0, 1], [1, 1]], dtype=float)
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> path = pathlib.Path(tmp.name) / "out.json"
+        >>> with open(path, "w") as file:
+        ...     check_argmaxable(W, show_progress=False).write_json(file, include_evidence=True)
+        >>> saved = read_saved_result(path)
+        >>> type(saved["certificates"]).__name__, saved["certificates"]["4"]["weights"]
+        ('SavedEntries', [0.25, 0.25, 0.25, 0.25])
+        >>> tmp.cleanup()
+    """
+    path = Path(path)
+    skeleton: list[bytes] = []
+    sections: dict[str, dict[str, int]] = {}
+    section = None
+    with open(path, "rb") as file:
+        offset = 0
+        for line in file:
+            if section is not None and line.startswith(b'"'):
+                key, _, _ = line[1:].partition(b'"')
+                sections[section][key.decode()] = offset
+            elif section is not None and not line.startswith(b"}"):
+                return _parsed_whole(path)  # not the layout write_json writes
+            else:
+                skeleton.append(line)
+                section = next((name for name in ("witnesses", "certificates")
+                                if line.rstrip().endswith(f'"{name}": {{'.encode())), None)
+                if section is not None:
+                    sections[section] = {}
+            offset += len(line)
+    payload = _parsed(path, b"".join(skeleton))
+    for name, offsets in sections.items():
+        if not isinstance(payload.get(name), dict) or payload[name]:
+            return _parsed_whole(path)
+        payload[name] = SavedEntries(path, offsets)
+    return payload
+
+
+def _parsed_whole(path: Path) -> dict[str, Any]:
+    return _parsed(path, path.read_bytes())
+
+
+def _parsed(path: Path, text: bytes) -> dict[str, Any]:
+    try:
+        payload = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"--verify: {path} is not JSON ({error})") from None
+    if not isinstance(payload, dict):
+        raise ValueError(f"--verify: {path} is not the JSON object logitkit audit --json writes")
+    return payload
