@@ -126,3 +126,25 @@ def test_without_witnesses_the_verdicts_margins_and_certificates_are_the_same(bi
             margin = logits[k] - np.delete(logits, k).max()
             expected = margin / (np.linalg.norm(z) * scale + bias_scale)
             assert lean.margin[j] == pytest.approx(expected, abs=1e-6)  # float32 logits
+
+
+@pytest.mark.parametrize("box", [None, 0.5])
+def test_stage_one_releases_the_inputs_it_proves_and_keeps_their_sizes(box):
+    """Without witnesses kept, stage 1 holds only the open classes' inputs (the same values as
+    when all are kept) and the 2-norm of every input, as summed here in float64."""
+    from logitkit.audit.certify import _nearest_float32
+    from logitkit.audit.verify import float32_copy
+
+    weight = head_with_interior_rows(7).astype(np.float64)
+    classes = np.arange(len(weight))
+    norms = np.linalg.norm(weight, axis=1)
+    args = (weight, float32_copy(weight), classes, box, 8, norms, 64, None)
+    proved, z, margins, rivals, held, sizes = _nearest_float32(*args, True)
+    proved_, open_z, margins_, rivals_, held_, sizes_ = _nearest_float32(*args, False)
+    assert held is None and sizes is None
+    assert np.array_equal(held_, np.flatnonzero(~proved)) and 0 < len(held_) < len(weight)
+    assert np.array_equal(open_z, z[held_]) and open_z.dtype == z.dtype
+    assert np.array_equal(proved_, proved) and np.array_equal(margins_, margins)
+    assert np.array_equal(rivals_, rivals)
+    expected = np.sqrt((z.astype(np.float64) ** 2).sum(1))
+    np.testing.assert_allclose(sizes_, expected, rtol=1e-15)

@@ -689,17 +689,19 @@ def check_argmaxable(
             stages = {k: "frank_wolfe" for k in decisions}
         else:
             fast = certify_fast(w_r, b_r, needed, box=box, on_progress=bar.update,
-                                on_phase=phase)
+                                on_phase=phase,
+                                keep_witnesses=keep_witnesses or min_radius is not None)
             if min_radius is not None:
                 _keep_witnesses_with_a_ball(fast, w_r, b_r, needed, box, min_radius)
             exact32 = float32_copy(fast.witnesses) if fast.witnesses.dtype == np.float64 \
                 else None
             if exact32 is not None:  # half the memory where nothing is lost
                 fast.witnesses = exact32
-            released = None if keep_witnesses else row_norms_of(fast.witnesses)
+            released = None if keep_witnesses else fast.sizes if fast.sizes is not None \
+                else row_norms_of(fast.witnesses)
             for j, k in enumerate(needed.tolist()):
                 status = "argmaxable" if fast.certified[j] else "unknown"
-                witness = fast.witnesses[j]
+                witness = fast.witness(j)
                 if released is not None:  # only the open classes' inputs are kept, as copies
                     witness = None if fast.certified[j] else witness.copy()
                     witness_sizes[k] = float(released[j])

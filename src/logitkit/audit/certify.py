@@ -47,13 +47,23 @@ NEAREST_CLASSES = 2048  # classes per progress report of stage 1 by the float32 
 @dataclass
 class FastOutcome:
     certified: np.ndarray  # bool per class
-    witnesses: np.ndarray  # (n_classes, d): the best input tried for each class (float32 where
-    # the head and every input are exact in float32, else float64)
+    witnesses: np.ndarray  # the best input tried for each class in ``held`` (float32 where the
+    # head and every input are exact in float32, else float64)
     margins: np.ndarray  # float64: the margin at that input (verified when certified)
     rivals: np.ndarray  # int64 (n_classes, r): rows beating each class most at its best input
     settled: dict[int, np.ndarray]  # position -> a point near the minimiser of the smooth bound
     settled_pool: dict[int, int] = field(default_factory=dict)  # position -> index in pools
     pools: list[np.ndarray] = field(default_factory=list)  # row ids a class settled over
+    held: np.ndarray | None = None  # sorted positions whose inputs ``witnesses`` holds, row by
+    # row (None: every class); the others, certified by stage 1, were released
+    sizes: np.ndarray | None = None  # |z|_2 (float64) of every class's input, where released
+
+    def witness(self, j: int) -> np.ndarray | None:
+        """The input of the class at position ``j`` (a view), None where released."""
+        if self.held is None:
+            return self.witnesses[j]
+        at = int(np.searchsorted(self.held, j))
+        return self.witnesses[at] if at < len(self.held) and self.held[at] == j else None
 
 
 def _ladder(weight: np.ndarray, bias: np.ndarray | None, ids: np.ndarray,
@@ -161,30 +171,39 @@ def _scaled_in_float32(weight: np.ndarray, weight32: np.ndarray, classes: np.nda
 
 def _nearest_float32(weight: np.ndarray, weight32: np.ndarray, classes: np.ndarray,
                      box: float | None, n_rivals: int, norms: np.ndarray, block: int,
-                     on_progress: Callable[[int], None] | None):
+                     on_progress: Callable[[int], None] | None, keep: bool):
     """Stage 1 without a bias on a head exact in float32 (``weight32``): ``z = alpha w_k`` is
     then exact in float32 too, so :func:`~logitkit.audit.verify.witness_margins` checks it with
     the float32 product and its rounding bound (float64 only for the rows that bound cannot rule
     out) and returns the rivals from the same logits: one float32 pass instead of the float64
     symmetric pass of :func:`_nearest_all` plus a float32 one for the rivals (GPT-2-shaped head,
-    50257 x 768: 25 s instead of about 54 s). Returns proofs, witnesses, margins, rivals.
+    50257 x 768: 25 s instead of about 54 s). Returns proofs, witnesses, margins, rivals, and
+    (``keep`` False) the positions whose witnesses are kept and every witness's ``|z|_2``.
 
     The witnesses are float32 (half the memory of a whole vocabulary's inputs) where float32
-    holds every ``alpha w_k`` exactly; float64 otherwise."""
+    holds every ``alpha w_k`` of a block exactly; float64 otherwise. Without ``keep`` only the
+    inputs of the classes left open are kept (a block at a time: no V x d array)."""
     alpha = _ladder(weight, None, classes, box)[0]
-    witnesses = _scaled_in_float32(weight, weight32, classes, alpha)
-    if witnesses is None:  # a power of two takes some entry out of float32's range
-        witnesses = weight[classes] * alpha[:, None]
     margins, certified = np.full(len(classes), -np.inf), np.zeros(len(classes), dtype=bool)
     rivals = np.zeros((len(classes), n_rivals), dtype=np.int64)
+    sizes = None if keep else np.empty(len(classes))
+    kept = []
     for start in range(0, len(classes), NEAREST_CLASSES):
         part = slice(start, start + NEAREST_CLASSES)
+        ids = classes[part]
+        witnesses = _scaled_in_float32(weight, weight32, ids, alpha[part])
+        if witnesses is None:  # a power of two takes some entry out of float32's range
+            witnesses = weight[ids] * alpha[part, None]
         margins[part], certified[part], rivals[part] = witness_margins(
-            weight, None, classes[part], witnesses[part], rivals=n_rivals, weight32=weight32,
+            weight, None, ids, witnesses, rivals=n_rivals, weight32=weight32,
             row_norms=norms, block=block)
+        if sizes is not None:
+            sizes[part] = row_norms_of(witnesses)
+        kept.append(witnesses if keep else witnesses[~certified[part]])
         if on_progress is not None:
-            on_progress(len(witnesses[part]))
-    return certified, witnesses, margins, rivals
+            on_progress(len(ids))
+    held = None if keep else np.flatnonzero(~certified)
+    return certified, np.concatenate(kept), margins, rivals, held, sizes
 
 
 def _relax(weight: np.ndarray, bias: np.ndarray | None, ids: np.ndarray, z: np.ndarray,
@@ -253,12 +272,15 @@ def certify_fast(
     n_rivals: int = 64,
     on_progress: Callable[[int], None] | None = None,
     on_phase: Callable[[str, int], None] | None = None,
+    keep_witnesses: bool = True,
 ) -> FastOutcome:
     """Certify as many of ``classes`` as possible with witnesses proved under rounding bounds.
 
     ``weight`` (V, d) and ``bias`` are float64. Work goes ``block`` classes at a time, so the
     ``V x block`` logits stay small. ``on_progress(n)`` counts classes done in the current phase;
     ``on_phase(name, total)`` announces the relaxation and how many classes it takes.
+    ``keep_witnesses`` False releases the inputs stage 1 certifies (only their ``|z|_2`` stay, in
+    ``sizes``; ``held`` lists the positions whose inputs are kept).
     """
     n_rows, d = weight.shape
     n_rivals = min(n_rivals, n_rows - 1)
@@ -270,9 +292,10 @@ def certify_fast(
     norms = row_norms_of(weight)
     rough = (weight.astype(np.float32) if weight32 is None else weight32,
              None if bias is None else bias.astype(np.float32) if bias32 is None else bias32)
+    held = sizes = None
     if bias is None and weight32 is not None:  # float32 logits, with their rivals, in one pass
-        certified, witnesses, margins, rivals = _nearest_float32(
-            weight, weight32, classes, box, n_rivals, norms, block, on_progress)
+        certified, witnesses, margins, rivals, held, sizes = _nearest_float32(
+            weight, weight32, classes, box, n_rivals, norms, block, on_progress, keep_witnesses)
     elif bias is None and len(classes) == n_rows and np.array_equal(classes, np.arange(n_rows)):
         certified, margins, alpha = _nearest_all(weight, box, block, norms, on_progress)
         witnesses = weight * alpha[:, None]
@@ -289,6 +312,18 @@ def certify_fast(
             rivals[part] = rival
             if on_progress is not None:
                 on_progress(len(z))
+    if not keep_witnesses and held is None:  # only the open classes' inputs from here on
+        sizes, held = row_norms_of(witnesses), np.flatnonzero(~certified)
+        witnesses = witnesses[held]
+
+    def rows_of(where: np.ndarray) -> np.ndarray:  # positions -> rows of ``witnesses``
+        return where if held is None else np.searchsorted(held, where)
+
+    def keep(where: np.ndarray, z: np.ndarray) -> None:
+        witnesses[rows_of(where)] = z
+        if sizes is not None:
+            sizes[where] = row_norms_of(witnesses[rows_of(where)])
+
     exact32 = weight32 is not None and (bias is None or bias32 is not None)
     relaxed_on = (weight32, bias32) if exact32 else (weight, bias)
     for round_ in range(rounds):
@@ -298,7 +333,8 @@ def certify_fast(
             on_phase("relaxation", len(open_))
         for start in range(0, len(open_), block):
             where = open_[start:start + block]
-            z = _relax(*relaxed_on, classes[where], witnesses[where], rivals[where], box, 2)
+            z = _relax(*relaxed_on, classes[where], witnesses[rows_of(where)], rivals[where],
+                       box, 2)
             if weight32 is not None:  # an input exact in float32 is checked twice as fast
                 z = _round_to_float32(z, box)
             margin, proved, top = witness_margins(weight, bias, classes[where], z,
@@ -307,7 +343,8 @@ def certify_fast(
             proved &= in_box(z, box)
             better = proved | (margin > margins[where])
             certified[where[proved]] = True
-            witnesses[where[better]], margins[where[better]] = z[better], margin[better]
+            keep(where[better], z[better])
+            margins[where[better]] = margin[better]
             rivals[where[~proved]] = top[~proved]
             if first and on_progress is not None:
                 on_progress(len(where))
@@ -325,10 +362,12 @@ def certify_fast(
             k = int(classes[j])
             if k in proved:
                 certified[j] = True
-                witnesses[j], margins[j] = proved[k]
+                keep(np.array([j]), proved[k][0][None])
+                margins[j] = proved[k][1]
             elif search.settled[i]:
                 settled[j] = search.z[i]
                 if search.pool[i] >= 0:
                     settled_pool[j] = int(search.pool[i])
     return FastOutcome(certified=certified, witnesses=witnesses, margins=margins, rivals=rivals,
-                       settled=settled, settled_pool=settled_pool, pools=pools)
+                       settled=settled, settled_pool=settled_pool, pools=pools, held=held,
+                       sizes=sizes)
