@@ -44,6 +44,8 @@ UNIT_ROUNDOFF_64 = 2.0**-53
 UNIT_ROUNDOFF_32 = 2.0**-24
 SMALLEST_NORMAL_32 = 2.0**-126
 NORM_ROWS = 4096  # rows upcast per block for their float64 norms
+LOGIT_ENTRIES = 2**24  # logits per block of witness checks (64 MB in float32): 110 inputs at a
+# time on a 151936-row head instead of 256
 COMBINATION_BLOCK = 256  # certificate rows per block when a combination is summed (in cache)
 RESIDUAL_SHARE = 1.0 / 64  # a certificate's residual stays below tol / 64, so that a push of
 # tol (see :mod:`logitkit.audit.exact`) is never mistaken for rounding
@@ -167,8 +169,8 @@ def _float32_logits(weight32: np.ndarray, bias32: np.ndarray | None, zs: np.ndar
     logits = z32 @ weight32.T
     if bias32 is not None:
         logits += bias32
-    if not np.isfinite(logits).all():  # float32 overflow: leave this block to float64
-        return None
+    if not (np.isfinite(logits.max()) and np.isfinite(logits.min())):  # float32 overflow (or
+        return None  # NaN, which max and min carry): leave this block to float64
     d = weight32.shape[1]
     allowance = SMALLEST_NORMAL_32 * (np.abs(zs).sum(1) + np.sqrt(d) * row_norms.max() + 2 * d + 2)
     return logits, _gamma(d + 2, UNIT_ROUNDOFF_32), allowance
@@ -263,7 +265,8 @@ def witness_margins(
     ``margin_j = l_k - max_{i != k} l_i`` at ``z[j]``; ``verified_j`` is True when the rounding
     bounds (module doc, with ``|w_i| . |z| <= |w_i|_2 |z|_2``) prove that ``k`` wins strictly for
     the exact weights. ``rivals > 0`` also returns the ids of the ``rivals`` rows with the largest
-    logits besides ``k`` (else an empty array). ``block`` inputs go per matrix product.
+    logits besides ``k`` (else an empty array). ``block`` inputs go per matrix product
+    (fewer where ``block x V`` logits would pass ``LOGIT_ENTRIES``).
     ``weight32`` (and ``bias32`` with a bias) are exact float32 copies (:func:`float32_copy`):
     inputs exact in float32 are then checked with the float32 product and its bound, and only
     those it cannot prove are checked again in float64. ``row_norms``: ``|w_i|_2`` computed once
@@ -278,6 +281,7 @@ def witness_margins(
     top = np.zeros((len(classes), rivals), dtype=np.int64)
     row_norms = row_norms_of(weight) if row_norms is None else row_norms
     largest_bias = 0.0 if bias is None else float(np.abs(bias).max())
+    block = max(1, min(block, LOGIT_ENTRIES // len(weight)))
     for start in range(0, len(classes), block):
         part = slice(start, start + block)
         ids, zs = classes[part], z[part]
