@@ -58,6 +58,15 @@ def test_certificates_come_back_bit_for_bit_wherever_they_wait(budget):
     assert (store.bytes_on_disk > 0) == (budget < total)
 
 
+def test_reading_between_additions_leaves_every_certificate_intact():
+    store = CertificateStore(memory_budget=0)
+    put = [certificate(7 + 3 * k, seed=k) for k in range(6)]
+    for k, cert in enumerate(put):
+        store.add(k, cert)
+        assert same(store[k], cert) and same(store[0], put[0])  # reads move the file position
+    assert all(same(store[k], cert) for k, cert in enumerate(put))
+
+
 def test_a_class_is_held_once_and_the_budget_cannot_be_negative():
     store = CertificateStore(memory_budget=0)
     store.add(1, certificate(4, seed=1))

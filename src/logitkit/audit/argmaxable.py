@@ -103,7 +103,10 @@ class AuditResult:
             stored in float32, bf16 or fp16: half the memory), float64 otherwise.
         certificates: ``{k: Certificate}``, the convex combination of other rows proving that
             ``k`` cannot win ("unargmaxable" and "tie"; see :class:`~logitkit.audit.verify.
-            Certificate`); support ids refer to the rows of the original head.
+            Certificate`); support ids refer to the rows of the original head. From an audit, a
+            read-only :class:`~logitkit.audit.evidence_store.CertificateStore`: past 64 MiB of
+            rows the certificates wait in an anonymous temporary file (``TMPDIR``) and are read
+            back on access (2.7 GB of them for a 151936 x 896 head).
         duplicate_groups: the ids of identical rows (weights and bias), one array per group,
             lowest id first; only groups that contain an audited class.
         settings: the audit's settings: ``method``, ``box``, ``bias`` (bool), ``tol``, ``shape``
@@ -583,7 +586,8 @@ def check_argmaxable(
         fw_radius: Frank-Wolfe's L2-ball radius when there is no box; default 100.0.
         fw_iterations: Frank-Wolfe's iteration budget per class; default 200.
         keep_witnesses: keep the witness inputs (V x d floats for a whole vocabulary); False keeps
-            only certificates; default True.
+            only certificates (and the fast stage never holds the inputs it proves, only their
+            norms for the margins); default True.
         jobs: worker processes for the exact stage (forked; 1 or less runs in this process);
             default 1.
         show_progress: show a progress bar on stderr; default True.

@@ -113,16 +113,18 @@ class CertificateStore(Mapping):
         self.bytes_on_disk += size
 
     def _write(self, data: memoryview) -> None:
+        self._file.seek(0, os.SEEK_END)  # (a read may have moved the position)
         done = 0
         while done < len(data):  # a raw file may take part of a large write
             done += self._file.write(data[done:])
 
     def _read(self, into: np.ndarray, offset: int) -> None:
         view = memoryview(into).cast("B")
+        self._file.seek(offset)
         done = 0
         while done < len(view):
-            got = os.preadv(self._file.fileno(), [view[done:]], offset + done)
-            if got == 0:
+            got = self._file.readinto(view[done:])
+            if not got:
                 raise OSError("the certificate file ended early: it was changed from outside")
             done += got
 
