@@ -118,6 +118,8 @@ def test_audit_quick_marks_its_targets_not_testable(capsys):
     capsys.readouterr()
     assert result["not_testable"] == {"time_under_target_s": "a smaller head"}
     assert "time_under_target_s" not in result["met"]
+    assert result["ours"]["certificates_on_disk_gb"] == 0.0  # a tiny head's fit in memory
+    assert result["ours"]["certificates_in_memory_gb"] < 0.001
     table = harness.format_table([result], quick=True)
     assert "50257x768 head < 600 s" in table and "not testable at --quick size [1]" in table
 

@@ -52,7 +52,7 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import linprog
 
-from logitkit.audit import check_argmaxable, read_head
+from logitkit.audit import AuditResult, check_argmaxable, read_head
 from logitkit.benchmarks.harness import add_target, case, emit, quick_flag
 
 BASELINE_TIME_LIMIT_S = 300.0
@@ -169,6 +169,13 @@ def side_by_side_with_the_lp(weight: np.ndarray, classes: np.ndarray) -> list[di
     return rows
 
 
+def _evidence_bytes(result: AuditResult) -> dict:
+    """Where the certificates wait: GiB in memory and in the temporary file (not in the peak)."""
+    store = result.certificates
+    return {"certificates_in_memory_gb": round(store.bytes_in_memory / 2**30, 3),
+            "certificates_on_disk_gb": round(store.bytes_on_disk / 2**30, 3)}
+
+
 def _ours(weight: np.ndarray) -> tuple[dict, np.ndarray]:
     """Our whole-head audit: figures and the classes our exact stage took."""
     cpu, start = cpu_seconds(), time.perf_counter()
@@ -179,6 +186,7 @@ def _ours(weight: np.ndarray) -> tuple[dict, np.ndarray]:
     figures = {"time_s": round(wall, 1), "cpu_s": round(cpu, 1), "jobs": JOBS,
                "peak_pss_with_workers_gb": None if memory.peak_gb is None else
                round(memory.peak_gb, 2),
+               **_evidence_bytes(result),
                "fast_s": round(result.timings["fast_s"], 1),
                "exact_s": round(result.timings.get("exact_s", 0.0), 1),
                "duplicate_groups": len(result.duplicate_groups),
@@ -241,6 +249,7 @@ def frontier_case(name: str, n: int, d: int, sigma: float, *, sample: int, targe
             "peak_pss_with_workers_gb": None if memory.peak_gb is None else
             round(memory.peak_gb, 2),
             "peak_over_float32_head": round(peak_gb * 2**30 / weight.nbytes, 2),
+            **_evidence_bytes(result),
             **{f"n_{k}": v for k, v in result.counts.items()},
             **{f"stage_{k}": v for k, v in result.stage_counts.items()}}
     hard = result.classes[result.stage == "exact"]
