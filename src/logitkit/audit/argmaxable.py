@@ -58,6 +58,7 @@ from logitkit.audit.chebyshev import ball_radii, into_box_edge
 from logitkit.audit.decision import Decision
 from logitkit.audit.evidence_store import CertificateStore
 from logitkit.audit.exact import decide_many
+from logitkit.audit.exact_rows import ExactRows
 from logitkit.audit.frank_wolfe import frank_wolfe
 from logitkit.audit.reverify import EVIDENCE_CONVENTION
 from logitkit.audit.statuses import METHODS, STATUSES
@@ -385,16 +386,45 @@ def _write_entries(file: TextIO, entries: Iterable[tuple[int, Any]]) -> None:
         file.write(line + "\n")
 
 
-def _as_float64(name: str, value: Any) -> np.ndarray:
+def _as_rows(name: str, value: Any) -> np.ndarray:
+    """``value`` as a float64 array, or as float32 where it is stored in float32, fp16 or bf16
+    (its values are then exact in float32: no float64 copy of a large head is made)."""
     if hasattr(value, "detach"):  # a torch tensor (any dtype, any device)
-        value = value.detach().cpu().double().numpy()
+        value = value.detach().cpu()
+        narrow = str(value.dtype) in ("torch.float32", "torch.float16", "torch.bfloat16")
+        value = (value.float() if narrow else value.double()).numpy()
     try:
-        array = np.asarray(value, dtype=np.float64)
+        array = np.asarray(value)
+        if array.dtype == np.float16:
+            array = array.astype(np.float32)
+        elif array.dtype != np.float32:
+            array = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError) as error:
         raise TypeError(f"{name} must be a numeric array or tensor, got {type(value)}") from error
-    if not np.all(np.isfinite(array)):
-        raise ValueError(f"{name} contains NaN or infinite values")
+    if array.size and not (np.isfinite(array.max()) and np.isfinite(array.min())):
+        raise ValueError(f"{name} contains NaN or infinite values")  # (max and min carry NaN)
     return array
+
+
+def _scaled(w: np.ndarray, scale: float, owned: bool) -> np.ndarray | ExactRows:
+    """``w`` times the power of two ``scale``: :class:`~logitkit.audit.exact_rows.ExactRows`
+    where ``w`` is float32 and float32 holds every product (checked a block at a time against
+    the float64 products), else a float64 array (``w`` scaled in place where ``owned``)."""
+    if w.dtype == np.float32:
+        if scale == 1.0:
+            return ExactRows(w)
+        with np.errstate(over="ignore", under="ignore"):
+            scaled = w * np.float32(scale)
+        rows = max(1, 2**20 // w.shape[1])
+        if all(np.array_equal(scaled[start:start + rows],
+                              w[start:start + rows].astype(np.float64) * scale)
+               for start in range(0, len(w), rows)):
+            return ExactRows(scaled)
+        w, owned = w.astype(np.float64), True
+    if owned:
+        w *= scale  # our own float64 copy: scaled in place (one copy of the head, not two)
+        return w
+    return w * scale  # the caller's array (or a view of their tensor): never written
 
 
 def _validated(
@@ -402,12 +432,12 @@ def _validated(
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    w = _as_float64("weight", weight)
+    w = _as_rows("weight", weight)
     if w.ndim != 2 or w.shape[0] < 2 or w.shape[1] < 1:
         raise ValueError(f"weight must have shape (V, d) with V >= 2, d >= 1; got {w.shape}")
     b = None
     if bias is not None:
-        b = _as_float64("bias", bias)
+        b = _as_rows("bias", bias).astype(np.float64, copy=False)
         if b.shape != (w.shape[0],):
             raise ValueError(f"bias must have shape ({w.shape[0]},) to match weight; got {b.shape}")
     if box is not None and not (np.isfinite(box) and 0 < box <= MAX_BOX):
@@ -465,22 +495,27 @@ def power_of_two_scale(weight: np.ndarray) -> float:
     return float(np.exp2(-np.round(np.log2(median)))) if median > 0 else 1.0
 
 
-def duplicate_rows(weight: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+def duplicate_rows(weight: np.ndarray | ExactRows, bias: np.ndarray | None) -> np.ndarray:
     """``first[i]``: the lowest id whose row (and bias) equals row ``i`` exactly."""
-    rows = weight if bias is None else np.hstack([weight, bias[:, None]])
-    probe = np.random.default_rng(0).normal(size=(rows.shape[1], 2))
-    keys = rows @ probe  # equal rows give equal keys; equal keys are then compared exactly
-    order = np.lexsort((np.arange(len(rows)), keys[:, 1], keys[:, 0]))
-    first = np.arange(len(rows))
+    d = weight.shape[1]
+    probe = np.random.default_rng(0).normal(size=(d + (bias is not None), 2))
+    keys = weight @ probe[:d]  # equal rows give equal keys; equal keys are then compared exactly
+    if bias is not None:
+        keys += bias[:, None] * probe[d]
+    order = np.lexsort((np.arange(len(weight)), keys[:, 1], keys[:, 0]))
+    first = np.arange(len(weight))
     same_key = np.all(keys[order[1:]] == keys[order[:-1]], axis=1)
     for start in np.flatnonzero(same_key & ~np.r_[False, same_key[:-1]]):
         stop = start + 1
         while stop < len(same_key) and same_key[stop]:
             stop += 1
         members = order[start:stop + 1]
-        for i in members:
-            equal = members[np.all(rows[members] == rows[i], axis=1)]
-            first[i] = equal.min()
+        rows = weight[members]
+        for j, i in enumerate(members):
+            same = np.all(rows == rows[j], axis=1)
+            if bias is not None:
+                same &= bias[members] == bias[i]
+            first[i] = members[same].min()
     return first
 
 
@@ -642,15 +677,13 @@ def check_argmaxable(
             f"min_radius={min_radius}, box={box}, method={method!r}")
     start = time.perf_counter()
     scale = power_of_two_scale(w)
-    if w is not weight and w.flags.owndata and w.flags.writeable:
-        w *= scale  # our own float64 copy: scaled in place (one copy of the head, not two)
-    else:
-        w = w * scale  # the caller's array (or a view of their tensor): never written
+    w = _scaled(w, scale, owned=w is not weight and w.flags.owndata and w.flags.writeable)
     b = None if b is None else b * scale
     first = duplicate_rows(w, b)
     representatives = np.flatnonzero(first == np.arange(len(w)))
     position = np.searchsorted(representatives, first)
-    w_r = w if len(representatives) == len(w) else np.ascontiguousarray(w[representatives])
+    w_r = w if len(representatives) == len(w) else ExactRows(w.rows32[representatives]) \
+        if isinstance(w, ExactRows) else np.ascontiguousarray(w[representatives])
     b_r = None if b is None else b[representatives]
     needed = np.unique(position[ids])
     row_scale = float(np.median(row_norms_of(w)))
@@ -687,7 +720,8 @@ def check_argmaxable(
         elif method == "frank_wolfe":
             radius = box if box is not None else fw_radius
             settings["fw_radius"] = radius
-            outcome = frank_wolfe(w_r, b_r, needed, radius=radius, box=box, tol=tol,
+            outcome = frank_wolfe(w_r[:] if isinstance(w_r, ExactRows) else w_r, b_r, needed,
+                                  radius=radius, box=box, tol=tol,
                                   iterations=fw_iterations, on_progress=bar.update)
             decisions = dict(zip(needed.tolist(), outcome, strict=True))
             stages = {k: "frank_wolfe" for k in decisions}

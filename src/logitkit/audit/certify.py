@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from logitkit.audit.exact_rows import block_rows, row_squares_of
 from logitkit.audit.smooth_witness import SmoothOutcome, pooled_smooth_witnesses, rivals_at
 from logitkit.audit.verify import (
     UNIT_ROUNDOFF_64,
@@ -69,7 +70,7 @@ class FastOutcome:
 def _ladder(weight: np.ndarray, bias: np.ndarray | None, ids: np.ndarray,
             box: float | None) -> np.ndarray:
     """Powers of two ``alpha`` (n_alpha, n_classes) for the inputs ``alpha w_k``."""
-    norms2 = np.maximum((weight[ids] ** 2).sum(1), np.finfo(np.float64).tiny)
+    norms2 = np.maximum(row_squares_of(weight, ids), np.finfo(np.float64).tiny)
     if bias is None:
         exponents = np.zeros((1, len(ids)))
     else:
@@ -162,8 +163,9 @@ def _scaled_in_float32(weight: np.ndarray, weight32: np.ndarray, classes: np.nda
     array), as :func:`~logitkit.audit.verify.float32_copy` compares a whole array."""
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
         scaled = weight32[classes] * alpha.astype(np.float32)[:, None]
-    for start in range(0, len(scaled), NEAREST_CLASSES):
-        part = slice(start, start + NEAREST_CLASSES)
+    step = block_rows(weight)
+    for start in range(0, len(scaled), step):
+        part = slice(start, start + step)
         if not np.array_equal(scaled[part], weight[classes[part]] * alpha[part, None]):
             return None
     return scaled
@@ -285,7 +287,6 @@ def certify_fast(
     n_rows, d = weight.shape
     n_rivals = min(n_rivals, n_rows - 1)
     certified = np.zeros(len(classes), dtype=bool)
-    witnesses = np.zeros((len(classes), d))
     margins = np.full(len(classes), -np.inf)
     rivals = np.zeros((len(classes), n_rivals), dtype=np.int64)
     weight32, bias32 = float32_copy(weight), float32_copy(bias)  # exact copies, or None
@@ -304,6 +305,7 @@ def certify_fast(
         rivals[open_] = rivals_at(*rough, open_, witnesses[open_], n_rivals, block)
     else:  # a few V x B float64 arrays per block: B shrinks on large heads (memory)
         nearest_block = max(16, min(block, NEAREST_ENTRIES // n_rows))
+        witnesses = np.zeros((len(classes), d))
         for start in range(0, len(classes), nearest_block):
             part = slice(start, start + nearest_block)
             proved, z, margin, rival = _nearest(weight, bias, classes[part], box, n_rivals,

@@ -49,6 +49,7 @@ from __future__ import annotations
 import numpy as np
 
 from logitkit.audit.decision import Decision, solve_margin_lp
+from logitkit.audit.exact_rows import logits_of, row_squares_of
 from logitkit.audit.verify import Certificate, _gamma, combination, row_norms_of, valid_weights
 
 
@@ -68,14 +69,14 @@ def ball_radii(weight: np.ndarray, bias: np.ndarray | None, classes: np.ndarray,
         ids = classes[start:start + block]
         zs = z[start:start + block]
         rows = np.arange(len(ids))
-        logits = zs @ weight.T
+        logits = logits_of(weight, zs)
         error = np.outer(np.linalg.norm(zs, axis=1), norms)
         if bias is not None:
             logits += bias
             error += np.abs(bias)
         error *= 2.0 * gamma
         gap = logits[rows, ids][:, None] - logits - error - error[rows, ids][:, None]
-        distance2 = squares[ids][:, None] + squares - 2.0 * (weight[ids] @ weight.T)
+        distance2 = squares[ids][:, None] + squares - 2.0 * logits_of(weight, weight[ids])
         distance2 += 4.0 * gamma * (squares[ids][:, None] + squares)
         distance = np.sqrt(np.maximum(distance2, 0.0)) * (1.0 + 4.0 * gamma)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -131,7 +132,7 @@ def decide_ball(
 ) -> Decision:
     """The Chebyshev LP with constraint generation, then the verdict of the module doc.
     ``row_squares``: ``|w_i|^2`` per row, passed once by callers deciding many classes."""
-    squares = np.einsum("ij,ij->i", weight, weight) if row_squares is None else row_squares
+    squares = row_squares_of(weight) if row_squares is None else row_squares
     lengths = np.sqrt(np.maximum(squares[k] + squares - 2.0 * (weight @ weight[k]), 0.0))
     nearest = np.argsort(np.where(np.arange(len(weight)) == k, np.inf, lengths))
     rows = np.union1d(start_rows[start_rows != k], nearest[: min(add_rows, len(weight) - 1)])

@@ -40,6 +40,7 @@ from threadpoolctl import threadpool_limits
 from logitkit.audit.chebyshev import decide_ball
 from logitkit.audit.decision import Decision, solve_margin_lp
 from logitkit.audit.entropy_certificate import entropy_certificate
+from logitkit.audit.exact_rows import row_squares_of
 from logitkit.audit.hull import nearest_point
 from logitkit.audit.verify import (
     Certificate,
@@ -288,7 +289,7 @@ def decide_box(
         if certificate is not None and certificate.bound <= tau and best.margin >= -tau:
             return Decision("tie", witness=best.witness, margin=best.margin,
                             certificate=certificate, rows=len(rows))
-        logits_gap = (weight[k] - weight) @ lp.z + (bias[k] - bias)
+        logits_gap = weight[k] @ lp.z - weight @ lp.z + (bias[k] - bias)
         outside = others.copy()
         outside[rows] = False
         candidates = np.flatnonzero(outside & (logits_gap < lp.t - 1e-12 * abs(lp.t)))
@@ -349,7 +350,7 @@ def decide_many(
         weight32 = weight.astype(np.float32)  # rounded: steers the Newton steps only
     _SHARED.update(weight=weight, bias=bias, box=box, tol=tol, row_sum=weight.sum(0),
                    weight32=weight32, exact32=exact32, min_radius=min_radius, pools=pools or [],
-                   row_squares=np.einsum("ij,ij->i", weight, weight))
+                   row_squares=row_squares_of(weight))
     pool_of = [-1] * len(classes) if settled_pool is None else settled_pool
     tasks = [(j, int(k), rivals[j], starts[j], pool_of[j]) for j, k in enumerate(classes)]
     decisions: list[Decision | None] = [None] * len(tasks)

@@ -42,6 +42,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.linalg import qr_delete, qr_insert, solve_triangular
 
+from logitkit.audit.exact_rows import row_squares_of
+
 POSITIVE = 1e-14  # corral weights at or below this are dropped
 
 
@@ -230,7 +232,7 @@ def nearest_point(
         if all_norms is None:  # |p_i| of every row, from one product (ranking only)
             moved = wk + offset[:d]
             if row_squares is None:
-                row_squares = np.einsum("ij,ij->i", weight, weight)
+                row_squares = row_squares_of(weight)
             squares = moved @ moved - 2.0 * (weight @ moved) + row_squares
             all_norms = np.sqrt(np.maximum(squares, np.finfo(np.float64).tiny))
             if lifted:

@@ -40,10 +40,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from logitkit.audit.exact_rows import ExactRows, logits_of, row_squares_of
+
 UNIT_ROUNDOFF_64 = 2.0**-53
 UNIT_ROUNDOFF_32 = 2.0**-24
 SMALLEST_NORMAL_32 = 2.0**-126
-NORM_ROWS = 4096  # rows upcast per block for their float64 norms
 LOGIT_ENTRIES = 2**24  # logits per block of witness checks (64 MB in float32): 110 inputs at a
 # time on a 151936-row head instead of 256
 COMBINATION_BLOCK = 256  # certificate rows per block when a combination is summed (in cache)
@@ -145,6 +146,8 @@ def float32_copy(array: np.ndarray | None) -> np.ndarray | None:
     """
     if array is None:
         return None
+    if isinstance(array, ExactRows):  # float32 already: its own rows, no copy
+        return array.rows32
     with np.errstate(over="ignore", invalid="ignore"):
         copy = array.astype(np.float32)
     rows = max(1, 2**20 // max(1, int(np.prod(array.shape[1:]))))
@@ -178,7 +181,7 @@ def _float32_logits(weight32: np.ndarray, bias32: np.ndarray | None, zs: np.ndar
 
 def _float64_logits(weight: np.ndarray, bias: np.ndarray | None, zs: np.ndarray) -> np.ndarray:
     """``W z + b`` for each row of ``zs``: (B, V), rows contiguous for maxima and partitions."""
-    logits = zs @ weight.T
+    logits = logits_of(weight, zs)
     if bias is not None:
         logits += bias
     return logits
@@ -203,14 +206,10 @@ def largest_columns(logits: np.ndarray, count: int) -> np.ndarray:
     return torch.topk(torch.from_numpy(logits), count, dim=1, sorted=False).indices.numpy()
 
 
-def row_norms_of(weight: np.ndarray) -> np.ndarray:
+def row_norms_of(weight: np.ndarray | ExactRows) -> np.ndarray:
     """``|w_i|_2`` per row, float64 (the size term of the witness bounds), a block of rows at a
     time (no float64 copy of a float32 head)."""
-    norms = np.empty(len(weight))
-    for start in range(0, len(weight), NORM_ROWS):
-        block = np.asarray(weight[start:start + NORM_ROWS], dtype=np.float64)
-        norms[start:start + NORM_ROWS] = np.sqrt(np.einsum("ij,ij->i", block, block))
-    return norms
+    return np.sqrt(row_squares_of(weight))
 
 
 def _pair_bounds(bias: np.ndarray | None, z_norm: float, row_norms: np.ndarray,
@@ -272,7 +271,8 @@ def witness_margins(
     those it cannot prove are checked again in float64. ``row_norms``: ``|w_i|_2`` computed once
     by :func:`row_norms_of` (for callers that check many small batches).
     """
-    weight = np.asarray(weight, dtype=np.float64)
+    if not isinstance(weight, ExactRows):
+        weight = np.asarray(weight, dtype=np.float64)
     z = np.asarray(z, dtype=np.float64)
     gamma64 = _gamma(weight.shape[1] + 2)
     use32 = weight32 is not None and (bias is None or bias32 is not None)
