@@ -102,3 +102,18 @@ def test_no_float64_copy_of_a_float32_head_is_made():
     tracemalloc.stop()
     assert result.counts["argmaxable"] == 8000
     assert peak < 3 * weight.nbytes
+
+
+@pytest.mark.parametrize("options", [{"method": "frank_wolfe"}, {"method": "fast"}, {"box": 2.0},
+                                     {"box": 100.0, "min_radius": 1e-8}])
+@pytest.mark.parametrize("bias", [False, True])
+def test_every_method_and_question_reads_a_float32_head_as_its_float64_copy(options, bias):
+    rng = np.random.default_rng(0)
+    outer = rng.normal(size=(60, 4))
+    weight = np.vstack([outer, 0.8 * rng.dirichlet(np.ones(60), 6) @ outer]).astype(np.float32)
+    b = rng.normal(size=len(weight)).astype(np.float32) if bias else None
+    as32 = check_argmaxable(weight, b, show_progress=False, **options)
+    as64 = check_argmaxable(weight.astype(np.float64), None if b is None else
+                            b.astype(np.float64), show_progress=False, **options)
+    assert as32.status.tolist() == as64.status.tolist()
+    np.testing.assert_allclose(as32.margin, as64.margin, rtol=1e-9, atol=0)
