@@ -608,7 +608,9 @@ def check_argmaxable(
     on the ball ``|z|_2 <= fw_radius`` (or on the box).
 
     Args:
-        weight: (V, d) array or tensor, V >= 2, d >= 1, any float dtype (computed in float64).
+        weight: (V, d) array or tensor, V >= 2, d >= 1, any float dtype (computed in float64;
+            float32, fp16 and bf16 heads are held as float32 rows, upcast where a check reads
+            them: no float64 copy, see :mod:`~logitkit.audit.exact_rows`).
         bias: (V,) array or tensor, or None for no bias; default None.
         classes: ids to audit (all V rows still compete), or None for every class; default None.
         method: "exact", "fast" or "frank_wolfe"; default "exact".

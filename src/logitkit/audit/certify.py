@@ -278,7 +278,8 @@ def certify_fast(
 ) -> FastOutcome:
     """Certify as many of ``classes`` as possible with witnesses proved under rounding bounds.
 
-    ``weight`` (V, d) and ``bias`` are float64. Work goes ``block`` classes at a time, so the
+    ``weight`` (V, d) float64 rows (an array or :class:`~logitkit.audit.exact_rows.ExactRows`)
+    and ``bias`` float64. Work goes ``block`` classes at a time, so the
     ``V x block`` logits stay small. ``on_progress(n)`` counts classes done in the current phase;
     ``on_phase(name, total)`` announces the relaxation and how many classes it takes.
     ``keep_witnesses`` False releases the inputs stage 1 certifies (only their ``|z|_2`` stay, in

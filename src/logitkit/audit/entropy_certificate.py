@@ -84,7 +84,8 @@ def entropy_certificate(
 ) -> Certificate | None:
     """A certificate that ``sum_i a_i w_i = w_k + shift`` (``i != k``) from the point ``z``.
 
-    ``weight`` is float64 (a head without a bias); ``z`` a point near the minimiser of ``F``
+    ``weight``: float64 rows (an array, or :class:`~logitkit.audit.exact_rows.ExactRows`; a
+    head without a bias); ``z`` a point near the minimiser of ``F``
     (module doc); ``shift`` the push of row ``k`` by the tolerance (a "depth" certificate, see
     :func:`~logitkit.audit.verify.hull_certificate`), None for a plain "hull" certificate.
     ``weight32``, a float32 copy of ``weight``, is reused for the logits if given; ``rows``,
