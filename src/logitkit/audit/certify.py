@@ -183,13 +183,15 @@ def _nearest_float32(weight: np.ndarray, weight32: np.ndarray, classes: np.ndarr
     (``keep`` False) the positions whose witnesses are kept and every witness's ``|z|_2``.
 
     The witnesses are float32 (half the memory of a whole vocabulary's inputs) where float32
-    holds every ``alpha w_k`` of a block exactly; float64 otherwise. Without ``keep`` only the
-    inputs of the classes left open are kept (a block at a time: no V x d array)."""
+    holds every ``alpha w_k`` exactly; float64 from the first block where it does not. Without
+    ``keep`` only the inputs of the classes left open are kept (a block at a time: no V x d
+    array)."""
     alpha = _ladder(weight, None, classes, box)[0]
     margins, certified = np.full(len(classes), -np.inf), np.zeros(len(classes), dtype=bool)
     rivals = np.zeros((len(classes), n_rivals), dtype=np.int64)
     sizes = None if keep else np.empty(len(classes))
-    kept = []
+    kept = np.empty((len(classes) if keep else 0, weight.shape[1]), dtype=np.float32)
+    open_parts = [kept]
     for start in range(0, len(classes), NEAREST_CLASSES):
         part = slice(start, start + NEAREST_CLASSES)
         ids = classes[part]
@@ -201,11 +203,18 @@ def _nearest_float32(weight: np.ndarray, weight32: np.ndarray, classes: np.ndarr
             row_norms=norms, block=block)
         if sizes is not None:
             sizes[part] = row_norms_of(witnesses)
-        kept.append(witnesses if keep else witnesses[~certified[part]])
+        if keep:
+            if witnesses.dtype == np.float64 and kept.dtype == np.float32:
+                kept = kept.astype(np.float64)  # from here on: values float32 cannot hold
+            kept[part] = witnesses
+        else:
+            open_parts.append(witnesses[~certified[part]])
         if on_progress is not None:
             on_progress(len(ids))
-    held = None if keep else np.flatnonzero(~certified)
-    return certified, np.concatenate(kept), margins, rivals, held, sizes
+    if keep:
+        return certified, kept, margins, rivals, None, None
+    return certified, np.concatenate(open_parts), margins, rivals, np.flatnonzero(~certified), \
+        sizes
 
 
 def _relax(weight: np.ndarray, bias: np.ndarray | None, ids: np.ndarray, z: np.ndarray,
