@@ -117,3 +117,16 @@ def test_every_method_and_question_reads_a_float32_head_as_its_float64_copy(opti
                             b.astype(np.float64), show_progress=False, **options)
     assert as32.status.tolist() == as64.status.tolist()
     np.testing.assert_allclose(as32.margin, as64.margin, rtol=1e-9, atol=0)
+
+
+@pytest.mark.parametrize("scale", [1.0, 8.0])
+def test_the_callers_float32_head_is_read_never_written(scale):
+    """Norms near 1 keep the power-of-two scale at 1, so the audit holds the caller's array
+    itself: a read-only array must pass, unchanged."""
+    weight = float32_head(8) / np.float32(np.median(np.linalg.norm(float32_head(8), axis=1)))
+    weight *= np.float32(scale)
+    before = weight.copy()
+    weight.flags.writeable = False
+    result = check_argmaxable(weight, show_progress=False)
+    assert result.settings["rescaled_by"] == 1.0 / scale
+    assert np.array_equal(weight, before) and result.counts["unargmaxable"] >= 10
