@@ -107,6 +107,7 @@ def test_the_pooled_search_decides_like_the_lp_and_settles_over_its_pool(monkeyp
     pool lets win wrongly come back with the rows that beat them (a second pass)."""
     monkeypatch.setattr(sw, "POOL_ROWS", 40)  # the pool: max(40, 8 (d + 1)) = 88 rows
     monkeypatch.setattr(sw, "POOL_CHUNK", 50)  # plus 50 classes searched over it at a time
+    monkeypatch.setattr(sw, "POOL_GROWTH", 8)  # rows a class turned down brings along
     weight = spread_head(seed, n=600, d=10)
     weight32 = weight.astype(np.float32)
     weight = weight32.astype(np.float64)
@@ -138,12 +139,97 @@ def test_the_pooled_search_decides_like_the_lp_and_settles_over_its_pool(monkeyp
         k = classes[j]
         rows = outcome.pools[outcome.pool[j]]
         rows = rows[rows != k]
-        assert len(rows) <= 88 + 50 + 32 * 20  # the pool never grew to the whole head
+        assert len(rows) <= 88 + 50 + 8 * 50 * 8  # the pool never grew to the whole head
         logits = weight[rows] @ outcome.z[j]
         p = np.exp(logits - logits.max())
         mean = (p / p.sum()) @ weight[rows]
         assert np.abs(mean - weight[k]).sum() <= 2 * POOL_SETTLED_GRADIENT * np.abs(
             weight[k]).sum()
+
+
+def test_a_pass_releases_its_last_classes_at_their_last_point():
+    """``release_below``: once every class has started and fewer are left than that, they stop
+    unfinished at their last point (not found, not settled); without it, or with no more
+    classes than slots, every class runs to its end."""
+    weight = spread_head(4, n=400, d=10)
+    weight32 = weight.astype(np.float32)
+    classes = np.arange(len(weight))
+    checked = []
+
+    def accept(ids, z):
+        checked.append(len(ids))
+        return np.array([strictly_wins(weight32.astype(np.float64), k, zk)
+                         for k, zk in zip(ids, z, strict=True)])
+
+    whole = smooth_witnesses(weight32, classes, accept, block=64)
+    cut = smooth_witnesses(weight32, classes, accept, block=64, release_below=16)
+    assert not whole.released.any() and 0 < cut.released.sum() < 16
+    assert not (cut.released & (cut.found | cut.settled | cut.rejected)).any()
+    assert (cut.found | cut.settled).sum() >= (whole.found | whole.settled).sum() - 16
+    for j in np.flatnonzero(cut.released):  # the point it had reached: F there beats the start
+        k = classes[j]
+        logits = np.delete(weight, k, axis=0) @ cut.z[j]
+        value = logits.max() + np.log(np.exp(logits - logits.max()).sum()) - weight[k] @ cut.z[j]
+        assert np.isfinite(value) and np.abs(cut.z[j]).sum() > 0
+    few = smooth_witnesses(weight32, classes[:64], accept, block=64, release_below=16)
+    assert not few.released.any()  # no more classes than slots: never released
+
+
+def test_classes_turned_down_in_different_chunks_are_searched_again_together(monkeypatch):
+    """Classes a pass turns down wait across chunks and fill one pass together, from the points
+    where they were turned down, and are found there."""
+    monkeypatch.setattr(sw, "POOL_ROWS", 40)
+    monkeypatch.setattr(sw, "POOL_CHUNK", 50)
+    monkeypatch.setattr(sw, "POOL_GROWTH", 8)
+    weight = spread_head(1, n=600, d=10)
+    weight32 = weight.astype(np.float32)
+    weight = weight32.astype(np.float64)
+    classes = np.random.default_rng(1).permutation(len(weight))
+    chunk_of = {int(k): j // 50 for j, k in enumerate(classes)}
+    row_of = {weight32[i].tobytes(): i for i in range(len(weight32))}
+    restarts = []
+    original = sw.smooth_witnesses
+
+    def recording(rows32, ids, accept, **kwargs):
+        outcome = original(rows32, ids, accept, **kwargs)
+        if kwargs.get("starts") is not None:
+            searched = [row_of[rows32[i].tobytes()] for i in ids.tolist()]
+            restarts.append({chunk_of[k] for k in searched})
+        return outcome
+
+    monkeypatch.setattr(sw, "smooth_witnesses", recording)
+
+    offered = set()
+
+    def accept(ids, z):  # every class's first candidate is turned down, as if a row beat it
+        first = [k not in offered for k in ids.tolist()]
+        offered.update(ids.tolist())
+        return np.array([not new and strictly_wins(weight, k, zk)
+                         for k, zk, new in zip(ids, z, first, strict=True)])
+
+    outcome = pooled_smooth_witnesses(weight32, classes, accept)
+    assert any(len(chunks) > 1 for chunks in restarts)
+    assert outcome.found.sum() >= 0.9 * len(offered)  # found on a later pass
+    for j in np.flatnonzero(outcome.found):
+        assert strictly_wins(weight, classes[j], outcome.z[j])
+
+
+@pytest.mark.parametrize("pool_rows", [40, 10**6])
+def test_relaxation_runs_only_where_the_search_is_not_pooled(monkeypatch, pool_rows):
+    """Without a bias the relaxation is skipped on heads the search takes over pools (its first
+    pass proves those classes for less) and kept where it searches the whole head; with a bias
+    (no search follows) it always runs. Every proof stands either way."""
+    monkeypatch.setattr(sw, "POOL_ROWS", pool_rows)
+    weight = spread_head(5, n=500, d=10)
+    bias = np.random.default_rng(5).normal(size=500) * 0.1
+    for b in (None, bias):
+        phases = []
+        fast = certify.certify_fast(weight, b, np.arange(500),
+                                    on_phase=lambda name, _total, seen=phases: seen.append(name))
+        assert ("relaxation" in phases) == (b is not None or pool_rows > 500)
+        logits = fast.witnesses @ weight.T + (0 if b is None else b)
+        for j in np.flatnonzero(fast.certified):
+            assert logits[j, j] > np.delete(logits[j], j).max()
 
 
 def test_audits_through_a_small_pool_match_the_lp(monkeypatch):

@@ -15,6 +15,8 @@
    turn onto ``d_i . z + c_i >= target`` for the ``r`` rows that beat ``k`` most, then check the
    new ``z`` against all rows with :func:`~logitkit.audit.verify.witness_margins` (rounded to
    float32 when the head is exact in float32, so that the float32 product can check it).
+   Skipped without a bias on heads the smooth search takes over pools (its first pass proves
+   those classes for less).
 3. Without a bias, the smooth search of :mod:`~logitkit.audit.smooth_witness` for the classes
    still open (L-BFGS on a log-sum-exp bound of the margin, many classes per matrix product).
 
@@ -31,7 +33,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from logitkit.audit.exact_rows import block_rows, row_squares_of
-from logitkit.audit.smooth_witness import SmoothOutcome, pooled_smooth_witnesses, rivals_at
+from logitkit.audit.smooth_witness import (
+    SmoothOutcome,
+    pooled_smooth_witnesses,
+    rivals_at,
+    searched_over_pools,
+)
 from logitkit.audit.verify import (
     UNIT_ROUNDOFF_64,
     float32_copy,
@@ -289,13 +296,19 @@ def certify_fast(
 
     ``weight`` (V, d) float64 rows (an array or :class:`~logitkit.audit.exact_rows.ExactRows`)
     and ``bias`` float64. Work goes ``block`` classes at a time, so the
-    ``V x block`` logits stay small. ``on_progress(n)`` counts classes done in the current phase;
+    ``V x block`` logits stay small. ``rounds`` of relaxation follow stage 1, except on heads
+    without a bias that the smooth search takes over pools: it proves those classes for less
+    (151936 x 896 head, 6000 sampled classes: fast stage 87 s with three rounds, 74 s with none,
+    the same verdicts; a 12000 x 512 head, searched whole, needs them: 18 s against 22 s).
+    ``on_progress(n)`` counts classes done in the current phase;
     ``on_phase(name, total)`` announces the relaxation and how many classes it takes.
     ``keep_witnesses`` False releases the inputs stage 1 certifies (only their ``|z|_2`` stay, in
     ``sizes``; ``held`` lists the positions whose inputs are kept).
     """
     n_rows, d = weight.shape
     n_rivals = min(n_rivals, n_rows - 1)
+    if bias is None and searched_over_pools(n_rows, d):
+        rounds = 0
     certified = np.zeros(len(classes), dtype=bool)
     margins = np.full(len(classes), -np.inf)
     rivals = np.zeros((len(classes), n_rivals), dtype=np.int64)

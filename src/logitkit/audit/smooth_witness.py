@@ -65,7 +65,8 @@ LOWEST_EXPONENT = -60.0
 class SmoothOutcome:
     """Per class: ``found`` (an accepted witness, in ``z``) or ``settled`` (``F > 0`` with a small
     gradient: ``z`` is near the minimiser of ``F``, a starting point for a certificate), or
-    ``rejected`` (``stop_when_rejected``: the candidate ``accept`` turned down, in ``z``), or none
+    ``rejected`` (``stop_when_rejected``: the candidate ``accept`` turned down, in ``z``), or
+    ``released`` (``release_below``: still searching at the end, its last point in ``z``), or none
     (the search gave up; ``z`` is then meaningless). ``pool``: the index in ``pools`` (arrays of
     row ids) of the rows a class settled over, -1 for the whole head."""
 
@@ -75,6 +76,7 @@ class SmoothOutcome:
     rejected: np.ndarray
     pool: np.ndarray
     pools: list[np.ndarray] = field(default_factory=list)
+    released: np.ndarray | None = None
 
 
 def _evaluate(weight32: np.ndarray, ids: np.ndarray, z: np.ndarray, own: np.ndarray):
@@ -129,7 +131,7 @@ def smooth_witnesses(
     accept: Callable[[np.ndarray, np.ndarray], np.ndarray], *,
     max_evaluations: int = 400, block: int = 256, stop_when_rejected: bool = False,
     starts: np.ndarray | None = None, settled_gradient: float = SETTLED_GRADIENT,
-    on_progress: Callable[[int], None] | None = None,
+    release_below: int = 0, on_progress: Callable[[int], None] | None = None,
 ) -> SmoothOutcome:
     """Search each class's ``F`` for a witness (``found``) or its minimiser (``settled``).
 
@@ -147,11 +149,16 @@ def smooth_witnesses(
     not mean winning over the head); its search ends at the candidate whatever ``accept`` says,
     so candidates are checked ``ACCEPT_BATCH`` at a time (one product over the head for many,
     instead of a thin one per round). ``starts``: a first point per class instead.
+    ``release_below``: with more than ``block`` classes, once every class has started and fewer
+    than this many are still searching, they stop (``released``, at their last point): a caller
+    with more classes to search takes them up again in fuller products, instead of a tail of
+    thin ones.
     """
     n_rows, d = weight32.shape
     found = np.zeros(len(classes), dtype=bool)
     settled = np.zeros(len(classes), dtype=bool)
     rejected = np.zeros(len(classes), dtype=bool)
+    released = np.zeros(len(classes), dtype=bool)
     points = np.zeros((len(classes), d))
     column_sum = weight32.sum(0, dtype=np.float64)
     # Slots: a class holds one until it is decided or gives up, then the next class takes it,
@@ -197,6 +204,9 @@ def smooth_witnesses(
             length[free], count[free], evaluations[free] = 0.0, 0, 0
             steps[:, free], changes[:, free], curvature[:, free] = 0.0, 0.0, 0.0
         live = np.flatnonzero(position >= 0)
+        if len(live) < release_below and waiting == len(classes) > size:
+            released[position[live]], points[position[live]] = True, z[live]
+            live = live[:0]
         if len(live) == 0:
             check_pending()
             break
@@ -253,13 +263,20 @@ def smooth_witnesses(
         if on_progress is not None and done.any():
             on_progress(int(done.sum()))
     return SmoothOutcome(found=found, settled=settled, z=points, rejected=rejected,
-                         pool=np.full(len(classes), -1))
+                         pool=np.full(len(classes), -1), released=released)
 
 
 POOL_ROWS = 8192  # rows of the cheap first pass (at least 8 (d + 1))
 POOL_CHUNK = 1024  # classes per pass over one pool
 POOL_ROUNDS = 8  # passes over a growing pool before the whole head takes the classes left
-POOL_GROWTH = 32  # rows added to the pool per class turned down (those beating it most)
+POOL_GROWTH = 128  # rows a class turned down brings into its next pool (those beating it most)
+POOL_RELEASE = 32  # a pass with more to follow ends once fewer classes than this still search
+
+
+def searched_over_pools(n_rows: int, d: int) -> bool:
+    """Whether :func:`pooled_smooth_witnesses` searches a head of this shape over pools (at
+    least twice the pool's ``max(POOL_ROWS, 8 (d + 1))`` rows), not whole."""
+    return n_rows >= 2 * max(POOL_ROWS, 8 * (d + 1))
 
 
 def pooled_smooth_witnesses(
@@ -269,57 +286,84 @@ def pooled_smooth_witnesses(
 ) -> SmoothOutcome:
     """:func:`smooth_witnesses` over a pool of rows first, over the whole head for the rest.
 
-    The pool starts as the ``max(POOL_ROWS, 8 (d + 1))`` rows with the largest norms plus the
-    classes searched with it (``POOL_CHUNK`` at a time), so one evaluation costs a fraction of a
-    pass over a large head. ``F`` over a subset of the other rows is a lower bound of ``F`` over
-    all of them, so a class that settles over the pool has ``w_k`` near the softmax mean of pool
+    A pool is the ``max(POOL_ROWS, 8 (d + 1))`` rows with the largest norms plus the classes
+    searched with it (``POOL_CHUNK`` at a time), so one evaluation costs a fraction of a pass
+    over a large head. ``F`` over a subset of the other rows is a lower bound of ``F`` over all
+    of them, so a class that settles over the pool has ``w_k`` near the softmax mean of pool
     rows: near or inside the hull of the pool, so of the head (its certificate decides). It
     settles closer there (``POOL_SETTLED_GRADIENT``), and its certificate is first sought among
     the same rows (``pool``, ``pools``), computed and checked on the whole head. A class that
     wins over the pool is checked on the whole head by ``accept`` (a witness there is a
-    witness); where that check fails, the ``POOL_GROWTH`` rows that beat it most at that point
-    join the pool and the search goes on from there (column generation), for ``POOL_ROUNDS``
-    passes; classes still open are searched over all rows. Heads with fewer than twice the
-    pool's rows are searched whole.
+    witness); where that check fails, the class keeps the ``POOL_GROWTH`` rows that beat it most
+    at that point and waits to be searched again from there (column generation), up to
+    ``POOL_ROUNDS`` passes. Classes turned down wait together, across chunks, until
+    ``POOL_CHUNK`` of them fill a pass (their pool: the largest rows, their own rows and the rows
+    each brought): one pass over a thousand of them keeps the matrix products full, where a pass
+    per chunk's few hundred, then tens, mostly ran on a handful of classes (151936 x 896 head,
+    4000 sampled classes: the search from 39 to ... s). Classes still open at the end are
+    searched over all rows. Heads with fewer than twice the pool's rows are searched whole.
     """
     n_rows, d = weight32.shape
-    size = max(POOL_ROWS, 8 * (d + 1))
-    if n_rows < 2 * size:
+    if not searched_over_pools(n_rows, d):
         return smooth_witnesses(weight32, classes, accept, on_progress=on_progress)
+    size = max(POOL_ROWS, 8 * (d + 1))
     found = np.zeros(len(classes), dtype=bool)
     settled = np.zeros(len(classes), dtype=bool)
-    points = np.zeros((len(classes), d))
+    points = np.zeros((len(classes), d))  # the result; a turned-down class's next start
     pool = np.full(len(classes), -1)
     pools: list[np.ndarray] = []
+    passes = np.zeros(len(classes), dtype=np.int64)
+    brought: dict[int, np.ndarray] = {}  # class position -> rows that beat its candidates
     largest_first = np.argsort(-np.einsum("ij,ij->i", weight32, weight32, dtype=np.float64))
-    for start in range(0, len(classes), POOL_CHUNK):
-        chunk = np.arange(start, min(start + POOL_CHUNK, len(classes)))
+
+    def search(batch: np.ndarray, restart: bool, release: bool) -> np.ndarray:
+        """One pass over the pool of ``batch`` (positions); the positions turned down or
+        released that get another pass, their rows brought."""
         in_pool = np.zeros(n_rows, dtype=bool)
-        in_pool[classes[chunk]] = True
+        in_pool[classes[batch]] = True
+        for j in batch.tolist():
+            if j in brought:
+                in_pool[brought[j]] = True
         in_pool[largest_first[~in_pool[largest_first]][:size]] = True
-        searched, starts = chunk, None
-        for _ in range(POOL_ROUNDS):
-            rows = np.flatnonzero(in_pool)
-            local = np.searchsorted(rows, classes[searched])
-            outcome = smooth_witnesses(
-                np.ascontiguousarray(weight32[rows]), local,
-                lambda ids, z, rows=rows: accept(rows[ids], z), stop_when_rejected=True,
-                starts=starts, settled_gradient=POOL_SETTLED_GRADIENT)
-            decided = outcome.found | outcome.settled
-            found[searched], settled[searched] = outcome.found, outcome.settled
-            points[searched[decided]] = outcome.z[decided]
-            if outcome.settled.any():
-                pool[searched[outcome.settled]] = len(pools)
-                pools.append(rows)
-            if on_progress is not None:
-                on_progress(int(decided.sum()))
-            turned_down = np.flatnonzero(outcome.rejected)
-            if len(turned_down) == 0:
-                break
-            searched, starts = searched[turned_down], outcome.z[turned_down]
-            growth = rivals_at(weight32, None, classes[searched], starts, POOL_GROWTH,
-                               block=256)  # 256 x V logits at a time, not one per class at once
-            in_pool[growth.ravel()] = True
+        rows = np.flatnonzero(in_pool)
+        outcome = smooth_witnesses(
+            np.ascontiguousarray(weight32[rows]), np.searchsorted(rows, classes[batch]),
+            lambda ids, z: accept(rows[ids], z), stop_when_rejected=True,
+            starts=points[batch] if restart else None,
+            settled_gradient=POOL_SETTLED_GRADIENT,
+            release_below=POOL_RELEASE if release else 0)
+        decided = outcome.found | outcome.settled
+        found[batch], settled[batch] = outcome.found, outcome.settled
+        points[batch[decided]] = outcome.z[decided]
+        if outcome.settled.any():
+            pool[batch[outcome.settled]] = len(pools)
+            pools.append(rows)
+        if on_progress is not None:
+            on_progress(int(decided.sum()))
+        stopped = outcome.rejected | outcome.released
+        turned_down = batch[stopped]
+        for j in batch[decided].tolist():
+            brought.pop(j, None)
+        passes[turned_down] += 1
+        again = turned_down[passes[turned_down] < POOL_ROUNDS]
+        points[turned_down] = outcome.z[stopped]
+        growth = rivals_at(weight32, None, classes[again], points[again], POOL_GROWTH,
+                           block=256)  # 256 x V logits at a time, not one per class at once
+        for j, rivals in zip(again.tolist(), growth, strict=True):
+            brought[j] = rivals if j not in brought else np.union1d(brought[j], rivals)
+        return again
+
+    chunks = [np.arange(start, min(start + POOL_CHUNK, len(classes)))
+              for start in range(0, len(classes), POOL_CHUNK)][::-1]
+    waiting = np.zeros(0, dtype=np.int64)  # positions to search again from ``points``
+    while chunks or len(waiting):
+        restart = len(waiting) >= POOL_CHUNK or not chunks
+        if restart:
+            batch, waiting = waiting[:POOL_CHUNK], waiting[POOL_CHUNK:]
+        else:
+            batch = chunks.pop()
+        more = bool(chunks) or len(waiting) > 0
+        waiting = np.concatenate([waiting, search(batch, restart, release=more)])
     rest = np.flatnonzero(~(found | settled))
     if len(rest):
         outcome = smooth_witnesses(weight32, classes[rest], accept, on_progress=on_progress)
