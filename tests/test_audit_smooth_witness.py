@@ -91,6 +91,19 @@ def test_fast_stage_uses_the_search_and_keeps_every_verdict(monkeypatch):
             assert strictly_wins(weight, k, audit.witnesses[k])
 
 
+def test_fast_stage_holds_the_search_results_without_views_of_its_batches():
+    """The search's witnesses go straight into the fast stage's inputs and its settled points
+    are copies: nothing keeps a whole batch of candidates (or the search's points) alive."""
+    weight = spread_head(7, n=400, d=10)
+    fast = certify.certify_fast(weight, None, np.arange(400), keep_witnesses=False)
+    assert len(fast.settled) >= 5 and all(z.base is None for z in fast.settled.values())
+    logits = weight @ np.stack([fast.witness(j) for j in fast.held]).T
+    for column, j in enumerate(fast.held.tolist()):
+        if fast.certified[j]:  # proved after stage 1: by the search, its input held
+            assert logits[j, column] > np.delete(logits[:, column], j).max()
+    assert fast.certified[fast.held].sum() >= 5
+
+
 @pytest.mark.parametrize("box", [0.3, 4.0])
 def test_search_witnesses_respect_a_box(box):
     weight = spread_head(3, n=300, d=10)

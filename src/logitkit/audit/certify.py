@@ -260,9 +260,11 @@ def _round_to_float32(z: np.ndarray, box: float | None) -> np.ndarray:
 def _smooth_stage(weight: np.ndarray, weight32: np.ndarray | None, rough32: np.ndarray,
                   classes: np.ndarray, box: float | None, norms: np.ndarray,
                   on_progress: Callable[[int], None] | None,
-                  ) -> tuple[dict[int, tuple[np.ndarray, float]], SmoothOutcome]:
-    """Stage 3 (no bias): ``{class: (witness, margin)}`` and the search's outcome."""
-    proved_witnesses: dict[int, tuple[np.ndarray, float]] = {}
+                  on_proof: Callable[[np.ndarray, np.ndarray, np.ndarray], None],
+                  ) -> SmoothOutcome:
+    """Stage 3 (no bias): the search's outcome; each batch of witnesses it proves goes to
+    ``on_proof(class ids, inputs, margins)`` at once (the caller copies what it keeps: a view
+    would hold the whole batch)."""
 
     def accept(ids: np.ndarray, z: np.ndarray) -> np.ndarray:
         z = homogeneous_into_box(z, box)  # powers of two keep float32 values exact
@@ -271,12 +273,11 @@ def _smooth_stage(weight: np.ndarray, weight32: np.ndarray | None, rough32: np.n
         margin, proved, _ = witness_margins(weight, None, ids, z, weight32=weight32,
                                             row_norms=norms)
         proved &= in_box(z, box)
-        for j in np.flatnonzero(proved):
-            proved_witnesses[int(ids[j])] = (z[j], float(margin[j]))
+        if proved.any():
+            on_proof(ids[proved], z[proved], margin[proved])
         return proved
 
-    return proved_witnesses, pooled_smooth_witnesses(rough32, classes, accept,
-                                                     on_progress=on_progress)
+    return pooled_smooth_witnesses(rough32, classes, accept, on_progress=on_progress)
 
 
 def certify_fast(
@@ -380,17 +381,19 @@ def certify_fast(
     if bias is None and len(open_):
         if on_phase is not None:
             on_phase("smooth search", len(open_))
-        proved, search = _smooth_stage(weight, weight32, rough[0], classes[open_], box, norms,
-                                       on_progress)
+        position = dict(zip(classes[open_].tolist(), open_.tolist(), strict=True))
+
+        def on_proof(ids: np.ndarray, z: np.ndarray, margin: np.ndarray) -> None:
+            where = np.array([position[k] for k in ids.tolist()])
+            certified[where], margins[where] = True, margin
+            keep(where, z)
+
+        search = _smooth_stage(weight, weight32, rough[0], classes[open_], box, norms,
+                               on_progress, on_proof)
         pools = search.pools
         for i, j in enumerate(open_.tolist()):
-            k = int(classes[j])
-            if k in proved:
-                certified[j] = True
-                keep(np.array([j]), proved[k][0][None])
-                margins[j] = proved[k][1]
-            elif search.settled[i]:
-                settled[j] = search.z[i]
+            if search.settled[i]:
+                settled[j] = search.z[i].copy()  # not a view: the search's points go
                 if search.pool[i] >= 0:
                     settled_pool[j] = int(search.pool[i])
     return FastOutcome(certified=certified, witnesses=witnesses, margins=margins, rivals=rivals,

@@ -231,10 +231,15 @@ def _refined(rows: np.ndarray | None, rows32: np.ndarray, target: np.ndarray, p:
     ``required``: None also where the relative residual stays above it."""
     a, best, best_size = p, p, np.inf
     scale = float(np.abs(target).sum())
-    moved32 = rows32 if subset is None else rows32[subset]
-    mass = p if subset is None else p[subset]
+    if subset is None:
+        moved, moved32, mass, fixed = rows, rows32, p, -target
+    else:  # the weights off the subset stay p: their float64 sum is taken once
+        moved, moved32, mass = None if rows is None else rows[subset], rows32[subset], p[subset]
+        still = p.copy()
+        still[subset] = 0.0
+        fixed = _float64_sum(still, rows, rows32) - target
     for _ in range(REFINEMENTS):
-        r = _float64_sum(a, rows, rows32) - target
+        r = fixed + _float64_sum(a if subset is None else a[subset], moved, moved32)
         s = a.sum() - 1.0
         size = float(np.abs(r).sum()) + abs(s) * scale
         if size >= best_size:  # at the rounding level

@@ -342,10 +342,10 @@ def pooled_smooth_witnesses(
             on_progress(int(decided.sum()))
         stopped = outcome.rejected | outcome.released
         turned_down = batch[stopped]
-        for j in batch[decided].tolist():
-            brought.pop(j, None)
         passes[turned_down] += 1
         again = turned_down[passes[turned_down] < POOL_ROUNDS]
+        for j in np.setdiff1d(batch, again).tolist():  # decided, or on to the whole head
+            brought.pop(j, None)
         points[turned_down] = outcome.z[stopped]
         growth = rivals_at(weight32, None, classes[again], points[again], POOL_GROWTH,
                            block=256)  # 256 x V logits at a time, not one per class at once
