@@ -58,7 +58,7 @@ from logitkit.audit.verify import (
     rounding_share,
 )
 
-REFINEMENTS = 6  # float64 refinement steps at most (each one matrix-vector pair over the pool)
+REFINEMENTS = 6  # float64 refinement steps at most (a matrix-vector pair over the moved rows)
 ROUNDING_LEVEL = 1e-14  # |residual|_1 / |target|_1 at which refinement stops
 NEWTON_STEPS = 8  # where the weight step leaves the simplex: a damped Newton step on z, again
 POOL_PER_DIMENSION = 8  # the first pool: the 8 (d + 1) rows with the largest logits at z
