@@ -74,9 +74,9 @@ class SmoothOutcome:
     settled: np.ndarray
     z: np.ndarray
     rejected: np.ndarray
+    released: np.ndarray
     pool: np.ndarray
     pools: list[np.ndarray] = field(default_factory=list)
-    released: np.ndarray | None = None
 
 
 def _evaluate(weight32: np.ndarray, ids: np.ndarray, z: np.ndarray, own: np.ndarray):
@@ -273,10 +273,15 @@ POOL_GROWTH = 128  # rows a class turned down brings into its next pool (those b
 POOL_RELEASE = 32  # a pass with more to follow ends once fewer classes than this still search
 
 
+def _largest_rows_per_pool(d: int) -> int:
+    """The rows of largest norm in every pool: ``max(POOL_ROWS, 8 (d + 1))``."""
+    return max(POOL_ROWS, 8 * (d + 1))
+
+
 def searched_over_pools(n_rows: int, d: int) -> bool:
     """Whether :func:`pooled_smooth_witnesses` searches a head of this shape over pools (at
-    least twice the pool's ``max(POOL_ROWS, 8 (d + 1))`` rows), not whole."""
-    return n_rows >= 2 * max(POOL_ROWS, 8 * (d + 1))
+    least twice the pool's largest rows), not whole."""
+    return n_rows >= 2 * _largest_rows_per_pool(d)
 
 
 def pooled_smooth_witnesses(
@@ -310,7 +315,7 @@ def pooled_smooth_witnesses(
     n_rows, d = weight32.shape
     if not searched_over_pools(n_rows, d):
         return smooth_witnesses(weight32, classes, accept, on_progress=on_progress)
-    size = max(POOL_ROWS, 8 * (d + 1))
+    size = _largest_rows_per_pool(d)
     found = np.zeros(len(classes), dtype=bool)
     settled = np.zeros(len(classes), dtype=bool)
     points = np.zeros((len(classes), d))  # the result; a turned-down class's next start
@@ -373,7 +378,8 @@ def pooled_smooth_witnesses(
         outcome = smooth_witnesses(weight32, classes[rest], accept, on_progress=on_progress)
         found[rest], settled[rest], points[rest] = outcome.found, outcome.settled, outcome.z
     return SmoothOutcome(found=found, settled=settled, z=points,
-                         rejected=np.zeros(len(classes), dtype=bool), pool=pool, pools=pools)
+                         rejected=np.zeros(len(classes), dtype=bool),
+                         released=np.zeros(len(classes), dtype=bool), pool=pool, pools=pools)
 
 
 def rivals_at(weight32: np.ndarray, bias32: np.ndarray | None, ids: np.ndarray, z: np.ndarray,
