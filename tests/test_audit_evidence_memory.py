@@ -148,3 +148,24 @@ def test_stage_one_releases_the_inputs_it_proves_and_keeps_their_sizes(box):
     assert np.array_equal(rivals_, rivals)
     expected = np.sqrt((z.astype(np.float64) ** 2).sum(1))
     np.testing.assert_allclose(sizes_, expected, rtol=1e-15)
+
+
+@pytest.mark.parametrize("shape", [(300000,), (40000, 7), (9, 40000)])  # 2+ blocks each
+def test_float32_stand_ins_are_compared_with_every_block_of_their_values(shape):
+    """``holds_exactly`` (behind float32 copies, rescaled heads and scaled witnesses) compares a
+    block at a time: it agrees with one comparison of the whole, wherever the one changed value
+    lies (first row, a block boundary, the last, partial block)."""
+    from logitkit.audit.exact_rows import BLOCK_ENTRIES
+    from logitkit.audit.verify import float32_copy, holds_exactly
+
+    values = np.random.default_rng(len(shape)).normal(size=shape).astype(np.float32)
+    exact = values.astype(np.float64)
+    assert holds_exactly(values, lambda part: exact[part])
+    assert float32_copy(exact) is not None
+    step = max(1, BLOCK_ENTRIES // int(np.prod(shape[1:])))
+    for row in sorted({0, min(step, shape[0] - 1), shape[0] - 1}):
+        changed = exact.copy()
+        changed[row] = np.nextafter(changed[row], np.inf)  # next float64: no float32 value
+        assert not np.array_equal(values, changed)  # the reference: one whole comparison
+        assert not holds_exactly(values, lambda part, changed=changed: changed[part])
+        assert float32_copy(changed) is None

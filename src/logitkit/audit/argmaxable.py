@@ -66,6 +66,7 @@ from logitkit.audit.verify import (
     RESIDUAL_SHARE,
     Certificate,
     float32_copy,
+    holds_exactly,
     rounding_share,
     row_norms_of,
 )
@@ -415,10 +416,7 @@ def _scaled(w: np.ndarray, scale: float, owned: bool) -> np.ndarray | ExactRows:
             return ExactRows(w)
         with np.errstate(over="ignore", under="ignore"):
             scaled = w * np.float32(scale)
-        rows = max(1, 2**20 // w.shape[1])
-        if all(np.array_equal(scaled[start:start + rows],
-                              w[start:start + rows].astype(np.float64) * scale)
-               for start in range(0, len(w), rows)):
+        if holds_exactly(scaled, lambda part: w[part].astype(np.float64) * scale):
             return ExactRows(scaled)
         w, owned = w.astype(np.float64), True
     if owned:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from logitkit.audit.exact_rows import block_rows, row_squares_of
+from logitkit.audit.exact_rows import row_squares_of
 from logitkit.audit.smooth_witness import (
     SmoothOutcome,
     pooled_smooth_witnesses,
@@ -40,15 +40,16 @@ from logitkit.audit.smooth_witness import (
     searched_over_pools,
 )
 from logitkit.audit.verify import (
+    LOGIT_BLOCK_BYTES,
     UNIT_ROUNDOFF_64,
     float32_copy,
+    holds_exactly,
     homogeneous_into_box,
     in_box,
     row_norms_of,
     witness_margins,
 )
 
-NEAREST_ENTRIES = 2**23  # V x B logits per block of stage 1 on a sample of classes (64 MB each)
 NEAREST_CLASSES = 2048  # classes per progress report of stage 1 by the float32 check
 
 
@@ -165,17 +166,12 @@ def _nearest_all(weight: np.ndarray, box: float | None, block: int, norms: np.nd
 
 def _scaled_in_float32(weight: np.ndarray, weight32: np.ndarray, classes: np.ndarray,
                        alpha: np.ndarray) -> np.ndarray | None:
-    """``alpha_j w_{k_j}`` in float32 (one new array) if that holds every product exactly, else
-    None: compared with the float64 products a block of classes at a time (no V x d float64
-    array), as :func:`~logitkit.audit.verify.float32_copy` compares a whole array."""
+    """``alpha_j w_{k_j}`` in float32 (one new array) if that holds every product exactly
+    (:func:`~logitkit.audit.verify.holds_exactly`), else None."""
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
         scaled = weight32[classes] * alpha.astype(np.float32)[:, None]
-    step = block_rows(weight)
-    for start in range(0, len(scaled), step):
-        part = slice(start, start + step)
-        if not np.array_equal(scaled[part], weight[classes[part]] * alpha[part, None]):
-            return None
-    return scaled
+    exact = holds_exactly(scaled, lambda part: weight[classes[part]] * alpha[part, None])
+    return scaled if exact else None
 
 
 def _nearest_float32(weight: np.ndarray, weight32: np.ndarray, classes: np.ndarray,
@@ -328,7 +324,7 @@ def certify_fast(
         open_ = np.flatnonzero(~certified)
         rivals[open_] = rivals_at(*rough, open_, witnesses[open_], n_rivals, block)
     else:  # a few V x B float64 arrays per block: B shrinks on large heads (memory)
-        nearest_block = max(16, min(block, NEAREST_ENTRIES // n_rows))
+        nearest_block = max(16, min(block, LOGIT_BLOCK_BYTES // 8 // n_rows))
         witnesses = np.zeros((len(classes), d))
         for start in range(0, len(classes), nearest_block):
             part = slice(start, start + nearest_block)

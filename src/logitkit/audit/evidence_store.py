@@ -95,7 +95,7 @@ class CertificateStore(Mapping):
         """
         if key in self._index:
             raise KeyError(f"a certificate for {key} is already held")
-        size = certificate.support.nbytes + certificate.weights.nbytes
+        size = _size(certificate)
         if self.bytes_in_memory + size <= self.memory_budget:
             self._index[key] = certificate
             self.bytes_in_memory += size
@@ -110,7 +110,7 @@ class CertificateStore(Mapping):
         self._index[key] = _OnDisk(offset=self.bytes_on_disk, rows=len(support),
                                    id_dtype=support.dtype.str, kind=certificate.kind,
                                    residual=certificate.residual, bound=certificate.bound)
-        self.bytes_on_disk += size
+        self.bytes_on_disk += support.nbytes + weights.nbytes  # as written
 
     def _write(self, data: memoryview) -> None:
         self._file.seek(0, os.SEEK_END)  # (a read may have moved the position)
@@ -167,7 +167,7 @@ class CertificateStore(Mapping):
                 raise KeyError(f"{new} is named twice")
             record = store._index[new] = self._index[old]
             if isinstance(record, Certificate):
-                store.bytes_in_memory += record.support.nbytes + record.weights.nbytes
+                store.bytes_in_memory += _size(record)
         self._index, self._file, self.bytes_in_memory, self.bytes_on_disk = {}, None, 0, 0
         return store
 
@@ -179,6 +179,11 @@ class CertificateStore(Mapping):
     def __repr__(self) -> str:
         return (f"CertificateStore({len(self)} certificates, {self.bytes_in_memory} bytes in "
                 f"memory, {self.bytes_on_disk} on disk)")
+
+
+def _size(certificate: Certificate) -> int:
+    """Bytes held by a certificate's arrays in memory."""
+    return certificate.support.nbytes + certificate.weights.nbytes
 
 
 def _rebuilt(memory_budget: int, items: list[tuple[int, Certificate]]) -> CertificateStore:

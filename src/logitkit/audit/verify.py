@@ -35,18 +35,19 @@ result against them from scratch (``logitkit audit PATH --verify RESULT.json``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from logitkit.audit.exact_rows import ExactRows, logits_of, row_squares_of
+from logitkit.audit.exact_rows import BLOCK_ENTRIES, ExactRows, logits_of, row_squares_of
 
 UNIT_ROUNDOFF_64 = 2.0**-53
 UNIT_ROUNDOFF_32 = 2.0**-24
 SMALLEST_NORMAL_32 = 2.0**-126
-LOGIT_ENTRIES = 2**24  # logits per block of witness checks (64 MB in float32): 110 inputs at a
-# time on a 151936-row head instead of 256
+LOGIT_BLOCK_BYTES = 2**26  # a B x V block of logits (witness checks, stage 1's): 64 MB, e.g. 110
+# float32 inputs at a time on a 151936-row head instead of 256
 COMBINATION_BLOCK = 256  # certificate rows per block when a combination is summed (in cache)
 RESIDUAL_SHARE = 1.0 / 64  # a certificate's residual stays below tol / 64, so that a push of
 # tol (see :mod:`logitkit.audit.exact`) is never mistaken for rounding
@@ -137,6 +138,18 @@ def _gamma(n: int, unit_roundoff: float = UNIT_ROUNDOFF_64) -> float:
     return n * unit_roundoff / (1.0 - n * unit_roundoff)
 
 
+def holds_exactly(candidate32: np.ndarray, float64_rows: Callable[[slice], np.ndarray]) -> bool:
+    """Whether the float32 array ``candidate32`` equals, a block of rows at a time, the float64
+    values ``float64_rows(part)`` of the same rows ``part`` (so no array of the whole's size is
+    made in float64, nor a whole-sized mask): the test behind every float32 stand-in for float64
+    values in the audit (a copy, a rescaled head, scaled rows as witnesses)."""
+    entries = max(1, int(np.prod(candidate32.shape[1:])))
+    step = max(1, BLOCK_ENTRIES // entries)
+    return all(np.array_equal(candidate32[start:start + step],
+                              float64_rows(slice(start, start + step)))
+               for start in range(0, len(candidate32), step))
+
+
 def float32_copy(array: np.ndarray | None) -> np.ndarray | None:
     """A float32 copy of ``array`` if it holds every value exactly (else None; None for None).
 
@@ -150,11 +163,7 @@ def float32_copy(array: np.ndarray | None) -> np.ndarray | None:
         return array.rows32
     with np.errstate(over="ignore", invalid="ignore"):
         copy = array.astype(np.float32)
-    rows = max(1, 2**20 // max(1, int(np.prod(array.shape[1:]))))
-    for start in range(0, len(array), rows):  # compared in blocks: no head-sized mask
-        if not np.array_equal(copy[start:start + rows], array[start:start + rows]):
-            return None
-    return copy
+    return copy if holds_exactly(copy, lambda part: array[part]) else None
 
 
 def _float32_logits(weight32: np.ndarray, bias32: np.ndarray | None, zs: np.ndarray,
@@ -265,7 +274,7 @@ def witness_margins(
     bounds (module doc, with ``|w_i| . |z| <= |w_i|_2 |z|_2``) prove that ``k`` wins strictly for
     the exact weights. ``rivals > 0`` also returns the ids of the ``rivals`` rows with the largest
     logits besides ``k`` (else an empty array). ``block`` inputs go per matrix product
-    (fewer where ``block x V`` logits would pass ``LOGIT_ENTRIES``).
+    (fewer where ``block x V`` float32 logits would pass ``LOGIT_BLOCK_BYTES``).
     ``weight32`` (and ``bias32`` with a bias) are exact float32 copies (:func:`float32_copy`):
     inputs exact in float32 are then checked with the float32 product and its bound, and only
     those it cannot prove are checked again in float64. ``row_norms``: ``|w_i|_2`` computed once
@@ -281,7 +290,7 @@ def witness_margins(
     top = np.zeros((len(classes), rivals), dtype=np.int64)
     row_norms = row_norms_of(weight) if row_norms is None else row_norms
     largest_bias = 0.0 if bias is None else float(np.abs(bias).max())
-    block = max(1, min(block, LOGIT_ENTRIES // len(weight)))
+    block = max(1, min(block, LOGIT_BLOCK_BYTES // 4 // len(weight)))
     for start in range(0, len(classes), block):
         part = slice(start, start + block)
         ids, zs = classes[part], z[part]
