@@ -31,8 +31,9 @@ BLOCK_ENTRIES = 2**18  # entries upcast per block of rows (2 MB of float64: in c
 
 
 def block_rows(weight: np.ndarray | ExactRows) -> int:
-    """Rows per block of a blockwise float64 pass over ``weight``."""
-    return max(1, BLOCK_ENTRIES // weight.shape[1])
+    """Rows per block of a blockwise float64 pass over ``weight`` (any array: a row is
+    everything past its first axis, one entry for a 1-D array)."""
+    return max(1, BLOCK_ENTRIES // max(1, int(np.prod(weight.shape[1:]))))
 
 
 class ExactRows:

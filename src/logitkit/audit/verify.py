@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from logitkit.audit.exact_rows import BLOCK_ENTRIES, ExactRows, logits_of, row_squares_of
+from logitkit.audit.exact_rows import ExactRows, block_rows, logits_of, row_squares_of
 
 UNIT_ROUNDOFF_64 = 2.0**-53
 UNIT_ROUNDOFF_32 = 2.0**-24
@@ -143,8 +143,7 @@ def holds_exactly(candidate32: np.ndarray, float64_rows: Callable[[slice], np.nd
     values ``float64_rows(part)`` of the same rows ``part`` (so no array of the whole's size is
     made in float64, nor a whole-sized mask): the test behind every float32 stand-in for float64
     values in the audit (a copy, a rescaled head, scaled rows as witnesses)."""
-    entries = max(1, int(np.prod(candidate32.shape[1:])))
-    step = max(1, BLOCK_ENTRIES // entries)
+    step = block_rows(candidate32)
     return all(np.array_equal(candidate32[start:start + step],
                               float64_rows(slice(start, start + step)))
                for start in range(0, len(candidate32), step))
