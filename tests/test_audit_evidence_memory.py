@@ -130,8 +130,9 @@ def test_without_witnesses_the_verdicts_margins_and_certificates_are_the_same(bi
 
 @pytest.mark.parametrize("box", [None, 0.5])
 def test_stage_one_releases_the_inputs_it_proves_and_keeps_their_sizes(box):
-    """Without witnesses kept, stage 1 holds only the open classes' inputs (the same values as
-    when all are kept) and the 2-norm of every input, as summed here in float64."""
+    """Without witnesses kept, stage 1 holds only the open classes' inputs ("open": the same
+    values as when all are kept) or none, and the 2-norm of every input, as summed here in
+    float64; proofs, margins and rivals do not change."""
     from logitkit.audit.certify import _nearest_float32
     from logitkit.audit.verify import float32_copy
 
@@ -139,15 +140,43 @@ def test_stage_one_releases_the_inputs_it_proves_and_keeps_their_sizes(box):
     classes = np.arange(len(weight))
     norms = np.linalg.norm(weight, axis=1)
     args = (weight, float32_copy(weight), classes, box, 8, norms, 64, None)
-    proved, z, margins, rivals, held, sizes = _nearest_float32(*args, True)
-    proved_, open_z, margins_, rivals_, held_, sizes_ = _nearest_float32(*args, False)
-    assert held is None and sizes is None
-    assert np.array_equal(held_, np.flatnonzero(~proved)) and 0 < len(held_) < len(weight)
-    assert np.array_equal(open_z, z[held_]) and open_z.dtype == z.dtype
-    assert np.array_equal(proved_, proved) and np.array_equal(margins_, margins)
-    assert np.array_equal(rivals_, rivals)
+    proved, z, margins, rivals, held, sizes = _nearest_float32(*args, "every")
+    assert held is None and sizes is None and len(z) == len(weight)
     expected = np.sqrt((z.astype(np.float64) ** 2).sum(1))
-    np.testing.assert_allclose(sizes_, expected, rtol=1e-15)
+    for keep in ("open", "none"):
+        proved_, open_z, margins_, rivals_, held_, sizes_ = _nearest_float32(*args, keep)
+        kept = np.flatnonzero(~proved) if keep == "open" else np.zeros(0, dtype=int)
+        assert np.array_equal(held_, kept) and 0 < (~proved).sum() < len(weight)
+        assert np.array_equal(open_z, z[held_]) and open_z.dtype == z.dtype
+        assert np.array_equal(proved_, proved) and np.array_equal(margins_, margins)
+        assert np.array_equal(rivals_, rivals)
+        np.testing.assert_allclose(sizes_, expected, rtol=1e-15)
+
+
+def test_an_audit_without_witnesses_holds_no_input_of_an_open_class(monkeypatch):
+    """keep_witnesses=False on a head the search takes over pools (no relaxation): the fast
+    stage keeps no input of any class (not even the open ones: nothing reports them), yet
+    every margin is the one of the audit that keeps them."""
+    import logitkit.audit.argmaxable as argmaxable_module
+    import logitkit.audit.smooth_witness as sw
+
+    monkeypatch.setattr(sw, "POOL_ROWS", 40)
+    weight = head_with_interior_rows(7)
+    seen = []
+    original = argmaxable_module.certify_fast
+
+    def recording(*args, **kwargs):
+        fast = original(*args, **kwargs)
+        seen.append(fast)
+        return fast
+
+    monkeypatch.setattr(argmaxable_module, "certify_fast", recording)
+    lean = check_argmaxable(weight, keep_witnesses=False, show_progress=False)
+    full = check_argmaxable(weight, show_progress=False)
+    assert sw.searched_over_pools(*weight.shape)
+    assert len(seen[0].held) == 0 and (~seen[0].certified).sum() > 0
+    assert list(lean.status) == list(full.status) and (lean.status == "unargmaxable").any()
+    np.testing.assert_allclose(lean.margin, full.margin, rtol=1e-12, atol=0)
 
 
 @pytest.mark.parametrize("shape", [(300000,), (40000, 7), (9, 40000)])  # 2+ blocks each

@@ -130,3 +130,121 @@ def test_the_callers_float32_head_is_read_never_written(scale):
     result = check_argmaxable(weight, show_progress=False)
     assert result.settings["rescaled_by"] == 1.0 / scale
     assert np.array_equal(weight, before) and result.counts["unargmaxable"] >= 10
+
+
+def recorded_heads(monkeypatch) -> list:
+    """The head each audit hands to its fast stage, recorded."""
+    import logitkit.audit.argmaxable as argmaxable_module
+
+    seen, original = [], argmaxable_module.certify_fast
+
+    def recording(weight, *args, **kwargs):
+        seen.append(weight)
+        return original(weight, *args, **kwargs)
+
+    monkeypatch.setattr(argmaxable_module, "certify_fast", recording)
+    return seen
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_copy_false_scales_the_callers_head_in_place_and_back(monkeypatch, bias):
+    """``copy=False``: the audit works on the caller's float32 array itself, scaled by its power
+    of two (no second head), gets the verdicts of the default copy, and leaves the array with
+    every bit it had."""
+    weight = float32_head(9)[:-2] * np.float32(24.0)  # no twins; median norm about 2^6
+    b = np.random.default_rng(9).normal(size=len(weight)).astype(np.float32) if bias else None
+    before = weight.copy()
+    seen = recorded_heads(monkeypatch)
+    copied = check_argmaxable(weight, b, show_progress=False)
+    lent = check_argmaxable(weight, b, show_progress=False, copy=False)
+    assert lent.settings["rescaled_by"] <= 1.0 / 64
+    assert not np.shares_memory(seen[0].rows32, weight)  # the default: a scaled copy
+    assert seen[1].rows32 is weight  # copy=False: the caller's array, scaled
+    assert np.array_equal(weight.view(np.uint32), before.view(np.uint32))
+    same_audit(lent, copied, margins_rtol=0)
+    assert lent.witnesses.keys() == copied.witnesses.keys()
+    for k, z in lent.witnesses.items():
+        assert np.array_equal(z, copied.witnesses[k])
+
+
+def test_copy_false_restores_the_head_when_the_audit_fails(monkeypatch):
+    import logitkit.audit.argmaxable as argmaxable_module
+
+    weight = float32_head(10) * np.float32(24.0)
+    before = weight.copy()
+
+    def failing(weight, *args, **kwargs):
+        assert not np.array_equal(weight.rows32, before)  # scaled while the audit runs
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(argmaxable_module, "certify_fast", failing)
+    with pytest.raises(KeyboardInterrupt):
+        check_argmaxable(weight, show_progress=False, copy=False)
+    assert np.array_equal(weight.view(np.uint32), before.view(np.uint32))
+
+
+def test_copy_false_copies_what_it_may_not_write(monkeypatch, tmp_path):
+    """A read-only array, a memory-mapped file (writeable or not) and a head float32 cannot
+    scale exactly are never written: a scaled copy (or float64) as by default."""
+    weight = float32_head(11) * np.float32(24.0)
+    seen = recorded_heads(monkeypatch)
+    read_only = weight.copy()
+    read_only.flags.writeable = False
+    np.save(tmp_path / "head.npy", weight)
+    mapped = np.load(tmp_path / "head.npy", mmap_mode="r+")
+    tiny = weight.copy()
+    tiny[:3, 0] = np.float32(3 * 2.0**-149)  # subnormal: scaled by 2^-6 it rounds to 0
+    reference = check_argmaxable(weight, show_progress=False)
+    for head in (read_only, mapped, mapped[:, :], tiny):
+        before = np.array(head)
+        result = check_argmaxable(head, show_progress=False, copy=False)
+        assert np.array_equal(np.asarray(head).view(np.uint32), before.view(np.uint32))
+        assert not np.shares_memory(getattr(seen[-1], "rows32", seen[-1]), head)
+        if head is not tiny:
+            same_audit(result, reference, margins_rtol=0)
+    assert not isinstance(seen[-1], ExactRows)  # the inexact scaling: float64
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_distinct_rows_are_moved_up_in_place_and_back(monkeypatch, seed):
+    """Duplicates anywhere (first row, runs of them, the last row), moves of a few rows at a
+    time (block 3): the distinct rows come out in order, in the array itself, and every row is
+    back in place afterwards."""
+    from logitkit.audit.argmaxable import _distinct_rows
+
+    monkeypatch.setattr("logitkit.audit.exact_rows.BLOCK_ENTRIES", 3 * 4)  # 3 rows of 4
+    rng = np.random.default_rng(seed)
+    rows = rng.normal(size=(40, 4)).astype(np.float32)
+    first = np.arange(40)
+    twins = np.unique(np.r_[rng.choice(np.arange(1, 40), 8, replace=False), 39, 1, 2, 3])
+    first[twins] = 0
+    if seed == 2:  # a second set of equal rows: 5, 6 and 7 equal row 4
+        first[[5, 6, 7]] = 4
+    keep = first == np.arange(40)
+    before = rows.copy()
+    with _distinct_rows(ExactRows(rows), first, writeable=True) as distinct:
+        assert np.shares_memory(distinct.rows32, rows)
+        assert np.array_equal(distinct.rows32, before[keep])
+    assert np.array_equal(rows, before)
+    as64 = before.astype(np.float64)
+    with _distinct_rows(as64, first, writeable=False) as distinct:
+        assert not np.shares_memory(distinct, as64) and np.array_equal(distinct, as64[keep])
+
+
+def test_copy_false_audits_a_head_with_twins_without_copying_it(monkeypatch):
+    """Duplicate rows (the audit's distinct rows): with ``copy=False`` they are moved in the
+    caller's array, not copied out of it; the verdicts, ties included, are those of the
+    default, and the array is restored bit for bit."""
+    weight = float32_head(12) * np.float32(24.0)  # rows 330, 331 duplicate rows 0, 1
+    weight[100] = weight[7]
+    before = weight.copy()
+    seen = recorded_heads(monkeypatch)
+    copied = check_argmaxable(weight, show_progress=False)
+    lent = check_argmaxable(weight, show_progress=False, copy=False)
+    assert copied.counts["tie"] >= 4 and len(copied.duplicate_groups) == 3
+    assert not np.shares_memory(seen[0].rows32, weight)
+    assert np.shares_memory(seen[1].rows32, weight) and len(seen[1]) == len(weight) - 3
+    assert np.array_equal(weight.view(np.uint32), before.view(np.uint32))
+    same_audit(lent, copied, margins_rtol=0)
+    for k, cert in lent.certificates.items():
+        assert np.array_equal(cert.support, copied.certificates[k].support)

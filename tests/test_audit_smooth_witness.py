@@ -50,11 +50,11 @@ def test_finds_witnesses_for_argmaxable_classes_and_nothing_for_the_others(seed)
 
     classes = np.random.default_rng(seed).permutation(len(weight))
     outcome = smooth_witnesses(weight32, classes, accept, max_evaluations=200, block=64)
-    found, settled, z = outcome.found, outcome.settled, outcome.z
-    for j, k in enumerate(classes.tolist()):
-        if found[j]:
-            assert margins[k] > 0 and strictly_wins(weight, k, z[j])
+    found, settled, z = outcome.found, outcome.settled, outcome.points
+    accepted = {k for k, ok in offered if ok}
+    assert set(classes[found].tolist()) == accepted and all(margins[k] > 0 for k in accepted)
     assert not any(ok for k, ok in offered if margins[k] <= 0)  # never a win inside the hull
+    assert sorted(z) == np.flatnonzero(settled).tolist()  # a point per settled class only
     argmaxable = margins[classes] > 1e-6
     assert (margins <= 0).sum() > 50 and argmaxable.sum() > 50
     assert found[argmaxable].mean() >= 0.95
@@ -134,8 +134,12 @@ def test_the_pooled_search_decides_like_the_lp_and_settles_over_its_pool(monkeyp
 
     monkeypatch.setattr(sw, "smooth_witnesses", recording)
 
+    accepted = set()
+
     def accept(ids, z):
-        return np.array([strictly_wins(weight, k, zk) for k, zk in zip(ids, z, strict=True)])
+        verdicts = np.array([strictly_wins(weight, k, zk) for k, zk in zip(ids, z, strict=True)])
+        accepted.update(ids[verdicts].tolist())
+        return verdicts
 
     classes = np.random.default_rng(seed).permutation(len(weight))
     outcome = pooled_smooth_witnesses(weight32, classes, accept)
@@ -144,8 +148,8 @@ def test_the_pooled_search_decides_like_the_lp_and_settles_over_its_pool(monkeyp
     interior = margins[classes] <= 1e-9
     assert outcome.found[argmaxable].mean() >= 0.95 and not outcome.found[interior].any()
     assert not outcome.settled[argmaxable].any() and outcome.settled[interior].mean() >= 0.9
-    for j in np.flatnonzero(outcome.found):
-        assert strictly_wins(weight, classes[j], outcome.z[j])
+    assert set(classes[outcome.found].tolist()) == accepted  # found: a witness that won
+    assert sorted(outcome.points) == np.flatnonzero(outcome.settled).tolist()
     over_a_pool = np.flatnonzero(outcome.settled & (outcome.pool >= 0))
     assert len(over_a_pool) >= 0.5 * outcome.settled.sum()
     for j in over_a_pool:
@@ -153,7 +157,7 @@ def test_the_pooled_search_decides_like_the_lp_and_settles_over_its_pool(monkeyp
         rows = outcome.pools[outcome.pool[j]]
         rows = rows[rows != k]
         assert len(rows) <= 88 + 50 + 8 * 50 * 8  # the pool never grew to the whole head
-        logits = weight[rows] @ outcome.z[j]
+        logits = weight[rows] @ outcome.points[j]
         p = np.exp(logits - logits.max())
         mean = (p / p.sum()) @ weight[rows]
         assert np.abs(mean - weight[k]).sum() <= 2 * POOL_SETTLED_GRADIENT * np.abs(
@@ -181,9 +185,10 @@ def test_a_pass_releases_its_last_classes_at_their_last_point():
     assert (cut.found | cut.settled).sum() >= (whole.found | whole.settled).sum() - 16
     for j in np.flatnonzero(cut.released):  # the point it had reached: F there beats the start
         k = classes[j]
-        logits = np.delete(weight, k, axis=0) @ cut.z[j]
-        value = logits.max() + np.log(np.exp(logits - logits.max()).sum()) - weight[k] @ cut.z[j]
-        assert np.isfinite(value) and np.abs(cut.z[j]).sum() > 0
+        logits = np.delete(weight, k, axis=0) @ cut.points[j]
+        value = logits.max() + np.log(np.exp(logits - logits.max()).sum()) - \
+            weight[k] @ cut.points[j]
+        assert np.isfinite(value) and np.abs(cut.points[j]).sum() > 0
     few = smooth_witnesses(weight32, classes[:64], accept, block=64, release_below=16)
     assert not few.released.any()  # no more classes than slots: never released
 
@@ -212,19 +217,20 @@ def test_classes_turned_down_in_different_chunks_are_searched_again_together(mon
 
     monkeypatch.setattr(sw, "smooth_witnesses", recording)
 
-    offered = set()
+    offered, accepted = set(), set()
 
     def accept(ids, z):  # every class's first candidate is turned down, as if a row beat it
         first = [k not in offered for k in ids.tolist()]
         offered.update(ids.tolist())
-        return np.array([not new and strictly_wins(weight, k, zk)
-                         for k, zk, new in zip(ids, z, first, strict=True)])
+        verdicts = np.array([not new and strictly_wins(weight, k, zk)
+                             for k, zk, new in zip(ids, z, first, strict=True)])
+        accepted.update(ids[verdicts].tolist())
+        return verdicts
 
     outcome = pooled_smooth_witnesses(weight32, classes, accept)
     assert any(len(chunks) > 1 for chunks in restarts)
     assert outcome.found.sum() >= 0.9 * len(offered)  # found on a later pass
-    for j in np.flatnonzero(outcome.found):
-        assert strictly_wins(weight, classes[j], outcome.z[j])
+    assert set(classes[outcome.found].tolist()) == accepted
 
 
 @pytest.mark.parametrize("pool_rows", [40, 10**6])
@@ -338,22 +344,26 @@ def test_candidates_checked_in_batches_end_each_search_as_one_by_one_checks_do(m
     weight32 = weight.astype(np.float32)
     pool = weight32[:120]  # winning over these 120 rows is not winning over all 300
     classes = np.arange(0, 120, 2)
-    calls = []
+    calls, offered = [], {}
 
     def accept(ids, z):
         calls.append(len(ids))
+        offered.update((k, zk.copy()) for k, zk in zip(ids.tolist(), z, strict=True))
         return np.array([strictly_wins(weight, k, zk) for k, zk in zip(ids, z, strict=True)])
 
     outcomes = []
     for batch in (1, 256):
         monkeypatch.setattr(sw, "ACCEPT_BATCH", batch)
         calls.clear()
+        offered = {}
         outcomes.append((smooth_witnesses(pool, classes, accept, stop_when_rejected=True,
-                                          block=16), list(calls)))
-    (one, one_calls), (batched, batched_calls) = outcomes
+                                          block=16), list(calls), offered))
+    (one, one_calls, one_offered), (batched, batched_calls, batched_offered) = outcomes
     assert one.found.any() and one.rejected.any()  # both endings occur
     for name in ("found", "rejected", "settled"):
         np.testing.assert_array_equal(getattr(batched, name), getattr(one, name))
-    ended = one.found | one.rejected
-    np.testing.assert_array_equal(batched.z[ended], one.z[ended])
+    for k in classes[one.found | one.rejected].tolist():  # the same candidate ended each search
+        np.testing.assert_array_equal(batched_offered[k], one_offered[k])
+    for j in np.flatnonzero(one.rejected):  # and the rejected keep it as their point
+        np.testing.assert_array_equal(batched.points[j], one_offered[classes[j]])
     assert sum(batched_calls) == sum(one_calls) and len(batched_calls) < len(one_calls)

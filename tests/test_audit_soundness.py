@@ -359,7 +359,7 @@ def test_stage_one_on_float32_heads_proves_what_the_float64_pass_proves(box):
     norms = row_norms_of(weight)
     classes = np.arange(len(weight))
     proved32, z, margins32, rivals, held, _ = _nearest_float32(
-        weight, float32_copy(weight), classes, box, 8, norms, 64, None, True)
+        weight, float32_copy(weight), classes, box, 8, norms, 64, None, "every")
     assert held is None  # every input kept
     proved64, margins64, alpha = _nearest_all(weight, box, 64, norms, None)
     np.testing.assert_array_equal(z, weight * alpha[:, None])

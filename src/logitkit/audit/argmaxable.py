@@ -45,8 +45,10 @@ from __future__ import annotations
 
 import io
 import json
+import mmap
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -58,7 +60,7 @@ from logitkit.audit.chebyshev import ball_radii, into_box_edge
 from logitkit.audit.decision import Decision
 from logitkit.audit.evidence_store import CertificateStore
 from logitkit.audit.exact import decide_many
-from logitkit.audit.exact_rows import ExactRows
+from logitkit.audit.exact_rows import ExactRows, block_rows
 from logitkit.audit.frank_wolfe import frank_wolfe
 from logitkit.audit.reverify import EVIDENCE_CONVENTION
 from logitkit.audit.statuses import METHODS, STATUSES
@@ -407,22 +409,95 @@ def _as_rows(name: str, value: Any) -> np.ndarray:
     return array
 
 
-def _scaled(w: np.ndarray, scale: float, owned: bool) -> np.ndarray | ExactRows:
+@contextmanager
+def _rescaled(w: np.ndarray, scale: float, owned: bool,
+              lent: bool) -> Iterator[tuple[np.ndarray | ExactRows, bool]]:
     """``w`` times the power of two ``scale``: :class:`~logitkit.audit.exact_rows.ExactRows`
-    where ``w`` is float32 and float32 holds every product (checked a block at a time against
-    the float64 products), else a float64 array (``w`` scaled in place where ``owned``)."""
-    if w.dtype == np.float32:
-        if scale == 1.0:
-            return ExactRows(w)
-        with np.errstate(over="ignore", under="ignore"):
-            scaled = w * np.float32(scale)
-        if holds_exactly(scaled, lambda part: w[part].astype(np.float64) * scale):
-            return ExactRows(scaled)
-        w, owned = w.astype(np.float64), True
-    if owned:
-        w *= scale  # our own float64 copy: scaled in place (one copy of the head, not two)
-        return w
-    return w * scale  # the caller's array (or a view of their tensor): never written
+    where ``w`` is float32 and float32 holds every product, else a float64 array; and whether
+    the audit may write that array (its own, or lent) while the ``with`` block runs.
+
+    ``owned``: ``w`` is the audit's own array, scaled in place. ``lent`` (``copy=False``): the
+    caller's array, scaled in place all the same where it is writeable and not a memory-mapped
+    file, and scaled back on exit (both exact: the float32 products are checked, a block at a
+    time, to divide back to ``w``); otherwise a scaled copy (on a 151936 x 896 float32 head,
+    519 MiB, the audit's largest array after the search's points).
+    """
+    writeable = owned or lent and _writeable_in_memory(w)
+    if w.dtype == np.float32 and scale == 1.0:
+        yield ExactRows(w), writeable
+        return
+    step = np.float32(scale)
+    with np.errstate(over="ignore", under="ignore"):
+        exact32 = w.dtype == np.float32 and holds_exactly(
+            w, lambda part: (w[part] * step).astype(np.float64) / scale)
+    if not exact32:  # float64: our own copy scaled in place, else a scaled copy
+        yield (_times(w, scale) if owned and w.dtype == np.float64 else
+               np.multiply(w, scale, dtype=np.float64)), True
+    elif writeable and float(np.float32(1 / scale)) == 1 / scale:
+        w *= step
+        try:
+            yield ExactRows(w), True
+        finally:
+            if not owned:
+                w *= np.float32(1 / scale)
+    else:
+        yield ExactRows(w * step), True
+
+
+@contextmanager
+def _distinct_rows(w: np.ndarray | ExactRows, first: np.ndarray,
+                   writeable: bool) -> Iterator[np.ndarray | ExactRows]:
+    """The rows ``i`` of ``w`` with ``first[i] == i`` (one of each set of equal rows), in order:
+    ``w`` itself where every row is distinct; where ``writeable``, the same array with those
+    rows moved up in place (the others, usually a few, held aside) and moved back on exit; else
+    a copy (a whole head's worth of memory for a single duplicate row)."""
+    keep = first == np.arange(len(first))
+    if keep.all():
+        yield w
+        return
+    rows = w.rows32 if isinstance(w, ExactRows) else w
+    distinct = ExactRows if isinstance(w, ExactRows) else np.ascontiguousarray
+    if not writeable:
+        yield distinct(rows[keep])
+        return
+    aside = rows[~keep]  # a copy: boolean indexing
+    moves = _row_moves(np.flatnonzero(keep), block_rows(rows))
+    for to, start, stop in moves:  # rows move up, lowest first: none is overwritten unread
+        rows[to:to + stop - start] = rows[start:stop]
+    try:
+        yield distinct(rows[:len(first) - len(aside)])
+    finally:
+        for to, start, stop in reversed(moves):  # and back down, highest first
+            rows[start:stop] = rows[to:to + stop - start]
+        rows[~keep] = aside
+
+
+def _row_moves(kept: np.ndarray, block: int) -> list[tuple[int, int, int]]:
+    """``(to, start, stop)``: rows ``start:stop`` go to ``to`` (below them), so that the sorted
+    rows ``kept`` end up as rows ``0 .. len(kept) - 1``; at most ``block`` rows per move (a
+    move whose rows overlap their new place is buffered by NumPy: a block, not a whole run)."""
+    shift = kept - np.arange(len(kept))
+    runs = np.r_[0, np.flatnonzero(np.diff(shift)) + 1, len(kept)]
+    return [(to, to + int(shift[first]), min(to + block, last) + int(shift[first]))
+            for first, last in zip(runs[:-1].tolist(), runs[1:].tolist(), strict=True)
+            if shift[first] > 0 for to in range(first, last, block)]
+
+
+def _times(w: np.ndarray, scale: float) -> np.ndarray:
+    """``w`` scaled in place (one copy of the head, not two), returned."""
+    w *= scale
+    return w
+
+
+def _writeable_in_memory(array: np.ndarray) -> bool:
+    """Whether ``array`` may be written for a while: writeable, and no memory-mapped file
+    (which a process killed mid-audit would leave scaled) behind it."""
+    base: Any = array
+    while base is not None:
+        if isinstance(base, (np.memmap, mmap.mmap)):
+            return False
+        base = getattr(base, "base", None)
+    return array.flags.writeable
 
 
 def _validated(
@@ -558,6 +633,7 @@ def check_argmaxable(
     keep_witnesses: bool = True,
     jobs: int = 1,
     show_progress: bool = True,
+    copy: bool = True,
 ) -> AuditResult:
     """Decide for each class ``k`` of ``W z + b`` whether some input ``z`` makes it the argmax.
 
@@ -626,6 +702,10 @@ def check_argmaxable(
         jobs: worker processes for the exact stage (forked; 1 or less runs in this process);
             default 1.
         show_progress: show a progress bar on stderr; default True.
+        copy: False lets the audit scale a writeable float32 ``weight`` (not a memory-mapped
+            file) in place by its power of two while it runs, and back when it ends (exact both
+            ways), instead of holding a scaled copy: one head in memory, not two. Another thread
+            reading ``weight`` meanwhile sees it scaled. Default True.
 
     Returns:
         An :class:`AuditResult`: a status, stage and relative witness margin (0 for a tie) per
@@ -677,23 +757,38 @@ def check_argmaxable(
             f"min_radius={min_radius}, box={box}, method={method!r}")
     start = time.perf_counter()
     scale = power_of_two_scale(w)
-    w = _scaled(w, scale, owned=w is not weight and w.flags.owndata and w.flags.writeable)
+    owned = w is not weight and w.flags.owndata and w.flags.writeable
     b = None if b is None else b * scale
-    first = duplicate_rows(w, b)
-    representatives = np.flatnonzero(first == np.arange(len(w)))
+    with _rescaled(w, scale, owned=owned, lent=not copy) as (scaled, writeable):
+        first = duplicate_rows(scaled, b)
+        row_scale = float(np.median(row_norms_of(scaled)))
+        with _distinct_rows(scaled, first, writeable) as w_r:
+            return _audit(w_r, b, first, ids, scale, row_scale, start,
+                          method=method, box=box, tol=tol, fw_radius=fw_radius,
+                          fw_iterations=fw_iterations, min_radius=min_radius,
+                          keep_witnesses=keep_witnesses, jobs=jobs, show_progress=show_progress)
+
+
+def _audit(w_r: np.ndarray | ExactRows, b: np.ndarray | None, first: np.ndarray,
+           ids: np.ndarray, scale: float, row_scale: float, start: float, *, method: str,
+           box: float | None, tol: float, fw_radius: float, fw_iterations: int,
+           min_radius: float | None, keep_witnesses: bool, jobs: int,
+           show_progress: bool) -> AuditResult:
+    """:func:`check_argmaxable` on the validated head scaled by ``scale`` (a power of two):
+    ``w_r`` its distinct rows, ``b`` the bias of every row, ``first`` as from
+    :func:`duplicate_rows`, ``row_scale`` the median row norm, from ``start``
+    (``time.perf_counter()``)."""
+    representatives = np.flatnonzero(first == np.arange(len(first)))
     position = np.searchsorted(representatives, first)
-    w_r = w if len(representatives) == len(w) else ExactRows(w.rows32[representatives]) \
-        if isinstance(w, ExactRows) else np.ascontiguousarray(w[representatives])
     b_r = None if b is None else b[representatives]
     needed = np.unique(position[ids])
-    row_scale = float(np.median(row_norms_of(w)))
     bias_scale = 0.0 if b is None else float(np.median(np.abs(b - np.median(b))))
     settings = {"method": method, "box": box, "bias": b is not None, "tol": tol,
                 "min_radius": min_radius,
-                "shape": list(w.shape), "distinct_rows": len(representatives)}
+                "shape": [len(first), w_r.shape[1]], "distinct_rows": len(representatives)}
     decisions: dict[int, Decision] = {}
     staged = CertificateStore()  # the exact stage's certificates by representative, head units
-    distinct = len(representatives) == len(w)  # support ids already rows of the head: no copy
+    distinct = len(representatives) == len(first)  # support ids already the head's row ids
 
     def in_head_units(cert: Certificate) -> Certificate:
         return Certificate(support=cert.support if distinct else representatives[cert.support],
@@ -715,7 +810,7 @@ def check_argmaxable(
             bar.set_description(f"audit ({name})")
 
         if len(representatives) == 1:  # every row is the same: all of them always tie
-            decisions[0] = Decision("argmaxable", witness=np.zeros(w.shape[1]), margin=0.0)
+            decisions[0] = Decision("argmaxable", witness=np.zeros(w_r.shape[1]), margin=0.0)
             stages[0] = "exact"
         elif method == "frank_wolfe":
             radius = box if box is not None else fw_radius
@@ -740,13 +835,13 @@ def check_argmaxable(
             for j, k in enumerate(needed.tolist()):
                 status = "argmaxable" if fast.certified[j] else "unknown"
                 witness = fast.witness(j)
-                if released is not None:  # only the open classes' inputs are kept, as copies
-                    witness = None if fast.certified[j] else witness.copy()
+                if released is not None:  # only open classes' inputs are kept (if any), as copies
+                    witness = None if fast.certified[j] or witness is None else witness.copy()
                     witness_sizes[k] = float(released[j])
                 decisions[k] = Decision(status, witness=witness, margin=float(fast.margins[j]))
                 stages[k] = "fast" if fast.certified[j] else "none"
             if released is not None:
-                fast.witnesses = np.empty((0, w.shape[1]))  # V x d floats no longer held
+                fast.witnesses = np.empty((0, w_r.shape[1]))  # V x d floats no longer held
             timings["fast_s"] = time.perf_counter() - start
             if method == "exact":
                 remaining = np.flatnonzero(~fast.certified)

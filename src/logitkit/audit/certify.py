@@ -59,7 +59,7 @@ class FastOutcome:
     witnesses: np.ndarray  # the best input tried for each class in ``held`` (float32 where the
     # head and every input are exact in float32, else float64)
     margins: np.ndarray  # float64: the margin at that input (verified when certified)
-    rivals: np.ndarray  # int64 (n_classes, r): rows beating each class most at its best input
+    rivals: np.ndarray  # int32 (n_classes, r): rows beating each class most at its best input
     settled: dict[int, np.ndarray]  # position -> a point near the minimiser of the smooth bound
     settled_pool: dict[int, int] = field(default_factory=dict)  # position -> index in pools
     pools: list[np.ndarray] = field(default_factory=list)  # row ids a class settled over
@@ -176,24 +176,25 @@ def _scaled_in_float32(weight: np.ndarray, weight32: np.ndarray, classes: np.nda
 
 def _nearest_float32(weight: np.ndarray, weight32: np.ndarray, classes: np.ndarray,
                      box: float | None, n_rivals: int, norms: np.ndarray, block: int,
-                     on_progress: Callable[[int], None] | None, keep: bool):
+                     on_progress: Callable[[int], None] | None, keep: str):
     """Stage 1 without a bias on a head exact in float32 (``weight32``): ``z = alpha w_k`` is
     then exact in float32 too, so :func:`~logitkit.audit.verify.witness_margins` checks it with
     the float32 product and its rounding bound (float64 only for the rows that bound cannot rule
     out) and returns the rivals from the same logits: one float32 pass instead of the float64
     symmetric pass of :func:`_nearest_all` plus a float32 one for the rivals (GPT-2-shaped head,
     50257 x 768: 25 s instead of about 54 s). Returns proofs, witnesses, margins, rivals, and
-    (``keep`` False) the positions whose witnesses are kept and every witness's ``|z|_2``.
+    (``keep`` not "every") the positions whose witnesses are kept and every witness's ``|z|_2``.
 
     The witnesses are float32 (half the memory of a whole vocabulary's inputs) where float32
-    holds every ``alpha w_k`` exactly; float64 from the first block where it does not. Without
-    ``keep`` only the inputs of the classes left open are kept (a block at a time: no V x d
-    array)."""
+    holds every ``alpha w_k`` exactly; float64 from the first block where it does not. ``keep``:
+    "every" class's input, those of the classes left "open" (a block at a time: no V x d
+    array), or "none"."""
     alpha = _ladder(weight, None, classes, box)[0]
     margins, certified = np.full(len(classes), -np.inf), np.zeros(len(classes), dtype=bool)
-    rivals = np.zeros((len(classes), n_rivals), dtype=np.int64)
-    sizes = None if keep else np.empty(len(classes))
-    kept = np.empty((len(classes) if keep else 0, weight.shape[1]), dtype=np.float32)
+    rivals = np.zeros((len(classes), n_rivals), dtype=np.int32)  # row ids: V < 2^31
+    every = keep == "every"
+    sizes = None if every else np.empty(len(classes))
+    kept = np.empty((len(classes) if every else 0, weight.shape[1]), dtype=np.float32)
     open_parts = [kept]
     for start in range(0, len(classes), NEAREST_CLASSES):
         part = slice(start, start + NEAREST_CLASSES)
@@ -206,18 +207,18 @@ def _nearest_float32(weight: np.ndarray, weight32: np.ndarray, classes: np.ndarr
             row_norms=norms, block=block)
         if sizes is not None:
             sizes[part] = row_norms_of(witnesses)
-        if keep:
+        if every:
             if witnesses.dtype == np.float64 and kept.dtype == np.float32:
                 kept = kept.astype(np.float64)  # from here on: values float32 cannot hold
             kept[part] = witnesses
-        else:
+        elif keep == "open":
             open_parts.append(witnesses[~certified[part]])
         if on_progress is not None:
             on_progress(len(ids))
-    if keep:
+    if every:
         return certified, kept, margins, rivals, None, None
-    return certified, np.concatenate(open_parts), margins, rivals, np.flatnonzero(~certified), \
-        sizes
+    held = np.flatnonzero(~certified) if keep == "open" else np.zeros(0, dtype=np.int64)
+    return certified, np.concatenate(open_parts), margins, rivals, held, sizes
 
 
 def _relax(weight: np.ndarray, bias: np.ndarray | None, ids: np.ndarray, z: np.ndarray,
@@ -300,15 +301,18 @@ def certify_fast(
     ``on_progress(n)`` counts classes done in the current phase;
     ``on_phase(name, total)`` announces the relaxation and how many classes it takes.
     ``keep_witnesses`` False releases the inputs stage 1 certifies (only their ``|z|_2`` stay, in
-    ``sizes``; ``held`` lists the positions whose inputs are kept).
+    ``sizes``; ``held`` lists the positions whose inputs are kept), and the open classes' inputs
+    too where no relaxation needs them as starts: the audit never reports an input that proves
+    nothing, and on a 151936 x 896 head they were 31606 x 896 floats (444 MiB).
     """
     n_rows, d = weight.shape
     n_rivals = min(n_rivals, n_rows - 1)
     if bias is None and searched_over_pools(n_rows, d):
         rounds = 0
+    keep = "every" if keep_witnesses else "open" if rounds else "none"
     certified = np.zeros(len(classes), dtype=bool)
     margins = np.full(len(classes), -np.inf)
-    rivals = np.zeros((len(classes), n_rivals), dtype=np.int64)
+    rivals = np.zeros((len(classes), n_rivals), dtype=np.int32)  # row ids: V < 2^31
     weight32, bias32 = float32_copy(weight), float32_copy(bias)  # exact copies, or None
     norms = row_norms_of(weight)
     rough = (weight.astype(np.float32) if weight32 is None else weight32,
@@ -316,7 +320,7 @@ def certify_fast(
     held = sizes = None
     if bias is None and weight32 is not None:  # float32 logits, with their rivals, in one pass
         certified, witnesses, margins, rivals, held, sizes = _nearest_float32(
-            weight, weight32, classes, box, n_rivals, norms, block, on_progress, keep_witnesses)
+            weight, weight32, classes, box, n_rivals, norms, block, on_progress, keep)
     elif bias is None and len(classes) == n_rows and np.array_equal(classes, np.arange(n_rows)):
         certified, margins, alpha = _nearest_all(weight, box, block, norms, on_progress)
         witnesses = weight * alpha[:, None]
@@ -334,17 +338,20 @@ def certify_fast(
             rivals[part] = rival
             if on_progress is not None:
                 on_progress(len(z))
-    if not keep_witnesses and held is None:  # only the open classes' inputs from here on
-        sizes, held = row_norms_of(witnesses), np.flatnonzero(~certified)
+    if keep != "every" and held is None:  # only the open classes' inputs from here on, if any
+        sizes = row_norms_of(witnesses)
+        held = np.flatnonzero(~certified) if keep == "open" else np.zeros(0, dtype=np.int64)
         witnesses = witnesses[held]
 
     def rows_of(where: np.ndarray) -> np.ndarray:  # positions -> rows of ``witnesses``
         return where if held is None else np.searchsorted(held, where)
 
-    def keep(where: np.ndarray, z: np.ndarray) -> None:
-        witnesses[rows_of(where)] = z
+    def better_input(where: np.ndarray, z: np.ndarray) -> None:
+        """``z`` is the best input so far of the classes at ``where`` (all open ones)."""
+        if held is None or len(held):
+            witnesses[rows_of(where)] = z
         if sizes is not None:
-            sizes[where] = row_norms_of(witnesses[rows_of(where)])
+            sizes[where] = row_norms_of(z)
 
     exact32 = weight32 is not None and (bias is None or bias32 is not None)
     relaxed_on = (weight32, bias32) if exact32 else (weight, bias)
@@ -365,7 +372,7 @@ def certify_fast(
             proved &= in_box(z, box)
             better = proved | (margin > margins[where])
             certified[where[proved]] = True
-            keep(where[better], z[better])
+            better_input(where[better], z[better])
             margins[where[better]] = margin[better]
             rivals[where[~proved]] = top[~proved]
             if first and on_progress is not None:
@@ -382,14 +389,14 @@ def certify_fast(
         def on_proof(ids: np.ndarray, z: np.ndarray, margin: np.ndarray) -> None:
             where = np.array([position[k] for k in ids.tolist()])
             certified[where], margins[where] = True, margin
-            keep(where, z)
+            better_input(where, z)
 
         search = _smooth_stage(weight, weight32, rough[0], classes[open_], box, norms,
                                on_progress, on_proof)
         pools = search.pools
         for i, j in enumerate(open_.tolist()):
             if search.settled[i]:
-                settled[j] = search.z[i].copy()  # not a view: the search's points go
+                settled[j] = search.points[i]
                 if search.pool[i] >= 0:
                     settled_pool[j] = int(search.pool[i])
     return FastOutcome(certified=certified, witnesses=witnesses, margins=margins, rivals=rivals,

@@ -295,7 +295,8 @@ def run(args: argparse.Namespace) -> int:
     classes = parse_classes(args.classes) if args.classes else None
     options = {"method": args.method, "box": args.box, "tol": args.tol,
                "min_radius": args.min_radius,
-               "keep_witnesses": args.evidence, "jobs": max(1, args.jobs)}
+               "keep_witnesses": args.evidence, "jobs": max(1, args.jobs),
+               "copy": False}  # the head read here is ours: scaled in place, not copied
     estimate = None
     if args.sample is not None:
         from logitkit.audit.estimate import estimate_statuses

@@ -180,7 +180,7 @@ def _fingerprint(weight: np.ndarray, bias: np.ndarray | None, ids: np.ndarray,
     digest = hashlib.blake2b(digest_size=16)
     for array in (weight, bias, ids):
         if array is not None:
-            digest.update(np.ascontiguousarray(array).tobytes())
+            digest.update(np.ascontiguousarray(array))  # its buffer: no bytes copy of the head
     digest.update(repr(sorted(options.items())).encode())
     return digest.hexdigest()
 

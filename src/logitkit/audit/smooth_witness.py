@@ -63,16 +63,19 @@ LOWEST_EXPONENT = -60.0
 
 @dataclass
 class SmoothOutcome:
-    """Per class: ``found`` (an accepted witness, in ``z``) or ``settled`` (``F > 0`` with a small
-    gradient: ``z`` is near the minimiser of ``F``, a starting point for a certificate), or
-    ``rejected`` (``stop_when_rejected``: the candidate ``accept`` turned down, in ``z``), or
-    ``released`` (``release_below``: still searching at the end, its last point in ``z``), or none
-    (the search gave up; ``z`` is then meaningless). ``pool``: the index in ``pools`` (arrays of
-    row ids) of the rows a class settled over, -1 for the whole head."""
+    """Per class: ``found`` (a witness ``accept`` took: only the caller keeps it), or ``settled``
+    (``F > 0`` with a small gradient: ``points[j]`` is near the minimiser of ``F``, a starting
+    point for a certificate), or ``rejected`` (``stop_when_rejected``: the candidate ``accept``
+    turned down, in ``points[j]``), or ``released`` (``release_below``: still searching at the
+    end, its last point in ``points[j]``), or none (the search gave up). ``points`` holds a
+    float64 point for those three endings only, keyed by position in ``classes`` (a dense array
+    of every class's point was the audit's largest array: 230000 x 2304 float64, 4.2 GB, on a
+    256000 x 2304 head). ``pool``: the index in ``pools`` (arrays of row ids) of the rows a class
+    settled over, -1 for the whole head."""
 
     found: np.ndarray
     settled: np.ndarray
-    z: np.ndarray
+    points: dict[int, np.ndarray]
     rejected: np.ndarray
     released: np.ndarray
     pool: np.ndarray
@@ -159,7 +162,7 @@ def smooth_witnesses(
     settled = np.zeros(len(classes), dtype=bool)
     rejected = np.zeros(len(classes), dtype=bool)
     released = np.zeros(len(classes), dtype=bool)
-    points = np.zeros((len(classes), d))
+    points: dict[int, np.ndarray] = {}  # settled, rejected or released classes only
     column_sum = weight32.sum(0, dtype=np.float64)
     # Slots: a class holds one until it is decided or gives up, then the next class takes it,
     # so every matrix product serves about ``block`` classes until the last ones.
@@ -186,7 +189,8 @@ def smooth_witnesses(
             where, pending_ids, candidates = (np.concatenate(part)
                                               for part in zip(*pending, strict=True))
             good = accept(pending_ids, candidates)
-            found[where[good]], rejected[where[~good]], points[where] = True, True, candidates
+            found[where[good]], rejected[where[~good]] = True, True
+            _keep_points(points, where[~good], candidates[~good])
             pending.clear()
 
     while True:
@@ -205,7 +209,8 @@ def smooth_witnesses(
             steps[:, free], changes[:, free], curvature[:, free] = 0.0, 0.0, 0.0
         live = np.flatnonzero(position >= 0)
         if len(live) < release_below and waiting == len(classes) > size:
-            released[position[live]], points[position[live]] = True, z[live]
+            released[position[live]] = True
+            _keep_points(points, position[live], z[live])
             live = live[:0]
         if len(live) == 0:
             check_pending()
@@ -225,7 +230,6 @@ def smooth_witnesses(
         elif len(hits):
             good = hits[accept(ids[hits], trial[hits])]
             found[position[live[good]]] = True
-            points[position[live[good]]] = trial[good]
             done[live[good]] = True
         first = evaluations[live] == 1  # the start point: later rounds try steps from it
         value[live[first]], gradient[live[first]] = v[first], g[first]
@@ -248,7 +252,7 @@ def smooth_witnesses(
         flat = live[~done[live] & (value[live] > 0) &
                     (np.abs(gradient[every]).sum(1) <= settled_gradient * own_size[live])]
         settled[position[flat]] = True
-        points[position[flat]] = z[flat]
+        _keep_points(points, position[flat], z[flat])
         done[flat] = True
         done[live[evaluations[live] >= max_evaluations]] = True
         taken = np.concatenate([live[first], moved])
@@ -262,8 +266,14 @@ def smooth_witnesses(
         position[done] = -1
         if on_progress is not None and done.any():
             on_progress(int(done.sum()))
-    return SmoothOutcome(found=found, settled=settled, z=points, rejected=rejected,
+    return SmoothOutcome(found=found, settled=settled, points=points, rejected=rejected,
                          pool=np.full(len(classes), -1), released=released)
+
+
+def _keep_points(points: dict[int, np.ndarray], where: np.ndarray, z: np.ndarray) -> None:
+    """``points[where[i]] = z[i]``, each row its own float64 array (no view of ``z``)."""
+    for j, row in zip(where.tolist(), z, strict=True):
+        points[j] = np.array(row, dtype=np.float64)
 
 
 POOL_ROWS = 8192  # rows of the cheap first pass (at least 8 (d + 1))
@@ -318,7 +328,8 @@ def pooled_smooth_witnesses(
     size = _largest_rows_per_pool(d)
     found = np.zeros(len(classes), dtype=bool)
     settled = np.zeros(len(classes), dtype=bool)
-    points = np.zeros((len(classes), d))  # the result; a turned-down class's next start
+    points: dict[int, np.ndarray] = {}  # the settled classes' points; a turned-down class's
+    # next start
     pool = np.full(len(classes), -1)
     pools: list[np.ndarray] = []
     passes = np.zeros(len(classes), dtype=np.int64)
@@ -338,12 +349,13 @@ def pooled_smooth_witnesses(
         outcome = smooth_witnesses(
             np.ascontiguousarray(weight32[rows]), np.searchsorted(rows, classes[batch]),
             lambda ids, z: accept(rows[ids], z), stop_when_rejected=True,
-            starts=points[batch] if restart else None,
+            starts=np.stack([points.pop(j) for j in batch.tolist()]) if restart else None,
             settled_gradient=POOL_SETTLED_GRADIENT,
             release_below=POOL_RELEASE if release else 0)
         decided = outcome.found | outcome.settled
         found[batch], settled[batch] = outcome.found, outcome.settled
-        points[batch[decided]] = outcome.z[decided]
+        for i, z in outcome.points.items():  # the settled, and those turned down or released
+            points[int(batch[i])] = z
         if outcome.settled.any():
             pool[batch[outcome.settled]] = len(pools)
             pools.append(rows)
@@ -353,18 +365,20 @@ def pooled_smooth_witnesses(
         turned_down = batch[stopped]
         passes[turned_down] += 1
         again = turned_down[passes[turned_down] < POOL_ROUNDS]
+        for j in np.setdiff1d(turned_down, again).tolist():  # on to the whole head
+            del points[j]
         for j in np.setdiff1d(batch, again).tolist():  # decided, or on to the whole head
             brought.pop(j, None)
-        points[turned_down] = outcome.z[stopped]
-        growth = rivals_at(weight32, None, classes[again], points[again], POOL_GROWTH,
-                           block=256)  # 256 x V logits at a time, not one per class at once
+        growth = rivals_at(weight32, None, classes[again],
+                           np.array([points[j] for j in again.tolist()]).reshape(-1, d),
+                           POOL_GROWTH, block=256)  # 256 x V logits at a time, not all at once
         for j, rivals in zip(again.tolist(), growth, strict=True):
             brought[j] = rivals if j not in brought else np.union1d(brought[j], rivals)
         return again
 
     chunks = [np.arange(start, min(start + POOL_CHUNK, len(classes)))
               for start in range(0, len(classes), POOL_CHUNK)][::-1]
-    waiting = np.zeros(0, dtype=np.int64)  # positions to search again from ``points``
+    waiting = np.zeros(0, dtype=np.int64)  # positions to search again from their ``points``
     while chunks or len(waiting):
         restart = len(waiting) >= POOL_CHUNK or not chunks
         if restart:
@@ -376,8 +390,9 @@ def pooled_smooth_witnesses(
     rest = np.flatnonzero(~(found | settled))
     if len(rest):
         outcome = smooth_witnesses(weight32, classes[rest], accept, on_progress=on_progress)
-        found[rest], settled[rest], points[rest] = outcome.found, outcome.settled, outcome.z
-    return SmoothOutcome(found=found, settled=settled, z=points,
+        found[rest], settled[rest] = outcome.found, outcome.settled
+        points.update((int(rest[i]), z) for i, z in outcome.points.items())
+    return SmoothOutcome(found=found, settled=settled, points=points,
                          rejected=np.zeros(len(classes), dtype=bool),
                          released=np.zeros(len(classes), dtype=bool), pool=pool, pools=pools)
 
