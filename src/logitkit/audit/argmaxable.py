@@ -419,8 +419,8 @@ def _rescaled(w: np.ndarray, scale: float, owned: bool,
     ``owned``: ``w`` is the audit's own array, scaled in place. ``lent`` (``copy=False``): the
     caller's array, scaled in place all the same where it is writeable and not a memory-mapped
     file, and scaled back on exit (both exact: the float32 products are checked, a block at a
-    time, to divide back to ``w``); otherwise a scaled copy (on a 151936 x 896 float32 head,
-    519 MiB, the audit's largest array after the search's points).
+    time, to divide back to ``w``); otherwise a scaled copy (519 MiB for a 151936 x 896 float32
+    head).
     """
     writeable = owned or lent and _writeable_in_memory(w)
     if w.dtype == np.float32 and scale == 1.0:
@@ -430,9 +430,11 @@ def _rescaled(w: np.ndarray, scale: float, owned: bool,
     with np.errstate(over="ignore", under="ignore"):
         exact32 = w.dtype == np.float32 and holds_exactly(
             w, lambda part: (w[part] * step).astype(np.float64) / scale)
-    if not exact32:  # float64: our own copy scaled in place, else a scaled copy
-        yield (_times(w, scale) if owned and w.dtype == np.float64 else
-               np.multiply(w, scale, dtype=np.float64)), True
+    if not exact32 and owned and w.dtype == np.float64:
+        w *= scale  # our own float64 copy: scaled in place (one copy of the head, not two)
+        yield w, True
+    elif not exact32:
+        yield np.multiply(w, scale, dtype=np.float64), True
     elif writeable and float(np.float32(1 / scale)) == 1 / scale:
         w *= step
         try:
@@ -481,12 +483,6 @@ def _row_moves(kept: np.ndarray, block: int) -> list[tuple[int, int, int]]:
     return [(to, to + int(shift[first]), min(to + block, last) + int(shift[first]))
             for first, last in zip(runs[:-1].tolist(), runs[1:].tolist(), strict=True)
             if shift[first] > 0 for to in range(first, last, block)]
-
-
-def _times(w: np.ndarray, scale: float) -> np.ndarray:
-    """``w`` scaled in place (one copy of the head, not two), returned."""
-    w *= scale
-    return w
 
 
 def _writeable_in_memory(array: np.ndarray) -> bool:

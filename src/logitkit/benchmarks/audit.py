@@ -33,9 +33,10 @@ machine 9.5 at 39606f5, 8.2 after the next (stage 1 by the float32 check, batche
 checks) and 7.8 after the one after (certificate steps over the heaviest rows first; the
 151936 x 896 head whole: 55.6 minutes); its two baseline LPs add 10, and the frontier cases
 about 15 (their LPs included).
-Sampled frontier times overstate whole-head times: a sample's fixed costs (float64 and float32
-copies of the head) and its pooled searches with few classes (thin matrix products) are scaled
-by ``V / sample`` too.
+Sampled frontier times overstate whole-head times: a sample's fixed costs (passes over the whole
+head: its scaling checked exact, the duplicate-row keys, the pool's largest rows) and its pooled
+searches with few classes (thin matrix products) are scaled by ``V / sample`` too. The timed
+whole-head and sampled audits run with ``copy=False`` (the head is ours: scaled in place).
 """
 
 from __future__ import annotations
