@@ -165,3 +165,26 @@ def test_summary_lists_tokens_and_plot_marks_statuses(tmp_path):
     text = summary(result, Vocab(), source="test head")
     assert "4 'tok4'" in text and "fast 4" in text and "exact 1" in text and "test head" in text
     assert plot_margins(result, BLOG_W, tmp_path / "p.png").stat().st_size > 1000
+
+
+def test_cli_audits_the_head_it_read_in_place(tmp_path, capsys, monkeypatch):
+    """The head the CLI reads is its own: it asks for no scaled copy (``copy=False``), and the
+    verdicts are those of the library's default."""
+    import logitkit.audit.argmaxable as argmaxable_module
+
+    weight = np.vstack([BLOG_W, BLOG_W[:1]]) * np.float32(40.0)  # scaled by 2^-5; a twin
+    save_file({"lm_head.weight": weight}, str(tmp_path / "head.safetensors"))
+    calls, original = [], argmaxable_module.check_argmaxable
+
+    def recording(*args, **kwargs):
+        calls.append(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(argmaxable_module, "check_argmaxable", recording)
+    out = tmp_path / "out.json"
+    assert main(["audit", str(tmp_path / "head.safetensors"), "--json", str(out)]) == 0
+    assert calls and calls[0]["copy"] is False
+    payload = json.loads(out.read_text())
+    expected = check_argmaxable(weight, show_progress=False)
+    assert payload["unargmaxable"] == expected.unargmaxable.tolist() == [4]
+    assert payload["tie"] == expected.classes[expected.status == "tie"].tolist() == [0, 5]
