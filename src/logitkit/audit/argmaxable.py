@@ -699,9 +699,10 @@ def check_argmaxable(
             default 1.
         show_progress: show a progress bar on stderr; default True.
         copy: False lets the audit scale a writeable float32 ``weight`` (not a memory-mapped
-            file) in place by its power of two while it runs, and back when it ends (exact both
-            ways), instead of holding a scaled copy: one head in memory, not two. Another thread
-            reading ``weight`` meanwhile sees it scaled. Default True.
+            file) in place by its power of two while it runs, and move its duplicate rows aside,
+            then undo both when it ends (exact), instead of holding a scaled copy: one head in
+            memory, not two. Another thread reading ``weight`` meanwhile sees it changed.
+            Default True.
 
     Returns:
         An :class:`AuditResult`: a status, stage and relative witness margin (0 for a tie) per
