@@ -217,8 +217,13 @@ def _nearest_float32(weight: np.ndarray, weight32: np.ndarray, classes: np.ndarr
             on_progress(len(ids))
     if every:
         return certified, kept, margins, rivals, None, None
-    held = np.flatnonzero(~certified) if keep == "open" else np.zeros(0, dtype=np.int64)
-    return certified, np.concatenate(open_parts), margins, rivals, held, sizes
+    return certified, np.concatenate(open_parts), margins, rivals, _held(certified, keep), sizes
+
+
+def _held(certified: np.ndarray, keep: str) -> np.ndarray:
+    """The sorted positions whose inputs are kept when not "every" one is: the classes still
+    open (``keep="open"``) or none."""
+    return np.flatnonzero(~certified) if keep == "open" else np.zeros(0, dtype=np.int64)
 
 
 def _relax(weight: np.ndarray, bias: np.ndarray | None, ids: np.ndarray, z: np.ndarray,
@@ -339,8 +344,7 @@ def certify_fast(
             if on_progress is not None:
                 on_progress(len(z))
     if keep != "every" and held is None:  # only the open classes' inputs from here on, if any
-        sizes = row_norms_of(witnesses)
-        held = np.flatnonzero(~certified) if keep == "open" else np.zeros(0, dtype=np.int64)
+        sizes, held = row_norms_of(witnesses), _held(certified, keep)
         witnesses = witnesses[held]
 
     def rows_of(where: np.ndarray) -> np.ndarray:  # positions -> rows of ``witnesses``
