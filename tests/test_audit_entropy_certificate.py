@@ -244,3 +244,34 @@ def test_certificates_come_from_the_heaviest_rows_step_or_else_the_whole_pool(mo
             assert np.abs(combined - weight[k]).sum() <= tol / 64 * scale
             checked += converged > 0 and formed == [51]
     assert checked >= 4  # the heaviest rows' step alone, for most classes
+
+
+def test_the_hessian_factor_is_float32_and_float64_where_float32_finds_no_factor():
+    """The factor of ``H = sum_i p_i (w_i - mu)(w_i - mu)^T`` (written here) solves ``H y = b``
+    to float32 accuracy; rows spanning less than the space (a zero column: a zero pivot in
+    float32) get the float64 factor of ``H + 1e-12 trace(H) I`` instead, not None."""
+    from logitkit.audit import entropy_certificate as ec
+
+    rng = np.random.default_rng(3)
+    rows32 = rng.normal(size=(60, 8)).astype(np.float32)
+    p = rng.random(60) + 0.1
+    p /= p.sum()
+    mu = p @ rows32.astype(np.float64)
+    centred = rows32.astype(np.float64) - mu
+    hessian = (centred * p[:, None]).T @ centred
+    factor = ec._hessian_factor(rows32, p, mu)
+    assert factor[0].dtype == np.float32
+    b = rng.normal(size=8)
+    y = ec._solve(factor, b)
+    assert y.dtype == np.float64
+    np.testing.assert_allclose(hessian @ y, b, rtol=0, atol=1e-4 * np.abs(b).max())
+
+    flat = rows32.copy()
+    flat[:, 3] = 0.0
+    factor = ec._hessian_factor(flat, p, p @ flat.astype(np.float64))
+    assert factor is not None and factor[0].dtype == np.float64
+    centred = flat.astype(np.float64) - p @ flat.astype(np.float64)
+    regularised = (centred * p[:, None]).T @ centred
+    regularised[np.diag_indices(8)] += 1e-12 * np.trace(regularised)
+    y = ec._solve(factor, b)
+    np.testing.assert_allclose(regularised @ y, b, rtol=0, atol=1e-4 * np.abs(b).max())

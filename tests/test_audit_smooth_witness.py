@@ -364,6 +364,8 @@ def test_candidates_checked_in_batches_end_each_search_as_one_by_one_checks_do(m
         np.testing.assert_array_equal(getattr(batched, name), getattr(one, name))
     for k in classes[one.found | one.rejected].tolist():  # the same candidate ended each search
         np.testing.assert_array_equal(batched_offered[k], one_offered[k])
-    for j in np.flatnonzero(one.rejected):  # and the rejected keep it as their point
-        np.testing.assert_array_equal(batched.points[j], one_offered[classes[j]])
+    for j in np.flatnonzero(one.rejected):  # and the rejected keep it (float32) as their point
+        assert batched.points[j].dtype == np.float32
+        np.testing.assert_array_equal(batched.points[j],
+                                      one_offered[classes[j]].astype(np.float32))
     assert sum(batched_calls) == sum(one_calls) and len(batched_calls) < len(one_calls)

@@ -13,8 +13,9 @@ and ``sum_i delta_i = -s`` is
     delta_i = p_i ((w_i - mu) . y - s),   H y = -(r - s mu),
 
 with ``mu = sum_i p_i w_i`` and ``H = sum_i p_i (w_i - mu)(w_i - mu)^T`` (the Hessian of ``F``).
-``p``, ``mu``, ``H`` and the step come from a float32 copy of the head; the residuals ``r, s`` are
-float64, and the step is repeated (iterative refinement) until they stop falling. Where a weight
+``p``, ``mu``, ``H``, its Cholesky factor and the step come from a float32 copy of the head; the
+residuals ``r, s`` are float64, and the step is repeated (iterative refinement) until they stop
+falling. Where a weight
 would turn negative (``z`` not yet close enough), a damped Newton step on ``z`` comes first and
 the Hessian is formed again. The certificate is used only if every weight stays ``>= 0`` and
 :func:`~logitkit.audit.verify.hull_certificate` accepts it.
@@ -49,6 +50,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.linalg import cho_factor, cho_solve
+from scipy.linalg.lapack import spotrf
 
 from logitkit.audit.verify import (
     RESIDUAL_SHARE,
@@ -146,7 +148,7 @@ def _pool_combination(rows: np.ndarray | None, rows32: np.ndarray, target: np.nd
         if a is not None:
             return a
         z = _damped_newton(rows, rows32, target, z,
-                           -cho_solve(factor, mu - target, check_finite=False), mu - target)
+                           -_solve(factor, mu - target), mu - target)
         p, mu = _softmax_mean(rows32, z)
     return None
 
@@ -211,15 +213,29 @@ def _softmax_mean(rows32: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 def _hessian_factor(rows32: np.ndarray, p: np.ndarray, mu: np.ndarray):
-    """Cholesky factor of ``H = sum_i p_i (w_i - mu)(w_i - mu)^T``, formed in float32."""
+    """Cholesky factor of ``H = sum_i p_i (w_i - mu)(w_i - mu)^T``, formed in float32.
+
+    The factor is float32 where that succeeds: ``H`` itself carries float32 rounding, so a
+    float64 factor of it steers the refinement no better, and costs twice as much (0.1 s at
+    d = 2304). Where float32 finds ``H`` not positive definite, the float64 factor of ``H``
+    plus ``1e-12 trace(H)`` on its diagonal is tried."""
     centred = np.subtract(rows32, mu.astype(np.float32), dtype=np.float32)
     centred *= np.sqrt(p).astype(np.float32)[:, None]
-    hessian = (centred.T @ centred).astype(np.float64)
+    hessian32 = centred.T @ centred
+    factor, info = spotrf(hessian32, lower=False, clean=False)
+    if info == 0:
+        return factor, False
+    hessian = hessian32.astype(np.float64)
     hessian[np.diag_indices_from(hessian)] += 1e-12 * np.trace(hessian)
     try:
         return cho_factor(hessian, check_finite=False)
     except np.linalg.LinAlgError:  # the rows with weight span less than the space
         return None
+
+
+def _solve(factor, rhs: np.ndarray) -> np.ndarray:
+    """``H^-1 rhs`` (float64) from :func:`_hessian_factor`'s factor, in the factor's precision."""
+    return cho_solve(factor, rhs.astype(factor[0].dtype), check_finite=False).astype(np.float64)
 
 
 def _refined(rows: np.ndarray | None, rows32: np.ndarray, target: np.ndarray, p: np.ndarray,
@@ -247,7 +263,7 @@ def _refined(rows: np.ndarray | None, rows32: np.ndarray, target: np.ndarray, p:
         best, best_size = a, size
         if size <= ROUNDING_LEVEL * scale:
             break
-        y = cho_solve(factor, -(r - s * mu), check_finite=False)
+        y = _solve(factor, -(r - s * mu))
         step = mass * ((moved32 @ y.astype(np.float32)).astype(np.float64) - mu @ y - s / total)
         if subset is None:
             a = a + step

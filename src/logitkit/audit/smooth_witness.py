@@ -68,10 +68,11 @@ class SmoothOutcome:
     point for a certificate), or ``rejected`` (``stop_when_rejected``: the candidate ``accept``
     turned down, in ``points[j]``), or ``released`` (``release_below``: still searching at the
     end, its last point in ``points[j]``), or none (the search gave up). ``points`` holds a
-    float64 point for those three endings only, keyed by position in ``classes`` (a dense array
+    float32 point for those three endings only, keyed by position in ``classes`` (a dense array
     of every class's point was the audit's largest array: 230000 x 2304 float64, 4.2 GB, on a
-    256000 x 2304 head). ``pool``: the index in ``pools`` (arrays of row ids) of the rows a class
-    settled over, -1 for the whole head."""
+    256000 x 2304 head; float32 because each point only starts a search or the Newton steps of a
+    certificate, whose logits are float32 products). ``pool``: the index in ``pools`` (arrays of
+    row ids) of the rows a class settled over, -1 for the whole head."""
 
     found: np.ndarray
     settled: np.ndarray
@@ -271,9 +272,9 @@ def smooth_witnesses(
 
 
 def _keep_points(points: dict[int, np.ndarray], where: np.ndarray, z: np.ndarray) -> None:
-    """``points[where[i]] = z[i]``, each row its own float64 array (no view of ``z``)."""
+    """``points[where[i]] = z[i]``, each row its own float32 array (no view of ``z``)."""
     for j, row in zip(where.tolist(), z, strict=True):
-        points[j] = np.array(row, dtype=np.float64)
+        points[j] = np.array(row, dtype=np.float32)
 
 
 POOL_ROWS = 8192  # rows of the cheap first pass (at least 8 (d + 1))
