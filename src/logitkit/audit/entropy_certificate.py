@@ -15,10 +15,9 @@ and ``sum_i delta_i = -s`` is
 with ``mu = sum_i p_i w_i`` and ``H = sum_i p_i (w_i - mu)(w_i - mu)^T`` (the Hessian of ``F``).
 ``p``, ``mu``, ``H``, its Cholesky factor and the step come from a float32 copy of the head; the
 residuals ``r, s`` are float64, and the step is repeated (iterative refinement) until they stop
-falling. Where a weight
-would turn negative (``z`` not yet close enough), a damped Newton step on ``z`` comes first and
-the Hessian is formed again. The certificate is used only if every weight stays ``>= 0`` and
-:func:`~logitkit.audit.verify.hull_certificate` accepts it.
+falling. Where a weight would turn negative (``z`` not yet close enough), a damped Newton step on
+``z`` comes first and the Hessian is formed again. The certificate is used only if every weight
+stays ``>= 0`` and :func:`~logitkit.audit.verify.hull_certificate` accepts it.
 
 The Gram matrix behind ``H`` is most of the work. So the step is first confined to the
 ``3 (d + 1)`` rows ``T`` with the largest weights (the other weights stay ``p_i``): the same
