@@ -6,11 +6,15 @@ float64 wherever a power of two or a rounding would take some entry out of float
 written here: combinations summed in float64, logits of the witnesses in float64.
 """
 
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 from logitkit.audit import check_argmaxable
-from logitkit.audit.verify import Certificate
+from logitkit.audit.verify import Certificate, largest_columns
 
 
 def head_with_interior_rows(seed: int, n: int = 400, d: int = 8, interior: int = 40) -> np.ndarray:
@@ -198,3 +202,45 @@ def test_float32_stand_ins_are_compared_with_every_block_of_their_values(shape):
         assert not np.array_equal(values, changed)  # the reference: one whole comparison
         assert not holds_exactly(values, lambda part, changed=changed: changed[part])
         assert float32_copy(changed) is None
+
+
+def largest_by_sorting(row: np.ndarray, count: int) -> np.ndarray:
+    """The ``count`` largest values of ``row`` (NaN above everything, as ``np.sort`` puts it)."""
+    return np.sort(row)[len(row) - count:]
+
+
+@pytest.mark.parametrize(("n_columns", "count"), [(4, 2), (5, 5), (300, 64), (1000, 64),
+                                                  (151936 // 64, 7), (20000, 1)])
+def test_largest_columns_are_those_of_a_full_sort(n_columns, count):
+    rng = np.random.default_rng(n_columns + count)
+    logits = (rng.normal(size=(6, n_columns)) * np.exp(rng.normal(size=n_columns)))
+    logits = logits.astype(np.float32)
+    logits[0] = np.round(logits[0])  # ties at the floor
+    logits[1, rng.integers(0, n_columns, size=max(1, n_columns // 3))] = -np.inf
+    logits[2] = -np.inf
+    logits[3, rng.integers(0, n_columns, size=2)] = np.nan
+    columns = largest_columns(logits, count)
+    assert columns.shape == (6, count) and columns.dtype == np.int64
+    for row, chosen in zip(logits, columns, strict=True):
+        assert np.all(np.diff(chosen) > 0) and chosen.min() >= 0  # distinct, ascending
+        picked = np.sort(row[chosen])
+        expected = largest_by_sorting(row, count)
+        assert np.array_equal(np.isnan(picked), np.isnan(expected))
+        assert np.array_equal(picked[~np.isnan(picked)], expected[~np.isnan(expected)])
+
+
+def test_an_audit_of_a_numpy_head_does_not_import_torch(tmp_path):
+    """torch's import is about 260 MiB of the process: the audit (library and CLI) needs none."""
+    head = head_with_interior_rows(3, n=600, d=6)
+    np.save(tmp_path / "w.npy", head)
+    code = ("import sys, numpy as np\n"
+            "from logitkit.audit import check_argmaxable\nfrom logitkit.cli import main\n"
+            f"w = np.load({str(tmp_path / 'w.npy')!r})\n"
+            "r = check_argmaxable(w, show_progress=False)\n"
+            f"main(['audit', {str(tmp_path / 'w.npy')!r}, '--json', "
+            f"{str(tmp_path / 'out.json')!r}])\n"
+            "print(r.counts['unargmaxable'], 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    written = json.loads((tmp_path / "out.json").read_text())["counts"]["unargmaxable"]
+    assert written >= 40 and done.stdout.split()[-2:] == [str(written), "False"]

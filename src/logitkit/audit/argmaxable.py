@@ -61,7 +61,6 @@ from logitkit.audit.decision import Decision
 from logitkit.audit.evidence_store import CertificateStore
 from logitkit.audit.exact import decide_many
 from logitkit.audit.exact_rows import ExactRows, block_rows
-from logitkit.audit.frank_wolfe import frank_wolfe
 from logitkit.audit.reverify import EVIDENCE_CONVENTION
 from logitkit.audit.statuses import METHODS, STATUSES
 from logitkit.audit.verify import (
@@ -810,6 +809,8 @@ def _audit(w_r: np.ndarray | ExactRows, b: np.ndarray | None, first: np.ndarray,
             decisions[0] = Decision("argmaxable", witness=np.zeros(w_r.shape[1]), margin=0.0)
             stages[0] = "exact"
         elif method == "frank_wolfe":
+            from logitkit.audit.frank_wolfe import frank_wolfe  # torch: imported for it alone
+
             radius = box if box is not None else fw_radius
             settings["fw_radius"] = radius
             outcome = frank_wolfe(w_r[:] if isinstance(w_r, ExactRows) else w_r, b_r, needed,

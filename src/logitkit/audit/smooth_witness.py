@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from logitkit.audit.verify import largest_columns
+from logitkit.audit.verify import inputs_per_product, largest_columns
 
 MEMORY = 16  # L-BFGS curvature pairs
 ARMIJO = 1e-4
@@ -146,8 +146,10 @@ def smooth_witnesses(
     passes. It settles once ``F > 0`` and ``|grad F|_1 <= settled_gradient |w_k|_1`` (an interior
     class, or one on a facet where ``F`` levels off towards a limit at infinity); classes that
     neither win nor settle in time go to the exact stage. Every round evaluates one trial point
-    for each of up to ``block`` classes (a new L-BFGS step, or a shorter one after a failed
-    Armijo test), all in one matrix product; a class that is done hands its place to the next.
+    for each of up to ``block`` classes (fewer where their float32 logits would pass 64 MB,
+    :func:`~logitkit.audit.verify.inputs_per_product`: 110 on a 151936-row head, whose 256 took
+    155 MB; a new L-BFGS step, or a shorter one after a failed Armijo test), all in one matrix
+    product; a class that is done hands its place to the next.
     ``stop_when_rejected``: a class whose candidate ``accept`` turns down stops there
     (``rejected``; for searches over a subset of the rows, where winning over the subset does
     not mean winning over the head); its search ends at the candidate whatever ``accept`` says,
@@ -167,7 +169,7 @@ def smooth_witnesses(
     column_sum = weight32.sum(0, dtype=np.float64)
     # Slots: a class holds one until it is decided or gives up, then the next class takes it,
     # so every matrix product serves about ``block`` classes until the last ones.
-    size = min(block, len(classes))
+    size = min(inputs_per_product(block, n_rows), len(classes))
     position = np.full(size, -1)  # the class (index into ``classes``) in each slot; -1: free
     own = np.zeros((size, d))
     own_size = np.ones(size)
@@ -372,7 +374,7 @@ def pooled_smooth_witnesses(
             brought.pop(j, None)
         growth = rivals_at(weight32, None, classes[again],
                            np.array([points[j] for j in again.tolist()]).reshape(-1, d),
-                           POOL_GROWTH, block=256)  # 256 x V logits at a time, not all at once
+                           POOL_GROWTH, block=256)
         for j, rivals in zip(again.tolist(), growth, strict=True):
             brought[j] = rivals if j not in brought else np.union1d(brought[j], rivals)
         return again
@@ -401,13 +403,14 @@ def pooled_smooth_witnesses(
 def rivals_at(weight32: np.ndarray, bias32: np.ndarray | None, ids: np.ndarray, z: np.ndarray,
               n_rivals: int, block: int) -> np.ndarray:
     """The ``n_rivals`` rows with the largest logits at each ``z[j]`` besides ``ids[j]``,
-    ``block`` inputs per product.
+    ``block`` inputs per product (fewer on heads where their logits would pass 64 MB).
 
     A heuristic (rivals seed the relaxation, the exact stage and the pool's growth; no verdict
     rests on them), so the logits come from ``weight32`` and ``bias32``, float32 copies (rounded
     if need be) of the head: half the time of the float64 product.
     """
     out = np.zeros((len(ids), n_rivals), dtype=np.int64)
+    block = inputs_per_product(block, len(weight32))
     for start in range(0, len(ids), block):
         part = slice(start, start + block)
         logits = z[part].astype(np.float32) @ weight32.T  # (B, V), rows contiguous

@@ -39,7 +39,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from logitkit.audit.exact_rows import ExactRows, block_rows, logits_of, row_squares_of
 
@@ -203,15 +202,45 @@ def _take_own(logits: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return own
 
 
-def largest_columns(logits: np.ndarray, count: int) -> np.ndarray:
-    """Per row of ``logits`` (B, V), the columns of its ``count`` largest entries, in no order
-    (``torch.topk``: 25 ms for 256 x 151936 float32 logits where NumPy's ``argpartition`` of
-    the negated logits takes 89 ms).
+def inputs_per_product(block: int, n_rows: int) -> int:
+    """``block``, or fewer inputs where their float32 logits over ``n_rows`` rows would pass
+    ``LOGIT_BLOCK_BYTES`` (at least one)."""
+    return max(1, min(block, LOGIT_BLOCK_BYTES // 4 // n_rows))
 
-    >>> largest_columns(np.array([[0.0, 3.0, 1.0, 2.0]]), 2).ravel().tolist() in ([1, 3], [3, 1])
-    True
+
+def largest_columns(logits: np.ndarray, count: int) -> np.ndarray:
+    """Per row of ``logits`` (B, V), the columns of its ``count`` largest entries, ascending (an
+    order that rounding in the logits cannot change, unlike an order by value).
+
+    The maxima of ``4 count`` runs of columns give a floor per row that at least ``count``
+    entries reach (the ``count``-th largest maximum), so only the entries at or above it are
+    partitioned: 16 ms for 110 x 151936 float32 logits where ``torch.topk`` took 23 ms and
+    NumPy's ``argpartition`` of the whole rows 171 ms (and no torch import for the audit: about
+    260 MiB of the process). A row with a NaN is partitioned whole (NaN counts as the largest).
+
+    >>> largest_columns(np.array([[0.0, 3.0, 1.0, 2.0]]), 2).tolist()
+    [[1, 3]]
     """
-    return torch.topk(torch.from_numpy(logits), count, dim=1, sorted=False).indices.numpy()
+    n_columns = logits.shape[1]
+    out = np.empty((len(logits), count), dtype=np.int64)
+    if count == 0:
+        return out
+    runs = np.arange(0, n_columns, max(1, n_columns // (4 * count)))
+    if len(runs) <= count:
+        out[:] = np.argpartition(logits, n_columns - count, axis=1)[:, n_columns - count:]
+        out.sort(axis=1)
+        return out
+    peaks = np.maximum.reduceat(logits, runs, axis=1)
+    floors = np.partition(peaks, len(runs) - count, axis=1)[:, len(runs) - count]
+    for j, (row, floor, nan) in enumerate(zip(logits, floors, np.isnan(peaks).any(1),
+                                              strict=True)):
+        if nan:  # NaN counts as the largest, as ``argpartition`` orders it
+            out[j] = np.argpartition(row, n_columns - count)[n_columns - count:]
+        else:
+            above = np.flatnonzero(row >= floor)
+            out[j] = above[np.argpartition(row[above], len(above) - count)[len(above) - count:]]
+    out.sort(axis=1)
+    return out
 
 
 def row_norms_of(weight: np.ndarray | ExactRows) -> np.ndarray:
@@ -289,7 +318,7 @@ def witness_margins(
     top = np.zeros((len(classes), rivals), dtype=np.int64)
     row_norms = row_norms_of(weight) if row_norms is None else row_norms
     largest_bias = 0.0 if bias is None else float(np.abs(bias).max())
-    block = max(1, min(block, LOGIT_BLOCK_BYTES // 4 // len(weight)))
+    block = inputs_per_product(block, len(weight))
     for start in range(0, len(classes), block):
         part = slice(start, start + block)
         ids, zs = classes[part], z[part]
