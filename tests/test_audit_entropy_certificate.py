@@ -246,12 +246,16 @@ def test_certificates_come_from_the_heaviest_rows_step_or_else_the_whole_pool(mo
     assert checked >= 4  # the heaviest rows' step alone, for most classes
 
 
-def test_the_hessian_factor_is_float32_and_float64_where_float32_finds_no_factor():
+@pytest.mark.parametrize("block_bytes", [2**24, 7 * 4 * 8])  # one block; blocks of 7 rows
+def test_the_hessian_factor_is_float32_and_float64_where_float32_finds_no_factor(
+        monkeypatch, block_bytes):
     """The factor of ``H = sum_i p_i (w_i - mu)(w_i - mu)^T`` (written here) solves ``H y = b``
-    to float32 accuracy; rows spanning less than the space (a zero column: a zero pivot in
-    float32) get the float64 factor of ``H + 1e-12 trace(H) I`` instead, not None."""
+    to float32 accuracy, whether ``H`` is summed in one block of rows or in several; rows
+    spanning less than the space (a zero column: a zero pivot in float32) get the float64 factor
+    of ``H + 1e-12 trace(H) I`` instead, not None."""
     from logitkit.audit import entropy_certificate as ec
 
+    monkeypatch.setattr(ec, "GRAM_BLOCK_BYTES", block_bytes)
     rng = np.random.default_rng(3)
     rows32 = rng.normal(size=(60, 8)).astype(np.float32)
     p = rng.random(60) + 0.1

@@ -369,3 +369,59 @@ def test_candidates_checked_in_batches_end_each_search_as_one_by_one_checks_do(m
         np.testing.assert_array_equal(batched.points[j],
                                       one_offered[classes[j]].astype(np.float32))
     assert sum(batched_calls) == sum(one_calls) and len(batched_calls) < len(one_calls)
+
+
+def test_the_screen_marks_only_classes_a_screen_row_beats_at_their_own_row():
+    """``z = w_k``: a class is marked only where some screen row ``i != k`` has ``w_i . w_k``
+    above ``|w_k|^2`` (float64, here), and every class beaten by more than 1e-3 relative is."""
+    rng = np.random.default_rng(4)
+    weight32 = spread_head(6, n=700, d=12).astype(np.float32)
+    top = int(np.argmax(np.linalg.norm(weight32, axis=1)))
+    weight32[5] = weight32[top]  # a duplicate of the largest row: ties, never "beaten"
+    screen_ids = np.union1d(rng.choice(700, 90, replace=False), [5, top])
+    classes = np.arange(700)
+    norms = np.linalg.norm(weight32.astype(np.float64), axis=1)
+    marked = certify._beaten_in_screen(weight32.astype(np.float64),
+                                       (screen_ids, weight32[screen_ids]), classes,
+                                       weight32[classes], np.ones(700), norms)
+    w = weight32.astype(np.float64)
+    for k in classes.tolist():
+        rivals = screen_ids[screen_ids != k]
+        gap = (w[rivals] @ w[k]).max() - w[k] @ w[k]
+        assert not marked[k] or gap > 0, k
+        assert marked[k] or gap <= 1e-3 * (w[k] @ w[k]), k
+    assert 50 < marked.sum() < 690 and not marked[[5, top]].any()
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_the_stage_one_screen_changes_no_verdict_margin_or_rival(monkeypatch, keep):
+    """Classes a pool's rows beat at ``z = w_k`` skip stage 1's whole-head check; those still
+    open after the search get it after all: every proof, margin, rival and verdict is the one
+    the unscreened fast stage gives."""
+    monkeypatch.setattr(sw, "POOL_ROWS", 40)
+    monkeypatch.setattr(sw, "POOL_CHUNK", 100)
+    weight = spread_head(7, n=900, d=10).astype(np.float32).astype(np.float64)
+    classes = np.arange(900)
+    marked = []
+    screen = certify._beaten_in_screen
+
+    def counted(*args):
+        marked.append(screen(*args))
+        return marked[-1]
+
+    monkeypatch.setattr(certify, "_beaten_in_screen", counted)
+    got = certify.certify_fast(weight, None, classes, keep_witnesses=keep)
+    monkeypatch.setattr(certify, "_beaten_in_screen",
+                        lambda weight, screen, ids, *rest: np.zeros(len(ids), dtype=bool))
+    expected = certify.certify_fast(weight, None, classes, keep_witnesses=keep)
+    screened = np.concatenate(marked)
+    open_ = ~expected.certified
+    assert screened.sum() > 100 and (screened & open_).sum() > 20  # some margins came late
+    assert np.array_equal(got.certified, expected.certified)
+    # float32 products of other batch shapes: the margins agree to float32 rounding
+    np.testing.assert_allclose(got.margins, expected.margins, rtol=1e-5)
+    assert np.isfinite(got.margins).all()
+    assert np.array_equal(got.rivals[open_], expected.rivals[open_])
+    assert got.settled.keys() == expected.settled.keys()
+    if keep:
+        np.testing.assert_array_equal(got.witnesses, expected.witnesses)

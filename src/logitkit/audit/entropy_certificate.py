@@ -67,6 +67,7 @@ POOL_GROWTH = 4  # the next pool where one gives no certificate
 SUBSET_PER_DIMENSION = 3  # the first weight step: over the 3 (d + 1) rows with most weight
 CONVERGED = 1e-13  # |residual|_1 / |target|_1 that step must reach (else the whole pool's)
 ROUNDING_ROOM = 4  # a certificate's rounding allowance stays below 1/4 of what tol allows
+GRAM_BLOCK_BYTES = 2**24  # centred pool rows per block of the Hessian (16 MB)
 UPCAST_BLOCK = 256  # float32 pool rows upcast per block for a float64 sum (in cache)
 
 
@@ -217,10 +218,16 @@ def _hessian_factor(rows32: np.ndarray, p: np.ndarray, mu: np.ndarray):
     The factor is float32 where that succeeds: ``H`` itself carries float32 rounding, so a
     float64 factor of it steers the refinement no better, and costs twice as much (0.1 s at
     d = 2304). Where float32 finds ``H`` not positive definite, the float64 factor of ``H``
-    plus ``1e-12 trace(H)`` on its diagonal is tried."""
-    centred = np.subtract(rows32, mu.astype(np.float32), dtype=np.float32)
-    centred *= np.sqrt(p).astype(np.float32)[:, None]
-    hessian32 = centred.T @ centred
+    plus ``1e-12 trace(H)`` on its diagonal is tried. ``H`` is summed over blocks of
+    ``GRAM_BLOCK_BYTES`` of rows: a centred copy of a whole pool of 35000 rows was 120 MB."""
+    d = rows32.shape[1]
+    hessian32, mu32 = np.zeros((d, d), dtype=np.float32), mu.astype(np.float32)
+    root = np.sqrt(p).astype(np.float32)
+    step = max(1, GRAM_BLOCK_BYTES // (4 * d))
+    for start in range(0, len(rows32), step):  # no centred copy of the whole pool
+        centred = np.subtract(rows32[start:start + step], mu32, dtype=np.float32)
+        centred *= root[start:start + step, None]
+        hessian32 += centred.T @ centred
     factor, info = spotrf(hessian32, lower=False, clean=False)
     if info == 0:
         return factor, False

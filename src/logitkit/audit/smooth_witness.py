@@ -286,7 +286,7 @@ POOL_GROWTH = 128  # rows a class turned down brings into its next pool (those b
 POOL_RELEASE = 32  # a pass with more to follow ends once fewer classes than this still search
 
 
-def _largest_rows_per_pool(d: int) -> int:
+def largest_rows_per_pool(d: int) -> int:
     """The rows of largest norm in every pool: ``max(POOL_ROWS, 8 (d + 1))``."""
     return max(POOL_ROWS, 8 * (d + 1))
 
@@ -294,7 +294,7 @@ def _largest_rows_per_pool(d: int) -> int:
 def searched_over_pools(n_rows: int, d: int) -> bool:
     """Whether :func:`pooled_smooth_witnesses` searches a head of this shape over pools (at
     least twice the pool's largest rows), not whole."""
-    return n_rows >= 2 * _largest_rows_per_pool(d)
+    return n_rows >= 2 * largest_rows_per_pool(d)
 
 
 def pooled_smooth_witnesses(
@@ -328,7 +328,7 @@ def pooled_smooth_witnesses(
     n_rows, d = weight32.shape
     if not searched_over_pools(n_rows, d):
         return smooth_witnesses(weight32, classes, accept, on_progress=on_progress)
-    size = _largest_rows_per_pool(d)
+    size = largest_rows_per_pool(d)
     found = np.zeros(len(classes), dtype=bool)
     settled = np.zeros(len(classes), dtype=bool)
     points: dict[int, np.ndarray] = {}  # the settled classes' points; a turned-down class's

@@ -164,7 +164,7 @@ def float32_copy(array: np.ndarray | None) -> np.ndarray | None:
     return copy if holds_exactly(copy, lambda part: array[part]) else None
 
 
-def _float32_logits(weight32: np.ndarray, bias32: np.ndarray | None, zs: np.ndarray,
+def float32_logits(weight32: np.ndarray, bias32: np.ndarray | None, zs: np.ndarray,
                     row_norms: np.ndarray) -> tuple[np.ndarray, float, np.ndarray] | None:
     """Logits ``(B, V)`` by the float32 product (kept float32: their maxima and partitions are
     the same in float64), with ``gamma`` and the underflow allowance.
@@ -184,6 +184,14 @@ def _float32_logits(weight32: np.ndarray, bias32: np.ndarray | None, zs: np.ndar
     d = weight32.shape[1]
     allowance = SMALLEST_NORMAL_32 * (np.abs(zs).sum(1) + np.sqrt(d) * row_norms.max() + 2 * d + 2)
     return logits, _gamma(d + 2, UNIT_ROUNDOFF_32), allowance
+
+
+def margin_allowance(gamma: float, allowance: np.ndarray, z_norms: np.ndarray,
+                     own_size: np.ndarray, rival_size: float | np.ndarray) -> np.ndarray:
+    """Twice the rounding bound of the own logit plus twice that of any rival's, where a logit of
+    size ``|w_i|_2 |z|_2 + |b_i|`` (``own_size``, ``rival_size``: the largest) is off by at most
+    ``gamma`` times that plus ``allowance``: a computed margin above it proves the class."""
+    return 2.0 * (gamma * own_size + allowance) + 2.0 * (gamma * rival_size + allowance)
 
 
 def _float64_logits(weight: np.ndarray, bias: np.ndarray | None, zs: np.ndarray) -> np.ndarray:
@@ -323,7 +331,7 @@ def witness_margins(
         part = slice(start, start + block)
         ids, zs = classes[part], z[part]
         finite = np.all(np.isfinite(zs), axis=1)
-        computed = _float32_logits(weight32, bias32, zs, row_norms) if use32 else None
+        computed = float32_logits(weight32, bias32, zs, row_norms) if use32 else None
         if computed is None:
             logits = _float64_logits(weight, bias, zs)
             gamma, allowance = gamma64, np.zeros(len(ids))
@@ -334,8 +342,8 @@ def witness_margins(
         z_norms = np.linalg.norm(zs, axis=1)
         own_bias = 0.0 if bias is None else np.abs(bias[ids])
         # One bound for every rival first (the largest |w_i| and |b_i|): it decides almost all.
-        shared = 2.0 * (gamma * (row_norms[ids] * z_norms + own_bias) + allowance) + \
-            2.0 * (gamma * (row_norms.max() * z_norms + largest_bias) + allowance)
+        shared = margin_allowance(gamma, allowance, z_norms, row_norms[ids] * z_norms + own_bias,
+                                  row_norms.max() * z_norms + largest_bias)
         proved = finite & (margin - shared > 0)
         # The per-pair bounds, in float64, where that did not decide.
         could_win = margin > (0.0 if computed is None else -shared)
