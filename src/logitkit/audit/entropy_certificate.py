@@ -220,14 +220,17 @@ def _hessian_factor(rows32: np.ndarray, p: np.ndarray, mu: np.ndarray):
     d = 2304). Where float32 finds ``H`` not positive definite, the float64 factor of ``H``
     plus ``1e-12 trace(H)`` on its diagonal is tried. ``H`` is summed over blocks of
     ``GRAM_BLOCK_BYTES`` of rows: a centred copy of a whole pool of 35000 rows was 120 MB."""
-    d = rows32.shape[1]
-    hessian32, mu32 = np.zeros((d, d), dtype=np.float32), mu.astype(np.float32)
-    root = np.sqrt(p).astype(np.float32)
-    step = max(1, GRAM_BLOCK_BYTES // (4 * d))
+    mu32, root = mu.astype(np.float32), np.sqrt(p).astype(np.float32)
+    step = max(1, GRAM_BLOCK_BYTES // (4 * rows32.shape[1]))
+    hessian32 = None
     for start in range(0, len(rows32), step):  # no centred copy of the whole pool
         centred = np.subtract(rows32[start:start + step], mu32, dtype=np.float32)
         centred *= root[start:start + step, None]
-        hessian32 += centred.T @ centred
+        gram = centred.T @ centred
+        if hessian32 is None:
+            hessian32 = gram
+        else:
+            hessian32 += gram
     factor, info = spotrf(hessian32, lower=False, clean=False)
     if info == 0:
         return factor, False
