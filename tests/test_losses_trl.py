@@ -123,7 +123,9 @@ def test_evaluation_reports_the_loss_and_token_metrics(tmp_path):
     batch = _batch(trainer)
     with torch.no_grad():
         reference = _naive_tailr(model.eval(), batch, 0.5, 0.0)
-    assert metrics["eval_loss"] == pytest.approx(float(reference), rel=1e-5)
+    # float32 sums in another order (the evaluation loop's batches and fused chunks, against
+    # full logits here): 1.2e-5 apart on an AVX-512 machine; gamma 0.49 for 0.5 moves it by 2%
+    assert metrics["eval_loss"] == pytest.approx(float(reference), rel=1e-4)
     assert 0.0 <= metrics["eval_mean_token_accuracy"] <= 1.0
     assert 0.0 < metrics["eval_entropy"] <= float(torch.log(torch.tensor(V))) + 1e-4
 

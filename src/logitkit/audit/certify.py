@@ -213,7 +213,7 @@ def _beaten_in_screen(weight: np.ndarray, screen: tuple[np.ndarray, np.ndarray],
         logits[rows, at[rows]] = -np.inf  # k itself
         own = alpha[part] * row_squares_of(weight, ids[part])  # exact but for one rounding
         z_norms = row_norms_of(z[part])
-        allowance = margin_allowance(gamma, allowance, z_norms, norms[ids[part]] * z_norms,
+        allowance = margin_allowance(gamma, allowance, norms[ids[part]] * z_norms,
                                      norms.max() * z_norms)
         beaten[part] = logits.max(1) - own > 2.0 * allowance
     return beaten
