@@ -156,7 +156,7 @@ def test_the_pooled_search_decides_like_the_lp_and_settles_over_its_pool(monkeyp
         k = classes[j]
         rows = outcome.pools[outcome.pool[j]]
         rows = rows[rows != k]
-        assert len(rows) <= 88 + 50 + 8 * 50 * 8  # the pool never grew to the whole head
+        assert len(rows) < len(weight) - 1  # a pool, not the whole head
         logits = weight[rows] @ outcome.points[j]
         p = np.exp(logits - logits.max())
         mean = (p / p.sum()) @ weight[rows]
@@ -231,6 +231,80 @@ def test_classes_turned_down_in_different_chunks_are_searched_again_together(mon
     assert any(len(chunks) > 1 for chunks in restarts)
     assert outcome.found.sum() >= 0.9 * len(offered)  # found on a later pass
     assert set(classes[outcome.found].tolist()) == accepted
+
+
+def test_a_class_turned_down_again_brings_twice_the_rows(monkeypatch):
+    """The rows a class brings into its next pool: ``POOL_GROWTH`` after its first turn-down,
+    twice as many after each one that follows (capped by the head)."""
+    monkeypatch.setattr(sw, "POOL_ROWS", 40)
+    monkeypatch.setattr(sw, "POOL_CHUNK", 50)
+    monkeypatch.setattr(sw, "POOL_GROWTH", 8)
+    monkeypatch.setattr(sw, "POOL_RELEASE", 0)  # every pass runs its classes to their end
+    weight = spread_head(3, n=600, d=10)
+    weight32 = weight.astype(np.float32)
+    weight = weight32.astype(np.float64)
+    turned_down: dict[int, int] = {}
+    brought = []
+    original = sw.rivals_at
+
+    def recording(weight32, bias32, ids, z, n_rivals, block):
+        brought.extend((turned_down[k], n_rivals) for k in ids.tolist())
+        return original(weight32, bias32, ids, z, n_rivals, block)
+
+    monkeypatch.setattr(sw, "rivals_at", recording)
+
+    def accept(ids, z):  # the first four candidates of a class are turned down
+        verdicts = []
+        for k, zk in zip(ids.tolist(), z, strict=True):
+            verdicts.append(turned_down.get(k, 0) >= 4 and strictly_wins(weight, k, zk))
+            turned_down[k] = turned_down.get(k, 0) + (not verdicts[-1])
+        return np.array(verdicts, dtype=bool)
+
+    pooled_smooth_witnesses(weight32, np.random.default_rng(3).permutation(len(weight)), accept)
+    assert {turn for turn, _ in brought} >= {1, 2, 3, 4}
+    assert all(rows == min(8 * 2 ** (turn - 1), len(weight) - 1) for turn, rows in brought)
+
+
+def test_a_class_at_its_last_evaluation_settles_under_the_looser_test(monkeypatch):
+    """``last_settled_gradient``: a class still searching at its last evaluation settles there
+    where ``F > 0`` and ``|grad F|_1 <= last_settled_gradient |w_k|_1`` (float64, written here);
+    nothing else changes; the pooled search gives its passes the whole head's test."""
+    weight = spread_head(2, n=300, d=8)
+    weight32 = weight.astype(np.float32)
+    weight = weight32.astype(np.float64)
+    classes = np.arange(len(weight))
+
+    def accept(ids, z):
+        return np.array([strictly_wins(weight, k, zk) for k, zk in zip(ids, z, strict=True)])
+
+    def search(last):
+        return smooth_witnesses(weight32, classes, accept, settled_gradient=0.0,
+                                max_evaluations=12, last_settled_gradient=last)
+
+    plain, late = search(0.0), search(0.3)
+    assert not plain.settled.any() and late.settled.any() and not late.settled.all()
+    assert (late.found == plain.found).all() and not (late.found & late.settled).any()
+    for j in np.flatnonzero(late.settled):
+        others = np.delete(weight, j, axis=0)
+        logits = others @ late.points[j].astype(np.float64)
+        p = np.exp(logits - logits.max())
+        value = logits.max() + np.log(p.sum()) - weight[j] @ late.points[j]
+        gradient = (p / p.sum()) @ others - weight[j]
+        assert value > 0
+        assert np.abs(gradient).sum() <= 0.3 * np.abs(weight[j]).sum() * (1 + 1e-4)
+    seen = []
+    original = sw.smooth_witnesses
+
+    def recording(rows32, ids, accept, **kwargs):
+        if kwargs.get("stop_when_rejected"):  # a pass over a pool
+            seen.append(kwargs.get("last_settled_gradient"))
+        return original(rows32, ids, accept, **kwargs)
+
+    monkeypatch.setattr(sw, "POOL_ROWS", 40)
+    monkeypatch.setattr(sw, "smooth_witnesses", recording)
+    pooled_smooth_witnesses(spread_head(1, n=600, d=10).astype(np.float32), np.arange(100),
+                            lambda ids, z: np.zeros(len(ids), dtype=bool))
+    assert seen and all(g == SETTLED_GRADIENT for g in seen)
 
 
 @pytest.mark.parametrize("pool_rows", [40, 10**6])
