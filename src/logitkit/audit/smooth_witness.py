@@ -256,17 +256,14 @@ def smooth_witnesses(
         length[failed] /= 4.0
         done[failed[length[failed] < 1e-12]] = True  # no descent left
         done[live] |= ~np.isfinite(value[live])
+        last = evaluations[live] >= max_evaluations  # the looser test at a last evaluation
+        limit = np.where(last, max(settled_gradient, last_settled_gradient), settled_gradient)
         flat = live[~done[live] & (value[live] > 0) &
-                    (np.abs(gradient[every]).sum(1) <= settled_gradient * own_size[live])]
+                    (np.abs(gradient[every]).sum(1) <= limit * own_size[live])]
         settled[position[flat]] = True
         _keep_points(points, position[flat], z[flat])
         done[flat] = True
-        last = live[~done[live] & (evaluations[live] >= max_evaluations)]
-        late = last[(value[last] > 0) & (np.abs(gradient[last]).sum(1) <=
-                                         last_settled_gradient * own_size[last])]
-        settled[position[late]] = True
-        _keep_points(points, position[late], z[late])
-        done[last] = True
+        done[live[last]] = True
         taken = np.concatenate([live[first], moved])
         taken = taken[~done[taken]]
         if len(taken):
