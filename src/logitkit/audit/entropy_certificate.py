@@ -69,6 +69,7 @@ CONVERGED = 1e-13  # |residual|_1 / |target|_1 that step must reach (else the wh
 ROUNDING_ROOM = 4  # a certificate's rounding allowance stays below 1/4 of what tol allows
 GRAM_BLOCK_BYTES = 2**24  # centred pool rows per block of the Hessian (16 MB)
 UPCAST_BLOCK = 256  # float32 pool rows upcast per block for a float64 sum (in cache)
+GATHER_BLOCK = 1024  # candidate rows gathered per block for their logits (in cache)
 
 
 def largest_support(tol: float) -> int:
@@ -111,7 +112,7 @@ def entropy_certificate(
     rows32 = weight.astype(np.float32) if weight32 is None else weight32
     size = min(POOL_PER_DIMENSION * (d + 1), most)
     z32 = z.astype(np.float32)
-    logits = (rows32 @ z32)[candidates] if rows is None else rows32[candidates] @ z32
+    logits = (rows32 @ z32)[candidates] if rows is None else _logits(rows32, candidates, z32)
     while True:
         pool = _pool(candidates, logits, size)
         combination = _pool_combination(None if exact32 else weight[pool], rows32[pool],
@@ -132,16 +133,22 @@ def _pool_combination(rows: np.ndarray | None, rows32: np.ndarray, target: np.nd
                       z: np.ndarray) -> np.ndarray | None:
     """Convex weights over ``rows`` (float64, or None where ``rows32``, their float32 copy,
     is exact) combining to ``target`` to rounding, by the steps of the module doc from ``z``:
-    over the heaviest rows first, then over all with Newton steps on ``z``; None if none."""
+    over the heaviest rows first, then over all with Newton steps on ``z``; None if none.
+
+    The pool's first Hessian has the same ``p`` and centre ``mu`` as the subset's Gram matrix
+    (:func:`_subset_step`), so it adds only the rows off the subset to it."""
     p, mu = _softmax_mean(rows32, z)
     heaviest = SUBSET_PER_DIMENSION * (rows32.shape[1] + 1)
+    hessian = None
     if heaviest < len(p):
         subset = np.sort(np.argpartition(-p, heaviest - 1)[:heaviest])
-        a = _subset_step(rows, rows32, target, p, subset)
+        a, subset_gram = _subset_step(rows, rows32, target, p, mu, subset)
         if a is not None:
             return a
+        hessian = subset_gram + _gram(rows32, p, mu, np.setdiff1d(np.arange(len(p)), subset))
     for _ in range(NEWTON_STEPS):
-        factor = _hessian_factor(rows32, p, mu)
+        factor = _cholesky(_gram(rows32, p, mu) if hessian is None else hessian)
+        hessian = None
         if factor is None:
             return None
         a = _refined(rows, rows32, target, p, mu, factor)
@@ -154,17 +161,31 @@ def _pool_combination(rows: np.ndarray | None, rows32: np.ndarray, target: np.nd
 
 
 def _subset_step(rows: np.ndarray | None, rows32: np.ndarray, target: np.ndarray,
-                 p: np.ndarray, subset: np.ndarray) -> np.ndarray | None:
+                 p: np.ndarray, mu: np.ndarray,
+                 subset: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
     """The weight step confined to the rows ``subset`` (module doc), refined to the rounding
-    level; None where a weight turns negative or the residual stays above ``CONVERGED``."""
+    level (None where a weight turns negative or the residual stays above ``CONVERGED``), and
+    the subset's Gram matrix centred at the pool's mean ``mu``, ``G_T = sum_T p_i (w_i - mu)
+    (w_i - mu)^T``: ``H_T = G_T - P_T (mu_T - mu)(mu_T - mu)^T``."""
     mass, heaviest32 = p[subset], rows32[subset]
     total = float(mass.sum())
     mean = (mass.astype(np.float32) @ heaviest32).astype(np.float64) / total
-    factor = _hessian_factor(heaviest32, mass, mean)
+    gram = _gram(heaviest32, mass, mu)
+    off = (mean - mu).astype(np.float32)
+    factor = _cholesky(gram - np.float32(total) * np.outer(off, off))
     if factor is None:
-        return None
+        return None, gram
     return _refined(rows, rows32, target, p, mean, factor, subset=subset, total=total,
-                    required=CONVERGED)
+                    required=CONVERGED), gram
+
+
+def _logits(rows32: np.ndarray, ids: np.ndarray, z32: np.ndarray) -> np.ndarray:
+    """``W z`` over the rows ``ids`` (float32), gathered a cache-sized block at a time."""
+    out = np.empty(len(ids), dtype=np.float32)
+    for start in range(0, len(ids), GATHER_BLOCK):
+        part = slice(start, start + GATHER_BLOCK)
+        out[part] = rows32[ids[part]] @ z32
+    return out
 
 
 def _pool(candidates: np.ndarray, logits: np.ndarray, size: int) -> np.ndarray:
@@ -186,19 +207,36 @@ def _float64_sum(a: np.ndarray, rows: np.ndarray | None, rows32: np.ndarray) -> 
     return total
 
 
-def _bound(rows: np.ndarray | None, rows32: np.ndarray, target: np.ndarray,
-           z: np.ndarray) -> float:
-    """``F(z) = log sum_i exp(w_i . z) - target . z`` over the pool, in float64."""
-    logits = (rows32.astype(np.float64) if rows is None else rows) @ z
-    top = logits.max()
-    return float(top + np.log(np.exp(logits - top).sum()) - target @ z)
+def _float64_products(rows: np.ndarray | None, rows32: np.ndarray,
+                      columns: np.ndarray) -> np.ndarray:
+    """``W columns`` in float64, from ``rows`` or (None) from the exact ``rows32``, upcast a
+    cache-sized block at a time (no float64 copy of the pool)."""
+    if rows is not None:
+        return rows @ columns
+    out = np.empty((len(rows32), columns.shape[1]))
+    for start in range(0, len(rows32), UPCAST_BLOCK):
+        part = slice(start, start + UPCAST_BLOCK)
+        out[part] = rows32[part].astype(np.float64) @ columns
+    return out
 
 
 def _damped_newton(rows: np.ndarray | None, rows32: np.ndarray, target: np.ndarray,
                    z: np.ndarray, step: np.ndarray, gradient: np.ndarray) -> np.ndarray:
-    """``z + t step`` with the largest ``t`` in 1, 1/2, ... passing Armijo's test on ``F``."""
-    start, slope, t = _bound(rows, rows32, target, z), float(gradient @ step), 1.0
-    while t > 1e-4 and _bound(rows, rows32, target, z + t * step) > start + 1e-4 * t * slope:
+    """``z + t step`` with the largest ``t`` in 1, 1/2, ... passing Armijo's test on ``F``.
+
+    ``F(z + t step) = LSE(l + t m) - target . (z + t step)`` over the pool, in float64, from
+    ``l = W z`` and ``m = W step``, formed once (one pass over the pool for every ``t``)."""
+    products = _float64_products(rows, rows32, np.stack([z, step], axis=1))
+    logits, change = products[:, 0], products[:, 1]
+    along = float(target @ step)
+
+    def bound(t: float) -> float:
+        moved = logits + t * change
+        top = moved.max()
+        return float(top + np.log(np.exp(moved - top).sum()) - t * along)
+
+    start, slope, t = bound(0.0), float(gradient @ step), 1.0
+    while t > 1e-4 and bound(t) > start + 1e-4 * t * slope:
         t /= 2
     return z + t * step
 
@@ -212,25 +250,31 @@ def _softmax_mean(rows32: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.nda
     return p, (p.astype(np.float32) @ rows32).astype(np.float64)
 
 
-def _hessian_factor(rows32: np.ndarray, p: np.ndarray, mu: np.ndarray):
-    """Cholesky factor of ``H = sum_i p_i (w_i - mu)(w_i - mu)^T``, formed in float32.
-
-    The factor is float32 where that succeeds: ``H`` itself carries float32 rounding, so a
-    float64 factor of it steers the refinement no better, and costs twice as much (0.1 s at
-    d = 2304). Where float32 finds ``H`` not positive definite, the float64 factor of ``H``
-    plus ``1e-12 trace(H)`` on its diagonal is tried. ``H`` is summed over blocks of
-    ``GRAM_BLOCK_BYTES`` of rows: a centred copy of a whole pool of 35000 rows was 120 MB."""
-    mu32, root = mu.astype(np.float32), np.sqrt(p).astype(np.float32)
+def _gram(rows32: np.ndarray, p: np.ndarray, centre: np.ndarray,
+          ids: np.ndarray | None = None) -> np.ndarray:
+    """``sum_i p_i (w_i - centre)(w_i - centre)^T`` over the rows ``ids`` of ``rows32`` (None:
+    all), in float32, summed over blocks of ``GRAM_BLOCK_BYTES`` of rows: a centred copy of a
+    whole pool of 35000 rows was 120 MB. With ``centre = mu = sum_i p_i w_i`` over all rows it
+    is ``H``, the Hessian of ``F``."""
+    centre32, root = centre.astype(np.float32), np.sqrt(p).astype(np.float32)
+    count = len(rows32) if ids is None else len(ids)
     step = max(1, GRAM_BLOCK_BYTES // (4 * rows32.shape[1]))
-    hessian32 = None
-    for start in range(0, len(rows32), step):  # no centred copy of the whole pool
-        centred = np.subtract(rows32[start:start + step], mu32, dtype=np.float32)
-        centred *= root[start:start + step, None]
-        gram = centred.T @ centred
-        if hessian32 is None:
-            hessian32 = gram
-        else:
-            hessian32 += gram
+    gram = np.zeros((rows32.shape[1], rows32.shape[1]), dtype=np.float32)
+    for start in range(0, count, step):  # no centred copy of all the rows
+        part = slice(start, start + step) if ids is None else ids[start:start + step]
+        centred = np.subtract(rows32[part], centre32, dtype=np.float32)
+        centred *= root[part, None]
+        gram += centred.T @ centred
+    return gram
+
+
+def _cholesky(hessian32: np.ndarray):
+    """Cholesky factor of the float32 ``H``, in float32 where that succeeds.
+
+    ``H`` itself carries float32 rounding, so a float64 factor of it steers the refinement no
+    better, and costs twice as much (0.1 s at d = 2304). Where float32 finds ``H`` not positive
+    definite, the float64 factor of ``H`` plus ``1e-12 trace(H)`` on its diagonal is tried; None
+    where that fails too (the rows with weight span less than the space)."""
     factor, info = spotrf(hessian32, lower=False, clean=False)
     if info == 0:
         return factor, False
@@ -238,12 +282,12 @@ def _hessian_factor(rows32: np.ndarray, p: np.ndarray, mu: np.ndarray):
     hessian[np.diag_indices_from(hessian)] += 1e-12 * np.trace(hessian)
     try:
         return cho_factor(hessian, check_finite=False)
-    except np.linalg.LinAlgError:  # the rows with weight span less than the space
+    except np.linalg.LinAlgError:
         return None
 
 
 def _solve(factor, rhs: np.ndarray) -> np.ndarray:
-    """``H^-1 rhs`` (float64) from :func:`_hessian_factor`'s factor, in the factor's precision."""
+    """``H^-1 rhs`` (float64) from :func:`_cholesky`'s factor, in the factor's precision."""
     return cho_solve(factor, rhs.astype(factor[0].dtype), check_finite=False).astype(np.float64)
 
 
