@@ -57,6 +57,7 @@ import numpy as np
 from scipy.linalg import cho_factor, cho_solve
 from scipy.linalg.lapack import spotrf
 
+from logitkit.audit.exact_rows import ExactRows
 from logitkit.audit.verify import (
     RESIDUAL_SHARE,
     UNIT_ROUNDOFF_64,
@@ -213,26 +214,14 @@ def _float64_sum(a: np.ndarray, rows: np.ndarray | None, rows32: np.ndarray) -> 
     return total
 
 
-def _float64_products(rows: np.ndarray | None, rows32: np.ndarray,
-                      columns: np.ndarray) -> np.ndarray:
-    """``W columns`` in float64, from ``rows`` or (None) from the exact ``rows32``, upcast a
-    cache-sized block at a time (no float64 copy of the pool)."""
-    if rows is not None:
-        return rows @ columns
-    out = np.empty((len(rows32), columns.shape[1]))
-    for start in range(0, len(rows32), UPCAST_BLOCK):
-        part = slice(start, start + UPCAST_BLOCK)
-        out[part] = rows32[part].astype(np.float64) @ columns
-    return out
-
-
 def _damped_newton(rows: np.ndarray | None, rows32: np.ndarray, target: np.ndarray,
                    z: np.ndarray, step: np.ndarray, gradient: np.ndarray) -> np.ndarray:
     """``z + t step`` with the largest ``t`` in 1, 1/2, ... passing Armijo's test on ``F``.
 
     ``F(z + t step) = LSE(l + t m) - target . (z + t step)`` over the pool, in float64, from
     ``l = W z`` and ``m = W step``, formed once: one pass over the pool serves every ``t``."""
-    products = _float64_products(rows, rows32, np.stack([z, step], axis=1))
+    pool = ExactRows(rows32) if rows is None else rows  # float64 products, a block at a time
+    products = pool @ np.stack([z, step], axis=1)
     logits, change = products[:, 0], products[:, 1]
     along = float(target @ step)
 
