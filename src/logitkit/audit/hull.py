@@ -13,7 +13,8 @@ Wolfe's algorithm (Wolfe 1976, "Finding the nearest point in a polytope", Math. 
 finds ``x`` exactly in finitely many steps: it keeps a *corral* (affinely independent points whose
 affine hull's nearest point lies inside their hull), adds the point that most violates optimality,
 and drops points whose weight would turn negative. The corral's Gram system is kept as an economic
-QR factorisation updated in ``O(d c)`` per step (``scipy.linalg.qr_insert``/``qr_delete``).
+QR factorisation updated in ``O(d c)`` per step (Gram-Schmidt twice as a point joins,
+``scipy.linalg.qr_delete`` as one leaves).
 
 The points are scaled to unit length first: ``0`` lies in the hull of the ``p_i`` exactly when it
 lies in the hull of the ``p_i / |p_i|`` (the same conic combination, reweighted by ``1 / |p_i|``),
@@ -40,7 +41,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.linalg import qr_delete, qr_insert, solve_triangular
+from scipy.linalg import qr_delete, solve_triangular
 
 from logitkit.audit.exact_rows import row_squares_of
 
@@ -62,46 +63,69 @@ class HullOutcome:
 
 
 class _Corral:
-    """Affinely independent pool points with convex weights; QR of ``[P_C^T; rho 1^T]``."""
+    """Affinely independent pool points with convex weights, and the economic QR factorisation
+    ``Q R`` of their columns ``(p_i, rho)``: ``Q``'s columns are the first ``c`` rows of
+    ``basis`` and ``R`` (``c x c``, upper triangular, Fortran order for the triangular solves)
+    is ``r``. A joining point's column is orthogonalised against ``Q`` twice (classical
+    Gram-Schmidt with one reorthogonalisation, as orthogonal as a Householder update) into
+    preallocated rows; ``points`` holds the corral's points in order, so ``x`` needs no gather."""
 
     def __init__(self, point: np.ndarray, index: int, rho: float) -> None:
+        size = len(point) + 1
         self.rho = rho
-        self.index = [index]
+        self.index: list[int] = []
+        self.weights = np.zeros(0)
+        self.basis = np.empty((size, size))
+        self.points = np.empty((size, len(point)))
+        self.r = np.zeros((0, 0), order="F")
+        self.add(point, index)  # a column with last entry rho > 0 is never refused
         self.weights = np.ones(1)
-        column = np.append(point, rho)[:, None]
-        self.q, self.r = np.linalg.qr(column)
 
     def add(self, point: np.ndarray, index: int) -> bool:
         """Append a point; refused (False) if it is affinely dependent on the corral."""
         size = len(self.index)
-        if size >= self.q.shape[0]:
+        if size >= len(self.basis):
             return False
         column = np.append(point, self.rho)
-        try:
-            q, r = qr_insert(self.q, self.r, column, size, which="col", check_finite=False)
-        except np.linalg.LinAlgError:  # the column lies in the span of the corral's columns
+        basis = self.basis[:size]
+        coefficients = basis @ column
+        residual = column - coefficients @ basis
+        again = basis @ residual
+        residual -= again @ basis
+        length = float(np.linalg.norm(residual))
+        if length <= 1e-12 * np.linalg.norm(column):  # in the span of the corral's columns
             return False
-        if abs(r[size, size]) <= 1e-12 * np.linalg.norm(column):
-            return False
-        self.q, self.r = q, r
+        self.basis[size] = residual / length
+        r = np.zeros((size + 1, size + 1), order="F")
+        r[:size, :size] = self.r
+        r[:size, size] = coefficients + again
+        r[size, size] = length
+        self.r = r
+        self.points[size] = point
         self.index.append(index)
         self.weights = np.append(self.weights, 0.0)
         return True
 
     def remove(self, positions: np.ndarray) -> None:
         for position in sorted(positions.tolist(), reverse=True):
-            self.q, self.r = qr_delete(self.q, self.r, position, 1, which="col",
-                                       check_finite=False)
+            size = len(self.index)
+            _, r = qr_delete(self.basis[:size].T, self.r, position, 1, which="col",
+                             overwrite_qr=True, check_finite=False)  # Q in place in basis
+            self.r = np.asfortranarray(r[:size - 1])  # R is square (full where Q was)
+            self.points[position:size - 1] = self.points[position + 1:size]
             del self.index[position]
         self.weights = np.delete(self.weights, positions)
         self.weights /= self.weights.sum()
 
+    def point(self) -> np.ndarray:
+        """The corral's point ``sum_i weights_i p_i``."""
+        return self.weights @ self.points[:len(self.index)]
+
     def affine_minimiser(self) -> np.ndarray:
         """Weights (summing to 1) of the point of the corral's affine hull nearest to 0."""
-        r = self.r[: len(self.index), : len(self.index)]
         ones = np.ones(len(self.index))
-        y = solve_triangular(r, solve_triangular(r, ones, trans="T", check_finite=False),
-                             check_finite=False)
+        y = solve_triangular(self.r, solve_triangular(self.r, ones, trans="T",
+                                                      check_finite=False), check_finite=False)
         return y / y.sum()
 
 
@@ -135,7 +159,7 @@ def _wolfe(pool: np.ndarray, corral: _Corral, max_iterations: int,
     best, since = np.inf, 0
     patience = 3 * (pool.shape[1] + 2)  # Wolfe's norm falls every major cycle (exactly)
     for iteration in range(1, max_iterations + 1):
-        x = corral.weights @ pool[corral.index]
+        x = corral.point()
         values = pool @ x
         j = int(np.argmin(values))
         norm2 = float(x @ x)
@@ -218,7 +242,7 @@ def nearest_point(
     while iterations < max_iterations:
         used, stalled = _wolfe(pool, corral, max_iterations - iterations, scale)
         iterations += used
-        x = corral.weights @ pool[corral.index]
+        x = corral.point()
         norm2 = float(x @ x)
         if norm2 <= (1e-15 * scale) ** 2 or (stalled and norm2 >= previous * (1.0 - 1e-9)):
             converged = True  # at 0, or stuck at the same point after new rows joined the pool
