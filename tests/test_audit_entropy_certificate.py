@@ -6,7 +6,6 @@ membership of a row is decided by an LP over all rows (``tests/audit_references.
 import numpy as np
 import pytest
 
-from logitkit.audit import entropy_certificate as ec
 from logitkit.audit.entropy_certificate import entropy_certificate
 from logitkit.audit.exact import decide_hull
 from tests.audit_references import in_hull_of_others, spread_head
@@ -320,38 +319,3 @@ def test_the_hessian_factor_is_float32_and_float64_where_float32_finds_no_factor
     regularised[np.diag_indices(8)] += 1e-12 * np.trace(regularised)
     y = ec._solve(factor, b)
     np.testing.assert_allclose(regularised @ y, b, rtol=0, atol=1e-4 * np.abs(b).max())
-
-
-def test_a_pool_whose_newton_steps_grow_is_given_up(monkeypatch):
-    """A class pushed just outside the hull of the others (F has no minimiser; its margin is
-    tiny): from where F was smallest before the push, the damped Newton steps on ``z`` grow,
-    and the pool is given up at the first step longer than the one before, not after
-    ``NEWTON_STEPS`` Gram matrices."""
-    weight = spread_head(5, n=400, d=16)
-    k = next(k for k in range(60) if in_hull_of_others(weight, k))
-    start = minimiser(weight, k)
-    centre = np.delete(weight, k, axis=0).mean(0)
-    row = weight[k].copy()
-    inside, outside = 1.0, 2.0  # w_k = centre + t (row - centre), inside the hull at t = 1
-    weight[k] = centre + outside * (row - centre)
-    while in_hull_of_others(weight, k):
-        inside, outside = outside, 2 * outside
-        weight[k] = centre + outside * (row - centre)
-    for _ in range(30):  # bisect to just outside the hull
-        middle = (inside + outside) / 2
-        weight[k] = centre + middle * (row - centre)
-        inside, outside = (middle, outside) if in_hull_of_others(weight, k) else (inside, middle)
-    weight[k] = centre + outside * (row - centre)
-    steps = []
-    newton = ec._damped_newton
-
-    def recorded(rows, rows32, target, z, step, gradient):
-        moved = newton(rows, rows32, target, z, step, gradient)
-        steps.append(float(np.linalg.norm(moved - z)))
-        return moved
-
-    monkeypatch.setattr(ec, "_damped_newton", recorded)
-    others = np.delete(weight, k, axis=0)
-    assert ec._pool_combination(others, others.astype(np.float32), weight[k], start) is None
-    assert 2 <= len(steps) < ec.NEWTON_STEPS and steps[-1] > steps[-2]
-    assert all(later <= earlier for earlier, later in zip(steps[:-2], steps[1:-1], strict=True))

@@ -70,3 +70,7 @@ def test_a_full_corral_refuses_points_and_a_dependent_point_is_refused():
     assert not corral.add(pool[5], 5)  # Q is square: no room
     corral.weights = np.full(4, 0.25)
     check(corral, pool)
+    corral.remove(np.array([1]))  # from a square Q (qr_delete returns a full factorisation)
+    check(corral, pool)
+    assert corral.index == [0, 3, 4] and corral.add(pool[5], 5)  # room again
+    check(corral, pool)
