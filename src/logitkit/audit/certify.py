@@ -216,6 +216,7 @@ def _beaten_in_screen(weight: np.ndarray, screen: tuple[np.ndarray, np.ndarray],
         allowance = margin_allowance(gamma, allowance, norms[ids[part]] * z_norms,
                                      norms.max() * z_norms)
         beaten[part] = logits.max(1) - own > 2.0 * allowance
+        del logits, computed  # before the next block's: one block of logits alive, not two
     return beaten
 
 

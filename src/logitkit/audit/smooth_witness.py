@@ -431,4 +431,5 @@ def rivals_at(weight32: np.ndarray, bias32: np.ndarray | None, ids: np.ndarray, 
             logits += bias32
         logits[np.arange(len(logits)), ids[part]] = -np.inf
         out[part] = largest_columns(logits, n_rivals)
+        del logits  # before the next block's: one block of logits alive, not two
     return out

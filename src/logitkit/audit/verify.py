@@ -358,6 +358,7 @@ def witness_margins(
         margins[part], verified[part] = margin, proved
         if rivals:
             top[part] = largest_columns(logits, rivals)
+        del logits, computed  # before the next block's: one block of logits alive, not two
     return margins, verified, top
 
 
