@@ -8,24 +8,18 @@ Measured with tracemalloc (NumPy reports its buffers to it) against the size of 
 
 from __future__ import annotations
 
-import tracemalloc
-
 import numpy as np
 import pytest
 
 from logitkit.audit import certify, verify
 from logitkit.audit.smooth_witness import rivals_at
+from tests.audit_references import traced_peak
 
 N_ROWS, D, N_INPUTS = 8192, 16, 256
 
 
 def _peak_mib(call) -> float:
-    tracemalloc.start()
-    try:
-        call()
-        return tracemalloc.get_traced_memory()[1] / 2**20
-    finally:
-        tracemalloc.stop()
+    return traced_peak(call) / 2**20
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from logitkit.audit.smooth_witness import (
     pooled_smooth_witnesses,
     smooth_witnesses,
 )
-from tests.audit_references import spread_head
+from tests.audit_references import spread_head, traced_peak
 
 
 def best_margin(weight, k):
@@ -563,8 +563,6 @@ def test_direction_from_float32_rings_matches_the_two_loop_recursion():
 def test_search_keeps_its_curvature_pairs_in_float32():
     """Where the rings are the search's largest arrays (a small head, wide rows, many classes at
     once), its peak is under what float64 rings alone would take."""
-    import tracemalloc
-
     rng = np.random.default_rng(0)
     weight32 = rng.normal(size=(300, 512)).astype(np.float32)
     float64_rings = 2 * sw.MEMORY * 256 * 512 * 8  # 33.5 MB
@@ -572,10 +570,6 @@ def test_search_keeps_its_curvature_pairs_in_float32():
     def accept(ids, z):
         return np.zeros(len(ids), dtype=bool)
 
-    tracemalloc.start()
-    try:
-        smooth_witnesses(weight32, np.arange(256), accept, max_evaluations=3, block=256)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < float64_rings, peak / 2**20  # 29 MB; 46 MB with float64 rings
+    peak = traced_peak(lambda: smooth_witnesses(weight32, np.arange(256), accept,
+                                                max_evaluations=3, block=256))
+    assert peak < float64_rings, peak / 2**20  # 29 MB; 49 MB with float64 rings
