@@ -15,7 +15,7 @@ import pytest
 
 from logitkit.audit import check_argmaxable, evidence_store
 from logitkit.audit.distributed import merge_results, split_classes
-from logitkit.audit.evidence_store import CertificateStore
+from logitkit.audit.evidence_store import CertificateStore, RowStore
 from logitkit.audit.verify import Certificate
 
 
@@ -164,3 +164,41 @@ def test_merged_shares_keep_their_certificates_on_disk(monkeypatch):
     for part in parts:  # (the shares' batched products may round unlike the whole audit's)
         for k, cert in part.certificates.items():
             assert same(merged.certificates[k], cert)
+
+
+def test_rows_come_back_as_float32_from_disk_with_reads_between_additions():
+    rng = np.random.default_rng(5)
+    store, kept = RowStore(37), {}
+    for key in rng.permutation(500)[:300].tolist():
+        row = rng.normal(size=37)  # float64 in: kept rounded to float32
+        store.add(key, row)
+        kept[key] = row.astype(np.float32)
+        probe = int(rng.choice(list(kept)))
+        assert np.array_equal(store.get(probe), kept[probe])  # moves the file's position
+    assert len(store) == 300 and store.bytes_on_disk == 300 * 37 * 4
+    for key, row in kept.items():
+        back = store.get(key)
+        assert back.dtype == np.float32 and np.array_equal(back, row)
+    assert store.get(10_000) is None and RowStore(3).get(0) is None
+
+
+def test_a_row_is_held_once_and_has_the_stores_width():
+    store = RowStore(4)
+    store.add(1, np.ones(4))
+    with pytest.raises(KeyError, match="already held"):
+        store.add(1, np.zeros(4))
+    with pytest.raises(ValueError, match="4 numbers"):
+        store.add(2, np.ones(5))
+    assert store.get(1).tolist() == [1.0] * 4
+
+
+def test_rows_on_disk_are_not_held_in_memory():
+    rows = np.random.default_rng(2).normal(size=(2000, 256)).astype(np.float32)  # 2 MiB
+    tracemalloc.start()
+    store = RowStore(256)
+    for key, row in enumerate(rows):
+        store.add(key, row)
+    held, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert held < 0.25 * rows.nbytes  # the offsets only (a dict of 2000 ints)
+    assert np.array_equal(store.get(1999), rows[1999])

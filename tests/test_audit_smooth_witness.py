@@ -150,6 +150,8 @@ def test_the_pooled_search_decides_like_the_lp_and_settles_over_its_pool(monkeyp
     assert not outcome.settled[argmaxable].any() and outcome.settled[interior].mean() >= 0.9
     assert set(classes[outcome.found].tolist()) == accepted  # found: a witness that won
     assert sorted(outcome.points) == np.flatnonzero(outcome.settled).tolist()
+    # the settled points wait on disk (read back per access), not in memory
+    assert outcome.points.bytes_on_disk == 4 * weight.shape[1] * outcome.settled.sum()
     over_a_pool = np.flatnonzero(outcome.settled & (outcome.pool >= 0))
     assert len(over_a_pool) >= 0.5 * outcome.settled.sum()
     for j in over_a_pool:

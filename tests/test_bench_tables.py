@@ -4,6 +4,7 @@ met, and targets that a --quick size cannot test; the JSON on stdout stays one o
 import json
 import multiprocessing as mp
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -185,3 +186,18 @@ def test_losses_cases_have_the_floor_and_every_peer_with_finite_ratios():
         assert result["ratio"] and all(np.isfinite(v) for v in result["ratio"].values())
     assert any("skipped" in c and c["column"] == "liger" for c in cases)
     harness.format_table(cases)  # the shared table takes the cases as they are
+
+
+def test_frontier_memory_is_measured_in_a_fresh_process_without_torch():
+    audit = pytest.importorskip("logitkit.benchmarks.audit")
+    result = audit.frontier_case("tiny frontier", 3000, 6, 1.0, sample=40, target_s=3600.0,
+                                 baseline=True, untestable="a smaller head")
+    ours = result["ours"]
+    assert ours["torch_imported"] is False and "torch" in sys.modules  # the benchmark has it
+    assert sum(ours[f"n_{k}"] for k in ("argmaxable", "tie", "unargmaxable", "unknown")) == 40
+    head_gb = 3000 * 6 * 4 / 2**30
+    assert ours["peak_over_float32_head"] * head_gb >= ours["process_before_head_gb"]
+    assert len(result["baseline"]["side_by_side"]) == min(2, ours["stage_exact"])
+    alone = [c["status"] for c in result["baseline"]["side_by_side"]]
+    assert all(status in ("argmaxable", "unargmaxable") for status in alone)
+    assert set(result["not_testable"]) == {"time_under_target_s", "memory_under_2x_float32_head"}

@@ -107,7 +107,7 @@ class AuditResult:
         certificates: ``{k: Certificate}``, the convex combination of other rows proving that
             ``k`` cannot win ("unargmaxable" and "tie"; see :class:`~logitkit.audit.verify.
             Certificate`); support ids refer to the rows of the original head. From an audit, a
-            read-only :class:`~logitkit.audit.evidence_store.CertificateStore`: past 64 MiB of
+            read-only :class:`~logitkit.audit.evidence_store.CertificateStore`: past 16 MiB of
             rows the certificates wait in an anonymous temporary file (``TMPDIR``) and are read
             back on access (2.7 GB of them for a 151936 x 896 head).
         duplicate_groups: the ids of identical rows (weights and bias), one array per group,
@@ -852,9 +852,11 @@ def _audit(w_r: np.ndarray | ExactRows, b: np.ndarray | None, first: np.ndarray,
                     return decision
 
                 phase("exact stage", len(remaining))
+                settled = fast.settled.rekeyed(  # on disk until a task reads its point
+                    (j, i) for j, i in enumerate(remaining.tolist()) if i in fast.settled)
                 outcome = decide_many(w_r, b_r, needed[remaining], fast.rivals[remaining], box,
                                       tol, jobs=jobs, on_done=bar.update,
-                                      settled=[fast.settled.get(j) for j in remaining.tolist()],
+                                      settled=settled,
                                       settled_pool=[fast.settled_pool.get(j, -1)
                                                     for j in remaining.tolist()],
                                       pools=fast.pools,

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from logitkit.audit.evidence_store import RowStore
 from logitkit.audit.exact_rows import row_squares_of
 from logitkit.audit.smooth_witness import (
     SmoothOutcome,
@@ -69,7 +70,8 @@ class FastOutcome:
     # head and every input are exact in float32, else float64)
     margins: np.ndarray  # float64: the margin at that input (verified when certified)
     rivals: np.ndarray  # int32 (n_classes, r): rows beating each class most at its best input
-    settled: dict[int, np.ndarray]  # position -> a point near the minimiser of the smooth bound
+    settled: RowStore  # position -> a point near the minimiser of the smooth bound (on disk
+    # until read)
     settled_pool: dict[int, int] = field(default_factory=dict)  # position -> index in pools
     pools: list[np.ndarray] = field(default_factory=list)  # row ids a class settled over
     held: np.ndarray | None = None  # sorted positions whose inputs ``witnesses`` holds, row by
@@ -458,7 +460,7 @@ def certify_fast(
             if first and on_progress is not None:
                 on_progress(len(where))
     open_ = np.flatnonzero(~certified)
-    settled: dict[int, np.ndarray] = {}
+    settled = RowStore(weight.shape[1])
     settled_pool: dict[int, int] = {}
     pools: list[np.ndarray] = []
     if bias is None and len(open_):
@@ -474,11 +476,11 @@ def certify_fast(
         search = _smooth_stage(weight, weight32, rough[0], classes[open_], box, norms,
                                on_progress, on_proof)
         pools = search.pools
+        settled = search.points.rekeyed(  # keyed by position in ``classes``, nothing read
+            (j, i) for i, j in enumerate(open_.tolist()) if search.settled[i])
         for i, j in enumerate(open_.tolist()):
-            if search.settled[i]:
-                settled[j] = search.points[i]
-                if search.pool[i] >= 0:
-                    settled_pool[j] = int(search.pool[i])
+            if search.settled[i] and search.pool[i] >= 0:
+                settled_pool[j] = int(search.pool[i])
     late = np.flatnonzero(np.isnan(margins))  # screened out of stage 1, still open
     if len(late):
         if on_phase is not None:

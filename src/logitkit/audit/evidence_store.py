@@ -10,6 +10,8 @@ bytes of rows stay in memory, the rest are appended to an anonymous temporary fi
 the file has no name and is gone when the store is) and read back, one certificate per access.
 The evidence is the same either way; only where it waits differs. (A ``TMPDIR`` on a RAM disk,
 such as a tmpfs ``/tmp``, keeps the file in memory after all, outside the process's own.)
+:class:`RowStore` keeps the points where the witness search settled the same way until the exact
+stage takes them, one per class.
 
 Example::
 
@@ -23,7 +25,6 @@ Example::
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -33,7 +34,108 @@ import numpy as np
 
 from logitkit.audit.verify import Certificate
 
-MEMORY_BUDGET = 64 * 2**20  # bytes of certificate rows held in memory before the file is used
+MEMORY_BUDGET = 16 * 2**20  # bytes of certificate rows held in memory before the file is used
+
+
+class SpillFile:
+    """An anonymous temporary file in ``directory`` (None: ``TMPDIR``) that arrays are appended to
+    and read back from; open as long as the object is (closed, and so removed, when collected).
+
+    Raises:
+        OSError: the file cannot be created, written or read back whole.
+    """
+
+    def __init__(self, directory: str | None = None) -> None:
+        self._file: IO[bytes] = tempfile.TemporaryFile(dir=directory, buffering=0)  # noqa: SIM115
+        self.size = 0  # bytes written
+
+    def append(self, array: np.ndarray) -> int:
+        """Write the bytes of the C-contiguous ``array`` at the end; returns their offset."""
+        data, offset = memoryview(array).cast("B"), self.size
+        self._file.seek(offset)  # (a read may have moved the position)
+        done = 0
+        while done < len(data):  # a raw file may take part of a large write
+            done += self._file.write(data[done:])
+        self.size += len(data)
+        return offset
+
+    def read(self, into: np.ndarray, offset: int) -> None:
+        """Fill the C-contiguous ``into`` with the bytes written at ``offset``."""
+        view = memoryview(into).cast("B")
+        self._file.seek(offset)
+        done = 0
+        while done < len(view):
+            got = self._file.readinto(view[done:])
+            if not got:
+                raise OSError("the spill file ended early: it was changed from outside")
+            done += got
+
+
+class RowStore(Mapping):
+    """A mapping ``{key: float32 row}`` of rows of one width kept in a :class:`SpillFile` and read
+    back one per access: the points where the witness search settled, which the exact stage
+    takes one per class (31639 x 896 floats, 108 MiB, on a 151936 x 896 head).
+
+    Example:
+        >>> import numpy as np
+        >>> rows = RowStore(3)
+        >>> rows.add(4, np.array([1.0, 2.0, 3.0]))
+        >>> rows[4].tolist(), rows.get(5), len(rows), rows.bytes_on_disk
+        ([1.0, 2.0, 3.0], None, 1, 12)
+        >>> moved = rows.rekeyed([(0, 4)])  # the same file, new keys
+        >>> list(moved), moved[0].tolist()
+        ([0], [1.0, 2.0, 3.0])
+    """
+
+    def __init__(self, width: int, directory: str | None = None) -> None:
+        self.width, self.directory = width, directory
+        self._offsets: dict[int, int] = {}
+        self._file: SpillFile | None = None
+
+    def add(self, key: int, row: np.ndarray) -> None:
+        """Keep ``row`` (rounded to float32) under ``key``.
+
+        Raises:
+            KeyError: ``key`` is already held.
+            ValueError: ``row`` is not ``width`` numbers.
+        """
+        if key in self._offsets:
+            raise KeyError(f"a row for {key} is already held")
+        row = np.ascontiguousarray(row, dtype=np.float32)
+        if row.shape != (self.width,):
+            raise ValueError(f"rows here have {self.width} numbers, got shape {row.shape}")
+        if self._file is None:
+            self._file = SpillFile(self.directory)
+        self._offsets[key] = self._file.append(row)
+
+    def __getitem__(self, key: int) -> np.ndarray:
+        """The row under ``key`` (float32, read back from the file)."""
+        offset = self._offsets[key]
+        row = np.empty(self.width, dtype=np.float32)
+        self._file.read(row, offset)
+        return row
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._offsets)
+
+    def __len__(self) -> int:
+        return len(self._offsets)
+
+    def rekeyed(self, pairs: Iterable[tuple[int, int]]) -> RowStore:
+        """A store over the same file holding, for each ``(new, old)`` pair, the row held under
+        ``old`` as ``new`` (nothing is read or copied; rows not named are left out).
+
+        Raises:
+            KeyError: an old key is not held.
+        """
+        store = RowStore(self.width, self.directory)
+        store._file = self._file
+        store._offsets = {new: self._offsets[old] for new, old in pairs}
+        return store
+
+    @property
+    def bytes_on_disk(self) -> int:
+        return 0 if self._file is None else self._file.size
 
 
 @dataclass(frozen=True)
@@ -54,7 +156,7 @@ class CertificateStore(Mapping):
 
     Args:
         memory_budget: bytes of support ids and weights held in memory; default None: the
-            module's ``MEMORY_BUDGET`` (64 MiB).
+            module's ``MEMORY_BUDGET`` (16 MiB).
         directory: where the temporary file goes; default :func:`tempfile.gettempdir`
             (``TMPDIR``).
 
@@ -81,7 +183,7 @@ class CertificateStore(Mapping):
         self.bytes_in_memory = 0
         self.bytes_on_disk = 0
         self._index: dict[int, Certificate | _OnDisk] = {}
-        self._file: IO[bytes] | None = None
+        self._file: SpillFile | None = None
 
     def add(self, key: int, certificate: Certificate) -> None:
         """Keep ``certificate`` under ``key`` (in memory while the budget lasts, else on disk).
@@ -101,32 +203,15 @@ class CertificateStore(Mapping):
             self.bytes_in_memory += size
             return
         if self._file is None:
-            # Open as long as the store is: closed (and so removed) when it is collected.
-            self._file = tempfile.TemporaryFile(dir=self.directory, buffering=0)  # noqa: SIM115
+            self._file = SpillFile(self.directory)
         support = np.ascontiguousarray(certificate.support)
         weights = np.ascontiguousarray(certificate.weights, dtype=np.float64)
-        for array in (support, weights):
-            self._write(memoryview(array).cast("B"))
-        self._index[key] = _OnDisk(offset=self.bytes_on_disk, rows=len(support),
+        offset = self._file.append(support)
+        self._file.append(weights)
+        self._index[key] = _OnDisk(offset=offset, rows=len(support),
                                    id_dtype=support.dtype.str, kind=certificate.kind,
                                    residual=certificate.residual, bound=certificate.bound)
-        self.bytes_on_disk += support.nbytes + weights.nbytes  # as written
-
-    def _write(self, data: memoryview) -> None:
-        self._file.seek(0, os.SEEK_END)  # (a read may have moved the position)
-        done = 0
-        while done < len(data):  # a raw file may take part of a large write
-            done += self._file.write(data[done:])
-
-    def _read(self, into: np.ndarray, offset: int) -> None:
-        view = memoryview(into).cast("B")
-        self._file.seek(offset)
-        done = 0
-        while done < len(view):
-            got = self._file.readinto(view[done:])
-            if not got:
-                raise OSError("the certificate file ended early: it was changed from outside")
-            done += got
+        self.bytes_on_disk = self._file.size
 
     def __getitem__(self, key: int) -> Certificate:
         record = self._index[key]
@@ -134,8 +219,8 @@ class CertificateStore(Mapping):
             return record
         support = np.empty(record.rows, dtype=np.dtype(record.id_dtype))
         weights = np.empty(record.rows, dtype=np.float64)
-        self._read(support, record.offset)
-        self._read(weights, record.offset + support.nbytes)
+        self._file.read(support, record.offset)
+        self._file.read(weights, record.offset + support.nbytes)
         return Certificate(support=support, weights=weights, kind=record.kind,
                            residual=record.residual, bound=record.bound)
 

@@ -30,8 +30,11 @@ where ``tau = tol * (B max_S |d_i|_1 + max_S |c_i|)`` over the LP's rows ``S`` (
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import gc
 import multiprocessing as mp
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +43,7 @@ from threadpoolctl import threadpool_limits
 from logitkit.audit.chebyshev import decide_ball
 from logitkit.audit.decision import Decision, solve_margin_lp
 from logitkit.audit.entropy_certificate import entropy_certificate
+from logitkit.audit.evidence_store import RowStore
 from logitkit.audit.exact_rows import row_squares_of
 from logitkit.audit.hull import nearest_point
 from logitkit.audit.verify import (
@@ -322,7 +326,7 @@ def decide_many(
     weight: np.ndarray, bias: np.ndarray | None, classes: np.ndarray, rivals: np.ndarray,
     box: float | None, tol: float, *, jobs: int = 1,
     on_done: Callable[[int], None] | None = None,
-    settled: list[np.ndarray | None] | None = None, min_radius: float | None = None,
+    settled: RowStore | None = None, min_radius: float | None = None,
     settled_pool: list[int] | None = None, pools: list[np.ndarray] | None = None,
     on_decision: Callable[[int, Decision], Decision] | None = None,
 ) -> list[Decision]:
@@ -331,8 +335,9 @@ def decide_many(
     With ``min_radius`` (and a box) the question is the Chebyshev-ball one of
     :mod:`~logitkit.audit.chebyshev`.
 
-    ``settled[j]`` (no bias; None where absent) is the point where the witness search settled
-    for ``classes[j]``, the start of an entropy certificate, sought first among the rows
+    ``settled.get(j)`` (no bias; None where absent) is the point where the witness search settled
+    for ``classes[j]``, read back as its task is handed out (the points wait in a temporary
+    file, not in memory), the start of an entropy certificate, sought first among the rows
     ``pools[settled_pool[j]]`` it settled over (where ``settled_pool[j] >= 0``). Classes are
     independent, so ``jobs > 1`` runs them in forked worker processes that share the head
     read-only (where the platform can fork; otherwise one process does all). Each process keeps
@@ -341,9 +346,8 @@ def decide_many(
     sees each decision as it arrives and returns the one kept (e.g. with its certificate moved
     to a :class:`~logitkit.audit.evidence_store.CertificateStore`).
     """
-    starts = [None] * len(classes) if settled is None or bias is not None or \
-        min_radius is not None else settled
-    certifies = any(z is not None for z in starts)  # entropy certificates need float32 rows
+    starts = None if settled is None or bias is not None or min_radius is not None else settled
+    certifies = starts is not None and len(starts) > 0  # entropy certificates need float32 rows
     weight32 = float32_copy(weight) if certifies else None
     exact32 = weight32 is not None
     if certifies and not exact32:
@@ -352,8 +356,9 @@ def decide_many(
                    weight32=weight32, exact32=exact32, min_radius=min_radius, pools=pools or [],
                    row_squares=row_squares_of(weight))
     pool_of = [-1] * len(classes) if settled_pool is None else settled_pool
-    tasks = [(j, int(k), rivals[j], starts[j], pool_of[j]) for j, k in enumerate(classes)]
-    decisions: list[Decision | None] = [None] * len(tasks)
+    tasks = ((j, int(k), rivals[j], None if starts is None else starts.get(j), pool_of[j])
+             for j, k in enumerate(classes))  # made as the workers take them
+    decisions: list[Decision | None] = [None] * len(classes)
     try:
         with threadpool_limits(limits=1):
             _run(tasks, decisions, jobs, on_done, on_decision)
@@ -362,13 +367,30 @@ def decide_many(
     return decisions  # type: ignore[return-value]
 
 
-def _run(tasks: list, decisions: list, jobs: int, on_done: Callable[[int], None] | None,
+def _before_fork() -> None:
+    """Keep the forked workers from copying the parent's memory: its C heap's free pages go back
+    to the system (glibc's ``malloc_trim``; the witness search leaves hundreds of MB there), and
+    its Python objects (a verdict per class, the settled points) move out of the garbage
+    collector's reach (``gc.freeze``), whose passes in a worker would write to every one of them
+    and so copy their pages into that worker."""
+    libc = ctypes.util.find_library("c")
+    trim = getattr(ctypes.CDLL(libc), "malloc_trim", None) if libc else None
+    if trim is not None:
+        trim(0)
+    gc.freeze()
+
+
+def _run(tasks: Iterable[tuple], decisions: list, jobs: int,
+         on_done: Callable[[int], None] | None,
          on_decision: Callable[[int, Decision], Decision] | None) -> None:
-    """Decide ``tasks`` into ``decisions`` (by position), in ``jobs`` forked processes if > 1."""
+    """Decide ``tasks`` into ``decisions`` (by position; one task per entry), in ``jobs`` forked
+    processes if > 1."""
     with contextlib.ExitStack() as stack:
-        if jobs > 1 and len(tasks) > 1 and "fork" in mp.get_all_start_methods():
+        if jobs > 1 and len(decisions) > 1 and "fork" in mp.get_all_start_methods():
+            _before_fork()
+            stack.callback(gc.unfreeze)
             pool = stack.enter_context(mp.get_context("fork").Pool(
-                min(jobs, len(tasks)), initializer=threadpool_limits, initargs=(1,)))
+                min(jobs, len(decisions)), initializer=threadpool_limits, initargs=(1,)))
             outcomes = pool.imap_unordered(_decide, tasks)
         else:
             outcomes = map(_decide, tasks)

@@ -42,11 +42,12 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from logitkit.audit.evidence_store import RowStore
 from logitkit.audit.verify import inputs_per_product, largest_columns
 
 MEMORY = 16  # L-BFGS curvature pairs
@@ -72,11 +73,13 @@ class SmoothOutcome:
     of every class's point was the audit's largest array: 230000 x 2304 float64, 4.2 GB, on a
     256000 x 2304 head; float32 because each point only starts a search or the Newton steps of a
     certificate, whose logits are float32 products). ``pool``: the index in ``pools`` (arrays of
-    row ids) of the rows a class settled over, -1 for the whole head."""
+    row ids) of the rows a class settled over, -1 for the whole head. From
+    :func:`pooled_smooth_witnesses`, the settled classes' points only, in a
+    :class:`~logitkit.audit.evidence_store.RowStore` (on disk until read)."""
 
     found: np.ndarray
     settled: np.ndarray
-    points: dict[int, np.ndarray]
+    points: Mapping[int, np.ndarray]
     rejected: np.ndarray
     released: np.ndarray
     pool: np.ndarray
@@ -341,13 +344,17 @@ def pooled_smooth_witnesses(
     searched whole.
     """
     n_rows, d = weight32.shape
+    kept = RowStore(d)  # the settled classes' points, on disk until the exact stage reads them
     if not searched_over_pools(n_rows, d):
-        return smooth_witnesses(weight32, classes, accept, on_progress=on_progress)
+        outcome = smooth_witnesses(weight32, classes, accept, on_progress=on_progress)
+        for i, z in outcome.points.items():
+            kept.add(i, z)
+        outcome.points = kept
+        return outcome
     size = largest_rows_per_pool(d)
     found = np.zeros(len(classes), dtype=bool)
     settled = np.zeros(len(classes), dtype=bool)
-    points: dict[int, np.ndarray] = {}  # the settled classes' points; a turned-down class's
-    # next start
+    points: dict[int, np.ndarray] = {}  # a turned-down or released class's next start
     pool = np.full(len(classes), -1)
     pools: list[np.ndarray] = []
     passes = np.zeros(len(classes), dtype=np.int64)
@@ -373,7 +380,10 @@ def pooled_smooth_witnesses(
         decided = outcome.found | outcome.settled
         found[batch], settled[batch] = outcome.found, outcome.settled
         for i, z in outcome.points.items():  # the settled, and those turned down or released
-            points[int(batch[i])] = z
+            if outcome.settled[i]:
+                kept.add(int(batch[i]), z)
+            else:
+                points[int(batch[i])] = z
         if outcome.settled.any():
             pool[batch[outcome.settled]] = len(pools)
             pools.append(rows)
@@ -411,8 +421,9 @@ def pooled_smooth_witnesses(
     if len(rest):
         outcome = smooth_witnesses(weight32, classes[rest], accept, on_progress=on_progress)
         found[rest], settled[rest] = outcome.found, outcome.settled
-        points.update((int(rest[i]), z) for i, z in outcome.points.items())
-    return SmoothOutcome(found=found, settled=settled, points=points,
+        for i, z in outcome.points.items():
+            kept.add(int(rest[i]), z)
+    return SmoothOutcome(found=found, settled=settled, points=kept,
                          rejected=np.zeros(len(classes), dtype=bool),
                          released=np.zeros(len(classes), dtype=bool), pool=pool, pools=pools)
 

@@ -16,8 +16,9 @@ that hits the time limit makes the baseline a lower bound (said in the case).
 Frontier heads (issue 26; full run only): a Qwen2-shaped 151936 x 896 and a Gemma-shaped
 256000 x 2304 head, lognormal sigma 1, seeded, each audited on a seeded sample of classes (1000
 and 200; every row still competes) with the whole-head time extrapolated from the sample (said
-so in the case), the peak memory against the float32 head (:class:`PeakMemory`: this process and
-its forked workers, each page counted once; at least this process's peak resident set), and the
+so in the case), the peak memory against the float32 head (:class:`PeakMemory`: the auditing
+process and its forked workers, each page counted once; at least that process's peak resident set;
+measured in a fresh process that does not import torch, as ``logitkit audit`` does not), and the
 per-class LP side by side on 2 hard classes of the 151936-row head (the 256000 x 2304 LP over all
 rows does not fit in memory). Targets: < 1 h and < 4 h on 2 cores, peak <= 2x the float32 head.
 ``--quick`` runs the same path on a 20000 x 40 head (targets not testable there; large enough for
@@ -43,100 +44,27 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import resource
+import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 from scipy.optimize import linprog
 
-from logitkit.audit import AuditResult, check_argmaxable, read_head
+from logitkit.audit import check_argmaxable, read_head
+from logitkit.benchmarks.audit_memory import (
+    JOBS,
+    PeakMemory,
+    cpu_seconds,
+    evidence_bytes,
+    lognormal_head,
+)
 from logitkit.benchmarks.harness import add_target, case, emit, quick_flag
 
+__all__ = ["PeakMemory", "audit_case", "frontier_case", "lognormal_head", "main"]
+
 BASELINE_TIME_LIMIT_S = 300.0
-JOBS = 2
-
-
-def cpu_seconds() -> float:
-    """user + sys CPU seconds of this process and its finished children (the workers)."""
-    own, children = (resource.getrusage(who) for who in (resource.RUSAGE_SELF,
-                                                          resource.RUSAGE_CHILDREN))
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
-def _pss_mb(pid: int) -> int:
-    """Proportional set size of process ``pid`` in MiB (pages shared with others counted in
-    shares, so summing processes counts each page once); 0 if it is gone."""
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as lines:
-            return next((int(line.split()[1]) // 1024 for line in lines
-                         if line.startswith("Pss:")), 0)
-    except OSError:
-        return 0
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as text:
-            return [int(child) for child in text.read().split()]
-    except OSError:
-        return []
-
-
-class PeakMemory:
-    """The peak memory of this process and its children (the audit's forked workers, which
-    share the head copy-on-write) while in the ``with`` block: their summed proportional set
-    sizes, sampled every ``interval`` seconds; ``peak_gb`` in GiB, as this module's other memory
-    figures (None without Linux's /proc).
-
-    Example::
-
-        with PeakMemory() as memory:
-            check_argmaxable(weight, jobs=2)
-        print(memory.peak_gb)
-    """
-
-    def __init__(self, interval: float = 0.25) -> None:
-        self.interval, self.peak_mb = interval, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        me = os.getpid()
-        while True:
-            total = _pss_mb(me) + sum(_pss_mb(child) for child in _children(me))
-            self.peak_mb = max(self.peak_mb, total)
-            if self._stop.wait(self.interval):
-                return
-
-    def __enter__(self) -> PeakMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    @property
-    def peak_gb(self) -> float | None:
-        return self.peak_mb / 1024 if self.peak_mb else None
-
-
-def lognormal_head(n: int, d: int, sigma: float, seed: int = 0) -> np.ndarray:
-    """Gaussian directions, row norms ``exp(sigma N(0, 1))`` times a GPT-2-like scale.
-
-    Drawn 4096 rows at a time into the float32 head (the same numbers as one float64 draw of
-    all rows, without its 2x-the-head temporary, which would set the peak memory measured)."""
-    rng = np.random.default_rng(seed)
-    weight = np.empty((n, d), dtype=np.float32)
-    for start in range(0, n, 4096):
-        block = weight[start:start + 4096]
-        block[:] = rng.normal(size=block.shape).astype(np.float32) * np.float32(0.1)
-    weight *= np.exp(sigma * rng.normal(size=(n, 1))).astype(np.float32)
-    return weight
 
 
 def baseline_lp_seconds(weight: np.ndarray, k: int) -> tuple[float, bool, float]:
@@ -170,13 +98,6 @@ def side_by_side_with_the_lp(weight: np.ndarray, classes: np.ndarray) -> list[di
     return rows
 
 
-def _evidence_bytes(result: AuditResult) -> dict:
-    """Where the certificates wait: GiB in memory and in the temporary file (not in the peak)."""
-    store = result.certificates
-    return {"certificates_in_memory_gb": round(store.bytes_in_memory / 2**30, 3),
-            "certificates_on_disk_gb": round(store.bytes_on_disk / 2**30, 3)}
-
-
 def _ours(weight: np.ndarray) -> tuple[dict, np.ndarray]:
     """Our whole-head audit: figures and the classes our exact stage took."""
     cpu, start = cpu_seconds(), time.perf_counter()
@@ -187,7 +108,7 @@ def _ours(weight: np.ndarray) -> tuple[dict, np.ndarray]:
     figures = {"time_s": round(wall, 1), "cpu_s": round(cpu, 1), "jobs": JOBS,
                "peak_pss_with_workers_gb": None if memory.peak_gb is None else
                round(memory.peak_gb, 2),
-               **_evidence_bytes(result),
+               **evidence_bytes(result),
                "fast_s": round(result.timings["fast_s"], 1),
                "exact_s": round(result.timings.get("exact_s", 0.0), 1),
                "duplicate_groups": len(result.duplicate_groups),
@@ -231,30 +152,18 @@ def frontier_case(name: str, n: int, d: int, sigma: float, *, sample: int, targe
                   baseline: bool, untestable: str | None = None) -> dict:
     """A frontier-sized head audited on a seeded sample of ``sample`` classes (every row still
     competes), its whole-head time extrapolated (``time_s x V / sample``: an estimate, said so),
-    the peak resident memory against the float32 head, and (``baseline``) the per-class HiGHS LP
-    over all rows on 2 classes our exact stage took, side by side with our audit of each."""
-    weight = lognormal_head(n, d, sigma)
-    classes = np.sort(np.random.default_rng(2).choice(n, size=sample, replace=False))
-    cpu, start = cpu_seconds(), time.perf_counter()
-    with PeakMemory() as memory:
-        result = check_argmaxable(weight, classes=classes, keep_witnesses=False, jobs=JOBS,
-                                  show_progress=False, copy=False)  # one head, not two
-    wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu
-    rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    peak_gb = max(rss_gb, memory.peak_gb or 0.0)  # with the workers' own memory where known
-    ours = {"sample": sample, "sample_s": round(wall, 1), "cpu_s": round(cpu, 1),
-            "time_s": round(wall * n / sample, 1), "time_is": "extrapolated from the sample",
-            "fast_s": round(result.timings["fast_s"], 1),
-            "exact_s": round(result.timings.get("exact_s", 0.0), 1),
-            "peak_rss_gb": round(rss_gb, 2),
-            "peak_pss_with_workers_gb": None if memory.peak_gb is None else
-            round(memory.peak_gb, 2),
-            "peak_over_float32_head": round(peak_gb * 2**30 / weight.nbytes, 2),
-            **_evidence_bytes(result),
-            **{f"n_{k}": v for k, v in result.counts.items()},
-            **{f"stage_{k}": v for k, v in result.stage_counts.items()}}
-    hard = result.classes[result.stage == "exact"]
-    side_by_side = side_by_side_with_the_lp(weight, hard[:2] if baseline else hard[:0])
+    the peak memory against the float32 head, both measured in a fresh process without torch
+    (:func:`~logitkit.benchmarks.audit_memory.sampled_audit`), and (``baseline``) the per-class
+    HiGHS LP over all rows on 2 classes our exact stage took, side by side with our audit of
+    each."""
+    run = subprocess.run([sys.executable, "-m", "logitkit.benchmarks.audit_memory", str(n),
+                          str(d), str(sigma), str(sample)], capture_output=True, text=True)
+    if run.returncode != 0:
+        raise RuntimeError(f"the sampled audit of {name} failed:\n{run.stderr[-2000:]}")
+    ours = json.loads(run.stdout)
+    hard = np.array(ours.pop("hard"), dtype=np.int64)
+    side_by_side = side_by_side_with_the_lp(lognormal_head(n, d, sigma), hard[:2]) \
+        if baseline else []
     per_class = float(np.mean([c["lp_s"] for c in side_by_side])) if side_by_side else None
     base = {"side_by_side": side_by_side,
             **({} if per_class is None else {
