@@ -59,6 +59,18 @@ def test_a_workers_garbage_collection_copies_none_of_the_parents_objects(monkeyp
     assert len(held) == 400_000
 
 
+@pytest.mark.skipif("fork" not in mp.get_all_start_methods(), reason="needs fork")
+def test_a_callers_own_frozen_objects_stay_frozen(monkeypatch):
+    monkeypatch.setattr(exact, "_decide", collection_cost_in_worker)
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        exact._run([(0,), (1,)], [None, None], jobs=2, on_done=None, on_decision=None)
+        assert gc.get_freeze_count() >= frozen > 0
+    finally:
+        gc.unfreeze()
+
+
 def glibc_trims() -> bool:
     libc = ctypes.util.find_library("c")
     return bool(libc) and hasattr(ctypes.CDLL(libc), "malloc_trim")
