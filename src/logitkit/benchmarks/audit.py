@@ -62,8 +62,6 @@ from logitkit.benchmarks.audit_memory import (
 )
 from logitkit.benchmarks.harness import add_target, case, emit, quick_flag
 
-__all__ = ["PeakMemory", "audit_case", "frontier_case", "lognormal_head", "main"]
-
 BASELINE_TIME_LIMIT_S = 300.0
 
 
