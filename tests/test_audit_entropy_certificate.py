@@ -37,9 +37,14 @@ def minimiser(weight, k, steps=2000):
     return z
 
 
+@pytest.mark.parametrize("copy_share", [1, 8])  # every pool gathered; these pools read in place
 @pytest.mark.parametrize("seed,exact32", [(0, False), (1, False), (0, True)])
-def test_interior_rows_get_exact_combinations(seed, exact32):
-    """``exact32``: a head exact in float32, its float64 sums taken from the float32 rows."""
+def test_interior_rows_get_exact_combinations(seed, exact32, copy_share, monkeypatch):
+    """``exact32``: a head exact in float32, its float64 sums taken from the float32 rows;
+    pools (136 rows of 400) gathered once, or read from the head a block at a time."""
+    from logitkit.audit import entropy_certificate as ec
+
+    monkeypatch.setattr(ec, "POOL_COPY_SHARE", copy_share)
     weight = spread_head(seed, n=400, d=16)
     weight32 = None
     if exact32:
@@ -172,17 +177,63 @@ def test_a_tolerance_below_the_rounding_of_a_full_dimensional_pool_leaves_it_to_
 
 
 def test_float64_sums_from_float32_rows_match_those_from_float64_rows():
+    """A pool's float64 sum ``sum_i a_i w_i`` over rows scattered through the head, from the
+    float32 rows upcast (``exact32``) and from the float64 rows, in blocks."""
     from logitkit.audit import entropy_certificate as ec
 
     rng = np.random.default_rng(2)
-    rows32 = rng.normal(size=(3 * ec.UPCAST_BLOCK + 11, 5)).astype(np.float32)
-    a = rng.random(len(rows32))
-    exact = np.array([np.sum(a * rows32[:, c].astype(np.float64)) for c in range(5)])
-    got = ec._float64_sum(a, None, rows32)
-    assert got.dtype == np.float64
-    np.testing.assert_allclose(got, exact, rtol=1e-13)
-    np.testing.assert_allclose(got, ec._float64_sum(a, rows32.astype(np.float64), rows32),
-                               rtol=1e-13)
+    head32 = rng.normal(size=(5 * ec.UPCAST_BLOCK, 5)).astype(np.float32)
+    ids = np.sort(rng.choice(len(head32), size=3 * ec.UPCAST_BLOCK + 11, replace=False))
+    a = rng.random(len(ids))
+    exact = np.array([np.sum(a * head32[ids, c].astype(np.float64)) for c in range(5)])
+    for exact32 in (True, False):
+        got = ec.PoolRows(head32.astype(np.float64), head32, ids, exact32).sum64(a)
+        assert got.dtype == np.float64
+        np.testing.assert_allclose(got, exact, rtol=1e-13)
+
+
+def test_pools_past_an_eighth_of_the_head_are_read_in_place_smaller_ones_gathered():
+    from logitkit.audit import entropy_certificate as ec
+
+    head32 = np.random.default_rng(5).normal(size=(800, 6)).astype(np.float32)
+    head = head32.astype(np.float64)
+    small, large = np.arange(0, 800, 8), np.arange(0, 800, 7)  # 100 and 115 rows of 800
+    for exact32 in (True, False):
+        copied = ec.pool_rows(head, head32, small, exact32)
+        assert copied.ids is None and np.array_equal(copied.weight32, head32[small])
+        assert (copied.weight is None) == exact32
+        read = ec.pool_rows(head, head32, large, exact32)
+        assert read.ids is large and read.weight32 is head32
+        a = np.linspace(0.0, 1.0, 100)
+        np.testing.assert_allclose(copied.sum64(a), a @ head[small], rtol=1e-14)
+        np.testing.assert_allclose(copied.part(np.arange(3, 60)).products64(np.eye(6)),
+                                   head[small[3:60]], rtol=0)
+
+
+def test_a_pool_is_read_a_block_at_a_time_never_gathered_whole(monkeypatch):
+    """A pool of every row of a 20000 x 256 float32 head (20 MB), Gram blocks of 1 MB: the
+    certificate's steps keep less than a quarter of the pool in memory at once (a gathered
+    pool alone is 20 MB), and every pass over the pool agrees with the gathered rows' products
+    (written here)."""
+    from logitkit.audit import entropy_certificate as ec
+    from tests.audit_references import traced_peak
+
+    monkeypatch.setattr(ec, "GRAM_BLOCK_BYTES", 2**20)
+    rng = np.random.default_rng(4)
+    head32 = rng.normal(size=(20000, 256)).astype(np.float32)
+    pool = ec.PoolRows(head32.astype(np.float64), head32, np.arange(1, 20000), True)
+    gathered = head32[1:].astype(np.float64)
+    z = 0.05 * rng.normal(size=256)
+    p = np.exp(gathered @ z - (gathered @ z).max())
+    p /= p.sum()
+    np.testing.assert_allclose(pool.logits32(z.astype(np.float32)), gathered @ z, rtol=1e-4,
+                               atol=1e-5)
+    np.testing.assert_allclose(pool.mean32(p), p @ gathered, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(pool.products64(np.stack([z, -z], 1)),
+                               gathered @ np.stack([z, -z], 1), rtol=1e-12, atol=1e-12)
+    target = head32[0].astype(np.float64)
+    peak = traced_peak(lambda: ec._pool_combination(pool, target, z))
+    assert peak < head32.nbytes / 4, peak
 
 
 @pytest.mark.parametrize("exact32", [False, True])
@@ -211,7 +262,8 @@ def test_the_damped_newton_step_is_the_longest_halving_that_passes_armijos_test(
     h = 1.0
     while h > 1e-4 and bound(z + h * step) > bound(z) + 1e-4 * h * (gradient @ step):
         h /= 2
-    got = ec._damped_newton(None if exact32 else rows, rows32, target, z, step, gradient)
+    pool = ec.PoolRows(rows, rows32, np.arange(len(rows)), exact32)
+    got = ec._damped_newton(pool, target, z, step, gradient)
     np.testing.assert_allclose(got, z + h * step, rtol=0, atol=1e-12 * np.abs(step).max())
 
 
@@ -232,7 +284,8 @@ def test_the_step_over_the_heaviest_rows_is_the_smallest_change_confined_to_them
     monkeypatch.setattr(ec, "REFINEMENTS", 2)  # returns p plus the first step
     monkeypatch.setattr(ec, "CONVERGED", np.inf)  # whatever residual that step leaves
     mu = p @ rows / p.sum() + 0.3  # any centre: the Gram matrix is corrected to the subset's
-    got, gram = ec._subset_step(None, rows.astype(np.float32), target, p, mu, subset)
+    pool = ec.PoolRows(rows, rows.astype(np.float32), np.arange(300), True)
+    got, gram = ec._subset_step(pool, target, p, mu, subset)
     mass = p[subset]
     residual, excess = p @ rows - target, p.sum() - 1.0
     scaled = np.vstack([rows[subset].T, np.ones(40)]) * np.sqrt(mass)
@@ -258,9 +311,9 @@ def test_certificates_come_from_the_heaviest_rows_step_or_else_the_whole_pool(mo
     formed = []
     original = ec._gram
 
-    def counting(rows32, p, centre, ids=None):
-        formed.append(len(rows32) if ids is None else len(ids))
-        return original(rows32, p, centre, ids)
+    def counting(rows, p, centre):
+        formed.append(len(rows))
+        return original(rows, p, centre)
 
     monkeypatch.setattr(ec, "_gram", counting)
     monkeypatch.setattr(ec, "POOL_PER_DIMENSION", 100)
@@ -299,7 +352,10 @@ def test_the_hessian_factor_is_float32_and_float64_where_float32_finds_no_factor
     mu = p @ rows32.astype(np.float64)
     centred = rows32.astype(np.float64) - mu
     hessian = (centred * p[:, None]).T @ centred
-    factor = ec._cholesky(ec._gram(rows32, p, mu))
+    def pool(rows32):
+        return ec.PoolRows(rows32.astype(np.float64), rows32, np.arange(len(rows32)), True)
+
+    factor = ec._cholesky(ec._gram(pool(rows32), p, mu))
     assert factor[0].dtype == np.float32
     b = rng.normal(size=8)
     y = ec._solve(factor, b)
@@ -307,12 +363,12 @@ def test_the_hessian_factor_is_float32_and_float64_where_float32_finds_no_factor
     np.testing.assert_allclose(hessian @ y, b, rtol=0, atol=1e-4 * np.abs(b).max())
     some = np.array([50, 3, 17, 4, 29, 30, 31, 8, 9, 59, 0])
     part = (centred[some] * p[some, None]).T @ centred[some]
-    np.testing.assert_allclose(ec._gram(rows32, p, mu, some), part, rtol=1e-5,
+    np.testing.assert_allclose(ec._gram(pool(rows32).part(some), p[some], mu), part, rtol=1e-5,
                                atol=1e-6 * np.abs(part).max())
 
     flat = rows32.copy()
     flat[:, 3] = 0.0
-    factor = ec._cholesky(ec._gram(flat, p, p @ flat.astype(np.float64)))
+    factor = ec._cholesky(ec._gram(pool(flat), p, p @ flat.astype(np.float64)))
     assert factor is not None and factor[0].dtype == np.float64
     centred = flat.astype(np.float64) - p @ flat.astype(np.float64)
     regularised = (centred * p[:, None]).T @ centred

@@ -40,7 +40,12 @@ replaced by one 4 times larger). A pool keeps the Gram matrix at ``8 (d + 1) d^2
 ``V d^2`` and, above all, keeps the certificate's float64 rounding allowance ``gamma_{|S|+2}``
 small: a dense sum over all rows of a 151936-row head has ``gamma ~ 1.7e-11``, more than the
 ``tol / 64 = 1.6e-11`` a certificate may miss by at the default ``tol``, so such heads got no
-entropy certificates at all. Pools never exceed :func:`largest_support` rows.
+entropy certificates at all. Pools never exceed :func:`largest_support` rows (35181 at the
+default ``tol``). A pool is gathered into a copy only where it has at most 1/8 of the head's
+rows; a larger one is read from the head a block of rows at a time, and each step's float64 sum
+is taken in the pass that forms the step (:class:`PoolRows`): on a 12000-class sample of a
+151936 x 896 head the audit's peak with its two workers, 972 MiB in the exact stage, became the
+witness search's 884 MiB (the exact stage under it), in the same time (142.6 and 144.5 s).
 
 Example::
 
@@ -76,7 +81,8 @@ CONVERGED = 1e-13  # |residual|_1 / |target|_1 that step must reach (else the wh
 ROUNDING_ROOM = 4  # a certificate's rounding allowance stays below 1/4 of what tol allows
 GRAM_BLOCK_BYTES = 2**24  # centred pool rows per block of the Hessian (16 MB)
 UPCAST_BLOCK = 256  # float32 pool rows upcast per block for a float64 sum (in cache)
-GATHER_BLOCK = 1024  # candidate rows gathered per block for their logits (in cache)
+GATHER_BLOCK = 1024  # rows gathered per block for their logits or sums (in cache)
+POOL_COPY_SHARE = 8  # a pool is gathered once where it has at most 1/8 of the head's rows
 
 
 def largest_support(tol: float) -> int:
@@ -122,8 +128,7 @@ def entropy_certificate(
     logits = (rows32 @ z32)[candidates] if rows is None else _logits(rows32, candidates, z32)
     while True:
         pool = _pool(candidates, logits, size)
-        combination = _pool_combination(None if exact32 else weight[pool], rows32[pool],
-                                        target, z)
+        combination = _pool_combination(pool_rows(weight, rows32, pool, exact32), target, z)
         if combination is not None:
             keep = np.flatnonzero(combination > 0)
             certificate = hull_certificate(weight, None, k, pool[keep],
@@ -136,53 +141,157 @@ def entropy_certificate(
         size = min(POOL_GROWTH * size, most)
 
 
-def _pool_combination(rows: np.ndarray | None, rows32: np.ndarray, target: np.ndarray,
-                      z: np.ndarray) -> np.ndarray | None:
-    """Convex weights over ``rows`` (float64, or None where ``rows32``, their float32 copy,
-    is exact) combining to ``target`` to rounding, by the steps of the module doc from ``z``:
-    over the heaviest rows first, then over all with Newton steps on ``z``; None if none.
+class PoolRows:
+    """Rows of a head for the steps over a pool: ``ids`` of ``weight`` (None: all its rows).
+
+    ``weight``: float64 rows (an array or :class:`~logitkit.audit.exact_rows.ExactRows`; None
+    where ``exact32``); ``weight32`` their float32 copy; ``exact32``: ``weight32`` holds
+    ``weight`` exactly, so the float64 rows are its rows upcast. Rows named by ``ids`` are
+    gathered a cache-sized block at a time for each pass and let go (:func:`pool_rows` decides
+    which pools are read so).
+    """
+
+    def __init__(self, weight: np.ndarray | ExactRows | None, weight32: np.ndarray,
+                 ids: np.ndarray | None, exact32: bool) -> None:
+        self.weight, self.weight32, self.ids, self.exact32 = weight, weight32, ids, exact32
+
+    def __len__(self) -> int:
+        return len(self.weight32) if self.ids is None else len(self.ids)
+
+    def part(self, positions: np.ndarray) -> PoolRows:
+        """The rows at ``positions`` of this pool."""
+        ids = positions if self.ids is None else self.ids[positions]
+        return PoolRows(self.weight, self.weight32, ids, self.exact32)
+
+    def blocks(self, rows: int = GATHER_BLOCK):
+        """``(positions, float32 rows)`` for consecutive blocks of ``rows`` rows (views of
+        ``weight32`` where ``ids`` is None: read only)."""
+        for start in range(0, len(self), rows):
+            part = slice(start, start + rows)
+            yield part, self.weight32[part if self.ids is None else self.ids[part]]
+
+    def _blocks64(self):
+        """``(positions, float32 rows, float64 rows)`` for blocks of ``UPCAST_BLOCK`` rows."""
+        for part, block in self.blocks(UPCAST_BLOCK):
+            if self.exact32:
+                yield part, block, block.astype(np.float64)
+            else:
+                yield part, block, np.asarray(self.weight[part if self.ids is None else
+                                                          self.ids[part]], dtype=np.float64)
+
+    def logits32(self, y32: np.ndarray) -> np.ndarray:
+        """``w_i . y`` for each row, in float32."""
+        if self.ids is None:
+            return self.weight32 @ y32
+        out = np.empty(len(self), dtype=np.float32)
+        for part, block in self.blocks():
+            out[part] = block @ y32
+        return out
+
+    def mean32(self, p: np.ndarray) -> np.ndarray:
+        """``sum_i p_i w_i`` summed in float32, returned as float64."""
+        p32 = p.astype(np.float32)
+        if self.ids is None:
+            return (p32 @ self.weight32).astype(np.float64)
+        total = np.zeros(self.weight32.shape[1], dtype=np.float32)
+        for part, block in self.blocks():
+            total += p32[part] @ block
+        return total.astype(np.float64)
+
+    def sum64(self, a: np.ndarray) -> np.ndarray:
+        """``sum_i a_i w_i`` in float64 (the float32 rows upcast where they are exact)."""
+        if self.ids is None and not self.exact32:
+            return a @ self.weight
+        total = np.zeros(self.weight32.shape[1])
+        for part, _, block in self._blocks64():
+            total += a[part] @ block
+        return total
+
+    def products64(self, x: np.ndarray) -> np.ndarray:
+        """``W x`` in float64 for ``x`` of shape (d, m): (len, m)."""
+        if self.ids is None and not self.exact32:
+            return self.weight @ x
+        out = np.empty((len(self), x.shape[1]))
+        for part, _, block in self._blocks64():
+            out[part] = block @ x
+        return out
+
+    def moved_by(self, y: np.ndarray, mass: np.ndarray,
+                 offset: float) -> tuple[np.ndarray, np.ndarray]:
+        """The weight step ``delta_i = mass_i (w_i . y - offset)`` (``w_i . y`` in float32) and
+        its float64 sum ``sum_i delta_i w_i``, in one pass over the rows."""
+        y32 = y.astype(np.float32)
+        if self.ids is None and not self.exact32:
+            step = mass * ((self.weight32 @ y32).astype(np.float64) - offset)
+            return step, step @ self.weight
+        step, total = np.empty(len(self)), np.zeros(self.weight32.shape[1])
+        for part, block32, block in self._blocks64():
+            step[part] = mass[part] * ((block32 @ y32).astype(np.float64) - offset)
+            total += step[part] @ block
+        return step, total
+
+
+def pool_rows(weight: np.ndarray | ExactRows, weight32: np.ndarray, pool: np.ndarray,
+              exact32: bool) -> PoolRows:
+    """The rows ``pool`` of the head: a gathered copy where its float32 rows fit in
+    ``1 / POOL_COPY_SHARE`` of the head's, else read from the head a block at a time.
+
+    A copy serves the many passes over a pool fastest (each pass over a pool read in place
+    gathers its rows again: 10-14 ms more per pass over 35181 rows of d = 896); but the
+    largest pools, 35181 rows at the default ``tol`` (126 MB in float32 at d = 896, twice that
+    in float64), are what took a whole 151936 x 896 audit's exact stage 230 MB above its usual
+    level when both workers held one."""
+    if len(pool) * POOL_COPY_SHARE > len(weight32):
+        return PoolRows(weight, weight32, pool, exact32)
+    return PoolRows(None if exact32 else np.asarray(weight[pool], dtype=np.float64),
+                    weight32[pool], None, exact32)
+
+
+def _pool_combination(pool: PoolRows, target: np.ndarray, z: np.ndarray) -> np.ndarray | None:
+    """Convex weights over the ``pool`` combining to ``target`` to rounding, by the steps of
+    the module doc from ``z``: over the heaviest rows first, then over all with Newton steps on
+    ``z``; None if none.
 
     The pool's first Hessian has the same ``p`` and centre ``mu`` as the subset's Gram matrix
     (:func:`_subset_step`), so it adds only the rows off the subset to it."""
-    p, mu = _softmax_mean(rows32, z)
-    heaviest = SUBSET_PER_DIMENSION * (rows32.shape[1] + 1)
+    p, mu = _softmax_mean(pool, z)
+    heaviest = SUBSET_PER_DIMENSION * (pool.weight32.shape[1] + 1)
     hessian = None
     if heaviest < len(p):
         subset = np.sort(np.argpartition(-p, heaviest - 1)[:heaviest])
-        a, subset_gram = _subset_step(rows, rows32, target, p, mu, subset)
+        a, subset_gram = _subset_step(pool, target, p, mu, subset)
         if a is not None:
             return a
-        hessian = subset_gram + _gram(rows32, p, mu, np.setdiff1d(np.arange(len(p)), subset))
+        off = np.setdiff1d(np.arange(len(p)), subset)
+        hessian = subset_gram + _gram(pool.part(off), p[off], mu)
     for _ in range(NEWTON_STEPS):
-        factor = _cholesky(_gram(rows32, p, mu) if hessian is None else hessian)
+        factor = _cholesky(_gram(pool, p, mu) if hessian is None else hessian)
         hessian = None
         if factor is None:
             return None
-        a = _refined(rows, rows32, target, p, mu, factor)
+        a = _refined(pool, target, p, mu, factor)
         if a is not None:
             return a
-        z = _damped_newton(rows, rows32, target, z,
-                           -_solve(factor, mu - target), mu - target)
-        p, mu = _softmax_mean(rows32, z)
+        z = _damped_newton(pool, target, z, -_solve(factor, mu - target), mu - target)
+        p, mu = _softmax_mean(pool, z)
     return None
 
 
-def _subset_step(rows: np.ndarray | None, rows32: np.ndarray, target: np.ndarray,
-                 p: np.ndarray, mu: np.ndarray,
+def _subset_step(pool: PoolRows, target: np.ndarray, p: np.ndarray, mu: np.ndarray,
                  subset: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
     """The weight step confined to the rows ``subset`` (module doc), refined to the rounding
     level (None where a weight turns negative or the residual stays above ``CONVERGED``), and
     the subset's Gram matrix centred at the pool's mean ``mu``, ``G_T = sum_T p_i (w_i - mu)
     (w_i - mu)^T``: ``H_T = G_T - P_T (mu_T - mu)(mu_T - mu)^T``."""
-    mass, heaviest32 = p[subset], rows32[subset]
+    mass, heaviest = p[subset], pool.part(subset)
     total = float(mass.sum())
-    mean = (mass.astype(np.float32) @ heaviest32).astype(np.float64) / total
-    gram = _gram(heaviest32, mass, mu)
+    mean = heaviest.mean32(mass) / total
+    gram = _gram(heaviest, mass, mu)
     off = (mean - mu).astype(np.float32)
     factor = _cholesky(gram - np.float32(total) * np.outer(off, off))
     if factor is None:
         return None, gram
-    return _refined(rows, rows32, target, p, mean, factor, subset=subset, total=total,
+    return _refined(pool, target, p, mean, factor, subset=subset, total=total,
                     required=CONVERGED), gram
 
 
@@ -202,26 +311,13 @@ def _pool(candidates: np.ndarray, logits: np.ndarray, size: int) -> np.ndarray:
     return np.sort(candidates[np.argpartition(-logits, size - 1)[:size]])
 
 
-def _float64_sum(a: np.ndarray, rows: np.ndarray | None, rows32: np.ndarray) -> np.ndarray:
-    """``sum_i a_i w_i`` in float64, from ``rows`` or (None) from the exact ``rows32``, upcast
-    a cache-sized block at a time."""
-    if rows is not None:
-        return a @ rows
-    total = np.zeros(rows32.shape[1])
-    for start in range(0, len(rows32), UPCAST_BLOCK):
-        part = slice(start, start + UPCAST_BLOCK)
-        total += a[part] @ rows32[part].astype(np.float64)
-    return total
-
-
-def _damped_newton(rows: np.ndarray | None, rows32: np.ndarray, target: np.ndarray,
-                   z: np.ndarray, step: np.ndarray, gradient: np.ndarray) -> np.ndarray:
+def _damped_newton(pool: PoolRows, target: np.ndarray, z: np.ndarray, step: np.ndarray,
+                   gradient: np.ndarray) -> np.ndarray:
     """``z + t step`` with the largest ``t`` in 1, 1/2, ... passing Armijo's test on ``F``.
 
     ``F(z + t step) = LSE(l + t m) - target . (z + t step)`` over the pool, in float64, from
     ``l = W z`` and ``m = W step``, formed once: one pass over the pool serves every ``t``."""
-    pool = ExactRows(rows32) if rows is None else rows  # float64 products, a block at a time
-    products = pool @ np.stack([z, step], axis=1)
+    products = pool.products64(np.stack([z, step], axis=1))
     logits, change = products[:, 0], products[:, 1]
     along = float(target @ step)
 
@@ -236,28 +332,25 @@ def _damped_newton(rows: np.ndarray | None, rows32: np.ndarray, target: np.ndarr
     return z + t * step
 
 
-def _softmax_mean(rows32: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _softmax_mean(pool: PoolRows, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``p = softmax(W_pool z)`` and ``mu = sum_i p_i w_i`` from the float32 rows: any
     positive ``p`` serves (the refinement computes its residuals in float64)."""
-    logits = (rows32 @ z.astype(np.float32)).astype(np.float64)
+    logits = pool.logits32(z.astype(np.float32)).astype(np.float64)
     p = np.exp(logits - logits.max())
     p /= p.sum()
-    return p, (p.astype(np.float32) @ rows32).astype(np.float64)
+    return p, pool.mean32(p)
 
 
-def _gram(rows32: np.ndarray, p: np.ndarray, centre: np.ndarray,
-          ids: np.ndarray | None = None) -> np.ndarray:
-    """``sum_i p_i (w_i - centre)(w_i - centre)^T`` over the rows ``ids`` of ``rows32`` (None:
-    all), in float32, summed over blocks of ``GRAM_BLOCK_BYTES`` of rows: a centred copy of a
-    whole pool of 35000 rows was 120 MB. With ``centre = mu = sum_i p_i w_i`` over all rows it
-    is ``H``, the Hessian of ``F``."""
+def _gram(rows: PoolRows, p: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """``sum_i p_i (w_i - centre)(w_i - centre)^T`` over ``rows`` (``p`` one weight per row),
+    in float32, summed over blocks of ``GRAM_BLOCK_BYTES`` of rows. With ``centre = mu =
+    sum_i p_i w_i`` over the whole pool it is ``H``, the Hessian of ``F``."""
     centre32, root = centre.astype(np.float32), np.sqrt(p).astype(np.float32)
-    count = len(rows32) if ids is None else len(ids)
-    step = max(1, GRAM_BLOCK_BYTES // (4 * rows32.shape[1]))
-    gram = np.zeros((rows32.shape[1], rows32.shape[1]), dtype=np.float32)
-    for start in range(0, count, step):  # no centred copy of all the rows
-        part = slice(start, start + step) if ids is None else ids[start:start + step]
-        centred = np.subtract(rows32[part], centre32, dtype=np.float32)
+    d = rows.weight32.shape[1]
+    gram = np.zeros((d, d), dtype=np.float32)
+    for part, block in rows.blocks(max(1, GRAM_BLOCK_BYTES // (4 * d))):
+        # a gathered block is a copy: centred in place; a view of a gathered pool is not
+        centred = np.subtract(block, centre32, out=block if rows.ids is not None else None)
         centred *= root[part, None]
         gram += centred.T @ centred
     return gram
@@ -286,24 +379,19 @@ def _solve(factor, rhs: np.ndarray) -> np.ndarray:
     return cho_solve(factor, rhs.astype(factor[0].dtype), check_finite=False).astype(np.float64)
 
 
-def _refined(rows: np.ndarray | None, rows32: np.ndarray, target: np.ndarray, p: np.ndarray,
-             mu: np.ndarray, factor, *, subset: np.ndarray | None = None, total: float = 1.0,
+def _refined(pool: PoolRows, target: np.ndarray, p: np.ndarray, mu: np.ndarray, factor, *,
+             subset: np.ndarray | None = None, total: float = 1.0,
              required: float | None = None) -> np.ndarray | None:
     """``p`` plus the weight step of the module doc, refined with float64 residuals (the step
-    itself may be rounded: the next residual corrects it); None if a weight turns negative.
+    itself may be rounded: the next residual corrects it; each step's float64 sum is taken in
+    the same pass over the rows as the step); None if a weight turns negative.
     ``subset``: the step is confined to these rows (``mu`` and ``total`` their mean and mass);
     ``required``: None also where the relative residual stays above it."""
     a, best, best_size = p, p, np.inf
     scale = float(np.abs(target).sum())
-    if subset is None:
-        moved, moved32, mass, fixed = rows, rows32, p, -target
-    else:  # the weights off the subset stay p: their float64 sum is taken once
-        moved, moved32, mass = None if rows is None else rows[subset], rows32[subset], p[subset]
-        still = p.copy()
-        still[subset] = 0.0
-        fixed = _float64_sum(still, rows, rows32) - target
+    moved, mass = (pool, p) if subset is None else (pool.part(subset), p[subset])
+    r = pool.sum64(p) - target
     for _ in range(REFINEMENTS):
-        r = fixed + _float64_sum(a if subset is None else a[subset], moved, moved32)
         s = a.sum() - 1.0
         size = float(np.abs(r).sum()) + abs(s) * scale
         if size >= best_size:  # at the rounding level
@@ -312,7 +400,7 @@ def _refined(rows: np.ndarray | None, rows32: np.ndarray, target: np.ndarray, p:
         if size <= ROUNDING_LEVEL * scale:
             break
         y = _solve(factor, -(r - s * mu))
-        step = mass * ((moved32 @ y.astype(np.float32)).astype(np.float64) - mu @ y - s / total)
+        step, change = moved.moved_by(y, mass, mu @ y + s / total)
         if subset is None:
             a = a + step
         else:
@@ -320,6 +408,7 @@ def _refined(rows: np.ndarray | None, rows32: np.ndarray, target: np.ndarray, p:
             a[subset] += step
         if not a.min() >= 0:  # a weight turned negative (or the step overflowed)
             return None
+        r = r + change  # the residual of the new weights: the step's float64 sum added
     if required is not None and not best_size <= required * scale:
         return None
     return best
