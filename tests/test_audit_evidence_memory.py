@@ -244,3 +244,39 @@ def test_an_audit_of_a_numpy_head_does_not_import_torch(tmp_path):
                           check=True)
     written = json.loads((tmp_path / "out.json").read_text())["counts"]["unargmaxable"]
     assert written >= 40 and done.stdout.split()[-2:] == [str(written), "False"]
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_the_exact_stage_starts_with_records_of_the_open_classes_only(monkeypatch, keep):
+    """While the exact stage runs (its workers forked from this process), the audit holds one
+    verdict record per class handed to it, none for the classes the fast stage proved; the
+    proved classes' records are made when the result is put together, with the margins and
+    witnesses of an audit that keeps every record (written here from the witnesses)."""
+    import gc
+
+    import logitkit.audit.argmaxable as argmaxable_module
+    from logitkit.audit.decision import Decision
+
+    weight = head_with_interior_rows(3, n=600)
+    live = []
+    original = argmaxable_module.decide_many
+
+    def counting(weight_, bias, classes, *args, **kwargs):
+        live.append((sum(isinstance(o, Decision) for o in gc.get_objects()), len(classes)))
+        return original(weight_, bias, classes, *args, **kwargs)
+
+    monkeypatch.setattr(argmaxable_module, "decide_many", counting)
+    result = check_argmaxable(weight, keep_witnesses=keep, show_progress=False)
+    (records, handed), = live
+    proved = int((result.stage == "fast").sum())
+    assert proved >= 100 and handed >= 100 and records <= handed
+    assert proved + handed == len(weight)
+    assert sorted(set(result.stage.tolist())) == ["exact", "fast"]
+    if keep:
+        for k in np.flatnonzero(result.stage == "fast").tolist():
+            z = result.witnesses[k].astype(np.float64)
+            assert wins_in_float64(weight, k, z)
+            logits = weight.astype(np.float64) @ z
+            scale = np.median(np.linalg.norm(weight.astype(np.float64), axis=1))
+            margin = (logits[k] - np.delete(logits, k).max()) / (np.linalg.norm(z) * scale)
+            assert result.margin[k] == pytest.approx(margin, abs=1e-6)  # float32 logits
