@@ -238,9 +238,9 @@ def pool_rows(weight: np.ndarray | ExactRows, weight32: np.ndarray, pool: np.nda
 
     A copy serves the many passes over a pool fastest (each pass over a pool read in place
     gathers its rows again: 10-14 ms more per pass over 35181 rows of d = 896); but the
-    largest pools, 35181 rows at the default ``tol`` (126 MB in float32 at d = 896, twice that
-    in float64), are what took a whole 151936 x 896 audit's exact stage 230 MB above its usual
-    level when both workers held one."""
+    largest pools, 35181 rows at the default ``tol``, are 126 MB in float32 at d = 896 (twice
+    that in float64): a worker rose 100-120 MB with each such pool on a sample of a 151936 x
+    896 head, and a whole audit of it rose 230 MB above its usual level once."""
     if len(pool) * POOL_COPY_SHARE > len(weight32):
         return PoolRows(weight, weight32, pool, exact32)
     return PoolRows(None if exact32 else np.asarray(weight[pool], dtype=np.float64),
