@@ -125,7 +125,8 @@ def entropy_certificate(
     rows32 = weight.astype(np.float32) if weight32 is None else weight32
     size = min(POOL_PER_DIMENSION * (d + 1), most)
     z32 = z.astype(np.float32)
-    logits = (rows32 @ z32)[candidates] if rows is None else _logits(rows32, candidates, z32)
+    logits = (rows32 @ z32)[candidates] if rows is None else \
+        PoolRows(weight, rows32, candidates, exact32).logits32(z32)
     while True:
         pool = _pool(candidates, logits, size)
         combination = _pool_combination(pool_rows(weight, rows32, pool, exact32), target, z)
@@ -293,15 +294,6 @@ def _subset_step(pool: PoolRows, target: np.ndarray, p: np.ndarray, mu: np.ndarr
         return None, gram
     return _refined(pool, target, p, mean, factor, subset=subset, total=total,
                     required=CONVERGED), gram
-
-
-def _logits(rows32: np.ndarray, ids: np.ndarray, z32: np.ndarray) -> np.ndarray:
-    """``W z`` over the rows ``ids`` (float32), gathered a cache-sized block at a time."""
-    out = np.empty(len(ids), dtype=np.float32)
-    for start in range(0, len(ids), GATHER_BLOCK):
-        part = slice(start, start + GATHER_BLOCK)
-        out[part] = rows32[ids[part]] @ z32
-    return out
 
 
 def _pool(candidates: np.ndarray, logits: np.ndarray, size: int) -> np.ndarray:
